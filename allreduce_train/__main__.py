@@ -1,0 +1,151 @@
+"""python -m allreduce_train: data-parallel training over MPI (run it under mpirun)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .comm import World, check_launcher, install_abort_hook
+from .config import DEFAULT_HIDDEN, DEVICES, DTYPES, Config, UsageError
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block) and no rank exits alone."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    from . import collectives, data, model
+
+    d = Config()
+    p = _Parser(prog="python -m allreduce_train",
+                description="Train an MLP with data parallelism: every MPI rank holds a replica, "
+                            "computes gradients on its share of the global batch, and an all-reduce "
+                            "averages them. Run under mpirun, e.g. `mpirun -n 4 python -m "
+                            "allreduce_train`. Each run writes per-step traffic and timing records "
+                            "to a run directory.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=d.dataset, help=f"one of: {', '.join(data.DATASETS)}")
+    g.add_argument("--data-dir", default=d.data_dir,
+                   help="mnist: directory with the IDX files (gzipped or not) or mnist.npz")
+    g.add_argument("--samples", type=int, default=d.samples, help="synthetic: training samples")
+    g.add_argument("--features", type=int, default=d.features, help="synthetic: input features")
+    g.add_argument("--classes", type=int, default=d.classes, help="synthetic: classes")
+    g.add_argument("--test-fraction", type=float, default=d.test_fraction,
+                   help="digits and synthetic: share of samples held out for testing")
+    g = p.add_argument_group("model")
+    g.add_argument("--layers", type=_widths, default=None,
+                   help="all layer widths, input to output, e.g. 64,128,128,10 "
+                        f"(default: features,{','.join(map(str, DEFAULT_HIDDEN))},classes)")
+    g.add_argument("--activation", default=d.activation, choices=list(model.ACTIVATIONS))
+    g.add_argument("--loss", default=d.loss, choices=list(model.LOSSES))
+    g.add_argument("--init", default=d.init, choices=list(model.INITS),
+                   help="weight initialisation (default: he for relu, xavier otherwise)")
+    g.add_argument("--dtype", default=d.dtype, choices=DTYPES)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    g.add_argument("--momentum", type=float, default=d.momentum)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--global-batch", type=int, default=d.global_batch,
+                   help="samples per step over ALL ranks (split as evenly as possible)")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--steps", type=int, default=d.steps, help="train this many steps instead of --epochs")
+    g.add_argument("--seed", type=int, default=d.seed, help="seeds the data order, split and init")
+    g = p.add_argument_group("parallelism and records")
+    g.add_argument("--allreduce", default=d.allreduce, choices=list(collectives.CHOICES),
+                   help="gradient all-reduce: a schedule executed point to point, or mpi "
+                        "(the library's MPI_Allreduce, for comparison)")
+    g.add_argument("--device", default=d.device, choices=DEVICES,
+                   help="auto: a GPU through CuPy when there is one, else the CPU")
+    g.add_argument("--run-dir", default=d.run_dir,
+                   help="where records go (default: runs/<date>-<time>-p<ranks>)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="steps between test evaluations (0: every epoch)")
+    g.add_argument("--check-every", type=int, default=d.check_every,
+                   help="steps between cross-rank checks that all weights are bit-identical "
+                        "(0: only at start and end)")
+    return p
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+
+
+def main(argv=None) -> int:
+    install_abort_hook()
+    world = World.create()
+    try:
+        cfg, dataset, backend, run_dir = setup(world, argv)
+    except _HelpShown:
+        return 0
+    except UsageError as exc:
+        world.log(f"allreduce_train: error: {exc}")
+        return EXIT_USAGE
+    from .train import ReplicasDiverged, run
+
+    try:
+        run(cfg, world, backend, dataset, run_dir)
+    except ReplicasDiverged as exc:  # raised on every rank at once: they compared together
+        world.log(f"allreduce_train: error: {exc}")
+        return EXIT_DIVERGED
+    except UsageError as exc:  # found on every rank alike (widths against data, batch size)
+        world.log(f"allreduce_train: error: {exc}")
+        return EXIT_USAGE
+    return 0
+
+
+class _HelpShown(Exception):
+    pass
+
+
+def setup(world: World, argv):
+    """Parse, validate and load on every rank; any rank's error becomes every rank's."""
+    from . import backend, data
+    from netsim import rundir
+
+    error = check_launcher(world.world_size)
+    cfg = dataset = dev = None
+    if error is None:
+        try:
+            if "-h" in (argv if argv is not None else sys.argv[1:]) or \
+                    "--help" in (argv if argv is not None else sys.argv[1:]):
+                if world.is_root:
+                    parser().print_help()
+                raise _HelpShown
+            args = vars(parser().parse_args(argv))
+            cfg = Config(**args)
+            cfg.check_world(world.world_size)
+            dev = backend.select(cfg.device, world.local_rank, world.local_size)
+            dataset = data.load(cfg.dataset, seed=cfg.seed, data_dir=cfg.data_dir, samples=cfg.samples,
+                                features=cfg.features, classes=cfg.classes,
+                                test_fraction=cfg.test_fraction)
+        except UsageError as exc:
+            error = str(exc)
+    error = world.agree_on_error(error)
+    if error is None and len(set(world.comm.allgather(cfg.fingerprint()))) > 1:
+        error = "ranks were started with different arguments (configuration fingerprints differ)"
+    if error is not None:
+        raise UsageError(error)
+    run_dir = None
+    if world.is_root:
+        try:
+            run_dir = rundir.create(cfg.run_dir, world.world_size)
+        except OSError as exc:
+            error = str(exc) if isinstance(exc, FileExistsError) else f"--run-dir: {exc}"
+    error, run_dir = world.bcast((error, run_dir))
+    if error is not None:
+        raise UsageError(error)
+    return cfg, dataset, dev, run_dir
+
+
+if __name__ == "__main__":
+    sys.exit(main())

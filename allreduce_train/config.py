@@ -1,0 +1,111 @@
+"""The configuration of one run: a frozen dataclass, validated once, fingerprinted.
+
+Every rank builds its Config from its own command line; the fingerprint (a hash of all
+fields) is compared across ranks before any work, so ranks started with different
+arguments or different code versions fail at once instead of training different models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+DEFAULT_HIDDEN = (128, 128)
+DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+class UsageError(Exception):
+    """Bad input: every rank ends with exit code 2 and one line naming the problem."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None
+    samples: int = 16384  # synthetic: training samples
+    features: int = 784  # synthetic: input width
+    classes: int = 10  # synthetic: number of classes
+    test_fraction: float = 0.2  # digits and synthetic: held-out share
+    # model; layers None means (features of the data, *DEFAULT_HIDDEN, classes)
+    layers: tuple[int, ...] | None = None
+    activation: str = "relu"
+    loss: str = "cross-entropy"
+    init: str | None = None  # None: he for relu, xavier for sigmoid/tanh
+    dtype: str = "float32"
+    # optimisation
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    global_batch: int = 64
+    epochs: int = 12
+    steps: int | None = None  # if set, train exactly this many steps instead of epochs
+    seed: int = 0
+    # parallelism and reporting
+    allreduce: str = "ring"
+    device: str = "auto"
+    run_dir: str | None = None  # None: runs/<date>-<time>-p<world size>
+    eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch
+    check_every: int = 50  # steps between cross-rank weight checksum checks; 0: only at the end
+
+    def __post_init__(self):
+        from . import collectives, data, model  # late: they import this module
+
+        def need(ok: bool, message: str):
+            if not ok:
+                raise UsageError(message)
+
+        need(self.dataset in data.DATASETS,
+             f"unknown dataset {self.dataset!r} (choose from {', '.join(data.DATASETS)})")
+        need(self.activation in model.ACTIVATIONS, f"unknown activation {self.activation!r}")
+        need(self.loss in model.LOSSES, f"unknown loss {self.loss!r}")
+        need(self.init is None or self.init in model.INITS, f"unknown init {self.init!r}")
+        need(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        need(self.allreduce in collectives.CHOICES, f"unknown all-reduce {self.allreduce!r}")
+        need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
+        need(self.lr > 0, f"--lr must be positive, got {self.lr:g}")
+        need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum:g}")
+        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay:g}")
+        need(self.global_batch >= 1, f"--global-batch must be positive, got {self.global_batch}")
+        need(self.epochs >= 1, f"--epochs must be positive, got {self.epochs}")
+        need(self.steps is None or self.steps >= 1, f"--steps must be positive, got {self.steps}")
+        need(0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction:g}")
+        need(self.samples >= 1, f"--samples must be positive, got {self.samples}")
+        need(self.features >= 1, f"--features must be positive, got {self.features}")
+        need(self.classes >= 2, f"--classes must be at least 2, got {self.classes}")
+        need(self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}")
+        need(self.check_every >= 0, f"--check-every must be >= 0, got {self.check_every}")
+        if self.layers is not None:
+            need(len(self.layers) >= 2 and min(self.layers) >= 1,
+                 f"--layers needs at least two positive widths, got {','.join(map(str, self.layers))}")
+
+    @property
+    def init_scheme(self) -> str:
+        return self.init or ("he" if self.activation == "relu" else "xavier")
+
+    def check_world(self, world_size: int) -> None:
+        if self.global_batch < world_size:
+            raise UsageError(f"--global-batch {self.global_batch} is smaller than the {world_size} "
+                             f"ranks: every rank needs at least one sample per step")
+
+    def widths_for(self, nfeatures: int, nclasses: int) -> tuple[int, ...]:
+        """The layer widths for data of this shape; a mismatch is a usage error."""
+        if self.layers is None:
+            return (nfeatures, *DEFAULT_HIDDEN, nclasses)
+        if self.layers[0] != nfeatures:
+            raise UsageError(f"--layers starts with {self.layers[0]} but dataset {self.dataset} "
+                             f"has {nfeatures} features")
+        if self.layers[-1] != nclasses:
+            raise UsageError(f"--layers ends with {self.layers[-1]} but dataset {self.dataset} "
+                             f"has {nclasses} classes")
+        return self.layers
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

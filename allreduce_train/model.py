@@ -1,0 +1,167 @@
+"""A multi-layer perceptron whose parameters live in ONE buffer and gradients in another.
+
+Layer weights and biases are views into the flat `params`; their gradients are views into
+the flat `grads`. Backward writes each layer's gradient straight into its view (matmul
+with out=), so the all-reduce receives one contiguous buffer with no packing, and the
+optimizer updates all layers in a handful of whole-buffer operations (as llm.c does).
+
+Shapes: x is (batch, features); layer l maps width[l] -> width[l+1] with W of shape
+(width[l], width[l+1]) and b of shape (width[l+1],). Hidden layers use the activation;
+the output layer is linear and the loss takes its logits.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+
+# --- activations: f applied in place, and f' expressed through the output a = f(z), so
+# backward needs only the activations forward already keeps.
+
+def _relu(z):
+    return _xp_of(z).maximum(z, 0, out=z)
+
+
+def _relu_grad(a):
+    return a > 0
+
+
+def _sigmoid(z):
+    xp = _xp_of(z)
+    z *= -1
+    xp.exp(z, out=z)
+    z += 1
+    return xp.reciprocal(z, out=z)
+
+
+def _sigmoid_grad(a):
+    return a * (1 - a)
+
+
+def _tanh(z):
+    return _xp_of(z).tanh(z, out=z)
+
+
+def _tanh_grad(a):
+    return 1 - a * a
+
+
+ACTIVATIONS = {"relu": (_relu, _relu_grad), "sigmoid": (_sigmoid, _sigmoid_grad),
+               "tanh": (_tanh, _tanh_grad)}
+
+
+# --- losses: the SUM over the batch of per-sample losses, and d(sum)/d(logits). Sums, not
+# means: a rank's sum over its shard adds exactly to the global batch's, whatever the split.
+
+def softmax_cross_entropy(logits, labels):
+    xp = _xp_of(logits)
+    z = logits - logits.max(axis=1, keepdims=True)
+    xp.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)  # z now holds the softmax probabilities
+    rows = xp.arange(len(labels))
+    loss = -xp.log(xp.maximum(z[rows, labels], np.finfo(z.dtype).tiny)).sum()
+    z[rows, labels] -= 1
+    return float(loss), z
+
+
+def mean_squared_error(logits, labels):
+    """Half the squared distance to the one-hot target, per sample (the loss of the classic
+    parallel back-propagation studies); gradient logits - target."""
+    diff = logits.copy()
+    diff[_xp_of(logits).arange(len(labels)), labels] -= 1
+    return 0.5 * float((diff * diff).sum()), diff
+
+
+LOSSES = {"cross-entropy": softmax_cross_entropy, "mse": mean_squared_error}
+
+
+# --- initialisation (on the host from one seeded generator, so every rank and every
+# backend starts from the same bits).
+
+def he_normal(rng, fan_in, fan_out):
+    """He et al. 2015: keeps activation variance through ReLU layers."""
+    return rng.standard_normal((fan_in, fan_out)) * math.sqrt(2.0 / fan_in)
+
+
+def xavier_uniform(rng, fan_in, fan_out):
+    """Glorot & Bengio 2010: keeps variance through tanh/sigmoid layers."""
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, (fan_in, fan_out))
+
+
+INITS = {"he": he_normal, "xavier": xavier_uniform}
+
+
+class MLP:
+    def __init__(self, widths, activation="relu", loss="cross-entropy", xp=np, dtype=np.float32):
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"an MLP needs at least two positive widths, got {list(widths)}")
+        self.widths = tuple(int(w) for w in widths)
+        self.xp, self.dtype = xp, np.dtype(dtype)
+        self.activation, self.activation_grad = ACTIVATIONS[activation]
+        self.loss = LOSSES[loss]
+        shapes = [s for a, b in zip(self.widths, self.widths[1:]) for s in ((a, b), (b,))]
+        sizes = [math.prod(s) for s in shapes]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.nparams = int(offsets[-1])
+        self.params = xp.zeros(self.nparams, dtype=self.dtype)
+        self.grads = xp.zeros(self.nparams, dtype=self.dtype)
+
+        def views(flat):
+            return [flat[lo:hi].reshape(s) for lo, hi, s in zip(offsets, offsets[1:], shapes)]
+
+        p, g = views(self.params), views(self.grads)
+        self.weights, self.biases = p[0::2], p[1::2]
+        self.weight_grads, self.bias_grads = g[0::2], g[1::2]
+
+    @property
+    def nlayers(self) -> int:
+        return len(self.weights)
+
+    def init(self, scheme: str, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        host = np.zeros(self.nparams, dtype=np.float64)
+        lo = 0
+        for a, b in zip(self.widths, self.widths[1:]):
+            host[lo:lo + a * b] = INITS[scheme](rng, a, b).ravel()
+            lo += a * b + b  # biases start at zero
+        self.params[...] = self.xp.asarray(host.astype(self.dtype))
+
+    def forward(self, x, keep=False):
+        """Logits for x; with keep, also the input of every layer (for backward)."""
+        inputs = []
+        a = x
+        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+            inputs.append(a)
+            z = a @ w
+            z += b
+            a = self.activation(z) if l < self.nlayers - 1 else z
+        return (a, inputs) if keep else a
+
+    def loss_and_grad(self, x, labels, scale: float) -> float:
+        """Writes scale * d(sum of losses)/d(params) into `grads`; returns the loss sum.
+
+        scale is 1/global_batch: folding it into the output delta scales every layer's
+        gradient at no extra pass over the buffer."""
+        logits, inputs = self.forward(x, keep=True)
+        loss, delta = self.loss(logits, labels)
+        delta *= self.dtype.type(scale)
+        for l in range(self.nlayers - 1, -1, -1):
+            a = inputs[l]
+            self.xp.matmul(a.T, delta, out=self.weight_grads[l])
+            delta.sum(axis=0, out=self.bias_grads[l])
+            if l > 0:
+                delta = delta @ self.weights[l].T
+                delta *= self.activation_grad(a)
+        return loss
+
+    def predict(self, x):
+        return self.forward(x).argmax(axis=1)
+
+
+def _xp_of(a):
+    # NumPy or CuPy, whichever owns the array (cupy.get_array_module without importing cupy).
+    return np if isinstance(a, np.ndarray) else sys.modules[type(a).__module__.split(".")[0]]

@@ -1,0 +1,235 @@
+"""The training loop: shard, forward/backward, all-reduce, update, evaluate, verify.
+
+Each step every rank computes the gradient of (1/B) * (sum of losses over its rows of the
+global batch B); the all-reduce sums these, which is exactly the gradient of the global
+batch's mean loss whatever the split, so p ranks compute what one rank would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from netsim import rundir
+from netsim.recorder import Recorder
+
+from . import collectives, console, data
+from .backend import Backend
+from .comm import Transport, World, library_version
+from .config import Config
+from .model import MLP
+from .optim import SGD
+
+
+class ReplicasDiverged(Exception):
+    """Weights differ between ranks: the all-reduce (or the hardware) is broken."""
+
+
+@dataclass
+class Totals:
+    """Sums over the training steps of one rank (evaluation and checks excluded)."""
+
+    steps: int = 0
+    samples: int = 0
+    compute_s: float = 0.0
+    comm_s: float = 0.0
+    bytes_sent: int = 0
+    loss_sum: float = 0.0
+
+
+class Trainer:
+    def __init__(self, cfg: Config, world: World, backend: Backend, dataset: data.Dataset):
+        self.cfg, self.world, self.backend, self.dataset = cfg, world, backend, dataset
+        self.dtype = np.dtype(cfg.dtype).type
+        widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
+        cfg.check_world(world.world_size)
+        ntrain = len(dataset.y_train)
+        if cfg.global_batch > ntrain:
+            raise data.DataError(f"--global-batch {cfg.global_batch} exceeds the {ntrain} "
+                                 f"training samples of {dataset.name}")
+        self.steps_per_epoch = ntrain // cfg.global_batch
+        self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
+        self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype)
+        self.model.init(cfg.init_scheme, cfg.seed)
+        self.optimizer = SGD(self.model.params, self.model.grads, backend.xp, cfg.lr,
+                             cfg.momentum, cfg.weight_decay)
+        self.recorder = Recorder(world.rank)
+        self.transport = Transport(world.comm)
+        self.host_grads = backend.host_mirror(self.model.grads)
+        self.allreduce = collectives.make_allreduce(
+            cfg.allreduce, world.world_size, world.rank, self.model.nparams,
+            self.recorder.wrap(self.transport), np, self.dtype)
+        self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
+        self.totals = Totals()
+
+    # --- one step ---------------------------------------------------------------------
+
+    def step(self, step: int, order: np.ndarray) -> dict:
+        cfg, xp, b = self.cfg, self.backend.xp, self.cfg.global_batch
+        s = step % self.steps_per_epoch
+        t0 = time.perf_counter()
+        x, y = self.dataset.rows("train", order[s * b:(s + 1) * b][self.mine], self.dtype)
+        loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
+        self.backend.to_host(self.model.grads, self.host_grads)
+        t1 = time.perf_counter()
+        self.allreduce(self.host_grads)
+        t2 = time.perf_counter()
+        self.backend.from_host(self.host_grads, self.model.grads)
+        self.optimizer.step()
+        self.backend.synchronize()
+        t3 = time.perf_counter()
+        record = {"step": step, "epoch": step // self.steps_per_epoch, "samples": len(y),
+                  "loss": loss_sum / len(y), "compute_s": (t1 - t0) + (t3 - t2),
+                  "comm_s": t2 - t1, **self.recorder.take()}
+        t = self.totals
+        t.steps += 1
+        t.samples += len(y)
+        t.compute_s += record["compute_s"]
+        t.comm_s += record["comm_s"]
+        t.bytes_sent += record["bytes_sent"] or 0
+        t.loss_sum += loss_sum
+        return record
+
+    # --- checks and evaluation ------------------------------------------------------------
+
+    def weights_digest(self) -> int:
+        host = self.backend.xp.asnumpy(self.model.params) if self.backend.on_gpu else self.model.params
+        return int.from_bytes(hashlib.blake2b(memoryview(host).cast("B"), digest_size=8).digest(), "little")
+
+    def verify_replicas(self, step: int) -> int:
+        """Every rank compares a hash of its weights with everyone's; any difference is fatal."""
+        digests = self.world.allgather_u64(self.weights_digest())
+        bad = [r for r in range(self.world.world_size) if digests[r] != digests[0]]
+        if bad:
+            raise ReplicasDiverged(f"weights diverged after step {step}: rank{'s' * (len(bad) > 1)} "
+                                   f"{', '.join(map(str, bad))} differ{'s' * (len(bad) == 1)} from rank 0")
+        return int(digests[0])
+
+    def evaluate(self) -> tuple[float, float]:
+        """Test accuracy and mean loss; each rank scores its slice of the test set."""
+        ds, xp = self.dataset, self.backend.xp
+        rows = np.arange(len(ds.y_test))[data.local_slice(len(ds.y_test), self.world.world_size,
+                                                          self.world.rank)]
+        x, y = ds.rows("test", rows, self.dtype)
+        logits = self.model.forward(xp.asarray(x))
+        loss, _ = self.model.loss(logits, xp.asarray(y))
+        correct = int((logits.argmax(axis=1) == xp.asarray(y)).sum())
+        total = self.world.sum_(np.array([correct, loss, len(y)], dtype=np.float64))
+        return total[0] / total[2], total[1] / total[2]
+
+
+def run(cfg: Config, world: World, backend: Backend, dataset: data.Dataset, run_dir: str) -> dict:
+    trainer = Trainer(cfg, world, backend, dataset)
+    if world.is_root:
+        rundir.write_json(os.path.join(run_dir, "config.json"), describe(trainer, run_dir))
+    world.log(console.banner(describe(trainer, run_dir)))
+    steps_log = rundir.StepLog(rundir.step_file(run_dir, world.rank))
+    trainer.verify_replicas(-1)  # same seed, same init: prove it before spending time
+    meter = EpochMeter(trainer)
+    wall_start = time.perf_counter()
+    for step in range(trainer.total_steps):
+        if step % trainer.steps_per_epoch == 0:
+            order = data.epoch_order(len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch)
+        steps_log.write(trainer.step(step, order))
+        done = step + 1
+        if cfg.check_every and done % cfg.check_every == 0:
+            trainer.verify_replicas(step)
+        end_of_epoch = done % trainer.steps_per_epoch == 0 or done == trainer.total_steps
+        if (cfg.eval_every and done % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch):
+            meter.accuracy, meter.test_loss = trainer.evaluate()
+        if end_of_epoch:
+            meter.end_epoch(step)
+    wall_s = time.perf_counter() - wall_start
+    steps_log.close()
+    if cfg.eval_every and trainer.total_steps % cfg.eval_every:
+        meter.accuracy, meter.test_loss = trainer.evaluate()
+    digest = trainer.verify_replicas(trainer.total_steps - 1)
+    summary = summarize(trainer, wall_s, meter, digest)
+    if world.is_root:
+        save_checkpoint(os.path.join(run_dir, "checkpoint.npz"), trainer)
+        rundir.write_json(os.path.join(run_dir, "summary.json"), summary)
+    world.log(console.final_report(summary))
+    return summary
+
+
+class EpochMeter:
+    """Per-epoch progress: rank 0 prints one line, with figures agreed over all ranks."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.accuracy = self.test_loss = float("nan")
+        self.start = time.perf_counter()
+        self.mark = Totals()
+
+    def end_epoch(self, step: int) -> None:
+        tr, t, m = self.trainer, self.trainer.totals, self.mark
+        wall = tr.world.max_(np.array([time.perf_counter() - self.start]))[0]
+        loss, samples, compute, comm = tr.world.sum_(np.array(
+            [t.loss_sum - m.loss_sum, t.samples - m.samples, t.compute_s - m.compute_s, t.comm_s - m.comm_s]))
+        tr.world.log(console.epoch_line(step, tr.steps_per_epoch, loss / samples, self.test_loss,
+                                        self.accuracy, samples / wall, comm / (compute + comm)))
+        self.mark = Totals(**vars(t))
+        self.start = time.perf_counter()
+
+
+def describe(trainer: Trainer, run_dir: str) -> dict:
+    """What config.json records: the configuration and what it resolved to on this world."""
+    cfg, world, ds, model = trainer.cfg, trainer.world, trainer.dataset, trainer.model
+    return {
+        "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "run_dir": run_dir,
+        "world_size": world.world_size, "hostnames": list(world.hostnames),
+        "nodes": len(set(world.hostnames)), "mpi_library": library_version(),
+        "device": trainer.backend.description,
+        "dataset": {"name": ds.name, "train_samples": len(ds.y_train), "test_samples": len(ds.y_test),
+                    "features": ds.nfeatures, "classes": ds.nclasses},
+        "layers": list(model.widths), "nparams": model.nparams,
+        "buffer_bytes": model.nparams * model.dtype.itemsize,
+        "local_batch_by_rank": [len(range(*data.local_slice(cfg.global_batch, world.world_size, r)
+                                          .indices(cfg.global_batch))) for r in range(world.world_size)],
+        "steps_per_epoch": trainer.steps_per_epoch, "total_steps": trainer.total_steps,
+        "analytic_bytes_sent_per_step_by_rank": analytic_bytes(trainer),
+    }
+
+
+def analytic_bytes(trainer: Trainer) -> list[int] | None:
+    schedule = trainer.allreduce.schedule
+    if schedule is None:
+        return None
+    return [int(n) * trainer.model.dtype.itemsize for n in schedule.elements_sent()]
+
+
+def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -> dict:
+    t, world, cfg = trainer.totals, trainer.world, trainer.cfg
+    per_rank = world.comm.allgather((t.compute_s, t.comm_s, t.bytes_sent))
+    wall = max(world.comm.allgather(wall_s))
+    compute, comm = sum(r[0] for r in per_rank), sum(r[1] for r in per_rank)
+    observable = trainer.recorder.observable
+    return {
+        "complete": True, "world_size": world.world_size, "steps": t.steps,
+        "global_batch": cfg.global_batch, "wall_s": wall,
+        "samples_per_s": t.steps * cfg.global_batch / wall,
+        "test_accuracy": meter.accuracy, "test_loss": meter.test_loss,
+        "allreduce": cfg.allreduce, "buffer_bytes": trainer.model.nparams * trainer.model.dtype.itemsize,
+        "compute_s_by_rank": [r[0] for r in per_rank], "comm_s_by_rank": [r[1] for r in per_rank],
+        "comm_share": comm / (compute + comm) if compute + comm else 0.0,
+        "bytes_sent_per_step_by_rank": [r[2] // t.steps for r in per_rank] if observable and t.steps else None,
+        "analytic_bytes_sent_per_step_by_rank": analytic_bytes(trainer),
+        "weights_blake2b": f"{digest:016x}", "replicas_identical": True,
+    }
+
+
+def save_checkpoint(path: str, trainer: Trainer) -> None:
+    xp = trainer.backend.xp
+    host = (lambda a: xp.asnumpy(a)) if trainer.backend.on_gpu else (lambda a: a)
+    arrays = {"params": host(trainer.model.params), "step": np.array(trainer.totals.steps),
+              "layers": np.array(trainer.model.widths), "fingerprint": np.array(trainer.cfg.fingerprint())}
+    if trainer.optimizer.velocity is not None:
+        arrays["velocity"] = host(trainer.optimizer.velocity)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)

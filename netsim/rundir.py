@@ -1,0 +1,81 @@
+"""The run directory: the contract between a training run (writer) and netsim (reader).
+
+    config.json            the run's configuration, world and model (rank 0, at start)
+    steps-rank<R>.jsonl    one JSON object per step per rank, appended and flushed as made
+    summary.json           totals (rank 0, at the end; its absence means the run did not end)
+    checkpoint.npz         final parameters and optimizer state (rank 0, at the end)
+
+Step records: step, epoch, samples, loss (mean over this rank's samples), compute_s,
+comm_s, bytes_sent, bytes_recv, messages, links ([src, dst, bytes, messages] per peer this
+rank sent to). Units are in the names; bytes are payload bytes of the collective's
+point-to-point messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def step_file(run_dir: str, rank: int) -> str:
+    return os.path.join(run_dir, f"steps-rank{rank}.jsonl")
+
+
+def create(run_dir: str | None, world_size: int) -> str:
+    """Make a new run directory and return its path. An explicit one may exist but must not
+    already hold a run: data already written is never overwritten."""
+    if run_dir is not None:
+        if os.path.exists(step_file(run_dir, 0)) or os.path.exists(os.path.join(run_dir, "config.json")):
+            raise FileExistsError(f"--run-dir {run_dir} already holds a run; choose a new directory")
+        os.makedirs(run_dir, exist_ok=True)
+        return run_dir
+    stem = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-p{world_size}")
+    for attempt in range(1000):
+        path = stem if attempt == 0 else f"{stem}-{attempt}"
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot find a free run directory name near {stem}")
+
+
+class StepLog:
+    """Append-only JSON Lines, one flush per record: a run that crashes keeps every step
+    it finished (the OS holds flushed data even if the process dies)."""
+
+    def __init__(self, path: str):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def write_json(path: str, obj) -> None:
+    """Written whole or not at all (temporary file, then rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_steps(run_dir: str, rank: int) -> list[dict]:
+    """A rank's step records; a last line cut short by a crash is left out."""
+    with open(step_file(run_dir, rank), encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    records = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines) - 1 and any(l.strip() for l in lines[number + 1:]):
+                raise ValueError(f"{step_file(run_dir, rank)}:{number + 1}: not a JSON record") from None
+    return records
