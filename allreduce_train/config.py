@@ -41,7 +41,7 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 0.0
     global_batch: int = 64
-    epochs: int = 12
+    epochs: int = 20
     steps: int | None = None  # if set, train exactly this many steps instead of epochs
     seed: int = 0
     # parallelism and reporting
