@@ -57,12 +57,15 @@ ACTIVATIONS = {"relu": (_relu, _relu_grad), "sigmoid": (_sigmoid, _sigmoid_grad)
 # means: a rank's sum over its shard adds exactly to the global batch's, whatever the split.
 
 def softmax_cross_entropy(logits, labels):
+    """-log softmax(z)[y] computed as logsumexp(z) - z[y] with z shifted by its maximum, so
+    neither exp overflows nor a vanishing probability turns into log(0)."""
     xp = _xp_of(logits)
     z = logits - logits.max(axis=1, keepdims=True)
-    xp.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)  # z now holds the softmax probabilities
     rows = xp.arange(len(labels))
-    loss = -xp.log(xp.maximum(z[rows, labels], np.finfo(z.dtype).tiny)).sum()
+    log_norm = xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+    loss = (log_norm[:, 0] - z[rows, labels]).sum()
+    z -= log_norm
+    xp.exp(z, out=z)  # z now holds the softmax probabilities
     z[rows, labels] -= 1
     return float(loss), z
 

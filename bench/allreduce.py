@@ -1,0 +1,177 @@
+"""Ring all-reduce against MPI_Allreduce: time, algbw and busbw per buffer size.
+
+    python bench/allreduce.py [--ranks 2,4] [--sizes 4K,16K,...,64M] [--rounds 5]
+
+The driver (plain python) starts `mpirun -n p python bench/allreduce.py --worker ...` once
+per rank count, with a hard timeout. The worker checks both algorithms once per size, then
+times them in interleaved rounds, so that machine noise hits both alike, and writes JSON.
+Bandwidths follow nccl-tests: algbw = buffer bytes / time, busbw = algbw * 2(p-1)/p.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ALGORITHMS = ("ring", "mpi")
+DEFAULT_SIZES = "4K,16K,64K,256K,1M,4M,16M,64M"
+WARMUP_ITERS = 3
+ROUND_BYTES = 64 << 20  # each timed round moves about this many buffer bytes...
+MAX_ITERS = 50  # ...in at most this many iterations (small buffers: latency-bound anyway)
+
+
+def parse_nbytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+def iterations_for(nbytes: int) -> int:
+    return max(1, min(MAX_ITERS, ROUND_BYTES // nbytes))
+
+
+# --- worker: runs under mpirun ------------------------------------------------------------
+
+def check(allreduce, nelems: int, rank: int, world_size: int) -> bool:
+    """Rank r contributes (i mod 13) + r at index i; the sum is p*(i mod 13) + p(p-1)/2.
+    Small integers are exact in float32, so the comparison is exact, and rank-dependent
+    inputs catch a collective that merely scales its own buffer by p."""
+    pattern = (np.arange(nelems) % 13).astype(np.float32)
+    buf = pattern + np.float32(rank)
+    allreduce(buf)
+    return bool(np.array_equal(buf, world_size * pattern + np.float32(world_size * (world_size - 1) // 2)))
+
+
+def timed_round(allreduce, buf, iters: int, world, wtime) -> float:
+    """Seconds per all-reduce in one round: the slowest rank's elapsed time / iters."""
+    world.barrier()
+    t0 = wtime()
+    for _ in range(iters):
+        allreduce(buf)
+    return float(world.max_(np.array([wtime() - t0]))[0]) / iters
+
+
+def bench_size(nbytes: int, rounds: int, world, transport) -> dict:
+    from allreduce_train.collectives import make_allreduce
+    from allreduce_train.comm import wtime
+
+    nelems = nbytes // 4
+    algs = {a: make_allreduce(a, world.world_size, world.rank, nelems, transport, np, np.float32)
+            for a in ALGORITHMS}
+    ok = {a: check(f, nelems, world.rank, world.world_size) for a, f in algs.items()}
+    wrong = world.max_(np.array([not ok[a] for a in ALGORITHMS], dtype=np.float64))
+    ok = {a: not w for a, w in zip(ALGORITHMS, wrong)}  # wrong on any rank is wrong
+    # Zeros stay zeros under summation: no overflow or denormals after many iterations.
+    buf = np.zeros(nelems, dtype=np.float32)
+    for f in algs.values():
+        for _ in range(WARMUP_ITERS):
+            f(buf)
+    iters = iterations_for(nbytes)
+    times_s = {a: [] for a in ALGORITHMS}
+    for r in range(rounds):
+        # Alternate which algorithm leads, so neither always follows the other's cache state.
+        for a in (ALGORITHMS if r % 2 == 0 else ALGORITHMS[::-1]):
+            times_s[a].append(timed_round(algs[a], buf, iters, world, wtime))
+    return {"nbytes": nbytes, "iters": iters, "ok": ok, "times_s": times_s}
+
+
+def worker(args) -> None:
+    from allreduce_train.comm import Transport, World, install_abort_hook
+
+    install_abort_hook()
+    world = World.create()
+    transport = Transport(world.comm)
+    results = [bench_size(parse_nbytes(s), args.rounds, world, transport) for s in args.sizes.split(",")]
+    if world.is_root:
+        with open(args.out, "w") as f:
+            json.dump({"world_size": world.world_size, "sizes": results}, f)
+
+
+# --- driver: plain python -------------------------------------------------------------------
+
+def mpiexec() -> list[str]:
+    """$MPIEXEC if set, else the mpirun installed beside this interpreter (the MPI mpi4py
+    was built against), else whatever mpirun is on PATH."""
+    if os.environ.get("MPIEXEC"):
+        return shlex.split(os.environ["MPIEXEC"])
+    beside = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    return [beside if os.path.exists(beside) else "mpirun"]
+
+
+def run_world(world_size: int, args) -> dict | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        argv = [*mpiexec(), "-n", str(world_size), sys.executable, os.path.abspath(__file__), "--worker",
+                "--sizes", args.sizes, "--rounds", str(args.rounds), "--out", out]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"p={world_size}: timed out after {args.timeout_s:.0f} s: {shlex.join(argv)}")
+            return None
+        if proc.returncode != 0 or not os.path.exists(out):
+            print(f"p={world_size}: exit code {proc.returncode}\n{proc.stderr[-2000:]}")
+            return None
+        with open(out) as f:
+            return json.load(f)
+
+
+def gbytes_per_s(nbytes: float, time_s: float) -> float:
+    return nbytes / time_s / 1e9
+
+
+def print_table(result: dict, rounds: int, wall_s: float) -> None:
+    p = result["world_size"]
+    bus_factor = 2 * (p - 1) / p
+    print(f"\np = {p}: time per all-reduce (slowest rank), median of {rounds} rounds; "
+          f"GB/s = 1e9 B/s; busbw = algbw * {bus_factor:.2f}  [{wall_s:.0f} s]")
+    print(f"{'size':>8} {'iters':>5} {'ring_us':>10} {'mpi_us':>10} {'ring_algbw':>10} "
+          f"{'mpi_algbw':>10} {'ring_busbw':>10} {'mpi_busbw':>10} {'ring/mpi':>8} {'spread':>11}  check")
+    for s in result["sizes"]:
+        nbytes, med = s["nbytes"], {a: statistics.median(s["times_s"][a]) for a in ALGORITHMS}
+        alg = {a: gbytes_per_s(nbytes, med[a]) for a in ALGORITHMS}
+        # spread: (max - min) / median over the rounds, a quick read on how noisy a row is.
+        spread = "/".join(f"{(max(t) - min(t)) / statistics.median(t):.0%}" for t in s["times_s"].values())
+        check = "ok" if all(s["ok"].values()) else "WRONG: " + ",".join(a for a, v in s["ok"].items() if not v)
+        print(f"{size_label(nbytes):>8} {s['iters']:>5} {med['ring'] * 1e6:>10.1f} {med['mpi'] * 1e6:>10.1f} "
+              f"{alg['ring']:>10.3f} {alg['mpi']:>10.3f} {alg['ring'] * bus_factor:>10.3f} "
+              f"{alg['mpi'] * bus_factor:>10.3f} {alg['ring'] / alg['mpi']:>8.2f} {spread:>11}  {check}")
+
+
+def size_label(nbytes: int) -> str:
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
+            return f"{nbytes >> shift} {unit}"
+    return f"{nbytes} B"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ranks", default="2,4", help="comma-separated rank counts")
+    ap.add_argument("--sizes", default=DEFAULT_SIZES, help="float32 buffer sizes in bytes (K, M suffixes)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds per algorithm and size")
+    ap.add_argument("--timeout-s", type=float, default=300, help="hard limit per mpirun")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    print(f"all-reduce bench: ring (netsim schedule over MPI point-to-point) vs MPI_Allreduce, "
+          f"float32, sum; {os.cpu_count()} CPUs; ring/mpi = ring busbw / MPI busbw (>1: ring faster)")
+    for p in (int(r) for r in args.ranks.split(",")):
+        start_s = time.perf_counter()
+        result = run_world(p, args)
+        if result is not None:
+            print_table(result, args.rounds, time.perf_counter() - start_s)
+
+
+if __name__ == "__main__":
+    main()

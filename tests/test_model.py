@@ -1,0 +1,96 @@
+"""The MLP and SGD: gradients against finite differences, flat-buffer layout, updates."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from allreduce_train.model import ACTIVATIONS, INITS, LOSSES, MLP
+from allreduce_train.optim import SGD
+
+
+def numeric_grad(model, x, y, eps=1e-6):
+    grad = np.zeros(model.nparams)
+    for i in range(model.nparams):
+        old = model.params[i]
+        model.params[i] = old + eps
+        plus, _ = model.loss(model.forward(x), y)
+        model.params[i] = old - eps
+        minus, _ = model.loss(model.forward(x), y)
+        model.params[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("activation,loss", list(itertools.product(ACTIVATIONS, LOSSES)))
+def test_gradients_match_finite_differences(activation, loss):
+    rng = np.random.default_rng(7)
+    model = MLP([5, 7, 6, 4], activation, loss, dtype=np.float64)
+    model.init("xavier", seed=3)
+    model.params += rng.normal(0, 0.1, model.nparams)  # non-zero biases too
+    x, y = rng.standard_normal((9, 5)), rng.integers(0, 4, 9)
+    scale = 1 / 9
+    loss_sum = model.loss_and_grad(x, y, scale)
+    assert loss_sum == pytest.approx(model.loss(model.forward(x), y)[0])
+    expected = numeric_grad(model, x, y) * scale
+    np.testing.assert_allclose(model.grads, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_parameters_and_gradients_are_views_into_one_buffer():
+    model = MLP([3, 4, 2])
+    assert model.nparams == 3 * 4 + 4 + 4 * 2 + 2
+    for view in model.weights + model.biases:
+        assert view.base is model.params
+    for view in model.weight_grads + model.bias_grads:
+        assert view.base is model.grads
+    model.params[:] = np.arange(model.nparams)
+    assert model.weights[1][0, 0] == 3 * 4 + 4  # layer 2 starts after layer 1's W and b
+    x, y = np.ones((2, 3), np.float32), np.array([0, 1])
+    model.loss_and_grad(x, y, 0.5)
+    assert np.any(model.grads != 0)
+
+
+def test_float32_by_default_float64_on_request():
+    assert MLP([2, 2]).params.dtype == np.float32
+    model = MLP([2, 2], dtype=np.float64)
+    assert model.params.dtype == model.grads.dtype == np.float64
+
+
+def test_init_is_deterministic_and_scaled():
+    a, b = MLP([400, 300, 10]), MLP([400, 300, 10])
+    a.init("he", 1), b.init("he", 1)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert a.weights[0].std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    assert not a.biases[0].any()
+    a.init("xavier", 1)
+    limit = np.sqrt(6 / 700)
+    assert np.abs(a.weights[0]).max() <= limit and a.weights[0].std() == pytest.approx(limit / np.sqrt(3), rel=0.02)
+    assert set(INITS) == {"he", "xavier"}
+
+
+@pytest.mark.parametrize("widths", [[3], [], [3, 0, 2]])
+def test_bad_widths_rejected(widths):
+    with pytest.raises(ValueError):
+        MLP(widths)
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    loss, grad = LOSSES["cross-entropy"](np.array([[1e4, 0.0], [0.0, 1e4]]), np.array([0, 0]))
+    assert np.isfinite(loss) and loss == pytest.approx(1e4)
+    assert np.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.5, 0.01)])
+def test_sgd_matches_reference_formula(momentum, weight_decay):
+    rng = np.random.default_rng(0)
+    params, grads = rng.standard_normal(50), np.zeros(50)
+    ref_p, ref_v = params.copy(), np.zeros(50)
+    opt = SGD(params, grads, np, lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    for _ in range(5):
+        g = rng.standard_normal(50)
+        grads[:] = g
+        opt.step()
+        g = g + weight_decay * ref_p
+        ref_v = momentum * ref_v + g if momentum else g
+        ref_p = ref_p - 0.1 * ref_v
+    np.testing.assert_allclose(params, ref_p, rtol=1e-12)
