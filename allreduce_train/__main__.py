@@ -97,9 +97,6 @@ def main(argv=None) -> int:
     except ReplicasDiverged as exc:  # raised on every rank at once: they compared together
         world.log(f"allreduce_train: error: {exc}")
         return EXIT_DIVERGED
-    except UsageError as exc:  # found on every rank alike (widths against data, batch size)
-        world.log(f"allreduce_train: error: {exc}")
-        return EXIT_USAGE
     return 0
 
 
@@ -128,6 +125,7 @@ def setup(world: World, argv):
             dataset = data.load(cfg.dataset, seed=cfg.seed, data_dir=cfg.data_dir, samples=cfg.samples,
                                 features=cfg.features, classes=cfg.classes,
                                 test_fraction=cfg.test_fraction)
+            cfg.check_dataset(dataset.nfeatures, dataset.nclasses, len(dataset.y_train))
         except UsageError as exc:
             error = str(exc)
     error = world.agree_on_error(error)

@@ -9,13 +9,18 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+# mpi4py warns (several lines, every process) when the launcher's variables belong to
+# another MPI; check_launcher turns that case into one clear error line instead.
+warnings.filterwarnings("ignore", message="suspicious MPI execution environment")
+
 # mpi4py initialises MPI on import; keep that the first thing a rank does so that even a
 # failing import or a bad argument later can still be reported by rank 0 only.
-from mpi4py import MPI
+from mpi4py import MPI  # noqa: E402
 
 # Launcher variables that say how many processes `mpirun` started, by MPI family.
 # (SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is set for a whole allocation, even

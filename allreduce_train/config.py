@@ -91,6 +91,12 @@ class Config:
             raise UsageError(f"--global-batch {self.global_batch} is smaller than the {world_size} "
                              f"ranks: every rank needs at least one sample per step")
 
+    def check_dataset(self, nfeatures: int, nclasses: int, ntrain: int) -> None:
+        self.widths_for(nfeatures, nclasses)
+        if self.global_batch > ntrain:
+            raise UsageError(f"--global-batch {self.global_batch} exceeds the {ntrain} training "
+                             f"samples of {self.dataset}")
+
     def widths_for(self, nfeatures: int, nclasses: int) -> tuple[int, ...]:
         """The layer widths for data of this shape; a mismatch is a usage error."""
         if self.layers is None:

@@ -45,13 +45,10 @@ class Trainer:
     def __init__(self, cfg: Config, world: World, backend: Backend, dataset: data.Dataset):
         self.cfg, self.world, self.backend, self.dataset = cfg, world, backend, dataset
         self.dtype = np.dtype(cfg.dtype).type
-        widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
         cfg.check_world(world.world_size)
-        ntrain = len(dataset.y_train)
-        if cfg.global_batch > ntrain:
-            raise data.DataError(f"--global-batch {cfg.global_batch} exceeds the {ntrain} "
-                                 f"training samples of {dataset.name}")
-        self.steps_per_epoch = ntrain // cfg.global_batch
+        cfg.check_dataset(dataset.nfeatures, dataset.nclasses, len(dataset.y_train))
+        widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
+        self.steps_per_epoch = len(dataset.y_train) // cfg.global_batch
         self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
         self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype)
         self.model.init(cfg.init_scheme, cfg.seed)

@@ -25,8 +25,8 @@ import numpy as np
 ALGORITHMS = ("ring", "mpi")
 DEFAULT_SIZES = "4K,16K,64K,256K,1M,4M,16M,64M"
 WARMUP_ITERS = 3
-ROUND_BYTES = 64 << 20  # each timed round moves about this many buffer bytes...
-MAX_ITERS = 50  # ...in at most this many iterations (small buffers: latency-bound anyway)
+ROUND_BYTES = 256 << 20  # each timed round moves about this many buffer bytes...
+MAX_ITERS = 100  # ...in at most this many iterations (small buffers: latency-bound anyway)
 
 
 def parse_nbytes(text: str) -> int:
@@ -157,7 +157,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ranks", default="2,4", help="comma-separated rank counts")
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help="float32 buffer sizes in bytes (K, M suffixes)")
-    ap.add_argument("--rounds", type=int, default=5, help="timed rounds per algorithm and size")
+    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per algorithm and size")
     ap.add_argument("--timeout-s", type=float, default=300, help="hard limit per mpirun")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
