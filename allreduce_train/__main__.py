@@ -13,63 +13,90 @@ EXIT_DIVERGED = 3
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line (no usage block) and no rank exits alone."""
+    """argparse, but a bad argument is one line (no usage block), no rank exits on its own,
+    and only rank 0 prints --help."""
+
+    def __init__(self, *args, speak: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.speak = speak
 
     def error(self, message):
         raise UsageError(message)
 
+    def print_help(self, file=None):
+        if self.speak:
+            super().print_help(file)
 
-def parser() -> argparse.ArgumentParser:
+    def exit(self, status=0, message=None):  # only --help gets here: errors raise above
+        raise _HelpShown
+
+
+class _HelpShown(Exception):
+    pass
+
+
+def parser(speak: bool = True) -> argparse.ArgumentParser:
     from . import collectives, data, model
 
     d = Config()
-    p = _Parser(prog="python -m allreduce_train",
+    p = _Parser(speak=speak, prog="python -m allreduce_train",
                 description="Train an MLP with data parallelism: every MPI rank holds a replica, "
                             "computes gradients on its share of the global batch, and an all-reduce "
                             "averages them. Run under mpirun, e.g. `mpirun -n 4 python -m "
                             "allreduce_train`. Each run writes per-step traffic and timing records "
-                            "to a run directory.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            "to a run directory.")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=d.dataset, help=f"one of: {', '.join(data.DATASETS)}")
-    g.add_argument("--data-dir", default=d.data_dir,
+    g.add_argument("--dataset", default=d.dataset, metavar="NAME",
+                   help=f"{', '.join(data.DATASETS)} (default: %(default)s)")
+    g.add_argument("--data-dir", metavar="DIR",
                    help="mnist: directory with the IDX files (gzipped or not) or mnist.npz")
-    g.add_argument("--samples", type=int, default=d.samples, help="synthetic: training samples")
-    g.add_argument("--features", type=int, default=d.features, help="synthetic: input features")
-    g.add_argument("--classes", type=int, default=d.classes, help="synthetic: classes")
-    g.add_argument("--test-fraction", type=float, default=d.test_fraction,
-                   help="digits and synthetic: share of samples held out for testing")
+    g.add_argument("--samples", type=int, default=d.samples, metavar="N",
+                   help="synthetic: training samples (default: %(default)s)")
+    g.add_argument("--features", type=int, default=d.features, metavar="N",
+                   help="synthetic: input features (default: %(default)s)")
+    g.add_argument("--classes", type=int, default=d.classes, metavar="N",
+                   help="synthetic: classes (default: %(default)s)")
+    g.add_argument("--test-fraction", type=float, default=d.test_fraction, metavar="F",
+                   help="digits, synthetic: share held out for testing (default: %(default)s)")
     g = p.add_argument_group("model")
-    g.add_argument("--layers", type=_widths, default=None,
+    g.add_argument("--layers", type=_widths, metavar="W,W,...",
                    help="all layer widths, input to output, e.g. 64,128,128,10 "
                         f"(default: features,{','.join(map(str, DEFAULT_HIDDEN))},classes)")
-    g.add_argument("--activation", default=d.activation, choices=list(model.ACTIVATIONS))
-    g.add_argument("--loss", default=d.loss, choices=list(model.LOSSES))
-    g.add_argument("--init", default=d.init, choices=list(model.INITS),
+    g.add_argument("--activation", default=d.activation, choices=list(model.ACTIVATIONS),
+                   help="hidden-layer activation (default: %(default)s)")
+    g.add_argument("--loss", default=d.loss, choices=list(model.LOSSES),
+                   help="softmax cross-entropy, or mean squared error to one-hot targets "
+                        "(default: %(default)s)")
+    g.add_argument("--init", choices=list(model.INITS),
                    help="weight initialisation (default: he for relu, xavier otherwise)")
-    g.add_argument("--dtype", default=d.dtype, choices=DTYPES)
+    g.add_argument("--dtype", default=d.dtype, choices=DTYPES, help="(default: %(default)s)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=float, default=d.lr, help="learning rate")
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--global-batch", type=int, default=d.global_batch,
-                   help="samples per step over ALL ranks (split as evenly as possible)")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--steps", type=int, default=d.steps, help="train this many steps instead of --epochs")
-    g.add_argument("--seed", type=int, default=d.seed, help="seeds the data order, split and init")
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="WD",
+                   help="L2 penalty added to the gradient (default: %(default)s)")
+    g.add_argument("--global-batch", type=int, default=d.global_batch, metavar="B",
+                   help="samples per step over ALL ranks, split as evenly as possible "
+                        "(default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=d.epochs, metavar="N", help="(default: %(default)s)")
+    g.add_argument("--steps", type=int, metavar="N", help="train exactly N steps instead of --epochs")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seeds the data split, the order of samples and the initial weights "
+                        "(default: %(default)s)")
     g = p.add_argument_group("parallelism and records")
     g.add_argument("--allreduce", default=d.allreduce, choices=list(collectives.CHOICES),
-                   help="gradient all-reduce: a schedule executed point to point, or mpi "
-                        "(the library's MPI_Allreduce, for comparison)")
+                   help="gradient all-reduce: a schedule executed point to point and recorded, "
+                        "or mpi (the library's MPI_Allreduce, for comparison) (default: %(default)s)")
     g.add_argument("--device", default=d.device, choices=DEVICES,
-                   help="auto: a GPU through CuPy when there is one, else the CPU")
-    g.add_argument("--run-dir", default=d.run_dir,
-                   help="where records go (default: runs/<date>-<time>-p<ranks>)")
-    g.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help="steps between test evaluations (0: every epoch)")
-    g.add_argument("--check-every", type=int, default=d.check_every,
-                   help="steps between cross-rank checks that all weights are bit-identical "
-                        "(0: only at start and end)")
+                   help="auto: a GPU through CuPy when there is one, else the CPU (default: %(default)s)")
+    g.add_argument("--run-dir", metavar="DIR",
+                   help="where the records go; must not hold a run already "
+                        "(default: runs/<date>-<time>-p<ranks>)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N",
+                   help="steps between test evaluations; 0: at the end of every epoch (default: %(default)s)")
+    g.add_argument("--check-every", type=int, default=d.check_every, metavar="N",
+                   help="steps between checks that all ranks hold bit-identical weights; "
+                        "0: only at start and end (default: %(default)s)")
     return p
 
 
@@ -100,10 +127,6 @@ def main(argv=None) -> int:
     return 0
 
 
-class _HelpShown(Exception):
-    pass
-
-
 def setup(world: World, argv):
     """Parse, validate and load on every rank; any rank's error becomes every rank's."""
     from . import backend, data
@@ -113,12 +136,7 @@ def setup(world: World, argv):
     cfg = dataset = dev = None
     if error is None:
         try:
-            if "-h" in (argv if argv is not None else sys.argv[1:]) or \
-                    "--help" in (argv if argv is not None else sys.argv[1:]):
-                if world.is_root:
-                    parser().print_help()
-                raise _HelpShown
-            args = vars(parser().parse_args(argv))
+            args = vars(parser(speak=world.is_root).parse_args(argv))
             cfg = Config(**args)
             cfg.check_world(world.world_size)
             dev = backend.select(cfg.device, world.local_rank, world.local_size)
