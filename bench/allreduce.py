@@ -132,7 +132,8 @@ def print_table(result: dict, rounds: int, wall_s: float) -> None:
     p = result["world_size"]
     bus_factor = 2 * (p - 1) / p
     print(f"\np = {p}: time per all-reduce (slowest rank), median of {rounds} rounds; "
-          f"GB/s = 1e9 B/s; busbw = algbw * {bus_factor:.2f}  [{wall_s:.0f} s]")
+          f"GB/s = 1e9 B/s; busbw = algbw * {bus_factor:.2f}  [{wall_s:.0f} s, "
+          f"load average {os.getloadavg()[0]:.1f}]")
     print(f"{'size':>8} {'iters':>5} {'ring_us':>10} {'mpi_us':>10} {'ring_algbw':>10} "
           f"{'mpi_algbw':>10} {'ring_busbw':>10} {'mpi_busbw':>10} {'ring/mpi':>8} {'spread':>11}  check")
     for s in result["sizes"]:
@@ -157,7 +158,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ranks", default="2,4", help="comma-separated rank counts")
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help="float32 buffer sizes in bytes (K, M suffixes)")
-    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per algorithm and size")
+    ap.add_argument("--rounds", type=int, default=11, help="timed rounds per algorithm and size")
     ap.add_argument("--timeout-s", type=float, default=300, help="hard limit per mpirun")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)

@@ -184,6 +184,7 @@ def main() -> None:
                     ours[m.name, p].append(run_ours(m, p, args, tmp))
                     if args.torch:
                         theirs[m.name, p].append(run_torch(m, p, args, tmp))
+    print(f"done; load average over the last 5 min {os.getloadavg()[1]:.1f} on {os.cpu_count()} CPUs")
     for m in models:
         print_model(m, ranks, {p: ours[m.name, p] for p in ranks},
                     {p: theirs[m.name, p] for p in ranks} if args.torch else {}, args)
