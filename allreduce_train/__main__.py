@@ -97,6 +97,18 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--check-every", type=int, default=d.check_every, metavar="N",
                    help="steps between checks that all ranks hold bit-identical weights; "
                         "0: only at start and end (default: %(default)s)")
+    g = p.add_argument_group("traffic and synchronisation records")
+    g.add_argument("--trace-steps", default=d.trace_steps, metavar="STEPS",
+                   help="steps drawn in timeline.json, e.g. 1-3,100, or none (default: %(default)s)")
+    g.add_argument("--ranks-per-node", type=int, metavar="K",
+                   help="group ranks into nodes of K for the intra/inter-node split "
+                        "(default: the real hosts)")
+    g.add_argument("--straggler", metavar="RANK:DELAY",
+                   help="slow one rank's compute on purpose: RANK:SECONDS extra per step "
+                        "(2:0.2) or RANK:xFACTOR (2:x1.5)")
+    g.add_argument("--no-record", dest="record", action="store_false",
+                   help="keep no per-step records and print no traffic report (only to "
+                        "measure what recording costs)")
     return p
 
 

@@ -16,9 +16,7 @@ from netsim import schedules
 
 # Algorithms that are schedules, by their --allreduce name. "mpi" (the library's own
 # MPI_Allreduce) is the naive sibling, outside the table because it has no schedule.
-ALGORITHMS: dict[str, Callable[[int, int], schedules.Schedule]] = {
-    "ring": schedules.ring,
-}
+ALGORITHMS: dict[str, Callable[[int, int], schedules.Schedule]] = schedules.ALGORITHMS
 NATIVE = "mpi"
 CHOICES = (*ALGORITHMS, NATIVE)
 
@@ -29,6 +27,7 @@ class _RankRound:
     recvs: tuple[tuple[int, int, int, int], ...]  # (src, lo, hi, scratch offset or -1)
     reduce: bool
     tag: int
+    label: schedules.Round
 
 
 class ScheduleAllreduce:
@@ -54,7 +53,7 @@ class ScheduleAllreduce:
                 recvs = [(src, scratch[off:off + hi - lo]) for src, lo, hi, off in r.recvs]
             else:
                 recvs = [(src, buf[lo:hi]) for src, lo, hi, _ in r.recvs]
-            self.transport.exchange(sends, recvs, r.tag)
+            self.transport.exchange(sends, recvs, r.tag, r.label)
             if r.reduce:
                 for src, lo, hi, off in r.recvs:
                     buf[lo:hi] += scratch[off:off + hi - lo]
@@ -87,7 +86,7 @@ def _compile(rnd: schedules.Round, rank: int, tag: int) -> _RankRound:
         offset += int(count)
     if not rnd.reduce:
         _check_disjoint(sends, recvs, rnd)
-    return _RankRound(sends, tuple(recvs), rnd.reduce, tag)
+    return _RankRound(sends, tuple(recvs), rnd.reduce, tag, rnd)
 
 
 def _check_disjoint(sends, recvs, rnd) -> None:

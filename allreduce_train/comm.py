@@ -83,6 +83,39 @@ class World:
     def barrier(self) -> None:
         self.comm.Barrier()
 
+    def clock_offsets(self, clock, rounds: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets that put every rank's clock on rank 0's: global = local + offset[rank].
+
+        Cristian's algorithm: rank 0 pings each rank in turn, the rank answers with its
+        clock reading, and the reading is placed at the midpoint of the round trip. Of
+        several round trips the shortest is kept; half of it bounds the error (returned as
+        the second array). Clocks of one machine agree already; on several they do not.
+        """
+        offsets, errors = np.zeros(self.world_size), np.zeros(self.world_size)
+        buf = np.zeros(1)
+        for peer in range(1, self.world_size):
+            if self.rank == 0:
+                best = np.inf
+                for _ in range(rounds):
+                    t0 = clock()
+                    self.comm.Send(buf, peer, _CLOCK_TAG)
+                    self.comm.Recv(buf, peer, _CLOCK_TAG)
+                    t1 = clock()
+                    if t1 - t0 < best:
+                        best, offsets[peer] = t1 - t0, (t0 + t1) / 2 - buf[0]
+                errors[peer] = best / 2
+            elif self.rank == peer:
+                for _ in range(rounds):
+                    self.comm.Recv(buf, 0, _CLOCK_TAG)
+                    buf[0] = clock()
+                    self.comm.Send(buf, 0, _CLOCK_TAG)
+        self.comm.Bcast(offsets, root=0)
+        self.comm.Bcast(errors, root=0)
+        return offsets, errors
+
+
+_CLOCK_TAG = 7001
+
 
 class Transport:
     """Point-to-point messages on contiguous buffers, by buffer calls (no pickling).
@@ -96,8 +129,9 @@ class Transport:
         # COMM_WORLD (evaluation, checksums), whatever tags either side uses.
         self.comm = comm.Dup()
 
-    def exchange(self, sends, recvs, tag: int = 0) -> None:
-        """sends: [(dst, view)], recvs: [(src, view)]; returns when all have completed."""
+    def exchange(self, sends, recvs, tag: int = 0, label=None) -> None:
+        """sends: [(dst, view)], recvs: [(src, view)]; returns when all have completed.
+        label (the schedule's round) is for whoever wraps the transport; MPI ignores it."""
         if len(sends) == 1 and len(recvs) == 1:
             (dst, sbuf), (src, rbuf) = sends[0], recvs[0]
             self.comm.Sendrecv(sbuf, dst, tag, rbuf, src, tag)

@@ -50,6 +50,10 @@ class Config:
     run_dir: str | None = None  # None: runs/<date>-<time>-p<world size>
     eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch
     check_every: int = 50  # steps between cross-rank weight checksum checks; 0: only at the end
+    record: bool = True  # per-step records and reports (off only to measure their cost)
+    trace_steps: str = "1-3"  # steps drawn in timeline.json: "A-B,C", or "none"
+    ranks_per_node: int | None = None  # pretend nodes of this many ranks (default: real hosts)
+    straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
 
     def __post_init__(self):
         from . import collectives, data, model  # late: they import this module
@@ -78,15 +82,54 @@ class Config:
         need(self.classes >= 2, f"--classes must be at least 2, got {self.classes}")
         need(self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}")
         need(self.check_every >= 0, f"--check-every must be >= 0, got {self.check_every}")
+        need(self.ranks_per_node is None or self.ranks_per_node >= 1,
+             f"--ranks-per-node must be positive, got {self.ranks_per_node}")
+        self.traced_steps  # parses, or raises a UsageError naming the option
+        self.straggler_spec
         if self.layers is not None:
             need(len(self.layers) >= 2 and min(self.layers) >= 1,
                  f"--layers needs at least two positive widths, got {','.join(map(str, self.layers))}")
+
+    @property
+    def traced_steps(self) -> frozenset[int]:
+        if self.trace_steps.strip().lower() == "none":
+            return frozenset()
+        steps = set()
+        try:
+            for part in self.trace_steps.split(","):
+                first, _, last = part.partition("-")
+                steps.update(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise UsageError(f"--trace-steps wants steps like 1-3,10 or none, got {self.trace_steps!r}") from None
+        if any(s < 0 for s in steps):
+            raise UsageError(f"--trace-steps: steps count from 0, got {self.trace_steps!r}")
+        return frozenset(steps)
+
+    @property
+    def straggler_spec(self) -> tuple[int, float, float] | None:
+        """(rank, extra seconds per step, compute slowdown factor), or None."""
+        if self.straggler is None:
+            return None
+        rank, _, amount = self.straggler.partition(":")
+        try:
+            rank = int(rank)
+            factor = float(amount[1:]) if amount.startswith("x") else 1.0
+            seconds = 0.0 if amount.startswith("x") else float(amount)
+        except ValueError:
+            rank = -1
+        if rank < 0 or seconds < 0 or factor < 1:
+            raise UsageError(f"--straggler wants RANK:SECONDS (e.g. 2:0.2) or RANK:xFACTOR "
+                             f"(e.g. 2:x1.5, at least 1), got {self.straggler!r}")
+        return rank, seconds, factor
 
     @property
     def init_scheme(self) -> str:
         return self.init or ("he" if self.activation == "relu" else "xavier")
 
     def check_world(self, world_size: int) -> None:
+        if self.straggler_spec and self.straggler_spec[0] >= world_size:
+            raise UsageError(f"--straggler names rank {self.straggler_spec[0]} but the world has "
+                             f"{world_size} rank{'s' * (world_size > 1)}")
         if self.global_batch < world_size:
             raise UsageError(f"--global-batch {self.global_batch} is smaller than the {world_size} "
                              f"ranks: every rank needs at least one sample per step")

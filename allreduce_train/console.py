@@ -49,13 +49,5 @@ def final_report(s: dict) -> str:
     comm = sum(s["comm_s_by_rank"]) / p / max(s["steps"], 1)
     lines.append(f"  per step (mean over ranks): compute {compute * 1e3:.2f} ms, all-reduce "
                  f"{comm * 1e3:.2f} ms ({s['comm_share']:.0%} of step time)")
-    measured, analytic = s["bytes_sent_per_step_by_rank"], s["analytic_bytes_sent_per_step_by_rank"]
-    if measured is not None:
-        lines.append(f"  traffic per step: {nbytes(sum(measured))} sent by all ranks, "
-                     f"{nbytes(max(measured))} by the busiest rank (analytic for {s['allreduce']}: "
-                     f"{nbytes(max(analytic))}; 2(p-1)/p x buffer = "
-                     f"{nbytes(2 * (p - 1) / p * s['buffer_bytes'])})")
-    elif p > 1:
-        lines.append("  traffic: not observable inside MPI_Allreduce (use --allreduce ring to count it)")
     lines.append(f"  replicas: bit-identical on {p} rank{'s' * (p > 1)} (weights blake2b {s['weights_blake2b']})")
     return "\n".join(lines)

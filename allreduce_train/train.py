@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netsim import report as netsim_report
 from netsim import rundir
+from netsim import traffic as netsim_traffic
 from netsim.recorder import Recorder
 
 from . import collectives, console, data
@@ -39,6 +41,7 @@ class Totals:
     comm_s: float = 0.0
     bytes_sent: int = 0
     loss_sum: float = 0.0
+    record_s: float = 0.0  # spent keeping records (self-timed), to report their overhead
 
 
 class Trainer:
@@ -54,13 +57,15 @@ class Trainer:
         self.model.init(cfg.init_scheme, cfg.seed)
         self.optimizer = SGD(self.model.params, self.model.grads, backend.xp, cfg.lr,
                              cfg.momentum, cfg.weight_decay)
-        self.recorder = Recorder(world.rank)
+        self.recorder = Recorder(world.rank, clock=time.perf_counter)
         self.transport = Transport(world.comm)
         self.host_grads = backend.host_mirror(self.model.grads)
         self.allreduce = collectives.make_allreduce(
             cfg.allreduce, world.world_size, world.rank, self.model.nparams,
-            self.recorder.wrap(self.transport), np, self.dtype)
+            self.recorder.wrap(self.transport) if cfg.record else self.transport, np, self.dtype)
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
+        straggler = cfg.straggler_spec
+        self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
         self.totals = Totals()
 
     # --- one step ---------------------------------------------------------------------
@@ -72,6 +77,9 @@ class Trainer:
         x, y = self.dataset.rows("train", order[s * b:(s + 1) * b][self.mine], self.dtype)
         loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
         self.backend.to_host(self.model.grads, self.host_grads)
+        if self.straggle is not None:  # a deliberately slow rank: its compute takes longer
+            seconds, factor = self.straggle
+            time.sleep(seconds + (factor - 1) * (time.perf_counter() - t0))
         t1 = time.perf_counter()
         self.allreduce(self.host_grads)
         t2 = time.perf_counter()
@@ -79,9 +87,11 @@ class Trainer:
         self.optimizer.step()
         self.backend.synchronize()
         t3 = time.perf_counter()
+        # Raw clock readings: netsim puts them on one clock with the start-up offsets.
         record = {"step": step, "epoch": step // self.steps_per_epoch, "samples": len(y),
                   "loss": loss_sum / len(y), "compute_s": (t1 - t0) + (t3 - t2),
-                  "comm_s": t2 - t1, **self.recorder.take()}
+                  "comm_s": t2 - t1, "t_start": t0, "t_comm": t1, "t_comm_end": t2, "t_end": t3,
+                  **self.recorder.take()}
         t = self.totals
         t.steps += 1
         t.samples += len(y)
@@ -121,17 +131,22 @@ class Trainer:
 
 def run(cfg: Config, world: World, backend: Backend, dataset: data.Dataset, run_dir: str) -> dict:
     trainer = Trainer(cfg, world, backend, dataset)
+    description = describe(trainer, run_dir)
     if world.is_root:
-        rundir.write_json(os.path.join(run_dir, "config.json"), describe(trainer, run_dir))
-    world.log(console.banner(describe(trainer, run_dir)))
-    steps_log = rundir.StepLog(rundir.step_file(run_dir, world.rank))
+        rundir.write_json(os.path.join(run_dir, "config.json"), description)
+    world.log(console.banner(description))
+    steps_log = rundir.StepLog(rundir.step_file(run_dir, world.rank)) if cfg.record else None
     trainer.verify_replicas(-1)  # same seed, same init: prove it before spending time
     meter = EpochMeter(trainer)
     wall_start = time.perf_counter()
     for step in range(trainer.total_steps):
         if step % trainer.steps_per_epoch == 0:
             order = data.epoch_order(len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch)
-        steps_log.write(trainer.step(step, order))
+        record = trainer.step(step, order)
+        if steps_log:
+            t = time.perf_counter()
+            steps_log.write(record)
+            trainer.totals.record_s += time.perf_counter() - t
         done = step + 1
         if cfg.check_every and done % cfg.check_every == 0:
             trainer.verify_replicas(step)
@@ -141,15 +156,26 @@ def run(cfg: Config, world: World, backend: Backend, dataset: data.Dataset, run_
         if end_of_epoch:
             meter.end_epoch(step)
     wall_s = time.perf_counter() - wall_start
-    steps_log.close()
+    if steps_log:
+        steps_log.close()
     if cfg.eval_every and trainer.total_steps % cfg.eval_every:
         meter.accuracy, meter.test_loss = trainer.evaluate()
     digest = trainer.verify_replicas(trainer.total_steps - 1)
     summary = summarize(trainer, wall_s, meter, digest)
+    # Every rank's records to rank 0 over MPI: run directories on node-local disks work too.
+    records = world.comm.gather(rundir.read_steps(run_dir, world.rank), root=0) if cfg.record else None
     if world.is_root:
         save_checkpoint(os.path.join(run_dir, "checkpoint.npz"), trainer)
+        traffic_report = ""
+        if records is not None:
+            traffic = netsim_traffic.merge(description, records, complete=True)
+            netsim_report.write_outputs(run_dir, description, traffic, cfg.traced_steps)
+            summary["traffic"] = netsim_report.summarize(description, traffic)
+            traffic_report = netsim_report.text(description, traffic, summary["traffic"])
         rundir.write_json(os.path.join(run_dir, "summary.json"), summary)
-    world.log(console.final_report(summary))
+        world.log(console.final_report(summary))
+        if traffic_report:
+            world.log(traffic_report)
     return summary
 
 
@@ -176,6 +202,7 @@ class EpochMeter:
 def describe(trainer: Trainer, run_dir: str) -> dict:
     """What config.json records: the configuration and what it resolved to on this world."""
     cfg, world, ds, model = trainer.cfg, trainer.world, trainer.dataset, trainer.model
+    offsets, errors = world.clock_offsets(time.perf_counter)
     return {
         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "run_dir": run_dir,
         "world_size": world.world_size, "hostnames": list(world.hostnames),
@@ -189,7 +216,16 @@ def describe(trainer: Trainer, run_dir: str) -> dict:
                                           .indices(cfg.global_batch))) for r in range(world.world_size)],
         "steps_per_epoch": trainer.steps_per_epoch, "total_steps": trainer.total_steps,
         "analytic_bytes_sent_per_step_by_rank": analytic_bytes(trainer),
+        "node_of_rank": node_of_rank(cfg, world),
+        "clock_offsets_s": offsets.tolist(), "clock_error_s": errors.tolist(),
     }
+
+
+def node_of_rank(cfg: Config, world: World) -> list[int]:
+    if cfg.ranks_per_node:
+        return [r // cfg.ranks_per_node for r in range(world.world_size)]
+    names = list(dict.fromkeys(world.hostnames))
+    return [names.index(h) for h in world.hostnames]
 
 
 def analytic_bytes(trainer: Trainer) -> list[int] | None:
@@ -204,7 +240,7 @@ def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -
     per_rank = world.comm.allgather((t.compute_s, t.comm_s, t.bytes_sent))
     wall = max(world.comm.allgather(wall_s))
     compute, comm = sum(r[0] for r in per_rank), sum(r[1] for r in per_rank)
-    observable = trainer.recorder.observable
+    observable = trainer.recorder.observable and cfg.record
     return {
         "complete": True, "world_size": world.world_size, "steps": t.steps,
         "global_batch": cfg.global_batch, "wall_s": wall,
@@ -216,6 +252,7 @@ def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -
         "bytes_sent_per_step_by_rank": [r[2] // t.steps for r in per_rank] if observable and t.steps else None,
         "analytic_bytes_sent_per_step_by_rank": analytic_bytes(trainer),
         "weights_blake2b": f"{digest:016x}", "replicas_identical": True,
+        "record_s_by_rank": world.comm.allgather(t.record_s),
     }
 
 

@@ -118,3 +118,8 @@ def _check(world_size: int, nelems: int) -> None:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     if nelems < 0:
         raise ValueError(f"nelems must be >= 0, got {nelems}")
+
+
+# Schedules by the name a user chooses them with (--allreduce); the training program and
+# the simulator both look algorithms up here.
+ALGORITHMS = {"ring": ring}
