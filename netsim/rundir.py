@@ -18,6 +18,10 @@ import os
 import time
 
 
+class RunDirError(Exception):
+    """A run directory that cannot be read: one line naming the file and the problem."""
+
+
 def step_file(run_dir: str, rank: int) -> str:
     return os.path.join(run_dir, f"steps-rank{rank}.jsonl")
 
@@ -79,3 +83,42 @@ def read_steps(run_dir: str, rank: int) -> list[dict]:
             if number < len(lines) - 1 and any(l.strip() for l in lines[number + 1:]):
                 raise ValueError(f"{step_file(run_dir, rank)}:{number + 1}: not a JSON record") from None
     return records
+
+
+_REQUIRED = ("world_size", "config", "nparams", "buffer_bytes", "node_of_rank")
+
+
+def load(run_dir: str) -> tuple[dict, list[list[dict]], dict | None]:
+    """(config, step records per rank, summary or None if the run did not finish)."""
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"{run_dir}: no such directory")
+    config = _read_json(os.path.join(run_dir, "config.json"), run_dir)
+    missing = [k for k in _REQUIRED if k not in config]
+    if missing:
+        raise RunDirError(f"{run_dir}/config.json: missing {', '.join(missing)}")
+    records = []
+    for rank in range(config["world_size"]):
+        path = step_file(run_dir, rank)
+        if not os.path.exists(path):  # a rank that died before its first step
+            records.append([])
+            continue
+        try:
+            records.append(read_steps(run_dir, rank))
+        except (ValueError, OSError) as exc:
+            raise RunDirError(str(exc)) from None
+    summary_path = os.path.join(run_dir, "summary.json")
+    summary = _read_json(summary_path, run_dir) if os.path.exists(summary_path) else None
+    return config, records, summary
+
+
+def _read_json(path: str, run_dir: str) -> dict:
+    if not os.path.exists(path):
+        raise RunDirError(f"{run_dir}: not a run directory (no {os.path.basename(path)})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return value
