@@ -36,15 +36,13 @@ class World:
     world_size: int
     local_rank: int  # rank among the processes on this node
     local_size: int
-    node: int  # index of this rank's node, nodes numbered by first rank on them
     hostnames: tuple[str, ...]  # processor name of every rank
 
     @classmethod
     def create(cls, comm: MPI.Comm = MPI.COMM_WORLD) -> World:
         local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
         hostnames = tuple(comm.allgather(MPI.Get_processor_name()))
-        world = cls(comm, comm.rank, comm.size, local.rank, local.size,
-                    list(dict.fromkeys(hostnames)).index(hostnames[comm.rank]), hostnames)
+        world = cls(comm, comm.rank, comm.size, local.rank, local.size, hostnames)
         local.Free()
         return world
 
