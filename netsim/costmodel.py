@@ -1,0 +1,95 @@
+"""Closed-form alpha-beta-gamma times of the collective schedules: the instant answer, and
+the simulator's oracle on networks without contention.
+
+A message of m bytes between two ranks costs alpha + m * beta (alpha: the path's latency,
+beta: 1 / its bandwidth); reducing m bytes costs m * gamma. The formulas are those of
+Thakur, Rabenseifner & Gropp (2005) and Patarasuk & Yuan (2009), written for the rounds
+our schedules actually take (n bytes, p ranks, chunks of n/p). They are exact on an
+uncontended network when the chunks divide evenly; otherwise they bound the largest chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AlphaBeta:
+    alpha_s: float
+    beta_s_per_byte: float
+    gamma_s_per_byte: float = 0.0
+
+    def message_s(self, nbytes: float) -> float:
+        return self.alpha_s + nbytes * self.beta_s_per_byte
+
+
+def ring(p: int, nbytes: float, ab: AlphaBeta) -> float:
+    """2(p-1) rounds of one chunk of n/p each way: 2(p-1) alpha + 2(p-1)/p n beta + (p-1)/p n gamma."""
+    if p <= 1:
+        return 0.0
+    chunk = math.ceil(nbytes / p) if nbytes % p else nbytes / p
+    return 2 * (p - 1) * ab.message_s(chunk) + (p - 1) * chunk * ab.gamma_s_per_byte
+
+
+def halving_doubling(p: int, nbytes: float, ab: AlphaBeta) -> float:
+    """Rabenseifner: log2(p') halving rounds with n/2, n/4, ... then the same doubling back,
+    for the largest power of two p' <= p; p - p' extra ranks cost one whole-buffer fold before
+    and one copy after."""
+    if p <= 1:
+        return 0.0
+    q = 1 << (p.bit_length() - 1)
+    steps = q.bit_length() - 1
+    moved = nbytes * (q - 1) / q  # n/2 + n/4 + ... over the log2(q) rounds
+    t = 2 * steps * ab.alpha_s + 2 * moved * ab.beta_s_per_byte + moved * ab.gamma_s_per_byte
+    if q < p:
+        t += 2 * ab.message_s(nbytes) + nbytes * ab.gamma_s_per_byte
+    return t
+
+
+def binary_tree(p: int, nbytes: float, ab: AlphaBeta) -> float:
+    """Reduce to the root up a binary tree, one round per level, then broadcast down. A
+    parent's port carries both children's whole buffers, so a level with a two-child parent
+    costs alpha + 2 n beta each way (plus 2 n gamma to add them up)."""
+    t = 0.0
+    for parents_children in _tree_levels(p):
+        fanin = max(parents_children)
+        t += 2 * ab.message_s(fanin * nbytes) - ab.alpha_s * 0 + fanin * nbytes * ab.gamma_s_per_byte
+    return t
+
+
+def _tree_levels(p: int):
+    """For each level of the heap-ordered binary tree (children of i: 2i+1, 2i+2), the number
+    of children of each parent that has any."""
+    depth = (p).bit_length() - 1 if p > 1 else 0
+    for level in range(depth):
+        parents = range(2**level - 1, min(2 ** (level + 1) - 1, p))
+        yield [sum(1 for c in (2 * i + 1, 2 * i + 2) if c < p) for i in parents if 2 * i + 1 < p]
+
+
+def hierarchical_ring(nodes: int, per_node: int, nbytes: float, intra: AlphaBeta, inter: AlphaBeta,
+                      nic_sharing: float = 1.0) -> float:
+    """Intra-node reduce-scatter and all-gather rings (L ranks, chunks n/L), and between them
+    L simultaneous inter-node rings over N nodes on chunks n/(L N). nic_sharing > 1 when the
+    L rings share fewer NICs: each then gets 1/nic_sharing of a NIC."""
+    L, N = per_node, nodes
+    t = 2 * (L - 1) * intra.message_s(nbytes / L) + (L - 1) * nbytes / L * intra.gamma_s_per_byte if L > 1 else 0.0
+    if N > 1:
+        piece = nbytes / (L * N)
+        t += 2 * (N - 1) * (inter.alpha_s + piece * inter.beta_s_per_byte * nic_sharing)
+        t += (N - 1) * piece * inter.gamma_s_per_byte
+    return t
+
+
+def parameter_server(p: int, segment_bytes, ab: AlphaBeta) -> float:
+    """Push then pull; segment i is served by rank i mod p. A round lasts as long as its busiest
+    port: a server's port carries (p-1) copies of what it serves, a worker's everything it
+    does not serve."""
+    if p <= 1:
+        return 0.0
+    seg = np.asarray(segment_bytes, dtype=float)
+    served = np.bincount(np.arange(len(seg)) % p, weights=seg, minlength=p)
+    busiest = max((p - 1) * served.max(), (seg.sum() - served).max())
+    return 2 * ab.message_s(busiest) + (p - 1) * served.max() * ab.gamma_s_per_byte
