@@ -93,3 +93,66 @@ def parameter_server(p: int, segment_bytes, ab: AlphaBeta) -> float:
     served = np.bincount(np.arange(len(seg)) % p, weights=seg, minlength=p)
     busiest = max((p - 1) * served.max(), (seg.sum() - served).max())
     return 2 * ab.message_s(busiest) + (p - 1) * served.max() * ab.gamma_s_per_byte
+
+
+# --- alpha and beta read off a topology -------------------------------------------------
+
+def round_alpha_beta(topology, src_rank, dst_rank, world_size: int) -> AlphaBeta:
+    """alpha and beta of one communication pattern on a topology: the largest path latency,
+    and 1 / the smallest fair share any flow gets (a link's bandwidth over the flows of the
+    pattern crossing it). On an uncontended pattern beta is 1 / the path bandwidth; where
+    flows share a NIC or an oversubscribed spine, the sharing is in beta."""
+    gpu = topology.gpu_of_rank(world_size)
+    src, dst = gpu[np.asarray(src_rank)], gpu[np.asarray(dst_rank)]
+    indptr, links = topology.routes(src, dst)
+    flows_on_link = np.bincount(links, minlength=len(topology.bandwidth_bytes_per_s))
+    share = topology.bandwidth_bytes_per_s[links] / flows_on_link[links]
+    lengths = np.diff(indptr)
+    slowest = np.minimum.reduceat(share, indptr[:-1][lengths > 0]).min()
+    return AlphaBeta(float(topology.path_latency_s(src, dst).max()), 1.0 / float(slowest))
+
+
+def for_topology(algorithm: str, topology, world_size: int, nbytes: float, segments=None) -> float | None:
+    """The closed form for this algorithm with alpha and beta taken from its pattern on the
+    topology (exact on uncontended networks with even chunks, an estimate elsewhere)."""
+    p = world_size
+    if p <= 1:
+        return 0.0
+    ranks = np.arange(p)
+    if algorithm == "ring":
+        return ring(p, nbytes, round_alpha_beta(topology, ranks, (ranks + 1) % p, p))
+    if algorithm == "halving-doubling":
+        q = 1 << (p.bit_length() - 1)
+        abs_ = [round_alpha_beta(topology, ranks[:q], ranks[:q] ^ d, p) for d in (1 << k for k in range(q.bit_length() - 1))]
+        worst = AlphaBeta(max(a.alpha_s for a in abs_), max(a.beta_s_per_byte for a in abs_))
+        return halving_doubling(p, nbytes, worst)
+    if algorithm == "tree":
+        children = ranks[1:]
+        return binary_tree(p, nbytes, round_alpha_beta(topology, children, (children - 1) // 2, p))
+    if algorithm == "hierarchical-ring":
+        node = topology.node_of_rank(p)
+        per_node = np.bincount(node)
+        per_node = per_node[per_node > 0]
+        if len(set(per_node.tolist())) != 1:
+            return None
+        L, N = int(per_node[0]), len(per_node)
+        order = np.argsort(node, kind="stable")  # ranks grouped by node, local index within
+        local = order.reshape(N, L)
+        intra = round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=1).ravel(), p) if L > 1 else AlphaBeta(0, 0)
+        inter = round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=0).ravel(), p) if N > 1 else AlphaBeta(0, 0)
+        return hierarchical_ring(N, L, nbytes, intra, inter)
+    if algorithm == "parameter-server":
+        from .schedules import chunk_bounds
+
+        # segments are in elements; the closed form wants bytes
+        counts = np.diff(chunk_bounds(p, p)) if segments is None else np.asarray([c for _, c in segments], float)
+        seg_bytes = nbytes * counts / counts.sum() if segments is not None else np.diff(chunk_bounds(int(nbytes), p))
+        # the port loads are in the formula itself, so alpha and beta are those of one
+        # uncontended path (the slowest and farthest pair)
+        gpu = topology.gpu_of_rank(p)
+        src, dst = np.meshgrid(gpu, gpu)
+        off = src != dst
+        ab = AlphaBeta(float(topology.path_latency_s(src[off], dst[off]).max()),
+                       1.0 / float(topology.path_bandwidth_bytes_per_s(src[off], dst[off]).min()))
+        return parameter_server(p, seg_bytes, ab)
+    return None

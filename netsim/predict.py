@@ -1,0 +1,102 @@
+"""Predictions on a modelled cluster: one step, a scaling sweep, the replay of a real run.
+
+A prediction is reported with the same keys as a measured run's traffic summary
+(`netsim.report.summarize`): allreduce_time_s_median, algbw_bytes_per_s, busbw_bytes_per_s,
+bytes_sent_per_step_by_rank, per_step_mean_by_rank. So `errors(measured, predicted)` is a
+computation, never an eyeballed comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import costmodel, schedules, simulate
+
+COMPARED = ("allreduce_time_s_median", "algbw_bytes_per_s", "busbw_bytes_per_s")
+
+
+def predict(topology, algorithm: str, world_size: int, nelems: int, itemsize: int = 4,
+            compute_s=0.0, segments=None, gamma_s_per_byte: float = 0.0) -> dict:
+    """One training step: every rank computes (compute_s: one value or one per rank), then
+    the all-reduce runs on the topology. The collective's own time starts when the last
+    rank arrives, as in measured reports."""
+    p = world_size
+    schedule = schedules.build(algorithm, p, nelems, node_of_rank=topology.node_of_rank(p),
+                               segments=segments)
+    compute = np.broadcast_to(np.asarray(compute_s, dtype=float), (p,)).copy()
+    sim = simulate.simulate(schedule, topology, itemsize, start_s=compute, gamma_s_per_byte=gamma_s_per_byte)
+    collective_s = float(sim.finish_s.max() - compute.max())
+    nbytes = nelems * itemsize
+    step_s = float(sim.finish_s.max())
+    comm = sim.finish_s - compute
+    wait = compute.max() - compute
+    out = {
+        "world_size": p, "algorithm": algorithm, "buffer_bytes": nbytes, "topology": topology.name,
+        "allreduce_time_s_median": collective_s,
+        "algbw_bytes_per_s": nbytes / collective_s if collective_s > 0 else None,
+        "bytes_sent_per_step_by_rank": (schedule.elements_sent() * itemsize).tolist(),
+        "per_step_mean_by_rank": {"compute_s": compute.tolist(), "comm_s": comm.tolist(),
+                                  "wait_s": wait.tolist(), "transfer_s": (comm - wait).tolist()},
+        "step_time_s": step_s,
+        "comm_share": float(np.mean(comm) / step_s) if step_s > 0 else 0.0,
+        "closed_form_s": costmodel.for_topology(algorithm, topology, p, nbytes, segments),
+    }
+    out["busbw_bytes_per_s"] = out["algbw_bytes_per_s"] * 2 * (p - 1) / p if out["algbw_bytes_per_s"] else None
+    out.update(_links(topology, sim))
+    return out
+
+
+def _links(topology, sim: simulate.Simulation) -> dict:
+    busiest = np.argsort(sim.link_busy_s)[::-1][:5]
+    return {
+        "bottleneck_link": topology.link_names[sim.bottleneck_link],
+        "bottleneck_utilisation": float(sim.utilisation[sim.bottleneck_link]),
+        "busiest_links": [{"link": topology.link_names[i], "bytes": float(sim.link_bytes[i]),
+                           "utilisation": float(sim.utilisation[i])} for i in busiest if sim.link_bytes[i] > 0],
+        "total_link_bytes": float(sim.link_bytes.sum()),
+    }
+
+
+def errors(measured: dict, predicted: dict) -> dict:
+    """Relative error of each prediction: predicted / measured - 1."""
+    return {k: predicted[k] / measured[k] - 1 for k in COMPARED
+            if measured.get(k) and predicted.get(k) is not None}
+
+
+def sweep(topology, algorithms, world_sizes, nelems: int, itemsize: int = 4, compute_s: float = 0.0) -> list[dict]:
+    """Weak scaling: the same per-rank compute at every size; efficiency = compute / step time
+    (1 when communication costs nothing)."""
+    rows = []
+    for p in world_sizes:
+        for algorithm in algorithms:
+            try:
+                r = predict(topology, algorithm, p, nelems, itemsize, compute_s)
+            except ValueError as exc:  # e.g. a hierarchical ring on uneven nodes
+                rows.append({"world_size": p, "algorithm": algorithm, "error": str(exc)})
+                continue
+            r["scaling_efficiency"] = compute_s / r["step_time_s"] if r["step_time_s"] > 0 else 1.0
+            rows.append(r)
+    return rows
+
+
+def replay(config: dict, traffic, topology, algorithm: str | None = None, max_steps: int = 200) -> dict:
+    """A recorded run on another network: each recorded step's per-rank compute times and the
+    run's buffer, through the run's algorithm (or another), on the topology."""
+    p = config["world_size"]
+    algorithm = algorithm or config["config"]["allreduce"]
+    if algorithm == "mpi":
+        algorithm = "ring"  # MPI_Allreduce's own messages are unknown; the ring stands in
+    itemsize = config["buffer_bytes"] // config["nparams"]
+    compute = traffic.table["compute_s"]
+    pick = np.linspace(0, len(compute) - 1, min(max_steps, len(compute))).astype(int) if len(compute) else []
+    steps = [predict(topology, algorithm, p, config["nparams"], itemsize, compute[s]) for s in pick]
+    if not steps:
+        raise ValueError("the run has no step recorded on every rank")
+    out = dict(steps[len(steps) // 2])
+    for key in ("allreduce_time_s_median", "step_time_s"):
+        out[key] = float(np.median([s[key] for s in steps]))
+    out["algbw_bytes_per_s"] = out["buffer_bytes"] / out["allreduce_time_s_median"]
+    out["busbw_bytes_per_s"] = out["algbw_bytes_per_s"] * 2 * (p - 1) / p if p > 1 else None
+    out["steps_replayed"] = len(steps)
+    out["measured_step_time_s"] = float(np.median(traffic.times["t_end"].max(axis=1) - traffic.times["t_start"].min(axis=1)))
+    return out
