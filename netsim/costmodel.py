@@ -144,9 +144,11 @@ def for_topology(algorithm: str, topology, world_size: int, nbytes: float, segme
     if algorithm == "parameter-server":
         from .schedules import chunk_bounds
 
-        # segments are in elements; the closed form wants bytes
-        counts = np.diff(chunk_bounds(p, p)) if segments is None else np.asarray([c for _, c in segments], float)
-        seg_bytes = nbytes * counts / counts.sum() if segments is not None else np.diff(chunk_bounds(int(nbytes), p))
+        if segments is None:
+            seg_bytes = np.diff(chunk_bounds(int(nbytes), p))
+        else:  # segments are (start, count) in elements; the closed form wants bytes
+            counts = np.asarray([c for _, c in segments], dtype=float)
+            seg_bytes = nbytes * counts / counts.sum()
         # the port loads are in the formula itself, so alpha and beta are those of one
         # uncontended path (the slowest and farthest pair)
         gpu = topology.gpu_of_rank(p)
