@@ -56,7 +56,7 @@ def binary_tree(p: int, nbytes: float, ab: AlphaBeta) -> float:
     t = 0.0
     for parents_children in _tree_levels(p):
         fanin = max(parents_children)
-        t += 2 * ab.message_s(fanin * nbytes) - ab.alpha_s * 0 + fanin * nbytes * ab.gamma_s_per_byte
+        t += 2 * ab.message_s(fanin * nbytes) + fanin * nbytes * ab.gamma_s_per_byte
     return t
 
 
@@ -112,6 +112,15 @@ def round_alpha_beta(topology, src_rank, dst_rank, world_size: int) -> AlphaBeta
     return AlphaBeta(float(topology.path_latency_s(src, dst).max()), 1.0 / float(slowest))
 
 
+def path_alpha_beta(topology, src_rank, dst_rank, world_size: int) -> AlphaBeta:
+    """alpha and beta of the farthest and slowest of these paths, each taken alone (for
+    formulas that count the sharing of ports themselves)."""
+    gpu = topology.gpu_of_rank(world_size)
+    src, dst = gpu[np.asarray(src_rank)], gpu[np.asarray(dst_rank)]
+    return AlphaBeta(float(topology.path_latency_s(src, dst).max()),
+                     1.0 / float(topology.path_bandwidth_bytes_per_s(src, dst).min()))
+
+
 def for_topology(algorithm: str, topology, world_size: int, nbytes: float, segments=None) -> float | None:
     """The closed form for this algorithm with alpha and beta taken from its pattern on the
     topology (exact on uncontended networks with even chunks, an estimate elsewhere)."""
@@ -126,9 +135,9 @@ def for_topology(algorithm: str, topology, world_size: int, nbytes: float, segme
         abs_ = [round_alpha_beta(topology, ranks[:q], ranks[:q] ^ d, p) for d in (1 << k for k in range(q.bit_length() - 1))]
         worst = AlphaBeta(max(a.alpha_s for a in abs_), max(a.beta_s_per_byte for a in abs_))
         return halving_doubling(p, nbytes, worst)
-    if algorithm == "tree":
+    if algorithm == "tree":  # the fan-in of a parent's port is in the formula
         children = ranks[1:]
-        return binary_tree(p, nbytes, round_alpha_beta(topology, children, (children - 1) // 2, p))
+        return binary_tree(p, nbytes, path_alpha_beta(topology, children, (children - 1) // 2, p))
     if algorithm == "hierarchical-ring":
         node = topology.node_of_rank(p)
         per_node = np.bincount(node)
@@ -149,12 +158,7 @@ def for_topology(algorithm: str, topology, world_size: int, nbytes: float, segme
         else:  # segments are (start, count) in elements; the closed form wants bytes
             counts = np.asarray([c for _, c in segments], dtype=float)
             seg_bytes = nbytes * counts / counts.sum()
-        # the port loads are in the formula itself, so alpha and beta are those of one
-        # uncontended path (the slowest and farthest pair)
-        gpu = topology.gpu_of_rank(p)
-        src, dst = np.meshgrid(gpu, gpu)
+        src, dst = np.meshgrid(ranks, ranks)  # the port loads are in the formula itself
         off = src != dst
-        ab = AlphaBeta(float(topology.path_latency_s(src[off], dst[off]).max()),
-                       1.0 / float(topology.path_bandwidth_bytes_per_s(src[off], dst[off]).min()))
-        return parameter_server(p, seg_bytes, ab)
+        return parameter_server(p, seg_bytes, path_alpha_beta(topology, src[off], dst[off], p))
     return None
