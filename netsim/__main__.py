@@ -1,11 +1,12 @@
-"""python -m netsim report RUN_DIR: the traffic and synchronisation report of a run."""
+"""python -m netsim report | predict | sweep | replay | calibrate: see --help of each."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from . import report, rundir, traffic
+from . import describe, predict, report, rundir, schedules, topology, traffic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,25 +24,56 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--plots", action="store_true",
                    help="also write PNG plots into RUN_DIR (needs the plot extra: matplotlib)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
+
+    def modelled(name, help_text, description):
+        c = sub.add_parser(name, help=help_text, description=description)
+        c.add_argument("--topology", required=True, metavar="T",
+                       help=f"a TOML file or a preset ({', '.join(topology.presets())})")
+        c.add_argument("--json", action="store_true", help="print the figures as JSON")
+        return c
+
+    def sized(c):
+        c.add_argument("--params", type=int, required=True, metavar="N", help="parameters in the gradient buffer")
+        c.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+        c.add_argument("--compute-ms", type=float, default=0.0, metavar="MS",
+                       help="compute time per step before the all-reduce (default: 0)")
+        return c
+
+    c = sized(modelled("predict", "one training step's all-reduce on a modelled cluster",
+                       "Simulates the all-reduce of a gradient buffer on a topology and gives its "
+                       "closed-form time beside."))
+    c.add_argument("--algorithm", default="ring", choices=list(schedules.ALGORITHMS))
+    c.add_argument("--ranks", type=int, metavar="P", help="ranks (default: every GPU of the topology)")
+    c = sized(modelled("sweep", "a scaling table: ranks 2..N, algorithms side by side",
+                       "Weak scaling: the same compute per rank at every size; efficiency is compute "
+                       "time over step time."))
+    c.add_argument("--algorithms", default=",".join(schedules.ALGORITHMS), metavar="A,B")
+    c.add_argument("--ranks", metavar="P,Q", help="rank counts (default: powers of two up to every GPU)")
+    c.add_argument("--plot", metavar="PNG", help="also draw the table (plot extra)")
+    c = modelled("replay", "a recorded run's compute and messages on a modelled cluster",
+                 "Maps each recorded step (its per-rank compute times and the run's buffer) onto "
+                 "the topology and compares predicted with measured times.")
+    c.add_argument("run_dir", metavar="RUN_DIR")
+    c.add_argument("--algorithm", choices=list(schedules.ALGORITHMS),
+                   help="replay with another algorithm (default: the run's)")
     return p
 
 
 def main(argv=None) -> int:
     try:
         args = parser().parse_args(argv)
-        config, records, summary = rundir.load(args.run_dir)
-        merged = traffic.merge(config, records, complete=summary is not None)
-    except (rundir.RunDirError, KeyError, TypeError, ValueError) as exc:
+        return COMMANDS[args.command](args)
+    except (rundir.RunDirError, topology.TopologyError, KeyError, TypeError, ValueError) as exc:
         message = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         print(f"netsim: error: {message}", file=sys.stderr)
         return 2
-    figures = report.summarize(config, merged)
-    if args.json:
-        import json
 
-        print(json.dumps(figures, indent=2))
-    else:
-        print(report.text(config, merged, figures))
+
+def _report(args) -> int:
+    config, records, summary = rundir.load(args.run_dir)
+    merged = traffic.merge(config, records, complete=summary is not None)
+    figures = report.summarize(config, merged)
+    print(json.dumps(figures, indent=2) if args.json else report.text(config, merged, figures))
     if args.plots:
         from . import plots
 
@@ -52,6 +84,62 @@ def main(argv=None) -> int:
             print(f"netsim: error: {exc}", file=sys.stderr)
             return 2
     return 0
+
+
+def _predict(args) -> int:
+    topo = topology.load(args.topology)
+    ranks = args.ranks or topo.gpus
+    out = predict.predict(topo, args.algorithm, ranks, args.params, _itemsize(args), args.compute_ms / 1e3)
+    print(json.dumps(out, indent=2) if args.json else describe.prediction(out))
+    return 0
+
+
+def _sweep(args) -> int:
+    topo = topology.load(args.topology)
+    algorithms = [a.strip() for a in args.algorithms.split(",")]
+    unknown = [a for a in algorithms if a not in schedules.ALGORITHMS]
+    if unknown:
+        raise ValueError(f"--algorithms: unknown {', '.join(unknown)} (choose from {', '.join(schedules.ALGORITHMS)})")
+    sizes = _sizes(args.ranks, topo.gpus)
+    rows = predict.sweep(topo, algorithms, sizes, args.params, _itemsize(args), args.compute_ms / 1e3)
+    print(json.dumps(rows, indent=2) if args.json else describe.sweep_table(topo, rows, args))
+    if args.plot:
+        from . import plots
+
+        print(f"wrote {plots.write_sweep_plot(args.plot, topo, rows)}")
+    return 0
+
+
+def _replay(args) -> int:
+    topo = topology.load(args.topology)
+    config, records, summary = rundir.load(args.run_dir)
+    merged = traffic.merge(config, records, complete=summary is not None)
+    out = predict.replay(config, merged, topo, args.algorithm)
+    measured = report.summarize(config, merged)
+    out["measured"] = {k: measured.get(k) for k in predict.COMPARED}
+    out["errors"] = predict.errors(measured, out) if (args.algorithm or config["config"]["allreduce"]) \
+        == config["config"]["allreduce"] else {}
+    print(json.dumps(out, indent=2) if args.json else describe.replay(out))
+    return 0
+
+
+def _itemsize(args) -> int:
+    return 4 if args.dtype == "float32" else 8
+
+
+def _sizes(text, gpus: int) -> list[int]:
+    if text:
+        try:
+            sizes = sorted({int(v) for v in text.split(",")})
+        except ValueError:
+            raise ValueError(f"--ranks wants comma-separated integers, got {text!r}") from None
+        if sizes[0] < 2 or sizes[-1] > gpus:
+            raise ValueError(f"--ranks must lie in 2..{gpus} (the topology's GPUs), got {text}")
+        return sizes
+    return [2**k for k in range(1, gpus.bit_length()) if 2**k <= gpus] + ([gpus] if gpus & (gpus - 1) else [])
+
+
+COMMANDS = {"report": _report, "predict": _predict, "sweep": _sweep, "replay": _replay}
 
 
 if __name__ == "__main__":

@@ -113,7 +113,10 @@ def nbytes(n: float) -> str:
 
 
 def ms(seconds) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:,.2f} ms"
+    """Milliseconds, or microseconds below one (a modelled NVLink round is ~1 us)."""
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1e6:,.1f} us" if abs(seconds) < 1e-3 and seconds else f"{seconds * 1e3:,.2f} ms"
 
 
 def text(config: dict, traffic: Traffic, s: dict) -> str:
