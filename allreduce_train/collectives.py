@@ -4,7 +4,10 @@ The schedule is compiled once per (algorithm, world size, buffer length) into th
 own list of rounds, holding slices of the buffer; the per-step work is then one transport
 call per round plus an in-place add for reduced slices. Nothing copies the whole buffer:
 copy rounds receive straight into their slice, and reduce rounds receive into one scratch
-array no longer than the largest round's incoming data.
+array no longer than the largest round's incoming data. A round may give a rank several
+messages for the same slice (a tree parent hears from both children): each lands in its own
+part of the scratch and is added in the schedule's order, so every rank that forms a sum
+forms it the same way. A round may also give a rank nothing to receive, or nothing to send.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from netsim import schedules
 
 # Algorithms that are schedules, by their --allreduce name. "mpi" (the library's own
 # MPI_Allreduce) is the naive sibling, outside the table because it has no schedule.
-ALGORITHMS: dict[str, Callable[[int, int], schedules.Schedule]] = schedules.ALGORITHMS
+ALGORITHMS: dict[str, Callable[..., schedules.Schedule]] = schedules.ALGORITHMS
 NATIVE = "mpi"
 CHOICES = (*ALGORITHMS, NATIVE)
 
@@ -68,10 +71,14 @@ class NativeAllreduce:
         self.transport.native_allreduce(buf)
 
 
-def make_allreduce(algorithm: str, world_size: int, rank: int, nelems: int, transport, xp, dtype):
+def make_allreduce(algorithm: str, world_size: int, rank: int, nelems: int, transport, xp, dtype,
+                   *, node_of_rank=None, segments=None):
+    """The all-reduce named `algorithm` (one of CHOICES) for this rank. node_of_rank and
+    segments are the context `schedules.build` passes to the algorithms that take it."""
     if algorithm == NATIVE:
         return NativeAllreduce(transport)
-    schedule = ALGORITHMS[algorithm](world_size, nelems)
+    schedule = schedules.build(algorithm, world_size, nelems, node_of_rank=node_of_rank,
+                               segments=segments)
     return ScheduleAllreduce(schedule, rank, transport, xp, dtype)
 
 
@@ -91,9 +98,12 @@ def _compile(rnd: schedules.Round, rank: int, tag: int) -> _RankRound:
 
 def _check_disjoint(sends, recvs, rnd) -> None:
     # A copy round receives straight into the buffer; that is only safe if no slice being
-    # sent in the same round is overwritten while the send may still be reading it.
-    for _, slo, shi in sends:
-        for _, rlo, rhi, _ in recvs:
-            if slo < rhi and rlo < shi:
-                raise ValueError(f"schedule {rnd.phase} round {rnd.index} receives into a slice "
-                                 f"it is sending")
+    # sent in the same round is overwritten while the send may still be reading it, and if
+    # no two messages of the round land on the same elements (their order is undefined).
+    for i, (_, rlo, rhi, _) in enumerate(recvs):
+        if any(lo < rhi and rlo < hi for _, lo, hi in sends):
+            raise ValueError(f"schedule {rnd.phase} round {rnd.index} receives into a slice "
+                             f"it is sending")
+        if any(lo < rhi and rlo < hi for _, lo, hi, _ in recvs[:i]):
+            raise ValueError(f"schedule {rnd.phase} round {rnd.index} receives twice into "
+                             f"one slice")

@@ -1,8 +1,10 @@
-"""Rank program: ring all-reduce vs a reference sum and MPI_Allreduce, for many lengths.
+"""Rank program: every all-reduce vs a reference sum, for many lengths.
 
 Each rank's input is generated from (rank, length), so every rank can rebuild all inputs
-and the exact float64 reference. Writes one JSON per rank: per case, the error of the ring
-and of MPI_Allreduce in units of the rounding bound, and a hash of the ring's result."""
+and the exact float64 reference. The hierarchical ring runs on nodes of 2 ranks where p is
+even (one rank per node otherwise), the parameter server on uneven, layer-like segments.
+Writes one JSON per rank: per case, each algorithm's error in units of the rounding bound,
+and a hash of its result."""
 
 import hashlib
 import json
@@ -12,6 +14,16 @@ import numpy as np
 
 from allreduce_train import collectives
 from allreduce_train.comm import Transport, World, install_abort_hook
+
+
+def context(algorithm: str, p: int, n: int) -> dict:
+    if algorithm == "hierarchical-ring":
+        return {"node_of_rank": [r // 2 if p % 2 == 0 else r for r in range(p)]}
+    if algorithm == "parameter-server":
+        cuts = [0, n // 2, (3 * n) // 5, (3 * n) // 5, (19 * n) // 20, n]  # one empty, one tiny
+        return {"segments": [(a, b - a) for a, b in zip(cuts, cuts[1:])]}
+    return {}
+
 
 install_abort_hook()
 world = World.create()
@@ -24,15 +36,14 @@ for dtype in (np.float32, np.float64):
         reference = np.sum([x.astype(np.float64) for x in inputs], axis=0)
         # rounding bound: p additions, each off by at most eps * |partial sum| <= eps * sum|x|
         bound = p * np.finfo(dtype).eps * np.sum([np.abs(x.astype(np.float64)) for x in inputs], axis=0)
-        results = {}
-        for algorithm in ("ring", "mpi"):
+        for algorithm in collectives.CHOICES:
             buf = inputs[world.rank].copy()
-            collectives.make_allreduce(algorithm, p, world.rank, n, transport, np, dtype)(buf)
-            results[algorithm] = buf
-        ratio = {a: float(np.max(np.abs(r - reference) / np.maximum(bound, 1e-300), initial=0.0))
-                 for a, r in results.items()}
-        cases.append({"dtype": np.dtype(dtype).name, "n": n, "ring_error": ratio["ring"],
-                      "mpi_error": ratio["mpi"], "ring_dtype": results["ring"].dtype.name,
-                      "ring_hash": hashlib.sha256(results["ring"].tobytes()).hexdigest()})
+            collectives.make_allreduce(algorithm, p, world.rank, n, transport, np, dtype,
+                                       **context(algorithm, p, n))(buf)
+            error = float(np.max(np.abs(buf - reference) / np.maximum(bound, 1e-300),
+                                 initial=0.0))
+            cases.append({"dtype": np.dtype(dtype).name, "n": n, "algorithm": algorithm,
+                          "error": error, "result_dtype": buf.dtype.name,
+                          "hash": hashlib.sha256(buf.tobytes()).hexdigest()})
 with open(f"{out_path}.{world.rank}", "w") as f:
     json.dump(cases, f)
