@@ -124,6 +124,14 @@ class MLP:
     def nlayers(self) -> int:
         return len(self.weights)
 
+    @property
+    def layer_segments(self) -> list[tuple[int, int]]:
+        """(start, count) of each layer's weights and biases in the flat buffers: the shards
+        of a parameter server sharded by layer."""
+        sizes = [a * b + b for a, b in zip(self.widths, self.widths[1:])]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        return [(int(s), int(n)) for s, n in zip(starts, sizes)]
+
     def init(self, scheme: str, seed: int) -> None:
         rng = np.random.default_rng(seed)
         host = np.zeros(self.nparams, dtype=np.float64)

@@ -60,9 +60,11 @@ class Trainer:
         self.recorder = Recorder(world.rank, clock=time.perf_counter)
         self.transport = Transport(world.comm)
         self.host_grads = backend.host_mirror(self.model.grads)
+        self.node_of_rank = node_of_rank(cfg, world)
         self.allreduce = collectives.make_allreduce(
             cfg.allreduce, world.world_size, world.rank, self.model.nparams,
-            self.recorder.wrap(self.transport) if cfg.record else self.transport, np, self.dtype)
+            self.recorder.wrap(self.transport) if cfg.record else self.transport, np, self.dtype,
+            node_of_rank=self.node_of_rank, segments=self.model.layer_segments)
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         straggler = cfg.straggler_spec
         self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
@@ -216,7 +218,7 @@ def describe(trainer: Trainer, run_dir: str) -> dict:
                                           .indices(cfg.global_batch))) for r in range(world.world_size)],
         "steps_per_epoch": trainer.steps_per_epoch, "total_steps": trainer.total_steps,
         "analytic_bytes_sent_per_step_by_rank": analytic_bytes(trainer),
-        "node_of_rank": node_of_rank(cfg, world),
+        "node_of_rank": trainer.node_of_rank, "segments": trainer.model.layer_segments,
         "clock_offsets_s": offsets.tolist(), "clock_error_s": errors.tolist(),
     }
 

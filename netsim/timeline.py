@@ -78,10 +78,7 @@ def _message_flows(traffic: Traffic, s: int, us) -> list[dict]:
     the enclosing slice on their track)."""
     if traffic.raw_rounds is None:
         return []
-    events, step = [], int(traffic.steps[s])
-    from . import schedules
-
-    schedule = schedules.ALGORITHMS[_algorithm(traffic)](traffic.world_size, _nelems(traffic))
+    events, step, schedule = [], int(traffic.steps[s]), traffic.schedule
     when = [{(ph, ix): (tp, td) for ph, ix, tp, td in traffic.raw_rounds[r][s]} for r in range(traffic.world_size)]
     for rnd in schedule.rounds:
         for src, dst, count in zip(rnd.src, rnd.dst, rnd.count):
@@ -99,11 +96,3 @@ def _message_flows(traffic: Traffic, s: int, us) -> list[dict]:
 
 def _int(v):
     return None if np.isnan(v) else int(v)
-
-
-def _algorithm(traffic: Traffic) -> str:
-    return traffic.algorithm
-
-
-def _nelems(traffic: Traffic) -> int:
-    return traffic.nelems

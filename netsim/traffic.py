@@ -42,8 +42,7 @@ class Traffic:
     links: np.ndarray | None = None  # (L, 5): step, src, dst, bytes, messages
     times: dict[str, np.ndarray] = field(default_factory=dict)  # start/enter/exit/end (S, p), global clock
     raw_rounds: list | None = None  # per rank, per step: [[phase, index, posted, completed]] on global clock
-    algorithm: str = ""
-    nelems: int = 0
+    schedule: schedules.Schedule | None = None  # the run's schedule (None for MPI_Allreduce)
 
     @property
     def nodes(self) -> int:
@@ -81,13 +80,13 @@ def merge(config: dict, records: list[list[dict]], complete: bool) -> Traffic:
     table["caused_wait_s"] = _blame(enter, table["wait_s"])
     observable = all(rec["bytes_sent"] is not None for row in rows for rec in row)
     traffic = Traffic(p, np.asarray(config["node_of_rank"]), np.array(common, dtype=np.int64),
-                      [len(r) for r in records], complete, observable, table, times=times,
-                      algorithm=config["config"]["allreduce"], nelems=config["nparams"])
+                      [len(r) for r in records], complete, observable, table, times=times)
     if observable:
         traffic.links = np.array([[s, *link] for s, row in zip(common, rows) for rec in row
                                   for link in rec["links"]], dtype=np.int64).reshape(-1, 5)
-        schedule = schedules.ALGORITHMS[config["config"]["allreduce"]](p, config["nparams"])
-        _rounds(traffic, schedule, rows, offsets)
+        traffic.schedule = schedules.build(config["config"]["allreduce"], p, config["nparams"],
+                                           node_of_rank=config["node_of_rank"], segments=config.get("segments"))
+        _rounds(traffic, traffic.schedule, rows, offsets)
     return traffic
 
 
