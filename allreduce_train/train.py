@@ -73,7 +73,7 @@ class Trainer:
     # --- one step ---------------------------------------------------------------------
 
     def step(self, step: int, order: np.ndarray) -> dict:
-        cfg, xp, b = self.cfg, self.backend.xp, self.cfg.global_batch
+        xp, b = self.backend.xp, self.cfg.global_batch
         s = step % self.steps_per_epoch
         t0 = time.perf_counter()
         x, y = self.dataset.rows("train", order[s * b:(s + 1) * b][self.mine], self.dtype)

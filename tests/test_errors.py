@@ -1,6 +1,5 @@
 """Bad input ends every rank with exit code 2 and one line; failures never hang."""
 
-import os
 
 import pytest
 

@@ -19,7 +19,6 @@ def make_run(p=3, nparams=6, enter=None, steps=2, offsets=None):
     for step in range(steps):
         base = step * 10.0
         ready = np.array(enter, dtype=float) + base  # global clock
-        posted_at = {}
         times = ready.copy()
         rounds = [[] for _ in range(p)]
         for rnd in sched.rounds:
