@@ -208,3 +208,33 @@ def _links_caption(traffic: Traffic, matrix) -> str:
         _, inter_bytes = traffic.intra_inter_bytes()
         caption += f", {inter_bytes / total_bytes:.0%} between nodes (red lines: node boundaries)"
     return caption
+
+
+def write_sweep_plot(path: str, topology, rows: list[dict]) -> str:
+    """The scaling table of `python -m netsim sweep` as two panels against the rank count:
+    scaling efficiency, and the all-reduce's time, one line per algorithm."""
+    fig = _figure_class()(figsize=(9, 6.5))
+    eff_ax, time_ax = fig.subplots(2, 1, sharex=True)
+    algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
+    for algorithm in algorithms:
+        mine = [r for r in rows if r["algorithm"] == algorithm and "error" not in r]
+        ranks = [r["world_size"] for r in mine]
+        eff_ax.plot(ranks, [100 * r["scaling_efficiency"] for r in mine], marker="o", label=algorithm)
+        time_ax.plot(ranks, [1e3 * r["allreduce_time_s_median"] for r in mine], marker="o", label=algorithm)
+    eff_ax.set_ylabel("scaling efficiency (%)\ncompute / step time")
+    eff_ax.set_ylim(0, 105)
+    time_ax.set_ylabel("all-reduce time (ms)")
+    time_ax.set_yscale("log")
+    time_ax.set_xscale("log", base=2)
+    sizes = sorted({r["world_size"] for r in rows})
+    time_ax.set_xticks(sizes, [f"{p:,}" for p in sizes])
+    time_ax.set_xlabel("ranks")
+    for ax in (eff_ax, time_ax):
+        ax.grid(True, which="both", alpha=0.3)
+    eff_ax.legend(loc="lower left", fontsize=8)
+    first = rows[0] if rows else {}
+    fig.suptitle(f"Weak scaling on {topology.name}\n{first.get('buffer_bytes', 0) / 2**20:,.1f} MiB "
+                 f"gradient per step", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
