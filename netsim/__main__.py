@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from . import describe, predict, report, rundir, schedules, topology, traffic
+from . import calibrate, describe, predict, report, rundir, schedules, topology, traffic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +57,29 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("run_dir", metavar="RUN_DIR")
     c.add_argument("--algorithm", choices=list(schedules.ALGORITHMS),
                    help="replay with another algorithm (default: the run's)")
+    c = sub.add_parser("calibrate", help="measure this machine's MPI and fit a topology of it",
+                       description="Runs ping-pong and ring all-reduce sweeps under mpirun "
+                                   "(python -m allreduce_train.probe), fits latency, bandwidths and "
+                                   "processor costs of one node whose GPUs are the ranks, prints the "
+                                   "residuals of the fit and writes the topology as TOML.")
+    c.add_argument("--ranks", default="2,3,4", metavar="P,Q",
+                   help="rank counts for the all-reduce (ping-pong at the smallest; default: %(default)s)")
+    c.add_argument("--rounds", type=int, default=3, metavar="N", help="timed rounds per size and pass (default: 3)")
+    c.add_argument("--passes", type=int, default=5, metavar="N",
+                   help="times over all rank counts in turn: the machine's state changes from run "
+                        "to run, so more passes beat more rounds (default: 5)")
+    c.add_argument("--sizes", type=calibrate.byte_sizes, default=calibrate.ALLREDUCE_SIZES, metavar="B,B",
+                   help="all-reduce buffer sizes, K/M suffixes (default: 64K,256K,...,64M)")
+    c.add_argument("--pingpong-sizes", type=calibrate.byte_sizes, default=calibrate.PINGPONG_SIZES,
+                   metavar="B,B", help="ping-pong message sizes, or none (default: 8 B .. 64 MiB)")
+    c.add_argument("--timeout-s", type=float, default=300, metavar="S", help="hard limit per mpirun (default: 300)")
+    c.add_argument("--out", default="this-machine.toml", metavar="FILE",
+                   help="the topology written (default: %(default)s)")
+    c.add_argument("--name", default="this machine", help="the topology's name (default: %(default)s)")
+    c.add_argument("--save-measurements", metavar="JSON", help="also keep the measurements")
+    c.add_argument("--from-measurements", metavar="JSON",
+                   help="fit saved measurements instead of measuring (--save-measurements)")
+    c.add_argument("--json", action="store_true", help="print parameters and residuals as JSON")
     return p
 
 
@@ -139,7 +163,46 @@ def _sizes(text, gpus: int) -> list[int]:
     return [2**k for k in range(1, gpus.bit_length()) if 2**k <= gpus] + ([gpus] if gpus & (gpus - 1) else [])
 
 
-COMMANDS = {"report": _report, "predict": _predict, "sweep": _sweep, "replay": _replay}
+def _calibrate(args) -> int:
+    for option, path in (("--out", args.out), ("--save-measurements", args.save_measurements)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ValueError(f"{option}: no such directory: {os.path.dirname(os.path.abspath(path))}")
+    if args.from_measurements:
+        try:
+            with open(args.from_measurements) as f:
+                measurements = json.load(f)
+        except OSError as exc:
+            raise ValueError(f"--from-measurements: cannot read {args.from_measurements}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--from-measurements: {args.from_measurements} is not JSON: {exc}") from None
+    else:
+        try:
+            ranks = sorted({int(v) for v in args.ranks.split(",")})
+        except ValueError:
+            raise ValueError(f"--ranks wants comma-separated integers, got {args.ranks!r}") from None
+        if ranks[0] < 2:
+            raise ValueError(f"--ranks must be at least 2 (the probe needs two ranks), got {args.ranks}")
+        if args.rounds < 1 or args.passes < 1:
+            raise ValueError("--rounds and --passes must be positive")
+        log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+        measurements = calibrate.measure(ranks, args.rounds, args.passes, args.pingpong_sizes, args.sizes,
+                                         args.timeout_s, log)
+        if args.save_measurements:
+            with open(args.save_measurements, "w") as f:
+                json.dump(measurements, f)
+    result = calibrate.fit(measurements, args.name)
+    with open(args.out, "w") as f:
+        f.write(calibrate.toml_text(result, measurements))
+    if args.json:
+        print(json.dumps({"topology": result.spec, "parameters": result.parameters, "residuals": result.rows,
+                          "median_abs_error": result.median_abs_error, "machine": result.facts,
+                          "disturbed_rounds": result.disturbed, "out": args.out}, indent=2))
+    else:
+        print(f"{calibrate.text(result)}\nwrote {args.out}")
+    return 0
+
+
+COMMANDS = {"report": _report, "predict": _predict, "sweep": _sweep, "replay": _replay, "calibrate": _calibrate}
 
 
 if __name__ == "__main__":

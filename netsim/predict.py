@@ -16,10 +16,11 @@ COMPARED = ("allreduce_time_s_median", "algbw_bytes_per_s", "busbw_bytes_per_s")
 
 
 def predict(topology, algorithm: str, world_size: int, nelems: int, itemsize: int = 4,
-            compute_s=0.0, segments=None, gamma_s_per_byte: float = 0.0) -> dict:
+            compute_s=0.0, segments=None, gamma_s_per_byte: float | None = None) -> dict:
     """One training step: every rank computes (compute_s: one value or one per rank), then
     the all-reduce runs on the topology. The collective's own time starts when the last
-    rank arrives, as in measured reports."""
+    rank arrives, as in measured reports. gamma_s_per_byte: the cost of adding a received
+    byte; None: the topology's [compute] reduce_gbyte_per_s (0 without one)."""
     p = world_size
     schedule = schedules.build(algorithm, p, nelems, node_of_rank=topology.node_of_rank(p),
                                segments=segments)

@@ -6,6 +6,13 @@ its flows, the capacity left is shared among the rest, and so on), and every tim
 finishes the rest are re-shared. A flow takes its path latency plus its bytes at that
 rate; a receiver that reduces spends gamma seconds per byte adding.
 
+What the processors add, from the topology's [compute] table (netsim.topology): gamma
+(unless given) is 1 / reduce_gbyte_per_s; every transfer costs message_overhead_us on top
+of its path latency; and where a node holds more ranks than its `cores`, ranks time-share
+them, so both of those take ceil(ranks / cores) times as long (a round waits for the
+busiest core). A node with a cache (intra_node.cache_bytes) moves data at the cache
+bandwidth while its ranks' buffers (the buffer and the reduce scratch of each) fit in it.
+
 Ranks are not globally in lock-step: a rank begins a round when it and its partners in
 that round have finished their previous one (as the MPI executor does), so per-rank start
 times (compute skew, stragglers) delay exactly the ranks that depend on them. The one
@@ -65,10 +72,16 @@ class _Pattern:
 
 
 def simulate(schedule: Schedule, topology, itemsize: int = 4, start_s=None,
-             gamma_s_per_byte: float = 0.0) -> Simulation:
+             gamma_s_per_byte: float | None = None) -> Simulation:
     p = schedule.world_size
     gpu = topology.gpu_of_rank(p)
-    bandwidth = np.asarray(topology.bandwidth_bytes_per_s, dtype=float)
+    sharing = topology.core_sharing(p)
+    gamma = (topology.reduce_s_per_byte if gamma_s_per_byte is None else gamma_s_per_byte) * sharing
+    overhead_s = topology.message_overhead_s * sharing
+    if "cache_bytes" in topology.spec["intra_node"]:
+        bandwidth = topology.bandwidth_for(_resident_bytes(schedule, topology, itemsize))
+    else:
+        bandwidth = np.asarray(topology.bandwidth_bytes_per_s, dtype=float)
     ready = np.zeros(p) if start_s is None else np.array(start_s, dtype=float)
     start = ready.copy()
     link_bytes = np.zeros(len(bandwidth))
@@ -84,8 +97,8 @@ def simulate(schedule: Schedule, topology, itemsize: int = 4, start_s=None,
         nbytes = rnd.count * itemsize
         dkey = (key, nbytes.tobytes())
         if dkey not in durations:
-            durations[dkey] = _transfer_s(pattern, nbytes.astype(float), bandwidth) + pattern.latency_s
-        took = durations[dkey] + (nbytes * gamma_s_per_byte if rnd.reduce else 0.0)
+            durations[dkey] = _transfer_s(pattern, nbytes.astype(float), bandwidth) + pattern.latency_s + overhead_s
+        took = durations[dkey] + (nbytes * gamma if rnd.reduce else 0.0)
         end = np.maximum(ready[rnd.src], ready[rnd.dst]) + took
         np.maximum.at(ready, rnd.src, end)
         np.maximum.at(ready, rnd.dst, end)
@@ -94,6 +107,18 @@ def simulate(schedule: Schedule, topology, itemsize: int = 4, start_s=None,
     time_s = float(ready.max() - start.min()) if p else 0.0
     return Simulation(time_s, start, ready, link_bytes, link_bytes / bandwidth,
                       schedule.nelems * itemsize, p)
+
+
+def _resident_bytes(schedule: Schedule, topology, itemsize: int) -> np.ndarray:
+    """Bytes each node's ranks hold during the collective: the buffer, and the scratch that
+    the MPI executor receives reduced chunks into (the largest round's incoming data)."""
+    p = schedule.world_size
+    scratch = np.zeros(p)
+    for rnd in schedule.rounds:
+        if rnd.reduce:
+            np.maximum(scratch, np.bincount(rnd.dst, weights=rnd.count, minlength=p), out=scratch)
+    return np.bincount(topology.node_of_rank(p), weights=(schedule.nelems + scratch) * itemsize,
+                       minlength=topology.nodes)
 
 
 def _route(topology, src_gpu, dst_gpu) -> _Pattern:

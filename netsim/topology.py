@@ -24,6 +24,20 @@ links each carry the network latency), spine.up and spine.down one switch each. 
 all-to-all pair costs exactly intra_node.latency_us, and a fat-tree pair in two leaves
 intra + nic + 3 network latencies.
 
+Optional, for a node whose GPUs are really processes sharing one memory (calibrated
+machines, `python -m netsim calibrate`): `intra_node.aggregate_bandwidth_gbit_per_s` (all-
+to-all only) adds one link nodeN.fabric (latency 0) that every GPU->GPU route inside the
+node crosses between gpu.up and gpu.down, so all transfers of a node share that capacity
+(a shared-memory MPI copies through the CPUs and memory of the machine: two ranks may each
+copy at the port rate, four cannot). `intra_node.cache_bytes` with
+`intra_node.cache_bandwidth_gbit_per_s` gives the fabric a second capacity, used while the
+buffers of the collective on that node fit in the cache (Topology.bandwidth_for). A
+`[compute]` table (all keys optional) describes the processors that run the schedule:
+`reduce_gbyte_per_s`, the rate at which a rank adds received bytes into its buffer;
+`message_overhead_us`, the processor time a rank spends per round on top of the link
+latency (LogP's o); `cores`, how many the ranks of a node share, so that with more ranks
+than cores both of those take ceil(ranks / cores) times as long (netsim.simulate).
+
 Simplifications, on purpose: a NIC is reached by its GPU's up link alone (GPUDirect RDMA
 through the GPU's own PCIe switch, never the root complex); a fat-tree's spine is one up
 and one down link per leaf of capacity NIC bandwidth * NICs under the leaf /
@@ -115,8 +129,15 @@ _TABLES = {
     "network": ({"latency_us": _non_negative},
                 {"switch": {}, "fat-tree": {"nodes_per_leaf": _count, "oversubscription": _oversubscription},
                  "ring": {}, "torus": {"dims": _dims}}),
+    "compute": ({}, None),  # optional table, all its keys optional (_OPTIONAL)
 }
 _TOP = {"name": _text, "nodes": _count, "gpus_per_node": _count, "placement": _placement}
+# table -> (optional keys of every kind, {kind: optional keys of that kind only})
+_OPTIONAL = {
+    "intra_node": ({}, {"all-to-all": {"aggregate_bandwidth_gbit_per_s": _positive, "cache_bytes": _count,
+                                       "cache_bandwidth_gbit_per_s": _positive}}),
+    "compute": ({"cores": _count, "message_overhead_us": _non_negative, "reduce_gbyte_per_s": _positive}, None),
+}
 
 
 def _unknown(path: str, key: str, known) -> TopologyError:
@@ -136,28 +157,30 @@ def _check_keys(data: dict, checks: dict, path: str = "", why: str = "") -> dict
 
 def _check_table(name: str, data) -> dict:
     """Unknown keys first (so a misspelt key is named as such, not as a missing one), then
-    the kind, then every key the kind needs."""
+    the kind, then every key the kind needs, then the optional keys given."""
     if not isinstance(data, dict):
         raise _bad(name, "must be a table", data)
     common, kinds = _TABLES[name]
-    kinds = kinds or {}
+    optional, optional_kinds = _OPTIONAL.get(name, ({}, None))
+    kinds, optional_kinds = kinds or {}, optional_kinds or {}
     kind = data.get("kind")
     own = kinds.get(kind) if isinstance(kind, str) else None  # None: no kind, or a bad one
-    every_kind = {key for keys in kinds.values() for key in keys}
-    allowed = {*common, *(every_kind if own is None else own), *(("kind",) if kinds else ())}
+    may = {**optional, **(optional_kinds.get(kind, {}) if own is not None else {})}
+    every_kind = {key for keys in (*kinds.values(), *optional_kinds.values()) for key in keys}
+    allowed = {*common, *may, *(every_kind if own is None else own), *(("kind",) if kinds else ())}
     for key in data:
         if key in every_kind and key not in allowed:
             raise TopologyError(f"{name}.{key} does not apply to {name}.kind = {kind!r}")
         if key not in allowed:
             raise _unknown(f"{name}.", key, allowed)
-    if not kinds:
-        return _check_keys(data, common, name + ".")
-    if "kind" not in data:
+    if kinds and "kind" not in data:
         raise TopologyError(f"{name}.kind is missing (one of {', '.join(kinds)})")
-    if own is None:
+    if kinds and own is None:
         raise _bad(f"{name}.kind", f"must be one of {', '.join(kinds)}", kind)
-    out = _check_keys(data, common, name + ".")
-    return {"kind": kind, **out, **_check_keys(data, own, name + ".", f" (needed by {name}.kind = {kind!r})")}
+    out = {"kind": kind} if kinds else {}
+    out.update(_check_keys(data, common, name + "."))
+    out.update(_check_keys(data, own or {}, name + ".", f" (needed by {name}.kind = {kind!r})"))
+    return {**out, **{key: check(f"{name}.{key}", data[key]) for key, check in may.items() if key in data}}
 
 
 def _check(data) -> dict:
@@ -169,15 +192,20 @@ def _check(data) -> dict:
     spec = _check_keys(data, _TOP)
     nodes, gpn = spec["nodes"], spec["gpus_per_node"]
     for name in _TABLES:
-        if name not in data and (name == "intra_node" or nodes > 1):
-            needed = "" if name == "intra_node" else " (needed when nodes > 1)"
-            raise TopologyError(f"{name} is missing{needed}")
         if name in data:
             spec[name] = _check_table(name, data[name])
+        elif name == "intra_node" or name in ("nic", "network") and nodes > 1:
+            needed = "" if name == "intra_node" else " (needed when nodes > 1)"
+            raise TopologyError(f"{name} is missing{needed}")
     intra, nic, net = spec["intra_node"], spec.get("nic"), spec.get("network", {})
     if intra["kind"] == "pcie-tree" and gpn % intra["gpus_per_switch"]:
         raise _bad("intra_node.gpus_per_switch", f"must divide gpus_per_node = {gpn}",
                    intra["gpus_per_switch"])
+    # the cache is a second capacity of the fabric: it needs the fabric, and both halves
+    cache = [k for k in ("cache_bytes", "cache_bandwidth_gbit_per_s") if k in intra]
+    for key in ("cache_bytes", "cache_bandwidth_gbit_per_s", "aggregate_bandwidth_gbit_per_s"):
+        if cache and key not in intra:
+            raise TopologyError(f"intra_node.{key} is missing (needed by intra_node.{cache[0]})")
     if nic and nic["count"] > gpn:
         raise _bad("nic.count", f"must be <= gpus_per_node = {gpn}", nic["count"])
     if net.get("kind") == "fat-tree" and nodes % net["nodes_per_leaf"]:
@@ -208,6 +236,7 @@ class _Layout:
     nics: int  # NICs per node; 0: no network
     per_leaf: int  # nodes per fat-tree leaf; 0: not a fat-tree
     dims: tuple[int, ...]  # ring/torus sizes longer than 1, C order (last fastest)
+    fabric: bool  # a shared nodeN.fabric link inside every node
 
     @classmethod
     def of(cls, spec: dict) -> _Layout:
@@ -216,7 +245,7 @@ class _Layout:
         dims = [spec["nodes"]] if kind == "ring" else net.get("dims", []) if kind == "torus" else []
         return cls(spec["nodes"], spec["gpus_per_node"], intra.get("gpus_per_switch", 0),
                    nic["count"] if nic else 0, net.get("nodes_per_leaf", 0) if kind == "fat-tree" else 0,
-                   tuple(d for d in dims if d > 1))
+                   tuple(d for d in dims if d > 1), "aggregate_bandwidth_gbit_per_s" in intra)
 
     @functools.cached_property
     def blocks(self) -> dict[str, int]:
@@ -228,6 +257,7 @@ class _Layout:
         if self.per_leaf:
             sizes["spine.up"] = sizes["spine.down"] = self.nodes // self.per_leaf
         sizes["hop"] = self.nodes * len(self.dims) * 2 if self.nics else 0
+        sizes["fabric"] = self.nodes if self.fabric else 0
         starts = np.cumsum([0, *sizes.values()])
         return {**dict(zip(sizes, starts[:-1].tolist())), "end": int(starts[-1])}
 
@@ -242,6 +272,8 @@ class _Layout:
             out += [f"leaf{x}.spine.{d}" for d in ("up", "down") for x in range(self.nodes // self.per_leaf)]
         if self.nics:
             out += [f"node{n}.dim{i}{s}" for n in nodes for i in range(len(self.dims)) for s in "+-"]
+        if self.fabric:
+            out += [f"node{n}.fabric" for n in nodes]
         return out
 
     def properties(self, spec: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -259,7 +291,8 @@ class _Layout:
                   "nic.up": (nic_bw, nic.get("latency_us", 0) * us),
                   "nic.down": (nic_bw, 0.0 if net.get("kind") in ("ring", "torus") else hop_lat),
                   "spine.up": (spine_bw, hop_lat), "spine.down": (spine_bw, hop_lat),
-                  "hop": (nic_bw, hop_lat)}
+                  "hop": (nic_bw, hop_lat),
+                  "fabric": (intra.get("aggregate_bandwidth_gbit_per_s", 0) * gbit, 0.0)}
         ends = list(self.blocks.values())[1:]
         for (block, start), end in zip(self.blocks.items(), ends):
             bw[start:end], lat[start:end] = values[block]
@@ -274,6 +307,8 @@ class _Layout:
         local = moving & ~remote
         cols = [np.where(moving, b["gpu.up"] + src, -1)]
         tail = [np.where(moving, b["gpu.down"] + dst, -1)]
+        if self.fabric:
+            cols.append(np.where(local, b["fabric"] + src_node, -1))
         if self.per_switch:
             switches = gpn // self.per_switch
             src_sw, dst_sw = src % gpn // self.per_switch, dst % gpn // self.per_switch
@@ -390,6 +425,34 @@ class Topology:
     def path_bandwidth_bytes_per_s(self, src_gpu, dst_gpu) -> np.ndarray:
         """Narrowest link per flow, alone on the network (inf for src == dst)."""
         return self._per_flow(src_gpu, dst_gpu, self.bandwidth_bytes_per_s, np.minimum, np.inf)
+
+    def bandwidth_for(self, resident_bytes_by_node) -> np.ndarray:
+        """Link bandwidths while each node holds this many bytes of buffers: the fabric of a
+        node whose bytes fit in intra_node.cache_bytes runs at the cache bandwidth."""
+        intra = self.spec["intra_node"]
+        if "cache_bytes" not in intra:
+            return self.bandwidth_bytes_per_s
+        fits = np.flatnonzero(np.asarray(resident_bytes_by_node) <= intra["cache_bytes"])
+        out = self.bandwidth_bytes_per_s.copy()
+        out[self._layout.blocks["fabric"] + fits] = intra["cache_bandwidth_gbit_per_s"] * 1e9 / 8
+        return out
+
+    @property
+    def reduce_s_per_byte(self) -> float:
+        """[compute] reduce_gbyte_per_s as seconds per byte added (0: adding is free)."""
+        rate = self.spec.get("compute", {}).get("reduce_gbyte_per_s")
+        return 1 / (rate * 1e9) if rate else 0.0
+
+    @property
+    def message_overhead_s(self) -> float:
+        return self.spec.get("compute", {}).get("message_overhead_us", 0) * 1e-6
+
+    def core_sharing(self, world_size: int) -> int:
+        """How many ranks share a core on the busiest node: ceil(ranks there / [compute] cores),
+        1 when the topology does not say how many cores there are."""
+        cores = self.spec.get("compute", {}).get("cores")
+        busiest = int(np.bincount(self.node_of_rank(world_size)).max())
+        return -(-busiest // cores) if cores else 1
 
 
 # ---------------------------------------------------------------- reading and writing

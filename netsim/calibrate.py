@@ -1,0 +1,448 @@
+"""Calibration: measure this machine's MPI, fit a topology of it, and show the residuals.
+
+    python -m netsim calibrate [--ranks 2,3,4] [--rounds 3] [--passes 5] [--out this-machine.toml]
+
+Measured (allreduce_train.probe under mpirun, a subprocess per rank count, so netsim never
+imports MPI): ping-pong between two ranks, 8 B .. 64 MiB, and our ring all-reduce (the
+executor training uses) at every rank count, 64 KiB .. 64 MiB; `passes` times over the
+rank counts in turn. Rounds in which the ranks had less than 90% of the cores (another
+process was running) are left out; each point is the median of the rest.
+
+Fitted: one node whose GPUs are the ranks, gpus_per_node = the most ranks measured, an
+all-to-all fabric. Each parameter is a physical quantity pinned by its own part of the data:
+
+    intra_node.latency_us                   MPI's latency                  small ping-pongs
+    intra_node.bandwidth_gbit_per_s         one rank's copy rate           large ping-pongs
+    intra_node.aggregate_bandwidth_gbit_per_s   all copies of the node     large all-reduces
+                                            together (memory, CPUs)        at 3 and 4 ranks
+    intra_node.cache_bandwidth_gbit_per_s   the same while every rank's    all-reduces of
+                                            buffer and scratch fit in the  1-4 MiB
+                                            last-level cache
+    compute.message_overhead_us             our executor's cost per round  small all-reduces
+                                            on top of MPI's (Python)
+    compute.reduce_gbyte_per_s              adding a received chunk        all-reduces at 2
+    compute.cores, intra_node.cache_bytes   read from the machine, not fitted
+
+Why an aggregate capacity: on 2 cores the ring's 64 MiB all-reduce takes ~3 times as long
+at p = 4 as at p = 2. A per-port model can only give the ratio of the bytes per rank,
+2(p-1)/p, i.e. 1.5; a capacity C that all transfers share gives 2n/C against 6n/C. Why
+cores: with 3 or 4 ranks on 2 cores, the per-round overhead and the adding of a round
+wait for the core that runs two ranks (ceil(p / cores) = 2). Why a cache: 1-4 MiB
+all-reduces move several times faster per byte than 16-64 MiB ones at every p. The
+cache's rate may come out below the memory's: on a VM whose two vCPUs the host places
+apart, cache-sized data crosses between caches (observed here, see bench/README.md).
+
+The fit is least squares on log times (a relative error counts alike at 8 B and at
+64 MiB; soft_l1, so one disturbed size does not drag the rest) over the logs of the
+parameters, with the simulator itself as the model: the TOML written predicts exactly
+the fitted times. Ping-pongs are simulated without the [compute] table (they are MPI
+alone, not our executor). A parameter that changes no fitted time by 1% is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import predict, simulate, topology
+from .report import ms, nbytes
+from .schedules import Round, Schedule, ring
+
+PROBE = "allreduce_train.probe"
+PINGPONG_SIZES = (8, 64, 512, 4 << 10, 32 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20)
+ALLREDUCE_SIZES = tuple(64 << 10 << 2 * k for k in range(6))  # 64 KiB, 256 KiB, ..., 64 MiB
+GBIT = 1e9 / 8
+MIN_CPU_SHARE = 0.9  # a round in which the ranks had less of the cores was disturbed
+DIGITS = 4  # significant digits of the parameters written
+
+
+class CalibrationError(ValueError):
+    """A measurement that could not be made or a file that cannot be fitted: one line."""
+
+
+def byte_sizes(text: str) -> tuple[int, ...]:
+    """'8,4K,64M' -> bytes (K, M, G: powers of 1024), each a positive multiple of 4 (float32
+    buffers); 'none' -> (). An argparse type, shared with the probe."""
+    if text.strip().lower() == "none":
+        return ()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    out = []
+    for item in text.split(","):
+        t = item.strip().upper().removesuffix("IB").removesuffix("B")
+        try:
+            n = int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a byte count: {item!r}") from None
+        if n < 4 or n % 4:
+            raise argparse.ArgumentTypeError(f"sizes must be positive multiples of 4 bytes, got {item!r}")
+        out.append(n)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def machine() -> dict:
+    """What is read, not fitted: the cores this process may run on, and the last-level
+    cache (Linux sysfs; None where it cannot be read)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cache, level = None, 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            lvl, size = int((index / "level").read_text()), (index / "size").read_text().strip()
+            kib = int(size.removesuffix("K")) if size.endswith("K") else int(size.removesuffix("M")) * 1024
+        except (OSError, ValueError):
+            continue
+        if lvl > level:
+            cache, level = kib << 10, lvl
+    return {"cores": cores, "cache_bytes": cache, "host": platform.node()}
+
+
+def mpiexec() -> list[str]:
+    """$MPIEXEC if set, else the mpirun beside this interpreter (the MPI mpi4py was built
+    against), else whatever mpirun is on PATH."""
+    if os.environ.get("MPIEXEC"):
+        return shlex.split(os.environ["MPIEXEC"])
+    beside = Path(sys.executable).with_name("mpirun")
+    return [str(beside) if beside.exists() else "mpirun"]
+
+
+def probe_argv(world_size: int, out: str, pingpong_sizes, allreduce_sizes, rounds: int) -> list[str]:
+    def sizes(s):
+        return ",".join(map(str, s)) or "none"
+
+    return [*mpiexec(), "-n", str(world_size), sys.executable, "-m", PROBE, "--out", out,
+            "--pingpong-sizes", sizes(pingpong_sizes), "--allreduce-sizes", sizes(allreduce_sizes),
+            "--rounds", str(rounds)]
+
+
+def run_probe(world_size: int, pingpong_sizes=(), allreduce_sizes=ALLREDUCE_SIZES, rounds: int = 5,
+              timeout_s: float = 120) -> dict:
+    """One `mpirun -n P python -m allreduce_train.probe`; its JSON. A hang is killed with its
+    whole process group after timeout_s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "probe.json")
+        argv = probe_argv(world_size, out, pingpong_sizes, allreduce_sizes, rounds)
+        # the probe lives beside netsim: found even where the project is not installed
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True, env=env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise CalibrationError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise CalibrationError(f"timed out after {timeout_s:g} s: {shlex.join(argv)}") from None
+        if proc.returncode != 0 or not os.path.exists(out):
+            last = ((stderr + stdout).strip().splitlines() or ["no output"])[-1]
+            raise CalibrationError(f"mpirun -n {world_size} python -m {PROBE} failed "
+                                   f"(exit code {proc.returncode}): {last}")
+        with open(out) as f:
+            return json.load(f)
+
+
+def measure(ranks=(2, 3, 4), rounds: int = 3, passes: int = 5, pingpong_sizes=PINGPONG_SIZES,
+            allreduce_sizes=ALLREDUCE_SIZES, timeout_s: float = 120, log=None) -> dict:
+    """Ping-pong at the smallest rank count, the ring all-reduce at every one; `passes`
+    times over all rank counts in turn, so that a busy spell of the machine lands on all of
+    them alike instead of on one. Every round of every pass is kept."""
+    runs = []
+    for k in range(passes):
+        for i, p in enumerate(sorted(ranks)):
+            if log:
+                log(f"probe: pass {k + 1}/{passes}, {p} ranks")
+            runs.append(run_probe(p, pingpong_sizes if i == 0 else (), allreduce_sizes, rounds, timeout_s))
+    return {"machine": machine(), "date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": runs}
+
+
+def pooled(measurements: dict, min_cpu_share: float = MIN_CPU_SHARE) -> tuple[dict, dict]:
+    """({nbytes: one-way seconds of every round}, {(p, nbytes): all-reduce seconds of every
+    round}) over all runs of a measurement file, less the rounds in which the ranks had
+    less than min_cpu_share of the cores (another process was running: that is not the
+    machine we model). Where every round of a size was disturbed, all are kept."""
+    pingpong, allreduce = {}, {}
+    try:
+        for run in measurements["runs"]:
+            for e in run["pingpong"]:
+                pingpong.setdefault(int(e["nbytes"]), []).append(_rounds(e, "one_way_s"))
+            for e in run["allreduce"]:
+                allreduce.setdefault((int(run["world_size"]), int(e["nbytes"])), []).append(_rounds(e, "times_s"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CalibrationError(f"not a measurement file of `netsim calibrate` (missing {exc})") from None
+
+    def undisturbed(rounds):
+        times = [t for part in rounds for t, share in part if share >= min_cpu_share]
+        return times or [t for part in rounds for t, _ in part]
+    return ({n: undisturbed(r) for n, r in sorted(pingpong.items())},
+            {k: undisturbed(r) for k, r in sorted(allreduce.items())})
+
+
+def disturbed_rounds(measurements: dict, min_cpu_share: float = MIN_CPU_SHARE) -> tuple[int, int]:
+    """(rounds with less than min_cpu_share of the cores, all rounds)."""
+    shares = [s for run in measurements["runs"] for e in run["pingpong"] + run["allreduce"]
+              for s in e.get("cpu_share", [1.0] * len(e.get("times_s", e.get("one_way_s", []))))]
+    return sum(s < min_cpu_share for s in shares), len(shares)
+
+
+def _rounds(entry: dict, key: str) -> list[tuple[float, float]]:
+    times = [float(t) for t in entry[key]]
+    shares = entry.get("cpu_share", [1.0] * len(times))  # older files: all undisturbed
+    if not times or len(shares) != len(times):
+        raise ValueError(f"{key} rounds")
+    return list(zip(times, shares))
+
+
+def measured_report(world_size: int, nbytes: int, times_s) -> dict:
+    """A measured all-reduce in the schema of predict.predict (and report.summarize), so
+    that predict.errors compares the two."""
+    t = float(np.median(times_s))
+    algbw = nbytes / t
+    return {"world_size": world_size, "algorithm": "ring", "buffer_bytes": nbytes, "allreduce_time_s_median": t,
+            "algbw_bytes_per_s": algbw, "busbw_bytes_per_s": algbw * 2 * (world_size - 1) / world_size,
+            "rounds": len(times_s), "spread": (max(times_s) - min(times_s)) / t}
+
+
+# ---------------------------------------------------------------- the model and the fit
+
+# fitted parameter -> (table, key, scale from SI units to the key's unit)
+PARAMETERS = {
+    "latency_s": ("intra_node", "latency_us", 1e6),
+    "bandwidth_bytes_per_s": ("intra_node", "bandwidth_gbit_per_s", 1 / GBIT),
+    "aggregate_bandwidth_bytes_per_s": ("intra_node", "aggregate_bandwidth_gbit_per_s", 1 / GBIT),
+    "cache_bandwidth_bytes_per_s": ("intra_node", "cache_bandwidth_gbit_per_s", 1 / GBIT),
+    "message_overhead_s": ("compute", "message_overhead_us", 1e6),
+    "reduce_bytes_per_s": ("compute", "reduce_gbyte_per_s", 1e-9),
+}
+
+
+def topology_spec(params: dict, gpus: int, facts: dict, name: str = "this machine",
+                  digits: int | None = DIGITS) -> dict:
+    """The TOML description of one node of `gpus` ranks; values rounded to `digits`
+    significant digits (the file is what gets used, so the residuals reported are those of
+    the rounded values; the fit itself works unrounded, or its steps would see stairs)."""
+    spec = {"name": name, "nodes": 1, "gpus_per_node": gpus, "placement": "block",
+            "intra_node": {"kind": "all-to-all"}, "compute": {"cores": facts["cores"]}}
+    for param, (table, key, scale) in PARAMETERS.items():
+        if param in params:
+            value = params[param] * scale
+            spec[table][key] = float(f"{value:.{digits}g}") if digits else float(value)
+    if "cache_bandwidth_gbit_per_s" in spec["intra_node"]:
+        spec["intra_node"]["cache_bytes"] = facts["cache_bytes"]
+    return spec
+
+
+def pingpong_schedule(nbytes: int) -> Schedule:
+    """A one-way trip: one round in which rank 0 sends nbytes (of 1-byte items) to rank 1."""
+    one = np.array([0]), np.array([1]), np.array([0]), np.array([nbytes])
+    return Schedule("ping-pong", 2, nbytes, (Round("ping-pong", 0, False, *one),))
+
+
+class Model:
+    """Times of every measured point on a candidate topology, by the simulator."""
+
+    def __init__(self, pingpong_sizes, allreduce_points, gpus: int, facts: dict):
+        self.gpus, self.facts = gpus, facts
+        self.pingpong = [pingpong_schedule(n) for n in pingpong_sizes]
+        self.allreduce = [ring(p, n // 4) for p, n in allreduce_points]
+
+    def times(self, params: dict, digits: int | None = None) -> np.ndarray:
+        spec = topology_spec(params, self.gpus, self.facts, digits=digits)
+        topo = topology.parse(spec, "calibrate")
+        mpi_alone = topology.parse({k: v for k, v in spec.items() if k != "compute"}, "calibrate")
+        return np.array([simulate.simulate(s, mpi_alone, 1).time_s for s in self.pingpong]
+                        + [simulate.simulate(s, topo, 4).time_s for s in self.allreduce])
+
+
+@dataclass(frozen=True)
+class Fit:
+    spec: dict  # the topology, as written
+    parameters: dict  # SI units, unrounded
+    rows: list  # per measured point: kind, world_size, nbytes, measured_s, fitted_s, error, spread
+    facts: dict
+    disturbed: tuple[int, int]  # (rounds left out: another process had part of the cores, all rounds)
+
+    @property
+    def median_abs_error(self) -> float:
+        return float(np.median([abs(r["error"]) for r in self.rows]))
+
+    def worst(self) -> dict:
+        return max(self.rows, key=lambda r: abs(r["error"]))
+
+
+def fit(measurements: dict, name: str = "this machine") -> Fit:
+    """The topology of one node that predicts the measurements best (see the docstring)."""
+    pingpong, allreduce = pooled(measurements)
+    if not allreduce:
+        raise CalibrationError("the measurements hold no all-reduce: nothing to fit a node to")
+    facts = {"cores": None, "cache_bytes": None, **measurements.get("machine", {})}
+    if not facts["cores"]:
+        raise CalibrationError("the measurements do not say how many cores the machine has (machine.cores)")
+    model = Model(list(pingpong), list(allreduce), max(p for p, _ in allreduce), facts)
+    measured = np.array([np.median(t) for t in [*pingpong.values(), *allreduce.values()]])
+    params = _least_squares(model, measured, _fitted(allreduce, facts), pingpong, allreduce)
+    params = _simplified(model, params)
+    spec = topology_spec(params, model.gpus, facts, name)
+    return Fit(spec, params, _rows(spec, params, pingpong, allreduce, model), facts, disturbed_rounds(measurements))
+
+
+def _least_squares(model: Model, measured: np.ndarray, names: list[str], pingpong: dict, allreduce: dict) -> dict:
+    from scipy.optimize import least_squares
+
+    x0 = np.log([_initial(name, pingpong, allreduce) for name in names])
+    # three decades either side of the first guess keep parameters the data cannot pin
+    # finite; the cache's speed-up over memory stays within 1/20 .. 20
+    lo, hi = x0 - 7, x0 + 7
+    if "cache_speedup" in names:
+        lo[-1], hi[-1] = -np.log(20), np.log(20)
+
+    def residuals(x):  # log times: relative errors, alike at 8 B and at 64 MiB
+        return np.log(model.times(_physical(names, x)) / measured)
+
+    # soft_l1: beyond ~10% (0.1 in log) a residual counts linearly, so one disturbed size
+    # (a burst of load on a shared host) cannot drag every parameter after it. The cost is
+    # not convex in the parameters (min() of rates, regimes): a few steps from the cache
+    # faster than, as fast as and slower than memory, then on from the best of the three.
+    def solve(x, **limit):
+        return least_squares(residuals, x, bounds=(lo, hi), loss="soft_l1", f_scale=0.1, **limit)
+
+    starts = [x0] if "cache_speedup" not in names else [np.r_[x0[:-1], v] for v in np.log([2.0, 1.0, 0.5])]
+    if len(starts) > 1:
+        starts = [min((solve(x, max_nfev=12) for x in starts), key=lambda r: r.cost).x]
+    return _physical(names, solve(starts[0]).x)
+
+
+def _simplified(model: Model, params: dict) -> dict:
+    """Say no more than the data does. A cost or a regime that changes no measured time by
+    1% is left out (adding is free, the cache is memory) rather than written as a wild
+    value; a port faster than the fabric, which every route crosses, never binds and is
+    written as the fabric's rate (no prediction changes)."""
+    fitted = model.times(params)
+    for optional in ("reduce_bytes_per_s", "cache_bandwidth_bytes_per_s"):
+        fewer = {k: v for k, v in params.items() if k != optional}
+        if optional in params and np.max(np.abs(model.times(fewer) / fitted - 1)) < 0.01:
+            params = fewer
+    fabric = max(params["aggregate_bandwidth_bytes_per_s"], params.get("cache_bandwidth_bytes_per_s", 0))
+    return {**params, "bandwidth_bytes_per_s": min(params["bandwidth_bytes_per_s"], fabric)}
+
+
+def _physical(names: list[str], x) -> dict:
+    """Fitted logs -> parameters in SI units (the cache's bandwidth is fitted as a speed-up
+    over the aggregate bandwidth, so that its bounds follow the aggregate)."""
+    params = dict(zip(names, np.exp(x).tolist()))
+    if "cache_speedup" in params:
+        params["cache_bandwidth_bytes_per_s"] = params.pop("cache_speedup") * params["aggregate_bandwidth_bytes_per_s"]
+    return params
+
+
+def _fitted(allreduce: dict, facts: dict) -> list[str]:
+    """All parameters, less the cache when its size is unknown or no measured all-reduce
+    falls on one side of it (nothing would pin its bandwidth)."""
+    names = [n for n in PARAMETERS if n != "cache_bandwidth_bytes_per_s"]
+    cache = facts.get("cache_bytes")
+    inside = {(p + 1) * n <= cache for p, n in allreduce} if cache else set()  # ring: buffer + n/p scratch
+    return names + ["cache_speedup"] if inside == {True, False} else names
+
+
+def _initial(param: str, pingpong: dict, allreduce: dict) -> float:
+    """First guesses read off the data: the smallest ping-pong for the latency, the largest
+    for the bandwidth (or the largest all-reduce at the fewest ranks, without ping-pongs)."""
+    if pingpong:
+        latency = float(np.median(next(iter(pingpong.values()))))
+        n, t = list(pingpong.items())[-1]
+        bandwidth = n / float(np.median(t))
+    else:
+        (p, n), t = min(allreduce.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+        latency, bandwidth = 2e-6, 2 * (p - 1) / p * n / float(np.median(t))
+    return {"latency_s": latency, "bandwidth_bytes_per_s": bandwidth,
+            "aggregate_bandwidth_bytes_per_s": 1.5 * bandwidth, "cache_speedup": 2.0,
+            "message_overhead_s": 5e-6, "reduce_bytes_per_s": 2 * bandwidth}[param]
+
+
+def _rows(spec: dict, params: dict, pingpong: dict, allreduce: dict, model: Model) -> list[dict]:
+    """The residuals of the written topology (rounded as written): all-reduces through
+    predict.predict and predict.errors (the schema measured and predicted share),
+    ping-pongs by the simulator."""
+    topo = topology.parse(spec, "calibrate")
+    fitted = model.times(params, digits=DIGITS)
+    rows = [{"kind": "ping-pong", "world_size": 2, "nbytes": n, "measured_s": float(np.median(t)),
+             "fitted_s": float(f), "error": float(f / np.median(t) - 1), "spread": _spread(t)}
+            for (n, t), f in zip(pingpong.items(), fitted)]
+    for (p, n), t in allreduce.items():
+        measured = measured_report(p, n, t)
+        predicted = predict.predict(topo, "ring", p, n // 4, 4)
+        rows.append({"kind": "all-reduce", "world_size": p, "nbytes": n,
+                     "measured_s": measured["allreduce_time_s_median"], "fitted_s": predicted["allreduce_time_s_median"],
+                     "error": predict.errors(measured, predicted)["allreduce_time_s_median"],
+                     "spread": measured["spread"]})
+    return rows
+
+
+def _spread(times) -> float:
+    return float((max(times) - min(times)) / np.median(times))
+
+
+# ---------------------------------------------------------------- writing it down
+
+
+def toml_text(result: Fit, measurements: dict) -> str:
+    f = result.facts
+    cache = f" and {nbytes(f['cache_bytes'])} of last-level cache" if f.get("cache_bytes") else ""
+    worst = result.worst()
+    name = " ".join(str(result.spec["name"]).split())  # a comment is one line
+    head = [f"# {name}: written by `python -m netsim calibrate` on {measurements.get('date', '?')}",
+            f"# from ping-pong and ring all-reduce sweeps on {f.get('host') or 'this host'} "
+            f"({f['cores']} cores{cache});",
+            f"# {_library(measurements)}. Ranks play GPUs. Fit: median |error| {result.median_abs_error:.1%},",
+            f"# worst {worst['error']:+.0%} ({worst['kind']}, p = {worst['world_size']}, {nbytes(worst['nbytes'])}).",
+            ""]
+    return "\n".join(head) + topology.to_toml(result.spec)
+
+
+def _library(measurements: dict) -> str:
+    runs = measurements.get("runs") or [{}]
+    return runs[0].get("mpi_library", "MPI library unknown")
+
+
+def text(result: Fit) -> str:
+    p = result.parameters
+    lines = [f"fitted \"{result.spec['name']}\": 1 node of {result.spec['gpus_per_node']} ranks, "
+             f"{result.facts['cores']} cores",
+             f"  latency (MPI)              {p['latency_s'] * 1e6:10.2f} us",
+             f"  bandwidth per rank         {p['bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s",
+             f"  aggregate bandwidth        {p['aggregate_bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s"]
+    if "cache_bandwidth_bytes_per_s" in p:
+        lines.append(f"  aggregate, in cache        {p['cache_bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s"
+                     f"   (while the buffers fit in {nbytes(result.facts['cache_bytes'])})")
+    else:
+        lines.append("  aggregate, in cache                  -   (no faster, or not measured on both sides)")
+    reduce = f"{p['reduce_bytes_per_s'] / 1e9:10.2f} GB/s per rank" if "reduce_bytes_per_s" in p \
+        else "         -   (too fast to resolve: free)"
+    lines += [f"  overhead per round         {p['message_overhead_s'] * 1e6:10.2f} us   (our executor, on top of MPI)",
+              f"  reduction (adding)         {reduce}",
+              "",
+              f"{'':<11} {'p':>2} {'size':>10} {'measured':>11} {'fitted':>11} {'error':>7} {'spread':>7}"]
+    for r in result.rows:
+        lines.append(f"{r['kind']:<11} {r['world_size']:>2} {nbytes(r['nbytes']):>10} {ms(r['measured_s']):>11} "
+                     f"{ms(r['fitted_s']):>11} {r['error']:>+7.1%} {r['spread']:>7.0%}")
+    worst = result.worst()
+    lines.append(f"median |error| {result.median_abs_error:.1%}; worst {worst['error']:+.1%} ({worst['kind']}, "
+                 f"p = {worst['world_size']}, {nbytes(worst['nbytes'])}); spread = (max - min) / median of the rounds")
+    lines.append(f"rounds left out as disturbed (ranks had < {MIN_CPU_SHARE:.0%} of the cores): "
+                 f"{result.disturbed[0]} of {result.disturbed[1]}")
+    return "\n".join(lines)
