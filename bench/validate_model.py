@@ -4,7 +4,7 @@
         [--sizes 64K,256K,1M,4M,16M,64M] [--rounds 3] [--passes 8] [--save-topology FILE]
 
 1. Measure twice over: per pass and rank count, a calibration probe run (ring all-reduce,
-   and ping-pong at the fewest ranks: what `netsim.calibrate.measure` runs) beside the
+   and ping-pong at the fewest ranks: what `netsim.measure.measure` runs) beside the
    validation's own, fresh probe run of the ring all-reduce. `--passes` passes, `--rounds`
    rounds per size.
 2. Fit the topology to the calibration runs only (`netsim.calibrate.fit`), unless
@@ -37,13 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netsim import calibrate, predict, topology  # noqa: E402
+from netsim import calibrate, measure, predict, topology  # noqa: E402
 from netsim.report import ms, nbytes  # noqa: E402
 
 BAR = 0.15
 
 
-def measure(ranks, sizes, rounds: int, passes: int, timeout_s: float, calibrating: bool) -> tuple[dict, dict]:
+def measure_side_by_side(ranks, sizes, rounds: int, passes: int, timeout_s: float, calibrating: bool) -> tuple[dict, dict]:
     """(calibration measurements or None, validation measurements). Per pass and rank count
     a calibration run (ping-pong too at the fewest ranks) and a validation run, side by
     side, which of the two goes first alternating from pass to pass."""
@@ -51,22 +51,22 @@ def measure(ranks, sizes, rounds: int, passes: int, timeout_s: float, calibratin
     for k in range(passes):
         _log(f"pass {k + 1}/{passes}: ranks {', '.join(map(str, ranks))}")
         for i, p in enumerate(ranks):
-            pair = [lambda: check_runs.append(calibrate.run_probe(p, (), sizes, rounds, timeout_s))]
+            pair = [lambda: check_runs.append(measure.run_probe(p, (), sizes, rounds, timeout_s))]
             if calibrating:
                 pingpong = calibrate.PINGPONG_SIZES if i == 0 else ()
-                pair.append(lambda: fit_runs.append(calibrate.run_probe(p, pingpong, calibrate.ALLREDUCE_SIZES,
+                pair.append(lambda: fit_runs.append(measure.run_probe(p, pingpong, calibrate.ALLREDUCE_SIZES,
                                                                         rounds, timeout_s)))
             for run in pair[::-1 if k % 2 else 1]:
                 run()
-    facts = calibrate.machine()
+    facts = measure.machine()
     return ({"machine": facts, "runs": fit_runs} if calibrating else None), {"machine": facts, "runs": check_runs}
 
 
 def validate(topo, fresh: dict) -> list[dict]:
-    _, allreduce = calibrate.pooled(fresh)
+    _, allreduce = measure.pooled(fresh)
     rows = []
     for (p, n), times in allreduce.items():
-        measured = calibrate.measured_report(p, n, times)
+        measured = measure.measured_report(p, n, times)
         predicted = predict.predict(topo, "ring", p, n // 4, 4)
         rows.append({"p": p, "nbytes": n, "measured": measured, "predicted": predicted,
                      "error": predict.errors(measured, predicted)["allreduce_time_s_median"]})
@@ -112,7 +112,7 @@ def main() -> int:
     topo = topology.load(args.topology) if args.topology else None
     print(f"measuring: {args.passes} passes x {args.rounds} rounds, "
           f"{'validation runs only' if topo else 'calibration and validation runs in turn'}")
-    measurements, fresh = measure(ranks, args.sizes, args.rounds, args.passes, args.timeout_s, topo is None)
+    measurements, fresh = measure_side_by_side(ranks, args.sizes, args.rounds, args.passes, args.timeout_s, topo is None)
     if topo is None:
         measurements["date"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         fit = calibrate.fit(measurements)
@@ -125,8 +125,8 @@ def main() -> int:
         print(f"topology {args.topology}: {topo!r}")
     print("\nvalidation (the validation runs against the topology's predictions):")
     print_table(validate(topo, fresh))
-    left_out, total = calibrate.disturbed_rounds(fresh)
-    print(f"validation rounds left out as disturbed (ranks had < {calibrate.MIN_CPU_SHARE:.0%} of the cores): "
+    left_out, total = measure.disturbed_rounds(fresh)
+    print(f"validation rounds left out as disturbed (ranks had < {measure.MIN_CPU_SHARE:.0%} of the cores): "
           f"{left_out} of {total}; rounds = those kept")
     print(f"[{time.perf_counter() - start:.0f} s, load average now {os.getloadavg()[0]:.2f}]")
     return 0

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from . import calibrate, describe, predict, report, rundir, schedules, topology, traffic
+from . import calibrate, describe, measure, predict, report, rundir, schedules, topology, traffic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,9 +68,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--passes", type=int, default=5, metavar="N",
                    help="times over all rank counts in turn: the machine's state changes from run "
                         "to run, so more passes beat more rounds (default: 5)")
-    c.add_argument("--sizes", type=calibrate.byte_sizes, default=calibrate.ALLREDUCE_SIZES, metavar="B,B",
+    c.add_argument("--sizes", type=measure.byte_sizes, default=measure.ALLREDUCE_SIZES, metavar="B,B",
                    help="all-reduce buffer sizes, K/M suffixes (default: 64K,256K,...,64M)")
-    c.add_argument("--pingpong-sizes", type=calibrate.byte_sizes, default=calibrate.PINGPONG_SIZES,
+    c.add_argument("--pingpong-sizes", type=measure.byte_sizes, default=measure.PINGPONG_SIZES,
                    metavar="B,B", help="ping-pong message sizes, or none (default: 8 B .. 64 MiB)")
     c.add_argument("--timeout-s", type=float, default=300, metavar="S", help="hard limit per mpirun (default: 300)")
     c.add_argument("--out", default="this-machine.toml", metavar="FILE",
@@ -185,7 +185,7 @@ def _calibrate(args) -> int:
         if args.rounds < 1 or args.passes < 1:
             raise ValueError("--rounds and --passes must be positive")
         log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-        measurements = calibrate.measure(ranks, args.rounds, args.passes, args.pingpong_sizes, args.sizes,
+        measurements = measure.measure(ranks, args.rounds, args.passes, args.pingpong_sizes, args.sizes,
                                          args.timeout_s, log)
         if args.save_measurements:
             with open(args.save_measurements, "w") as f:

@@ -10,61 +10,54 @@ whom) need every rank's records on one clock: `netsim.traffic` derives them afte
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 
 class Recorder:
+    """Per step: which rounds ran when, and every message's bytes. The hot path (one call per
+    round) only reads the clock twice and appends; counting waits for `take`, once a step,
+    because the default job's whole step is well under a millisecond."""
+
     def __init__(self, rank: int, clock=time.perf_counter):
         self.rank = rank
         self.clock = clock
         self.observable = True  # False once a collective hides its messages (MPI_Allreduce)
-        self.reset()
-
-    def reset(self) -> None:
-        self.bytes_sent = 0
-        self.bytes_recv = 0
-        self.messages = 0
-        self.sent_to = Counter()  # dst -> bytes
-        self.messages_to = Counter()
-        self.rounds = []  # [phase, index in phase, posted, completed]
+        self.log = []  # (label, posted, completed, sends, recvs) per round
 
     def wrap(self, transport) -> RecordingTransport:
         return RecordingTransport(transport, self)
 
-    def record(self, sends, recvs, label, posted: float, completed: float) -> None:
-        for dst, buf in sends:
-            self.bytes_sent += buf.nbytes
-            self.sent_to[dst] += buf.nbytes
-            self.messages_to[dst] += 1
-        self.messages += len(sends)
-        self.bytes_recv += sum(buf.nbytes for _, buf in recvs)
-        if label is not None:
-            self.rounds.append([label.phase, label.index, posted, completed])
-
     def take(self) -> dict:
         """This step's record (None where the collective hid its messages); resets."""
-        if self.observable:
-            counts = {"bytes_sent": self.bytes_sent, "bytes_recv": self.bytes_recv,
-                      "messages": self.messages,
-                      "links": [[self.rank, dst, self.sent_to[dst], self.messages_to[dst]]
-                                for dst in sorted(self.sent_to)],
-                      "rounds": self.rounds}
-        else:
-            counts = {"bytes_sent": None, "bytes_recv": None, "messages": None, "links": None,
-                      "rounds": None}
-        self.reset()
-        return counts
+        log, self.log = self.log, []
+        if not self.observable:
+            return {"bytes_sent": None, "bytes_recv": None, "messages": None, "links": None, "rounds": None}
+        sent = received = messages = 0
+        sent_to, messages_to, rounds = {}, {}, []
+        for label, posted, completed, sends, recvs in log:
+            for dst, buf in sends:
+                n = buf.nbytes
+                sent += n
+                sent_to[dst] = sent_to.get(dst, 0) + n
+                messages_to[dst] = messages_to.get(dst, 0) + 1
+            messages += len(sends)
+            for _, buf in recvs:
+                received += buf.nbytes
+            if label is not None:
+                rounds.append([label.phase, label.index, posted, completed])
+        return {"bytes_sent": sent, "bytes_recv": received, "messages": messages,
+                "links": [[self.rank, dst, sent_to[dst], messages_to[dst]] for dst in sorted(sent_to)],
+                "rounds": rounds}
 
 
 class RecordingTransport:
     def __init__(self, transport, recorder: Recorder):
         self.transport, self.recorder = transport, recorder
+        self.clock = recorder.clock
 
     def exchange(self, sends, recvs, tag: int = 0, label=None) -> None:
-        clock = self.recorder.clock
-        posted = clock()
+        posted = self.clock()
         self.transport.exchange(sends, recvs, tag, label)
-        self.recorder.record(sends, recvs, label, posted, clock())
+        self.recorder.log.append((label, posted, self.clock(), sends, recvs))
 
     def native_allreduce(self, buf) -> None:
         # The library chooses its own algorithm and messages; pretending to know its bytes

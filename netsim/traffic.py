@@ -71,8 +71,9 @@ def merge(config: dict, records: list[list[dict]], complete: bool) -> Traffic:
     rows = [[by_step[rank][s] for rank in range(p)] for s in common]
     table = {k: np.array([[rec[k] if rec[k] is not None else np.nan for rec in row] for row in rows],
                          dtype=float).reshape(len(rows), p) for k in _PER_RANK}
-    times = {k: np.array([[rec[k] for rec in row] for row in rows], dtype=float).reshape(len(rows), p)
-             + offsets for k in ("t_start", "t_comm", "t_comm_end", "t_end")}
+    # raw clock readings are integer nanoseconds of each rank's own clock
+    times = {k: np.array([[rec[k + "_ns"] for rec in row] for row in rows], dtype=float).reshape(len(rows), p)
+             / 1e9 + offsets for k in ("t_start", "t_comm", "t_comm_end", "t_end")}
     enter = times["t_comm"]
     table["wait_s"] = np.clip(enter.max(axis=1, keepdims=True) - enter, 0, table["comm_s"]) if len(rows) \
         else np.zeros((0, p))
@@ -108,8 +109,8 @@ def _rounds(traffic: Traffic, schedule: schedules.Schedule, rows, offsets) -> No
         for rank, rec in enumerate(row):
             for phase, index, t_post, t_done in rec["rounds"]:
                 k = position[(phase, index)]
-                posted[s, rank, k] = t_post + offsets[rank]
-                completed[s, rank, k] = t_done + offsets[rank]
+                posted[s, rank, k] = t_post / 1e9 + offsets[rank]
+                completed[s, rank, k] = t_done / 1e9 + offsets[rank]
     partners_posted = np.full_like(posted, -np.inf)
     for k, rnd in enumerate(schedule.rounds):
         for a, b in zip(rnd.src, rnd.dst):  # each transfer makes a and b partners in round k
@@ -121,5 +122,6 @@ def _rounds(traffic: Traffic, schedule: schedules.Schedule, rows, offsets) -> No
     traffic.round_labels = labels
     traffic.peer_not_ready_s = not_ready
     traffic.round_transfer_s = duration - not_ready
-    traffic.raw_rounds = [[[[ph, ix, tp + offsets[rank], td + offsets[rank]] for ph, ix, tp, td in rec["rounds"]]
+    traffic.raw_rounds = [[[[ph, ix, tp / 1e9 + offsets[rank], td / 1e9 + offsets[rank]]
+                            for ph, ix, tp, td in rec["rounds"]]
                            for rec in (row[rank] for row in rows)] for rank in range(p)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import mpirun, read_json
-from netsim import calibrate, predict, simulate, topology
+from netsim import calibrate, measure, predict, simulate, topology
 from netsim.schedules import ring
 
 FACTS = {"cores": 2, "cache_bytes": 32 << 20, "host": "test"}
@@ -18,12 +18,12 @@ MIB = 1 << 20
 
 
 def synthetic(params=TRUE, ranks=(2, 3, 4), facts=FACTS, disturb=None):
-    """A measurement file as `calibrate.measure` writes it, with times made by the simulator
+    """A measurement file as `measure.measure` writes it, with times made by the simulator
     from known parameters; rounds scattered around them, so their median is the exact time.
     disturb: {(p, nbytes): factor} multiplies those medians (a busy spell of the machine)."""
-    points = [(p, n) for p in ranks for n in calibrate.ALLREDUCE_SIZES]
-    times = calibrate.Model(calibrate.PINGPONG_SIZES, points, max(ranks), facts).times(params)
-    pp, ar = times[:len(calibrate.PINGPONG_SIZES)], dict(zip(points, times[len(calibrate.PINGPONG_SIZES):]))
+    points = [(p, n) for p in ranks for n in measure.ALLREDUCE_SIZES]
+    times = calibrate.Model(measure.PINGPONG_SIZES, points, max(ranks), facts).times(params)
+    pp, ar = times[:len(measure.PINGPONG_SIZES)], dict(zip(points, times[len(measure.PINGPONG_SIZES):]))
     disturb = disturb or {}
 
     def rounds(t, key=None):
@@ -31,9 +31,9 @@ def synthetic(params=TRUE, ranks=(2, 3, 4), facts=FACTS, disturb=None):
         return [t * 1.04, t, t * 0.97]
 
     runs = [{"world_size": p, "mpi_library": "test MPI",
-             "pingpong": [{"nbytes": n, "one_way_s": rounds(t)} for n, t in zip(calibrate.PINGPONG_SIZES, pp)]
+             "pingpong": [{"nbytes": n, "one_way_s": rounds(t)} for n, t in zip(measure.PINGPONG_SIZES, pp)]
              if p == ranks[0] else [],
-             "allreduce": [{"nbytes": n, "times_s": rounds(ar[p, n], (p, n))} for n in calibrate.ALLREDUCE_SIZES]}
+             "allreduce": [{"nbytes": n, "times_s": rounds(ar[p, n], (p, n))} for n in measure.ALLREDUCE_SIZES]}
             for p in ranks]
     return {"machine": facts, "date": "2026-01-01T00:00:00", "runs": runs}
 
@@ -99,7 +99,7 @@ def test_fit_recovers_known_parameters():
     assert result.median_abs_error < 1e-3 and abs(result.worst()["error"]) < 3e-3
     assert result.spec["gpus_per_node"] == 4 and result.spec["compute"]["cores"] == 2
     assert result.spec["intra_node"]["cache_bytes"] == FACTS["cache_bytes"]
-    assert len(result.rows) == len(calibrate.PINGPONG_SIZES) + 3 * len(calibrate.ALLREDUCE_SIZES)
+    assert len(result.rows) == len(measure.PINGPONG_SIZES) + 3 * len(measure.ALLREDUCE_SIZES)
 
 
 def test_a_disturbed_size_does_not_drag_the_fit():
@@ -120,11 +120,11 @@ def test_rounds_in_which_another_process_had_the_cores_are_left_out():
             e["times_s"].append(e["times_s"][1] * 5)  # two slow rounds would move the median...
             e["times_s"].append(e["times_s"][1] * 5)
             e["cpu_share"] = [1.0, 0.97, 0.95, 0.5, 0.6]  # ...but the ranks had half the cores
-    assert calibrate.disturbed_rounds(measurements) == (2 * 18, 5 * 18 + 3 * len(calibrate.PINGPONG_SIZES))
-    _, allreduce = calibrate.pooled(measurements)
+    assert measure.disturbed_rounds(measurements) == (2 * 18, 5 * 18 + 3 * len(measure.PINGPONG_SIZES))
+    _, allreduce = measure.pooled(measurements)
     assert all(len(t) == 3 for t in allreduce.values())
     assert calibrate.fit(measurements).median_abs_error < 1e-3
-    everything = calibrate.pooled(measurements, min_cpu_share=0.0)[1]
+    everything = measure.pooled(measurements, min_cpu_share=0.0)[1]
     assert all(len(t) == 5 for t in everything.values())
 
 
@@ -150,11 +150,11 @@ def test_fit_refuses_files_it_cannot_use():
 
 
 def test_byte_sizes():
-    assert calibrate.byte_sizes("8, 4K,64MiB,1G") == (8, 4096, 64 * MIB, 1 << 30)
-    assert calibrate.byte_sizes("none") == ()
+    assert measure.byte_sizes("8, 4K,64MiB,1G") == (8, 4096, 64 * MIB, 1 << 30)
+    assert measure.byte_sizes("none") == ()
     for bad in ("7", "0", "4Q", ""):
         with pytest.raises(Exception, match="byte count|multiples of 4"):
-            calibrate.byte_sizes(bad)
+            measure.byte_sizes(bad)
 
 
 # ---------------------------------------------------------------- the CLI and the written file
@@ -175,9 +175,9 @@ def test_calibrate_from_measurements_writes_a_topology_that_predicts_them_back(t
     assert text.startswith("# this machine: written by `python -m netsim calibrate`")
     assert tomllib.loads(text)["intra_node"]["aggregate_bandwidth_gbit_per_s"] == pytest.approx(14e9 * 8 / 1e9)
     topo = topology.load(str(out))
-    _, allreduce = calibrate.pooled(synthetic())
+    _, allreduce = measure.pooled(synthetic())
     for (p, n), times in allreduce.items():
-        measured = calibrate.measured_report(p, n, times)
+        measured = measure.measured_report(p, n, times)
         error = predict.errors(measured, predict.predict(topo, "ring", p, n // 4))
         assert abs(error["allreduce_time_s_median"]) < 2e-3 and abs(error["busbw_bytes_per_s"]) < 2e-3
     as_json = json.loads(netsim("calibrate", "--from-measurements", str(saved), "--out", str(out), "--json").stdout)

@@ -1,9 +1,16 @@
 """netsim.traffic and netsim.report on hand-made records with known answers (no MPI)."""
 
+import json
+
 import numpy as np
 import pytest
 
-from netsim import report, schedules, timeline, traffic
+from netsim import report, rundir, schedules, timeline, traffic
+
+
+def ns(seconds: float) -> int:
+    """A clock reading as ranks write it: integer nanoseconds."""
+    return int(round(seconds * 1e9))
 
 
 def make_run(p=3, nparams=6, enter=None, steps=2, offsets=None):
@@ -28,14 +35,14 @@ def make_run(p=3, nparams=6, enter=None, steps=2, offsets=None):
                 end = max(post[a], post[b]) + 1e-3
                 done[a], done[b] = max(done[a], end), max(done[b], end)
             for r in range(p):
-                rounds[r].append([rnd.phase, rnd.index, post[r] - offsets[r], done[r] - offsets[r]])
+                rounds[r].append([rnd.phase, rnd.index, ns(post[r] - offsets[r]), ns(done[r] - offsets[r])])
             times = done
         for r in range(p):
             loc = -offsets[r]
             records[r].append({"step": step, "epoch": 0, "samples": 4, "loss": 1.0,
                                "compute_s": 0.5, "comm_s": times[r] - ready[r],
-                               "t_start": ready[r] - 0.5 + loc, "t_comm": ready[r] + loc,
-                               "t_comm_end": times[r] + loc, "t_end": times[r] + loc,
+                               "t_start_ns": ns(ready[r] - 0.5 + loc), "t_comm_ns": ns(ready[r] + loc),
+                               "t_comm_end_ns": ns(times[r] + loc), "t_end_ns": ns(times[r] + loc),
                                "bytes_sent": int(sched.elements_sent()[r] * 4),
                                "bytes_recv": int(sched.elements_received()[r] * 4),
                                "messages": int(sched.messages_sent()[r]),
@@ -124,3 +131,13 @@ def check_chrome_trace(trace, p):
             stack.append(end)
     flows = [e for e in events if e["ph"] in "sf"]
     assert len(flows) % 2 == 0 and {e["id"] for e in flows if e["ph"] == "s"} == {e["id"] for e in flows if e["ph"] == "f"}
+
+
+def test_hand_formatted_step_line_is_the_json_of_the_record():
+    _, records = make_run(steps=1)
+    record = records[0][0]
+    assert json.loads(rundir.step_line(record)) == record
+    hidden = {**record, "bytes_sent": None, "bytes_recv": None, "messages": None, "links": None,
+              "rounds": None, "loss": float("nan")}
+    back = json.loads(rundir.step_line(hidden))
+    assert back["rounds"] is None and back["bytes_sent"] is None and np.isnan(back["loss"])
