@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from netsim.calibrate import ALLREDUCE_SIZES, PINGPONG_SIZES, byte_sizes
+from netsim.measure import ALLREDUCE_SIZES, PINGPONG_SIZES, byte_sizes
 
 from .collectives import make_allreduce
 from .comm import Transport, World, install_abort_hook, library_version, wtime

@@ -50,7 +50,8 @@ def main() -> None:
                 self_timed.append(sum(s["record_s_by_rank"]) / args.ranks / busy)
         print(f"round {i + 1}/{args.rounds}", flush=True)
     on, off = (statistics.median(per_step[k]) for k in (True, False))
-    print(f"\ndefault job on {args.ranks} ranks {' '.join(args.extra)}; median of {args.rounds} rounds")
+    job = f"the job with {' '.join(args.extra)}" if args.extra else "the default job"
+    print(f"\n{job} on {args.ranks} ranks; median of {args.rounds} rounds")
     print(f"  wall time per step, recording on:  {on * 1e3:8.3f} ms")
     print(f"  wall time per step, --no-record:   {off * 1e3:8.3f} ms")
     print(f"  recording overhead (on/off - 1):   {on / off - 1:+8.1%}")

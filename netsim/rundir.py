@@ -16,6 +16,7 @@ the names; bytes are payload bytes of the collective's point-to-point messages.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -77,7 +78,8 @@ def step_line(r: dict) -> str:
 
 
 def _float(x: float) -> str:
-    return json.dumps(x)  # NaN and infinities as json.dumps writes them
+    x = float(x)
+    return repr(x) if math.isfinite(x) else json.dumps(x)  # NaN, Infinity as json.dumps writes them
 
 
 def _int(v) -> str:
