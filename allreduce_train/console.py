@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-
-def nbytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
+from netsim.report import nbytes
 
 
 def banner(d: dict) -> str:

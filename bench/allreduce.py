@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from netsim.measure import mpiexec  # $MPIEXEC, else the mpirun beside this Python
+
 ALGORITHMS = ("ring", "mpi")
 DEFAULT_SIZES = "4K,16K,64K,256K,1M,4M,16M,64M"
 WARMUP_ITERS = 3
@@ -97,15 +99,6 @@ def worker(args) -> None:
 
 
 # --- driver: plain python -------------------------------------------------------------------
-
-def mpiexec() -> list[str]:
-    """$MPIEXEC if set, else the mpirun installed beside this interpreter (the MPI mpi4py
-    was built against), else whatever mpirun is on PATH."""
-    if os.environ.get("MPIEXEC"):
-        return shlex.split(os.environ["MPIEXEC"])
-    beside = os.path.join(os.path.dirname(sys.executable), "mpirun")
-    return [beside if os.path.exists(beside) else "mpirun"]
-
 
 def run_world(world_size: int, args) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:

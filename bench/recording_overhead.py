@@ -19,8 +19,7 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-from throughput import mpiexec  # noqa: E402  (the same launcher choice as the other benches)
+from netsim.measure import mpiexec  # the launcher choice of calibration and the other benches
 
 
 def one_run(ranks: int, record: bool, extra: list[str]) -> dict:

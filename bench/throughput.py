@@ -22,6 +22,8 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+from netsim.measure import mpiexec  # the launcher choice of calibration: $MPIEXEC, then beside Python
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_WORKER = os.path.join(REPO, "bench", "torch_ddp.py")
 
@@ -38,14 +40,6 @@ MODELS = {
     "small": Model("small", ("--dataset", "digits"), "64,128,128,10", 32),
     "large": Model("large", ("--dataset", "synthetic", "--features", "784"), "784,1024,1024,10", 64),
 }
-
-
-def mpiexec() -> list[str]:
-    """$MPIEXEC if set, else the mpirun beside this interpreter, else mpirun on PATH."""
-    if os.environ.get("MPIEXEC"):
-        return shlex.split(os.environ["MPIEXEC"])
-    beside = os.path.join(os.path.dirname(sys.executable), "mpirun")
-    return [beside if os.path.exists(beside) else "mpirun"]
 
 
 def run(argv: list[str], timeout_s: float) -> bool:
