@@ -41,7 +41,6 @@ class Totals:
     comm_s: float = 0.0
     bytes_sent: int = 0
     loss_sum: float = 0.0
-    record_s: float = 0.0  # spent keeping records (self-timed), to report their overhead
 
 
 class Trainer:
@@ -91,17 +90,18 @@ class Trainer:
         self.optimizer.step()
         self.backend.synchronize()
         t3 = time.perf_counter_ns()
+        tally, round_times = self.recorder.take() if self.cfg.record else (None, None)
         # Raw clock readings: netsim puts them on one clock with the start-up offsets.
         record = {"step": step, "epoch": step // self.steps_per_epoch, "samples": len(y),
                   "loss": loss_sum / len(y), "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9,
                   "comm_s": (t2 - t1) / 1e9, "t_start_ns": t0, "t_comm_ns": t1, "t_comm_end_ns": t2,
-                  "t_end_ns": t3, **self.recorder.take()}
+                  "t_end_ns": t3, "tally": tally, "round_times_ns": round_times}
         t = self.totals
         t.steps += 1
         t.samples += len(y)
         t.compute_s += record["compute_s"]
         t.comm_s += record["comm_s"]
-        t.bytes_sent += record["bytes_sent"] or 0
+        t.bytes_sent += (tally and tally.bytes_sent) or 0
         t.loss_sum += loss_sum
         return record
 
@@ -139,7 +139,7 @@ def run(cfg: Config, world: World, backend: Backend, dataset: data.Dataset, run_
     if world.is_root:
         rundir.write_json(os.path.join(run_dir, "config.json"), description)
     world.log(console.banner(description))
-    steps_log = rundir.StepLog(rundir.step_file(run_dir, world.rank)) if cfg.record else None
+    steps_log = rundir.StepLog(rundir.step_file(run_dir, world.rank), world.rank) if cfg.record else None
     trainer.verify_replicas(-1)  # same seed, same init: prove it before spending time
     meter = EpochMeter(trainer)
     wall_start = time.perf_counter()
@@ -148,9 +148,7 @@ def run(cfg: Config, world: World, backend: Backend, dataset: data.Dataset, run_
             order = data.epoch_order(len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch)
         record = trainer.step(step, order)
         if steps_log:
-            t = time.perf_counter()
             steps_log.write(record)
-            trainer.totals.record_s += time.perf_counter() - t
         done = step + 1
         if cfg.check_every and done % cfg.check_every == 0:
             trainer.verify_replicas(step)
@@ -256,7 +254,6 @@ def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -
         "bytes_sent_per_step_by_rank": [r[2] // t.steps for r in per_rank] if observable and t.steps else None,
         "analytic_bytes_sent_per_step_by_rank": analytic_bytes(trainer),
         "weights_blake2b": f"{digest:016x}", "replicas_identical": True,
-        "record_s_by_rank": world.comm.allgather(t.record_s),
     }
 
 

@@ -1,24 +1,29 @@
 """The run directory: the contract between a training run (writer) and netsim (reader).
 
     config.json            the run's configuration, world and model (rank 0, at start)
-    steps-rank<R>.jsonl    one JSON object per step per rank, appended and flushed as made
+    steps-rank<R>.bin      every rank's step records, stored as made (netsim.steplog)
     summary.json           totals (rank 0, at the end; its absence means the run did not end)
     checkpoint.npz         final parameters and optimizer state (rank 0, at the end)
+    steps.jsonl, links.csv, timeline.json   the merged records (rank 0, at the end: report.py)
 
 Step records: step, epoch, samples, loss (mean over this rank's samples), compute_s,
 comm_s, this rank's clock at step start, collective entry and exit, step end (t_start_ns,
 t_comm_ns, t_comm_end_ns, t_end_ns: integer nanoseconds of perf_counter), bytes_sent,
 bytes_recv, messages, links ([src, dst, bytes, messages] per peer this rank sent to) and
 rounds ([phase, index, posted_ns, completed_ns] per round of the schedule). Units are in
-the names; bytes are payload bytes of the collective's point-to-point messages.
+the names; bytes are payload bytes of the collective's point-to-point messages. Run
+directories written before the binary step files hold steps-rank<R>.jsonl instead, one
+record per line; they are read as well.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
+
+from . import steplog
+from .steplog import StepLog  # noqa: F401  (the writer of the step files, for the trainer)
 
 
 class RunDirError(Exception):
@@ -26,7 +31,7 @@ class RunDirError(Exception):
 
 
 def step_file(run_dir: str, rank: int) -> str:
-    return os.path.join(run_dir, f"steps-rank{rank}.jsonl")
+    return os.path.join(run_dir, f"steps-rank{rank}.bin")
 
 
 def create(run_dir: str | None, world_size: int) -> str:
@@ -48,42 +53,17 @@ def create(run_dir: str | None, world_size: int) -> str:
     raise FileExistsError(f"cannot find a free run directory name near {stem}")
 
 
-class StepLog:
-    """Append-only JSON Lines, each record handed to the OS as it is made, in one write
-    system call on an O_APPEND descriptor (no Python buffer to flush): a run that crashes
-    keeps every step it finished, since the OS holds written data even if the process dies."""
-
-    def __init__(self, path: str):
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-    def write(self, record: dict) -> None:
-        os.write(self.fd, (step_line(record) + "\n").encode())
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-def step_line(r: dict) -> str:
-    """A raw step record as one line of JSON, formatted by hand for the record's fixed keys
-    (json.dumps walking the dict took 12 us of a default step of ~700 us; this takes a
-    third of that). Equal to json.dumps(r) when read back (tested)."""
-    rounds = "null" if r["rounds"] is None else \
-        "[" + ",".join(f'["{ph}",{ix},{tp},{td}]' for ph, ix, tp, td in r["rounds"]) + "]"
-    links = "null" if r["links"] is None else "[" + ",".join(f"[{a},{b},{c},{d}]" for a, b, c, d in r["links"]) + "]"
-    return (f'{{"step":{r["step"]},"epoch":{r["epoch"]},"samples":{r["samples"]},"loss":{_float(r["loss"])},'
-            f'"compute_s":{float(r["compute_s"])!r},"comm_s":{float(r["comm_s"])!r},"t_start_ns":{r["t_start_ns"]},'
-            f'"t_comm_ns":{r["t_comm_ns"]},"t_comm_end_ns":{r["t_comm_end_ns"]},"t_end_ns":{r["t_end_ns"]},'
-            f'"bytes_sent":{_int(r["bytes_sent"])},"bytes_recv":{_int(r["bytes_recv"])},'
-            f'"messages":{_int(r["messages"])},"links":{links},"rounds":{rounds}}}')
-
-
-def _float(x: float) -> str:
-    x = float(x)
-    return repr(x) if math.isfinite(x) else json.dumps(x)  # NaN, Infinity as json.dumps writes them
-
-
-def _int(v) -> str:
-    return "null" if v is None else str(v)
+def json_record(r: dict) -> dict:
+    """A step record as the trainer hands it to StepLog (fixed fields, tally, round_times_ns)
+    in the form `read_steps` returns: the tally's fields, links as lists, and rounds as
+    [phase, index, posted_ns, completed_ns] per labelled round."""
+    out = {k: v for k, v in r.items() if k not in ("tally", "round_times_ns")}
+    t, times = r["tally"], r["round_times_ns"]
+    out.update(bytes_sent=t.bytes_sent, bytes_recv=t.bytes_recv, messages=t.messages,
+               links=None if t.links is None else [list(link) for link in t.links])
+    out["rounds"] = None if t.round_labels is None else \
+        [[l[0], l[1], times[2 * i], times[2 * i + 1]] for i, l in enumerate(t.round_labels) if l is not None]
+    return out
 
 
 def write_json(path: str, obj) -> None:
@@ -96,8 +76,20 @@ def write_json(path: str, obj) -> None:
 
 
 def read_steps(run_dir: str, rank: int) -> list[dict]:
-    """A rank's step records; a last line cut short by a crash is left out."""
-    with open(step_file(run_dir, rank), encoding="utf-8") as f:
+    """A rank's step records; a last record cut short by a crash is left out."""
+    path = step_file(run_dir, rank)
+    if os.path.exists(path) or not os.path.exists(_legacy_step_file(run_dir, rank)):
+        return steplog.read(path)
+    return _read_jsonl(_legacy_step_file(run_dir, rank))
+
+
+def _legacy_step_file(run_dir: str, rank: int) -> str:
+    """Where runs before the binary step files kept their records, one JSON line per step."""
+    return os.path.join(run_dir, f"steps-rank{rank}.jsonl")
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
     records = []
     for number, line in enumerate(lines):
@@ -107,7 +99,7 @@ def read_steps(run_dir: str, rank: int) -> list[dict]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if number < len(lines) - 1 and any(l.strip() for l in lines[number + 1:]):
-                raise ValueError(f"{step_file(run_dir, rank)}:{number + 1}: not a JSON record") from None
+                raise ValueError(f"{path}:{number + 1}: not a JSON record") from None
     return records
 
 
@@ -125,7 +117,8 @@ def load(run_dir: str) -> tuple[dict, list[list[dict]], dict | None]:
     records = []
     for rank in range(config["world_size"]):
         path = step_file(run_dir, rank)
-        if not os.path.exists(path):  # a rank that died before its first step
+        if not os.path.exists(path) and not os.path.exists(_legacy_step_file(run_dir, rank)):
+            # a rank that died before its first step
             records.append([])
             continue
         try:

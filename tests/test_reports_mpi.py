@@ -3,6 +3,7 @@ stalls that match an injected straggler, a valid timeline, crashed and malformed
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -145,12 +146,14 @@ def test_malformed_run_directory_is_one_line_exit_2(make, message, tmp_path):
 
 def test_corrupt_record_in_the_middle_is_named(tmp_path):
     assert train(2, tmp_path, "--steps", "4").returncode == 0
-    path = tmp_path / "steps-rank1.jsonl"
-    lines = path.read_text().splitlines()
-    lines[1] = "{garbage"
-    path.write_text("\n".join(lines) + "\n")
+    path = tmp_path / "steps-rank1.bin"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2 + 40:len(data) // 2 + 48] = bytes(8)
+    path.write_bytes(bytes(data))
     result = netsim_report(tmp_path)
-    assert result.returncode == 2 and "steps-rank1.jsonl:2" in result.stderr
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert re.search(r"steps-rank1\.bin: (damaged|unknown frame kind \d+) at byte \d+$", result.stderr.strip())
 
 
 def test_bad_straggler_and_trace_options(tmp_path):

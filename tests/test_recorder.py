@@ -1,0 +1,162 @@
+"""netsim.recorder and the step records it feeds (no MPI: bytes are counted from the buffers
+handed to the transport, whatever the transport then does with them)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from allreduce_train import collectives
+from netsim import recorder, rundir, schedules, steplog
+
+
+class NullTransport:
+    def __init__(self):
+        self.calls = 0
+
+    def exchange(self, sends, recvs, tag=0, label=None):
+        self.calls += 1
+
+    def native_allreduce(self, buf):
+        pass
+
+
+def ring_on_rank(p, n, rank, dtype=np.float32):
+    rec = recorder.Recorder(rank, clock=iter(range(10**6)).__next__)
+    allreduce = collectives.make_allreduce("ring", p, rank, n, rec.wrap(NullTransport()), np, dtype)
+    return rec, allreduce
+
+
+@pytest.mark.parametrize("p,n", [(2, 7), (3, 10), (4, 97)])
+@pytest.mark.parametrize("inline", [True, False])
+def test_counts_every_message_of_the_ring_exactly(p, n, inline):
+    sched = schedules.ring(p, n)
+    for rank in range(p):
+        rec, allreduce = ring_on_rank(p, n, rank)
+        if not inline:  # the generic path: every round through the wrapper's exchange
+            allreduce.transport = Wrapped(allreduce.transport)
+        allreduce(np.zeros(n, np.float32))
+        tally, times = rec.take()
+        assert tally.bytes_sent == sched.elements_sent()[rank] * 4
+        assert tally.bytes_recv == sched.elements_received()[rank] * 4
+        assert tally.messages == sched.messages_sent()[rank] == 2 * (p - 1)
+        assert tally.links == ((rank, (rank + 1) % p, tally.bytes_sent, 2 * (p - 1)),)
+        assert tally.round_labels == tuple((r.phase, r.index) for r in sched.rounds)
+        assert times == list(range(4 * (p - 1)))  # posted, completed per round, in order
+
+
+class Wrapped:
+    """A recording transport seen only through its exchange (no inline_recording)."""
+
+    def __init__(self, transport):
+        self.exchange = transport.exchange
+
+
+def test_counted_once_while_the_messages_are_the_same_and_again_when_they_change():
+    rec, allreduce = ring_on_rank(3, 10, 0)
+    buf = np.zeros(10, np.float32)
+    allreduce(buf)
+    first, times1 = rec.take()
+    allreduce(buf)
+    second, times2 = rec.take()
+    assert second is first and times2 != times1
+    allreduce(np.zeros(10, np.float32))  # another buffer: new views, counted anew, same sizes
+    third, _ = rec.take()
+    assert third is not first and third == first
+    # a different message on the same transport is never credited with the old count
+    wrapped = rec.wrap(NullTransport())
+    wrapped.exchange([(1, np.zeros(5, np.float64))], [(2, np.zeros(3, np.float64))])
+    odd, times = rec.take()
+    assert (odd.bytes_sent, odd.bytes_recv, odd.messages, odd.links) == (40, 24, 1, ((0, 1, 40, 1),))
+    assert odd.round_labels == (None,) and len(times) == 2
+
+
+def test_an_empty_step_and_a_hidden_collective():
+    rec = recorder.Recorder(2)
+    tally, times = rec.take()
+    assert (tally.bytes_sent, tally.messages, tally.links, times) == (0, 0, (), [])
+    rec.wrap(NullTransport()).native_allreduce(np.zeros(4))
+    assert rec.take() == (recorder.HIDDEN, None) and not rec.observable
+
+
+RING = recorder.Tally(24, 24, 2, ((0, 1, 24, 2),), (("reduce-scatter", 0), ("all-gather", 0)))
+
+
+def record(step=0, links=None, labels=None):
+    tally = RING if links is None and labels is None else \
+        recorder.Tally(24, 24, 2, links or RING.links, labels or RING.round_labels)
+    labels = tally.round_labels
+    return {"step": step, "epoch": 0, "samples": 4, "loss": 0.25, "compute_s": 1.5e-4, "comm_s": 6e-4,
+            "t_start_ns": 10 + step, "t_comm_ns": 20, "t_comm_end_ns": 30, "t_end_ns": 40,
+            "tally": tally, "round_times_ns": [21, 22, 23 + step, 29][:2 * len(labels)]}
+
+
+def test_json_record_is_what_reading_gives():
+    on_disk = rundir.json_record(record())
+    assert on_disk["rounds"] == [["reduce-scatter", 0, 21, 22], ["all-gather", 0, 23, 29]]
+    assert on_disk["links"] == [[0, 1, 24, 2]] and on_disk["bytes_sent"] == 24
+    unlabelled = {**record(), "tally": recorder.Tally(24, 24, 2, (), (None, ("all-gather", 0)))}
+    assert rundir.json_record(unlabelled)["rounds"] == [["all-gather", 0, 23, 29]]  # counted, not drawn
+
+
+def step_file(tmp_path, rank=0):
+    return str(tmp_path / f"steps-rank{rank}.bin")
+
+
+def write(path, records, **kwargs):
+    log = steplog.StepLog(path, 0, **kwargs)
+    for r in records:
+        log.write(r)
+    return log
+
+
+def test_step_file_reads_back_every_record_through_changes_of_messages(tmp_path):
+    records = [record(0), record(1), record(2, links=((0, 2, 8, 1),)),
+               record(3, labels=(("all-gather", 1),)), {**record(4), "tally": recorder.HIDDEN, "round_times_ns": None},
+               {**record(5), "loss": float("nan")}]
+    write(step_file(tmp_path), records).close()
+    back = rundir.read_steps(str(tmp_path), 0)
+    assert back[:5] == [rundir.json_record(r) for r in records[:5]]
+    assert np.isnan(back[5]["loss"]) and back[4]["bytes_sent"] is None and back[4]["rounds"] is None
+
+
+def test_step_file_grows_and_ends_cut_to_its_records(tmp_path):
+    path = step_file(tmp_path)
+    log = write(path, [record(s) for s in range(2000)], capacity=4096)
+    assert log.capacity > 4096
+    log.close()
+    assert len(steplog.read(path)) == 2000
+    assert os.path.getsize(path) == log.size  # the zeros past the last frame are cut off
+
+
+def test_a_crash_keeps_every_finished_step_and_drops_a_torn_one(tmp_path):
+    path = step_file(tmp_path)
+    log = write(path, [record(s) for s in range(5)])  # never closed: the file as a killed rank leaves it
+    cut = log.size
+    log.write(record(5))
+    log.map[cut + log._step.size - 4:cut + log._step.size] = bytes(4)  # its closing size never written
+    log.map.flush()
+    assert os.path.getsize(path) == log.capacity
+    assert [r["step"] for r in steplog.read(path)] == [0, 1, 2, 3, 4]
+
+
+def test_damage_before_the_end_is_named(tmp_path):
+    path = step_file(tmp_path)
+    log = write(path, [record(s) for s in range(5)])
+    log.close()
+    data = bytearray(open(path, "rb").read())
+    second_step = len(data) - 4 * log._step.size
+    data[second_step - 1] ^= 0xFF  # the closing size of the first step frame
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(steplog.StepLogError, match=r"damaged at byte \d+"):
+        steplog.read(path)
+    open(path, "wb").write(b"steps?" + bytes(100))
+    with pytest.raises(steplog.StepLogError, match="not a step record file"):
+        steplog.read(path)
+
+
+def test_legacy_json_lines_step_files_are_still_read(tmp_path):
+    on_disk = rundir.json_record(record())
+    (tmp_path / "steps-rank0.jsonl").write_text(json.dumps(on_disk) + "\n" + '{"step": 1, "trunc')
+    assert rundir.read_steps(str(tmp_path), 0) == [on_disk]
