@@ -1,11 +1,25 @@
-"""What recording costs: the default job with and without per-step records.
+"""What recording costs: the default job's step time with and without per-step records.
 
-    python bench/recording_overhead.py [--ranks 4] [--rounds 7]
+    python bench/recording_overhead.py [--ranks 4] [--runs 6] [--block 20] [--whole-runs 5] [-- JOB OPTIONS]
 
-Runs `mpirun -n P python -m allreduce_train` (the README's default job) alternately with
-recording on and with --no-record, and prints the median wall time per step of each, their
-ratio, and the recorder's self-timed share (time spent writing records / step time). Rounds
-alternate which variant goes first so that machine noise hits both alike.
+Two measurements, both printed:
+
+in-run (the figure to quote): one `mpirun -n P` of the default job whose training steps
+    alternate, in blocks of --block steps, between recording on (the recording transport,
+    the recorder's take and every step's record written, exactly as `python -m
+    allreduce_train` does) and off (the bare transport, nothing taken or written, as with
+    --no-record). Both kinds of block share the process placement, the caches and the
+    machine's state, so the noise between launches (on this 2-core VM running 4 ranks,
+    +-20% from one to the next) cancels. Per run: the median step period (one step's start
+    to the next one's, the record write included; the first three periods of a block left
+    out) of on-blocks / that of off-blocks - 1, on the slowest rank; runs alternate which
+    kind comes first. Quoted: the median over --runs runs, with their range, and where the
+    time goes (median compute, all-reduce, update, and between steps, over ranks).
+
+whole runs: `python -m allreduce_train` launched alternately with recording on and with
+    --no-record; wall time of the training loop per step, median of the pairs' ratios.
+    What a user sees, but each launch lands differently on the cores, so it needs many
+    pairs to resolve a few per cent (--whole-runs, 0 to skip).
 """
 
 from __future__ import annotations
@@ -17,44 +31,123 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 from netsim.measure import mpiexec  # the launcher choice of calibration and the other benches
 
 
-def one_run(ranks: int, record: bool, extra: list[str]) -> dict:
+def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
+    """Under mpirun: train with recording switched on and off block by block."""
+    from allreduce_train import data
+    from allreduce_train.__main__ import setup
+    from allreduce_train.comm import World
+    from allreduce_train.train import Trainer
+    from netsim import rundir
+
+    world = World.create()
+    cfg, dataset, backend, run_dir = setup(world, job)
+    trainer = Trainer(cfg, world, backend, dataset)  # built as for a recording run
+    bare, recording = trainer.transport, trainer.allreduce.transport
+    take, no_take = trainer.recorder.take, lambda: (None, None)  # --no-record takes nothing
+    log = rundir.StepLog(rundir.step_file(run_dir, world.rank), world.rank)
+    periods = {True: [], False: []}
+    parts = {True: [], False: []}  # compute, all-reduce, update, after the step (record write)
+    world.comm.Barrier()
+    last = end = split = None
+    for step in range(steps):
+        if step % trainer.steps_per_epoch == 0:
+            order = data.epoch_order(len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch)
+        on = ((step // block) % 2 == 0) != off_first
+        trainer.allreduce.transport = recording if on else bare
+        trainer.recorder.take = take if on else no_take
+        start = time.perf_counter_ns()
+        # Only periods wholly inside a block, past its first two steps (the recorder counts
+        # the messages anew after a switch, which a real run does once).
+        if last is not None and step % block > 2:
+            periods[on].append(start - last)
+            parts[on].append((*split, start - end))
+        last = start
+        record = trainer.step(step, order)
+        if on:
+            log.write(record)
+        split = (record["t_comm_ns"] - record["t_start_ns"], record["t_comm_end_ns"] - record["t_comm_ns"],
+                 record["t_end_ns"] - record["t_comm_end_ns"])
+        end = record["t_end_ns"]
+    log.close()
+    mine = [[statistics.median(periods[k]), *(statistics.median(p[i] for p in parts[k]) for i in range(4))]
+            for k in (True, False)]
+    every = world.comm.gather(mine, root=0)
+    if world.is_root:  # the slowest rank's medians
+        on, off = (max(e[k][0] for e in every) for k in (0, 1))
+        split = {k: [statistics.median(e[i][j] for e in every) / 1e9 for j in range(1, 5)] for i, k in ((0, "on"), (1, "off"))}
+        print(json.dumps({"on_s": on / 1e9, "off_s": off / 1e9, "ratio": on / off, "split_s": split}), flush=True)
+
+
+def in_run(ranks: int, runs: int, block: int, steps: int, job: list[str]) -> list[dict]:
+    out = []
+    for i in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            argv = [*mpiexec(), "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker",
+                    "--block", str(block), "--steps", str(steps), *(["--off-first"] if i % 2 else []), "--",
+                    "--run-dir", os.path.join(tmp, "run"), *job]
+            done = subprocess.run(argv, cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
+            out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"in-run {i + 1}/{runs}: on {out[-1]['on_s'] * 1e3:.3f} ms, off {out[-1]['off_s'] * 1e3:.3f} ms, "
+              f"{out[-1]['ratio'] - 1:+.1%}", flush=True)
+    return out
+
+
+def whole_run(ranks: int, record: bool, job: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
         argv = [*mpiexec(), "-n", str(ranks), sys.executable, "-m", "allreduce_train",
-                "--run-dir", run_dir, *extra, *([] if record else ["--no-record"])]
-        subprocess.run(argv, cwd=REPO, check=True, capture_output=True, timeout=300)
+                "--run-dir", run_dir, *job, *([] if record else ["--no-record"])]
+        subprocess.run(argv, cwd=REPO, check=True, capture_output=True, timeout=600)
         with open(os.path.join(run_dir, "summary.json")) as f:
-            return json.load(f)
+            s = json.load(f)
+    return s["wall_s"] / s["steps"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("extra", nargs="*", help="more allreduce_train options (after --)")
+    ap.add_argument("--runs", type=int, default=6, help="in-run measurements (default: %(default)s)")
+    ap.add_argument("--block", type=int, default=20, help="steps per block (default: %(default)s)")
+    ap.add_argument("--steps", type=int, default=3000, help="steps per in-run measurement")
+    ap.add_argument("--whole-runs", type=int, default=5, help="pairs of whole runs (default: %(default)s)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--off-first", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("job", nargs="*", help="allreduce_train options (after --)")
     args = ap.parse_args()
-    per_step = {True: [], False: []}
-    self_timed = []
-    for i in range(args.rounds):
-        for record in ((True, False) if i % 2 == 0 else (False, True)):
-            s = one_run(args.ranks, record, args.extra)
-            per_step[record].append(s["wall_s"] / s["steps"])
-            if record:
-                busy = (sum(s["compute_s_by_rank"]) + sum(s["comm_s_by_rank"])) / args.ranks
-                self_timed.append(sum(s["record_s_by_rank"]) / args.ranks / busy)
-        print(f"round {i + 1}/{args.rounds}", flush=True)
-    on, off = (statistics.median(per_step[k]) for k in (True, False))
-    job = f"the job with {' '.join(args.extra)}" if args.extra else "the default job"
-    print(f"\n{job} on {args.ranks} ranks; median of {args.rounds} rounds")
-    print(f"  wall time per step, recording on:  {on * 1e3:8.3f} ms")
-    print(f"  wall time per step, --no-record:   {off * 1e3:8.3f} ms")
-    print(f"  recording overhead (on/off - 1):   {on / off - 1:+8.1%}")
-    print(f"  self-timed record writing share:   {statistics.median(self_timed):8.1%} of compute + comm time")
+    if args.worker:
+        return worker(args.block, args.steps, args.off_first, args.job)
+    name = f"the job with {' '.join(args.job)}" if args.job else "the default job"
+    results = in_run(args.ranks, args.runs, args.block, args.steps, args.job)
+    ratios = [r["ratio"] - 1 for r in results]
+    pairs = []
+    for i in range(args.whole_runs):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        t = {record: whole_run(args.ranks, record, args.job) for record in order}
+        pairs.append(t)
+        print(f"whole runs {i + 1}/{args.whole_runs}: on {t[True] * 1e3:.3f} ms/step, "
+              f"off {t[False] * 1e3:.3f} ms/step, {t[True] / t[False] - 1:+.1%}", flush=True)
+    print(f"\n{name} on {args.ranks} ranks")
+    print(f"  in-run, {args.runs} runs of {args.steps} steps in blocks of {args.block}:")
+    print(f"    step period, recording on:   {statistics.median(r['on_s'] for r in results) * 1e3:8.3f} ms")
+    print(f"    step period, recording off:  {statistics.median(r['off_s'] for r in results) * 1e3:8.3f} ms")
+    print(f"    recording overhead:          {statistics.median(ratios):+8.1%}   "
+          f"(runs {min(ratios):+.1%} .. {max(ratios):+.1%})")
+    for kind in ("on", "off"):
+        split = [statistics.median(r["split_s"][kind][j] for r in results) * 1e6 for j in range(4)]
+        print(f"    median per step, recording {kind + ':':4} compute {split[0]:6.1f} us, all-reduce {split[1]:6.1f} us, "
+              f"update {split[2]:5.1f} us, between steps {split[3]:5.1f} us")
+    if pairs:
+        whole = sorted(p[True] / p[False] - 1 for p in pairs)
+        print(f"  whole runs, {len(pairs)} pairs, wall time per step:")
+        print(f"    recording on / --no-record:  {statistics.median(whole):+8.1%}   "
+              f"(pairs {whole[0]:+.1%} .. {whole[-1]:+.1%})")
 
 
 if __name__ == "__main__":
