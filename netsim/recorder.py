@@ -2,15 +2,18 @@
 
 `Recorder.wrap(transport)` returns a transport with the same `exchange` that notes, for
 each round, its phase and index in the schedule, when it was posted and when it completed
-(this rank's clock), and the payload bytes of each message, before passing it on. The
-executor of a schedule knows nothing of recording. Cross-rank figures (who waited for
-whom) need every rank's records on one clock: `netsim.traffic` derives them after the run.
+(this rank's clock), and the payload bytes of each message, before passing it on: any
+collective that calls `exchange` is recorded without knowing it. Cross-rank figures (who
+waited for whom) need every rank's records on one clock: `netsim.traffic` derives them
+after the run.
 
 Recording must cost next to nothing on the default job, whose whole step is well under a
 millisecond: the hook (one call per round) reads the clock twice and appends; `take`, once
 a step, counts the bytes of the step's messages only when they are not the very message
 lists it counted the step before (an executor that binds its views once, as training's
 does, hands the transport the same lists every step; their sizes cannot change).
+Training's executor goes one step further and, offered `inline_recording`, reads the clock
+around each round itself, a Python call less per round.
 """
 
 from __future__ import annotations
@@ -91,8 +94,9 @@ class RecordingTransport:
     def inline_recording(self):
         """(the bare transport's exchange, the recorder), for an executor that records its
         rounds itself, a Python call less per round: per round it appends the clock before
-        and after the bare exchange to recorder.times, and label, sends, recvs to
-        recorder.rounds, exactly as `exchange` does."""
+        and after the bare exchange to recorder.times, as `exchange` does, and once per call
+        the tuple of every round's (label, sends, recvs) to recorder.rounds: the same tuple
+        while it sends the same views, so `take` counts them once."""
         return self.transport.exchange, self.recorder
 
     def native_allreduce(self, buf) -> None:

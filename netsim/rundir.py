@@ -23,7 +23,8 @@ import os
 import time
 
 from . import steplog
-from .steplog import StepLog  # noqa: F401  (the writer of the step files, for the trainer)
+
+StepLog = steplog.StepLog  # the writer of the step files, beside the reader (read_steps)
 
 
 class RunDirError(Exception):
@@ -61,8 +62,7 @@ def json_record(r: dict) -> dict:
     t, times = r["tally"], r["round_times_ns"]
     out.update(bytes_sent=t.bytes_sent, bytes_recv=t.bytes_recv, messages=t.messages,
                links=None if t.links is None else [list(link) for link in t.links])
-    out["rounds"] = None if t.round_labels is None else \
-        [[l[0], l[1], times[2 * i], times[2 * i + 1]] for i, l in enumerate(t.round_labels) if l is not None]
+    out["rounds"] = steplog.rounds(t.round_labels, times)
     return out
 
 

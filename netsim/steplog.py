@@ -142,11 +142,16 @@ def read(path: str) -> list[dict]:
 
 
 def _record(record: dict, tally: dict, times: tuple) -> dict:
-    labels = tally["round_labels"]
     record.update({k: tally[k] for k in _TALLY[:4]})
-    record["rounds"] = None if labels is None else \
-        [[l[0], l[1], times[2 * i], times[2 * i + 1]] for i, l in enumerate(labels) if l is not None]
+    record["rounds"] = rounds(tally["round_labels"], times)
     return record
+
+
+def rounds(labels, times) -> list | None:
+    """[phase, index, posted_ns, completed_ns] per labelled round, from the round labels
+    and the clock readings (posted, completed per round)."""
+    return None if labels is None else \
+        [[l[0], l[1], times[2 * i], times[2 * i + 1]] for i, l in enumerate(labels) if l is not None]
 
 
 def _is_header(payload: bytes) -> bool:
