@@ -44,14 +44,12 @@ def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
     from allreduce_train.__main__ import setup
     from allreduce_train.comm import World
     from allreduce_train.train import Trainer
-    from netsim import rundir
 
     world = World.create()
     cfg, dataset, backend, run_dir = setup(world, job)
     trainer = Trainer(cfg, world, backend, dataset)  # built as for a recording run
     bare, recording = trainer.transport, trainer.allreduce.transport
-    take, no_take = trainer.recorder.take, lambda: (None, None)  # --no-record takes nothing
-    log = rundir.StepLog(rundir.step_file(run_dir, world.rank), world.rank)
+    log = trainer.new_steps_log(run_dir)
     periods = {True: [], False: []}
     parts = {True: [], False: []}  # compute, all-reduce, update, after the step (record write)
     world.comm.Barrier()
@@ -61,7 +59,7 @@ def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
             order = data.epoch_order(len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch)
         on = ((step // block) % 2 == 0) != off_first
         trainer.allreduce.transport = recording if on else bare
-        trainer.recorder.take = take if on else no_take
+        trainer.steps_log = log if on else None  # as run() attaches it, or --no-record
         start = time.perf_counter_ns()
         # Only periods wholly inside a block, past its first two steps (the recorder counts
         # the messages anew after a switch, which a real run does once).
@@ -69,12 +67,8 @@ def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
             periods[on].append(start - last)
             parts[on].append((*split, start - end))
         last = start
-        record = trainer.step(step, order)
-        if on:
-            log.write(record)
-        split = (record["t_comm_ns"] - record["t_start_ns"], record["t_comm_end_ns"] - record["t_comm_ns"],
-                 record["t_end_ns"] - record["t_comm_end_ns"])
-        end = record["t_end_ns"]
+        t0, t1, t2, t3 = trainer.step(step, order)
+        split, end = (t1 - t0, t2 - t1, t3 - t2), t3
     log.close()
     mine = [[statistics.median(periods[k]), *(statistics.median(p[i] for p in parts[k]) for i in range(4))]
             for k in (True, False)]

@@ -54,18 +54,6 @@ def create(run_dir: str | None, world_size: int) -> str:
     raise FileExistsError(f"cannot find a free run directory name near {stem}")
 
 
-def json_record(r: dict) -> dict:
-    """A step record as the trainer hands it to StepLog (fixed fields, tally, round_times_ns)
-    in the form `read_steps` returns: the tally's fields, links as lists, and rounds as
-    [phase, index, posted_ns, completed_ns] per labelled round."""
-    out = {k: v for k, v in r.items() if k not in ("tally", "round_times_ns")}
-    t, times = r["tally"], r["round_times_ns"]
-    out.update(bytes_sent=t.bytes_sent, bytes_recv=t.bytes_recv, messages=t.messages,
-               links=None if t.links is None else [list(link) for link in t.links])
-    out["rounds"] = steplog.rounds(t.round_labels, times)
-    return out
-
-
 def write_json(path: str, obj) -> None:
     """Written whole or not at all (temporary file, then rename)."""
     tmp = f"{path}.tmp{os.getpid()}"

@@ -16,13 +16,24 @@ and a frame counts only once its closing size is written (it is written last): a
 short by a crash fails that check and is dropped. Zero bytes follow the last frame (the
 file grows in steps while the run is alive and is cut to its length at the end).
 
-    kind 0  header      JSON: {"format": "allreduce_train steps", "version": 1, "rank": R}
+    kind 0  header      JSON: {"format": "allreduce_train steps", "version": 2, "rank": R,
+                        "steps_per_epoch": E, "samples": S (this rank's rows in every step)}
     kind 1  messages    JSON: bytes_sent, bytes_recv, messages, links ([src, dst, bytes,
                         messages] per peer sent to) and round_labels ([phase, index] or null
                         per round): what every following step sent, until the next kind 1
-    kind 2  step        i64 step, epoch, samples; f64 loss, compute_s, comm_s; i64 t_start_ns,
-                        t_comm_ns, t_comm_end_ns, t_end_ns; then i64 posted_ns, completed_ns
-                        per round of the last kind-1 frame
+    kind 2  step        i64 step; f64 loss; i64 t_start_ns, t_comm_ns, t_comm_end_ns,
+                        t_end_ns; then, for the R rounds of the last kind-1 frame (none if R
+                        is 0), R + 1 i64 clock readings: when round 0 was posted, then when
+                        each round ended, which is when the next one was posted (a round ends
+                        once its data is in place: received, and added where the round reduces)
+
+A step stores only what cannot be derived: epoch is step // E, samples is S, compute_s is
+(t_comm_ns - t_start_ns + t_end_ns - t_comm_end_ns) / 1e9 and comm_s is (t_comm_end_ns -
+t_comm_ns) / 1e9, exactly as training computes them. Every value stored costs the step
+about 0.03% on the default job (bench/recording_overhead.py).
+
+Version 1 (written for a day before version 2) stored epoch, samples, compute_s and comm_s
+in every step and two readings per round, posted and completed; it is still read.
 """
 
 from __future__ import annotations
@@ -32,13 +43,15 @@ import mmap
 import os
 import struct
 
-FORMAT = {"format": "allreduce_train steps", "version": 1}
+FORMAT = {"format": "allreduce_train steps", "version": 2}
 HEADER, MESSAGES, STEP = 0, 1, 2
 _FRAME = struct.Struct("<II")
 _SIZE = struct.Struct("<I")
-_FIXED = "<IIqqqdddqqqq"  # frame size and kind, then the step's fixed fields
-_FIXED_FIELDS = ("step", "epoch", "samples", "loss", "compute_s", "comm_s",
-                 "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns")
+_FIXED = "<IIqdqqqq"  # frame size and kind, then the step's stored fields
+FIELDS = ("step", "loss", "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns")
+_FIXED_V1 = "<IIqqqdddqqqq"
+FIELDS_V1 = ("step", "epoch", "samples", "loss", "compute_s", "comm_s",
+             "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns")
 _MAX_GROWTH = 4 << 20  # bytes the file grows by at most at a time
 _TALLY = ("bytes_sent", "bytes_recv", "messages", "links", "round_labels")
 
@@ -46,31 +59,35 @@ _TALLY = ("bytes_sent", "bytes_recv", "messages", "links", "round_labels")
 class StepLog:
     """Appends step records to a rank's file through a memory map that grows as needed."""
 
-    def __init__(self, path: str, rank: int, capacity: int = 1 << 20):
+    def __init__(self, path: str, rank: int, steps_per_epoch: int, samples: int,
+                 capacity: int = 1 << 20):
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self.map, self.capacity, self.size = None, 0, 0
         self._tally = None  # the Tally of the last kind-1 frame
         self._step = None  # struct of a step frame for the current number of rounds
         self._grow(capacity)
-        self._frame(HEADER, json.dumps({**FORMAT, "rank": rank}).encode())
+        self._frame(HEADER, json.dumps({**FORMAT, "rank": rank, "steps_per_epoch": steps_per_epoch,
+                                        "samples": samples}).encode())
 
-    def write(self, r: dict) -> None:
-        """r: the fixed fields, tally (netsim.recorder.Tally) and round_times_ns."""
-        if r["tally"] is not self._tally:
-            self._messages(r["tally"])
-        step = self._step
-        if self.size + step.size > self.capacity:
+    def write(self, tally, times, step: int, loss: float, t_start_ns: int, t_comm_ns: int,
+              t_comm_end_ns: int, t_end_ns: int) -> None:
+        """One step: its tally (netsim.recorder.Tally), its rounds' clock readings (R + 1
+        for the tally's R rounds, none if R is 0 or the tally is HIDDEN) and its fields.
+        Called with positional values, not a record dict: it runs every step of every rank."""
+        if tally is not self._tally:
+            self._messages(tally)
+        frame = self._step
+        size = self.size
+        if size + frame.size > self.capacity:
             self._grow(self.capacity + min(self.capacity, _MAX_GROWTH))
-        times = r["round_times_ns"]
-        step.pack_into(self.map, self.size, step.size, STEP, r["step"], r["epoch"], r["samples"],
-                       r["loss"], r["compute_s"], r["comm_s"], r["t_start_ns"], r["t_comm_ns"],
-                       r["t_comm_end_ns"], r["t_end_ns"], *(times or ()), step.size)
-        self.size += step.size
+        frame.pack_into(self.map, size, frame.size, STEP, step, loss, t_start_ns, t_comm_ns,
+                        t_comm_end_ns, t_end_ns, *times, frame.size)
+        self.size = size + frame.size
 
     def _messages(self, tally) -> None:
         self._tally = tally
         self._frame(MESSAGES, json.dumps({k: getattr(tally, k) for k in _TALLY}).encode())
-        self._step = struct.Struct(_FIXED + "qq" * len(tally.round_labels or ()) + "I")
+        self._step = struct.Struct(_FIXED + "q" * stamps(len(tally.round_labels or ())) + "I")
 
     def _frame(self, kind: int, payload: bytes) -> None:
         size = _FRAME.size + len(payload) + _SIZE.size
@@ -108,7 +125,7 @@ def read(path: str) -> list[dict]:
     posted_ns, completed_ns] per labelled round). A last frame cut short is left out."""
     with open(path, "rb") as f:
         data = f.read()
-    records, tally, layout, offset = [], None, None, 0
+    records, tally, layout, head, offset = [], None, None, None, 0
     while offset + _FRAME.size <= len(data):
         size, kind = _FRAME.unpack_from(data, offset)
         if size == 0:
@@ -120,19 +137,29 @@ def read(path: str) -> list[dict]:
                 raise StepLogError(f"{path}: damaged at byte {offset}")
             break
         payload = data[offset + _FRAME.size:end - _SIZE.size]
-        if offset == 0 and (kind != HEADER or not _is_header(payload)):
-            raise StepLogError(f"{path}: not a step record file")
+        if offset == 0:
+            head = _header(payload) if kind == HEADER else None
+            if head is None:
+                raise StepLogError(f"{path}: not a step record file")
+            version = head.get("version")
+            if version not in (1, 2):
+                raise StepLogError(f"{path}: step file format version {version}; this netsim "
+                                   f"reads versions 1 and 2")
+            if version == 2 and not (_count(head.get("steps_per_epoch"), 1) and _count(head.get("samples"), 0)):
+                raise StepLogError(f"{path}: damaged header (steps_per_epoch, samples)")
+            fixed, fields = (_FIXED_V1, FIELDS_V1) if version == 1 else (_FIXED, FIELDS)
         if kind == MESSAGES:
             try:
                 tally = json.loads(payload)
             except ValueError:
                 raise StepLogError(f"{path}: damaged at byte {offset}") from None
-            layout = struct.Struct(_FIXED[:1] + _FIXED[3:] + "qq" * len(tally["round_labels"] or ()))
+            nrounds = len(tally["round_labels"] or ())
+            layout = struct.Struct(fixed[:1] + fixed[3:] + "q" * stamps(nrounds, version))
         elif kind == STEP:
             if tally is None or layout.size != len(payload):
                 raise StepLogError(f"{path}: step at byte {offset} does not match its messages frame")
             values = layout.unpack_from(payload)
-            records.append(_record(dict(zip(_FIXED_FIELDS, values)), tally, values[len(_FIXED_FIELDS):]))
+            records.append(_record(dict(zip(fields, values)), head, tally, values[len(fields):]))
         elif kind != HEADER:
             raise StepLogError(f"{path}: unknown frame kind {kind} at byte {offset}")
         offset = end
@@ -141,22 +168,45 @@ def read(path: str) -> list[dict]:
     return records
 
 
-def _record(record: dict, tally: dict, times: tuple) -> dict:
+def stamps(nrounds: int, version: int = FORMAT["version"]) -> int:
+    """How many clock readings a step of `nrounds` rounds stores."""
+    if version == 1:
+        return 2 * nrounds
+    return nrounds + 1 if nrounds else 0
+
+
+def _record(record: dict, head: dict, tally: dict, times: tuple) -> dict:
+    if head["version"] > 1:  # the fields a step does not store, derived as training does
+        step, t0, t1, t2, t3 = (record[k] for k in ("step", "t_start_ns", "t_comm_ns",
+                                                    "t_comm_end_ns", "t_end_ns"))
+        record = {"step": step, "epoch": step // head["steps_per_epoch"], "samples": head["samples"],
+                  "loss": record["loss"], "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9,
+                  "comm_s": (t2 - t1) / 1e9, "t_start_ns": t0, "t_comm_ns": t1,
+                  "t_comm_end_ns": t2, "t_end_ns": t3}
     record.update({k: tally[k] for k in _TALLY[:4]})
-    record["rounds"] = rounds(tally["round_labels"], times)
+    record["rounds"] = rounds(tally["round_labels"], times, head["version"])
     return record
 
 
-def rounds(labels, times) -> list | None:
+def rounds(labels, times, version: int = FORMAT["version"]) -> list | None:
     """[phase, index, posted_ns, completed_ns] per labelled round, from the round labels
-    and the clock readings (posted, completed per round)."""
-    return None if labels is None else \
-        [[l[0], l[1], times[2 * i], times[2 * i + 1]] for i, l in enumerate(labels) if l is not None]
+    and the step's clock readings (`stamps` of them)."""
+    if labels is None:
+        return None
+    step = 2 if version == 1 else 1  # version 1: posted, completed per round
+    return [[l[0], l[1], times[step * i], times[step * i + 1]] for i, l in enumerate(labels) if l is not None]
 
 
-def _is_header(payload: bytes) -> bool:
+def _count(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _header(payload: bytes) -> dict | None:
+    """A header frame's content, or None if it is not ours."""
     try:
         head = json.loads(payload)
     except ValueError:
-        return False
-    return isinstance(head, dict) and head.get("format") == FORMAT["format"] and head.get("version") == 1
+        return None
+    if not isinstance(head, dict) or head.get("format") != FORMAT["format"]:
+        return None
+    return head

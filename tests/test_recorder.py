@@ -2,6 +2,7 @@
 handed to the transport, whatever the transport then does with them)."""
 
 import json
+import struct
 import os
 
 import numpy as np
@@ -17,6 +18,8 @@ class NullTransport:
 
     def exchange(self, sends, recvs, tag=0, label=None):
         self.calls += 1
+        for _, buf in recvs:  # as if every peer sent zeros
+            buf[...] = 0
 
     def native_allreduce(self, buf):
         pass
@@ -43,7 +46,11 @@ def test_counts_every_message_of_the_ring_exactly(p, n, inline):
         assert tally.messages == sched.messages_sent()[rank] == 2 * (p - 1)
         assert tally.links == ((rank, (rank + 1) % p, tally.bytes_sent, 2 * (p - 1)),)
         assert tally.round_labels == tuple((r.phase, r.index) for r in sched.rounds)
-        assert times == list(range(4 * (p - 1)))  # posted, completed per round, in order
+        rounds = 2 * (p - 1)
+        if inline:  # first round posted, then each round's end, read once after its adds
+            assert times == list(range(rounds + 1))
+        else:  # a round ends where the next exchange is called; the last where it returned
+            assert times == [*range(0, 2 * rounds, 2), 2 * rounds - 1]
 
 
 class Wrapped:
@@ -87,17 +94,33 @@ def record(step=0, links=None, labels=None):
     tally = RING if links is None and labels is None else \
         recorder.Tally(24, 24, 2, links or RING.links, labels or RING.round_labels)
     labels = tally.round_labels
-    return {"step": step, "epoch": 0, "samples": 4, "loss": 0.25, "compute_s": 1.5e-4, "comm_s": 6e-4,
-            "t_start_ns": 10 + step, "t_comm_ns": 20, "t_comm_end_ns": 30, "t_end_ns": 40,
-            "tally": tally, "round_times_ns": [21, 22, 23 + step, 29][:2 * len(labels)]}
+    t0, t1, t2, t3 = 1000 * step + 10, 1000 * step + 20, 1000 * step + 30, 1000 * step + 45
+    return {"step": step, "epoch": step // EPOCH, "samples": 4, "loss": 0.25,
+            "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9, "comm_s": (t2 - t1) / 1e9,
+            "t_start_ns": t0, "t_comm_ns": t1, "t_comm_end_ns": t2, "t_end_ns": t3,
+            "tally": tally, "round_times_ns": [21, 22 + step, 29][:len(labels) + 1]}
+
+
+EPOCH = 3  # steps per epoch of the step files written here
+
+
+def json_record(r: dict) -> dict:
+    """A record() as `read_steps` gives it back: the tally's fields, links as lists, and
+    rounds as [phase, index, posted_ns, completed_ns] per labelled round."""
+    out = {k: v for k, v in r.items() if k not in ("tally", "round_times_ns")}
+    t = r["tally"]
+    out.update(bytes_sent=t.bytes_sent, bytes_recv=t.bytes_recv, messages=t.messages,
+               links=None if t.links is None else [list(link) for link in t.links])
+    out["rounds"] = steplog.rounds(t.round_labels, r["round_times_ns"])
+    return out
 
 
 def test_json_record_is_what_reading_gives():
-    on_disk = rundir.json_record(record())
-    assert on_disk["rounds"] == [["reduce-scatter", 0, 21, 22], ["all-gather", 0, 23, 29]]
+    on_disk = json_record(record())
+    assert on_disk["rounds"] == [["reduce-scatter", 0, 21, 22], ["all-gather", 0, 22, 29]]
     assert on_disk["links"] == [[0, 1, 24, 2]] and on_disk["bytes_sent"] == 24
     unlabelled = {**record(), "tally": recorder.Tally(24, 24, 2, (), (None, ("all-gather", 0)))}
-    assert rundir.json_record(unlabelled)["rounds"] == [["all-gather", 0, 23, 29]]  # counted, not drawn
+    assert json_record(unlabelled)["rounds"] == [["all-gather", 0, 22, 29]]  # counted, not drawn
 
 
 def step_file(tmp_path, rank=0):
@@ -105,10 +128,15 @@ def step_file(tmp_path, rank=0):
 
 
 def write(path, records, **kwargs):
-    log = steplog.StepLog(path, 0, **kwargs)
+    log = steplog.StepLog(path, 0, EPOCH, 4, **kwargs)
     for r in records:
-        log.write(r)
+        store(log, r)
     return log
+
+
+def store(log, r):
+    log.write(r["tally"], r["round_times_ns"] or (), *(r[k] for k in steplog.FIELDS))
+    return r
 
 
 def test_step_file_reads_back_every_record_through_changes_of_messages(tmp_path):
@@ -117,7 +145,7 @@ def test_step_file_reads_back_every_record_through_changes_of_messages(tmp_path)
                {**record(5), "loss": float("nan")}]
     write(step_file(tmp_path), records).close()
     back = rundir.read_steps(str(tmp_path), 0)
-    assert back[:5] == [rundir.json_record(r) for r in records[:5]]
+    assert back[:5] == [json_record(r) for r in records[:5]]
     assert np.isnan(back[5]["loss"]) and back[4]["bytes_sent"] is None and back[4]["rounds"] is None
 
 
@@ -134,7 +162,7 @@ def test_a_crash_keeps_every_finished_step_and_drops_a_torn_one(tmp_path):
     path = step_file(tmp_path)
     log = write(path, [record(s) for s in range(5)])  # never closed: the file as a killed rank leaves it
     cut = log.size
-    log.write(record(5))
+    store(log, record(5))
     log.map[cut + log._step.size - 4:cut + log._step.size] = bytes(4)  # its closing size never written
     log.map.flush()
     assert os.path.getsize(path) == log.capacity
@@ -157,6 +185,73 @@ def test_damage_before_the_end_is_named(tmp_path):
 
 
 def test_legacy_json_lines_step_files_are_still_read(tmp_path):
-    on_disk = rundir.json_record(record())
+    on_disk = json_record(record())
     (tmp_path / "steps-rank0.jsonl").write_text(json.dumps(on_disk) + "\n" + '{"step": 1, "trunc')
     assert rundir.read_steps(str(tmp_path), 0) == [on_disk]
+
+
+def frame(kind, payload):
+    size = 8 + len(payload) + 4
+    return struct.pack("<II", size, kind) + payload + struct.pack("<I", size)
+
+
+def header(version):
+    return frame(steplog.HEADER, json.dumps({"format": "allreduce_train steps", "version": version,
+                                             "rank": 0}).encode())
+
+
+def test_version_1_step_files_with_two_readings_per_round_are_still_read(tmp_path):
+    r = record()
+    messages = {k: getattr(RING, k) for k in ("bytes_sent", "bytes_recv", "messages", "links", "round_labels")}
+    step = struct.pack("<qqqdddqqqq" + "qq" * 2, *(r[k] for k in steplog.FIELDS_V1), 21, 22, 23, 29)
+    path = step_file(tmp_path)
+    open(path, "wb").write(header(1) + frame(steplog.MESSAGES, json.dumps(messages).encode())
+                           + frame(steplog.STEP, step))
+    (back,) = steplog.read(path)
+    assert back == {**json_record(r), "rounds": [["reduce-scatter", 0, 21, 22], ["all-gather", 0, 23, 29]]}
+
+
+def test_a_newer_format_version_is_named(tmp_path):
+    path = step_file(tmp_path)
+    open(path, "wb").write(header(3))
+    with pytest.raises(steplog.StepLogError, match="format version 3; this netsim reads versions 1 and 2"):
+        steplog.read(path)
+
+
+def test_a_world_of_one_records_steps_without_rounds(tmp_path):
+    rec, allreduce = ring_on_rank(1, 5, 0)
+    log = steplog.StepLog(step_file(tmp_path), 0, EPOCH, 4)
+    for s in range(3):
+        allreduce(np.ones(5, np.float32))
+        tally = rec.tally()
+        log.write(tally, rec.times, *(record(s)[k] for k in steplog.FIELDS))
+        rec.clear()
+    log.close()
+    back = steplog.read(step_file(tmp_path))
+    assert [(r["step"], r["rounds"], r["bytes_sent"], r["messages"]) for r in back] == \
+        [(s, [], 0, 0) for s in range(3)]
+
+
+def test_a_header_without_what_steps_leave_out_is_damaged(tmp_path):
+    path = step_file(tmp_path)
+    open(path, "wb").write(header(2))  # no steps_per_epoch, samples
+    with pytest.raises(steplog.StepLogError, match=r"damaged header \(steps_per_epoch, samples\)"):
+        steplog.read(path)
+
+
+def test_commit_hands_the_step_to_the_log_and_clears(tmp_path):
+    p, n = 3, 10
+    sched = schedules.ring(p, n)
+    rec, allreduce = ring_on_rank(p, n, 1)
+    log = steplog.StepLog(step_file(tmp_path), 1, EPOCH, 4)
+    buf = np.zeros(n, np.float32)
+    for s in range(4):
+        allreduce(buf)
+        tally = rec.commit(log, s, 0.5, 10 * s, 10 * s + 1, 10 * s + 8, 10 * s + 9)
+        assert tally.bytes_sent == sched.elements_sent()[1] * 4 and rec.times == [] and rec.rounds == []
+    log.close()
+    back = steplog.read(step_file(tmp_path))
+    assert [r["epoch"] for r in back] == [0, 0, 0, 1] and back[3]["comm_s"] == 7e-9
+    nrounds = len(sched.rounds)
+    assert [[r[2:] for r in b["rounds"]] for b in back] == \
+        [[[s * (nrounds + 1) + k, s * (nrounds + 1) + k + 1] for k in range(nrounds)] for s in range(4)]

@@ -4,6 +4,7 @@ stalls that match an injected straggler, a valid timeline, crashed and malformed
 import csv
 import json
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -147,13 +148,19 @@ def test_malformed_run_directory_is_one_line_exit_2(make, message, tmp_path):
 def test_corrupt_record_in_the_middle_is_named(tmp_path):
     assert train(2, tmp_path, "--steps", "4").returncode == 0
     path = tmp_path / "steps-rank1.bin"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    data[len(data) // 2 + 40:len(data) // 2 + 48] = bytes(8)
-    path.write_bytes(bytes(data))
-    result = netsim_report(tmp_path)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert re.search(r"steps-rank1\.bin: (damaged|unknown frame kind \d+) at byte \d+$", result.stderr.strip())
+    good = path.read_bytes()
+    frames = [0]  # where each frame starts: u32 size, u32 kind, payload, u32 size
+    while frames[-1] < len(good):
+        frames.append(frames[-1] + struct.unpack_from("<I", good, frames[-1])[0])
+    middle = frames[len(frames) // 2]  # a step frame
+    for at, value, message in ((middle + 4, 9, f"unknown frame kind 9 at byte {middle}"),
+                               (middle, 7, f"damaged at byte {middle}")):
+        data = bytearray(good)
+        struct.pack_into("<I", data, at, value)
+        path.write_bytes(bytes(data))
+        result = netsim_report(tmp_path)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert result.stderr.strip().endswith(f"steps-rank1.bin: {message}"), result.stderr
 
 
 def test_bad_straggler_and_trace_options(tmp_path):
