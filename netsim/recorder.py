@@ -91,13 +91,6 @@ class Recorder:
         rounds.clear()
         return tally
 
-    def take(self) -> tuple[Tally, list | None]:
-        """This step's tally and a copy of its rounds' clock readings (None where the
-        collective hid its messages); then clear."""
-        tally, times = self.tally(), self.times[:]
-        self.clear()
-        return tally, None if tally is HIDDEN else times
-
 
 def tally(rank: int, rounds: list) -> Tally:
     sent = received = messages = 0

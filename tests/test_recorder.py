@@ -25,6 +25,13 @@ class NullTransport:
         pass
 
 
+def take(rec):
+    """This step's tally and clock readings (None where hidden), then the next step."""
+    tally, times = rec.tally(), rec.times[:]
+    rec.clear()
+    return tally, None if tally is recorder.HIDDEN else times
+
+
 def ring_on_rank(p, n, rank, dtype=np.float32):
     rec = recorder.Recorder(rank, clock=iter(range(10**6)).__next__)
     allreduce = collectives.make_allreduce("ring", p, rank, n, rec.wrap(NullTransport()), np, dtype)
@@ -40,7 +47,7 @@ def test_counts_every_message_of_the_ring_exactly(p, n, inline):
         if not inline:  # the generic path: every round through the wrapper's exchange
             allreduce.transport = Wrapped(allreduce.transport)
         allreduce(np.zeros(n, np.float32))
-        tally, times = rec.take()
+        tally, times = take(rec)
         assert tally.bytes_sent == sched.elements_sent()[rank] * 4
         assert tally.bytes_recv == sched.elements_received()[rank] * 4
         assert tally.messages == sched.messages_sent()[rank] == 2 * (p - 1)
@@ -64,27 +71,27 @@ def test_counted_once_while_the_messages_are_the_same_and_again_when_they_change
     rec, allreduce = ring_on_rank(3, 10, 0)
     buf = np.zeros(10, np.float32)
     allreduce(buf)
-    first, times1 = rec.take()
+    first, times1 = take(rec)
     allreduce(buf)
-    second, times2 = rec.take()
+    second, times2 = take(rec)
     assert second is first and times2 != times1
     allreduce(np.zeros(10, np.float32))  # another buffer: new views, counted anew, same sizes
-    third, _ = rec.take()
+    third, _ = take(rec)
     assert third is not first and third == first
     # a different message on the same transport is never credited with the old count
     wrapped = rec.wrap(NullTransport())
     wrapped.exchange([(1, np.zeros(5, np.float64))], [(2, np.zeros(3, np.float64))])
-    odd, times = rec.take()
+    odd, times = take(rec)
     assert (odd.bytes_sent, odd.bytes_recv, odd.messages, odd.links) == (40, 24, 1, ((0, 1, 40, 1),))
     assert odd.round_labels == (None,) and len(times) == 2
 
 
 def test_an_empty_step_and_a_hidden_collective():
     rec = recorder.Recorder(2)
-    tally, times = rec.take()
+    tally, times = take(rec)
     assert (tally.bytes_sent, tally.messages, tally.links, times) == (0, 0, (), [])
     rec.wrap(NullTransport()).native_allreduce(np.zeros(4))
-    assert rec.take() == (recorder.HIDDEN, None) and not rec.observable
+    assert take(rec) == (recorder.HIDDEN, None) and not rec.observable
 
 
 RING = recorder.Tally(24, 24, 2, ((0, 1, 24, 2),), (("reduce-scatter", 0), ("all-gather", 0)))
@@ -223,9 +230,7 @@ def test_a_world_of_one_records_steps_without_rounds(tmp_path):
     log = steplog.StepLog(step_file(tmp_path), 0, EPOCH, 4)
     for s in range(3):
         allreduce(np.ones(5, np.float32))
-        tally = rec.tally()
-        log.write(tally, rec.times, *(record(s)[k] for k in steplog.FIELDS))
-        rec.clear()
+        rec.commit(log, *(record(s)[k] for k in steplog.FIELDS))
     log.close()
     back = steplog.read(step_file(tmp_path))
     assert [(r["step"], r["rounds"], r["bytes_sent"], r["messages"]) for r in back] == \
