@@ -13,8 +13,9 @@ in-run (the figure to quote): one `mpirun -n P` of the default job whose trainin
     +-20% from one to the next) cancels. Per run: the median step period (one step's start
     to the next one's, the record write included; the first three periods of a block left
     out) of on-blocks / that of off-blocks - 1, on the slowest rank; runs alternate which
-    kind comes first. Quoted: the median over --runs runs, with their range, and where the
-    time goes (median compute, all-reduce, update, and between steps, over ranks).
+    kind comes first. Quoted: the median over --runs runs, with their range and quartiles
+    (here medians of batches of 10 runs spread over about a point: quote many runs), and
+    where the time goes (median compute, all-reduce, update, and between steps, over ranks).
 
 whole runs: `python -m allreduce_train` launched alternately with recording on and with
     --no-record; wall time of the training loop per step, median of the pairs' ratios.
@@ -131,8 +132,10 @@ def main() -> None:
     print(f"  in-run, {args.runs} runs of {args.steps} steps in blocks of {args.block}:")
     print(f"    step period, recording on:   {statistics.median(r['on_s'] for r in results) * 1e3:8.3f} ms")
     print(f"    step period, recording off:  {statistics.median(r['off_s'] for r in results) * 1e3:8.3f} ms")
+    quartiles = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
     print(f"    recording overhead:          {statistics.median(ratios):+8.1%}   "
-          f"(runs {min(ratios):+.1%} .. {max(ratios):+.1%})")
+          f"(runs {min(ratios):+.1%} .. {max(ratios):+.1%}, quartiles {quartiles[0]:+.1%} .. {quartiles[2]:+.1%}; "
+          f"{sum(r < 0.03 for r in ratios)} of {len(ratios)} under +3%)")
     for kind in ("on", "off"):
         split = [statistics.median(r["split_s"][kind][j] for r in results) * 1e6 for j in range(4)]
         print(f"    median per step, recording {kind + ':':4} compute {split[0]:6.1f} us, all-reduce {split[1]:6.1f} us, "
