@@ -49,33 +49,38 @@ class ScheduleAllreduce:
         self._transport = self._inline = None  # the transport last seen, its inline recording
 
     def __call__(self, buf) -> None:
-        if buf is not self._buf:
+        bound = buf is not self._buf
+        if bound:
             self._bind(buf)
         transport = self.transport
         if transport is not self._transport:
             self._transport = transport
             inline = getattr(transport, "inline_recording", None)
             self._inline = inline() if inline else None
+            bound = True
         if self._inline is None:
             exchange = transport.exchange
-            for sends, recvs, tag, label, adds in self._bound:
+            for sends, recvs, tag, label, adds, _ in self._bound:
                 exchange(sends, recvs, tag, label)
                 for dst, src in adds:
                     dst += src
             return
         # Recording, timed here rather than in a wrapper: a call less per round, and one
         # clock reading per round boundary (the end of a round, its adds included, is when the
-        # next is posted); on the default job every 100 ns of a step is about 0.2% of it
+        # next is posted), stored by index into the recorder's slots, which are the step
+        # file's open frame: on the default job every 100 ns of a step is about 0.2% of it
         # (bench/recording_overhead.py).
-        exchange, clock, stamp, note = self._inline
+        exchange, clock, recorder = self._inline
+        if bound:  # new views, or a new recorder: its messages are counted once, here
+            recorder.record_inline(self._messages)
         if self._bound:
-            stamp(clock())
-            for sends, recvs, tag, label, adds in self._bound:
+            slots, base = recorder.slots, recorder.base
+            slots[base] = clock()
+            for sends, recvs, tag, label, adds, i in self._bound:
                 exchange(sends, recvs, tag, label)
                 for dst, src in adds:
                     dst += src
-                stamp(clock())
-        note(self._messages)
+                slots[base + i] = clock()
 
     def _bind(self, buf) -> None:
         """Views of `buf` and the scratch for every round, made once per buffer (training
@@ -84,7 +89,7 @@ class ScheduleAllreduce:
         if buf.shape != (self.schedule.nelems,):
             raise ValueError(f"buffer of shape {buf.shape}, schedule made for {self.schedule.nelems}")
         scratch, bound = self.scratch, []
-        for r in self.rounds:
+        for i, r in enumerate(self.rounds, 1):
             sends = [(dst, buf[lo:hi]) for dst, lo, hi in r.sends]
             if r.reduce:
                 recvs = [(src, scratch[off:off + hi - lo]) for src, lo, hi, off in r.recvs]
@@ -92,9 +97,9 @@ class ScheduleAllreduce:
             else:
                 recvs = [(src, buf[lo:hi]) for src, lo, hi, _ in r.recvs]
                 adds = ()
-            bound.append((sends, recvs, r.tag, r.label, adds))
+            bound.append((sends, recvs, r.tag, r.label, adds, i))  # i: its reading's slot
         self._buf, self._bound = buf, tuple(bound)
-        self._messages = tuple((label, sends, recvs) for sends, recvs, _, label, _ in bound)
+        self._messages = tuple((label, sends, recvs) for sends, recvs, _, label, _, _ in bound)
 
 
 class NativeAllreduce:

@@ -6,7 +6,7 @@ Two measurements, both printed:
 
 in-run (the figure to quote): one `mpirun -n P` of the default job whose training steps
     alternate, in blocks of --block steps, between recording on (the recording transport,
-    the recorder's commit of every step's record, exactly as `python -m
+    the step file's commit of every step's record, exactly as `python -m
     allreduce_train` does) and off (the bare transport, nothing taken or written, as with
     --no-record). Both kinds of block share the process placement, the caches and the
     machine's state, so the noise between launches (on this 2-core VM running 4 ranks,

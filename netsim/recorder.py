@@ -7,7 +7,7 @@ collective that calls `exchange` is recorded without knowing it. Cross-rank figu
 waited for whom) need every rank's records on one clock: `netsim.traffic` derives them
 after the run.
 
-The clock is read once per round boundary: `times` holds when a step's first round was
+The clock is read once per round boundary: a step's readings are when its first round was
 posted, then when each round ended, which is when the next one was posted. A round ends
 once its data is in place, so the work a collective does between two exchanges (adding
 what a reduce round received) belongs to the round before; the wrapper sees that as the
@@ -15,13 +15,15 @@ time from one exchange's return to the next call, the executor reads the clock a
 adds. Posting times stay exact, and the rounds' durations add up to the collective's time.
 
 Recording must cost next to nothing on the default job, whose whole step is well under a
-millisecond: the hook (one call per round) reads the clock and appends; `tally`, once a
-step, counts the bytes of the step's messages only when they are not the very message
-lists it counted the step before (an executor that binds its views once, as training's
-does, hands the transport the same lists every step; their sizes cannot change).
-Training's executor goes one step further and, offered `inline_recording`, reads the clock
-itself, a Python call less per round; training hands `times` and the tally straight to its
-step file (netsim.steplog) and then `clear`s the recorder.
+millisecond, so there are two ways in. The wrapper's hook (one call per round) appends
+to `times` and `rounds`, and `tally`, once a step, counts the bytes of the step's messages
+only when they are not the very message lists it counted the step before. Training's
+executor, offered `inline_recording`, does less: it binds its views once per buffer and
+says so once (`record_inline`), which counts its messages once for every later step
+(`inline_tally`); every step it then reads the clock itself and stores reading k into
+slots[base + k]. With a step file attached (netsim.steplog.StepLog.attach) those slots are
+the file's open frame: the record is written as the step runs, and the file's `commit`
+closes it with one store. A recorder takes its steps one way or the other, not both.
 """
 
 from __future__ import annotations
@@ -51,15 +53,35 @@ class Recorder:
         self.rank = rank
         self.clock = clock
         self.observable = True  # False once a collective hides its messages (MPI_Allreduce)
-        # This step's readings. Both lists are cleared in place, never replaced: an executor
-        # may hold on to them (or to their append) from one step to the next.
+        # This step's readings through the wrapper. Both lists are cleared in place, never
+        # replaced.
         self.times = []  # first round posted, then each round's end (its successor's post)
-        self.rounds = []  # per exchange or bound set of rounds: ((label, sends, recvs), ...)
+        self.rounds = []  # per exchange: ((label, sends, recvs),)
         self._counted = ()  # the groups of rounds last counted, kept alive so `is` stays sound
         self._tally = None  # what they sent
+        # The inline executor's: its messages, their tally, where its readings go.
+        self._inline = None
+        self.inline_tally = None
+        self.slots, self.base = None, 0  # reading k of a step goes to slots[base + k]
+        self.log = None  # the StepLog attached, if any
 
     def wrap(self, transport) -> RecordingTransport:
         return RecordingTransport(transport, self)
+
+    def record_inline(self, messages) -> None:
+        """An executor records inline from now on and sends `messages`, ((label, sends,
+        recvs) per round), every step: counted once here. It stores reading k of a step
+        (posted first, then each round's end) into slots[base + k], and nothing else."""
+        if self.rounds:
+            raise ValueError("a step recorded both inline and through the wrapper's exchange")
+        if messages is not self._inline:
+            self._inline, self.inline_tally = messages, tally(self.rank, [messages])
+        log = self.log
+        self.slots, self.base = log.open(self.inline_tally) if log is not None else (self.scratch(), 0)
+
+    def scratch(self) -> list:
+        """Slots for the inline executor's readings where no step file takes them."""
+        return [0] * (len(self.inline_tally.round_labels) + 1 if self.inline_tally.round_labels else 0)
 
     def tally(self) -> Tally:
         """What this step's rounds so far sent and received (HIDDEN once a collective hid
@@ -67,29 +89,24 @@ class Recorder:
         if not self.observable:
             return HIDDEN
         rounds, counted = self.rounds, self._counted
+        if not rounds and self.inline_tally is not None:
+            return self.inline_tally
         if self._tally is None or len(counted) != len(rounds) or not all(map(is_, rounds, counted)):
             self._tally, self._counted = tally(self.rank, rounds), tuple(rounds)
         return self._tally
 
+    def readings(self) -> list:
+        """This step's clock readings: the wrapper's, or else the inline executor's."""
+        if self.rounds or self.inline_tally is None:
+            return self.times[:]
+        labels = self.inline_tally.round_labels
+        return list(self.slots[self.base:self.base + (len(labels) + 1 if labels else 0)])
+
     def clear(self) -> None:
-        """Forget this step's readings: the next step starts."""
+        """Forget this step's readings through the wrapper: the next step starts (the
+        inline executor's are overwritten by its next step)."""
         self.times.clear()
         self.rounds.clear()
-
-    def commit(self, log, step: int, loss: float, t_start_ns: int, t_comm_ns: int,
-               t_comm_end_ns: int, t_end_ns: int) -> Tally:
-        """The end of a step: its tally and readings to `log` (netsim.steplog.StepLog.write)
-        with its fields, then clear. Returns the tally. What `tally`, `write` and `clear`
-        do, in one call, for training's step: every 100 ns is 0.2% of the default job's."""
-        rounds, counted, times = self.rounds, self._counted, self.times
-        if len(rounds) == 1 and len(counted) == 1 and rounds[0] is counted[0] and self.observable:
-            tally = self._tally  # training's executor: the very group of messages counted
-        else:
-            tally = self.tally()
-        log.write(tally, times, step, loss, t_start_ns, t_comm_ns, t_comm_end_ns, t_end_ns)
-        times.clear()
-        rounds.clear()
-        return tally
 
 
 def tally(rank: int, rounds: list) -> Tally:
@@ -113,6 +130,8 @@ class RecordingTransport:
 
     def exchange(self, sends, recvs, tag: int = 0, label=None) -> None:
         recorder = self.recorder
+        if recorder.inline_tally is not None:
+            raise ValueError("a step recorded both inline and through the wrapper's exchange")
         clock, times = recorder.clock, recorder.times
         if times:  # the previous round ends where this one is posted (its adds included)
             times[-1] = clock()
@@ -123,14 +142,9 @@ class RecordingTransport:
         recorder.rounds.append(((label, sends, recvs),))
 
     def inline_recording(self):
-        """(the bare transport's exchange, the clock, recorder.times.append,
-        recorder.rounds.append), for an executor that records its rounds itself, a Python
-        call less per round: it appends the clock when it posts its first round and when each
-        round has ended (its adds done), and once per call the tuple of every round's (label,
-        sends, recvs) to the rounds: the same tuple while it sends the same views, so
-        `Recorder.tally` counts them once."""
-        recorder = self.recorder
-        return self.transport.exchange, recorder.clock, recorder.times.append, recorder.rounds.append
+        """(the bare transport's exchange, the clock, the recorder), for an executor that
+        records its rounds itself, a Python call less per round (Recorder.record_inline)."""
+        return self.transport.exchange, self.recorder.clock, self.recorder
 
     def native_allreduce(self, buf) -> None:
         # The library chooses its own algorithm and messages; pretending to know its bytes

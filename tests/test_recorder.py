@@ -1,9 +1,10 @@
 """netsim.recorder and the step records it feeds (no MPI: bytes are counted from the buffers
 handed to the transport, whatever the transport then does with them)."""
 
+import collections
 import json
-import struct
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ class NullTransport:
 
 def take(rec):
     """This step's tally and clock readings (None where hidden), then the next step."""
-    tally, times = rec.tally(), rec.times[:]
+    tally, times = rec.tally(), rec.readings()
     rec.clear()
     return tally, None if tally is recorder.HIDDEN else times
 
@@ -78,12 +79,23 @@ def test_counted_once_while_the_messages_are_the_same_and_again_when_they_change
     allreduce(np.zeros(10, np.float32))  # another buffer: new views, counted anew, same sizes
     third, _ = take(rec)
     assert third is not first and third == first
-    # a different message on the same transport is never credited with the old count
+    # the wrapper's exchange counts what it is handed, never an earlier count
+    rec = recorder.Recorder(0)
     wrapped = rec.wrap(NullTransport())
+    for _ in range(2):
+        wrapped.exchange([(1, np.zeros(4, np.float64))], [(2, np.zeros(4, np.float64))])
+        take(rec)
     wrapped.exchange([(1, np.zeros(5, np.float64))], [(2, np.zeros(3, np.float64))])
     odd, times = take(rec)
     assert (odd.bytes_sent, odd.bytes_recv, odd.messages, odd.links) == (40, 24, 1, ((0, 1, 40, 1),))
     assert odd.round_labels == (None,) and len(times) == 2
+
+
+def test_a_recorder_takes_its_steps_inline_or_through_the_wrapper_not_both():
+    rec, allreduce = ring_on_rank(3, 10, 0)
+    allreduce(np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match="both inline and through the wrapper"):
+        allreduce.transport.exchange([(1, np.zeros(2))], [(2, np.zeros(2))])
 
 
 def test_an_empty_step_and_a_hidden_collective():
@@ -168,12 +180,54 @@ def test_step_file_grows_and_ends_cut_to_its_records(tmp_path):
 def test_a_crash_keeps_every_finished_step_and_drops_a_torn_one(tmp_path):
     path = step_file(tmp_path)
     log = write(path, [record(s) for s in range(5)])  # never closed: the file as a killed rank leaves it
-    cut = log.size
-    store(log, record(5))
-    log.map[cut + log._step.size - 4:cut + log._step.size] = bytes(4)  # its closing size never written
-    log.map.flush()
     assert os.path.getsize(path) == log.capacity
+    # killed in step 5: its frame is open, its readings stored, never closed
+    for k in range(3):
+        log.slots[log.base + k] = 100 + k
     assert [r["step"] for r in steplog.read(path)] == [0, 1, 2, 3, 4]
+    # killed while closing it: its fields stored, not yet its closing size
+    fields = struct.pack("<qdqqqq", *(record(5)[k] for k in steplog.FIELDS))
+    at = log.size + log._step.size - steplog._BACK
+    log.map[at:at + len(fields)] = fields
+    assert [r["step"] for r in steplog.read(path)] == [0, 1, 2, 3, 4]
+
+
+def test_every_frame_starts_at_a_multiple_of_8_bytes(tmp_path):
+    path = step_file(tmp_path)
+    write(path, [record(0), record(1, links=((0, 2, 8, 1),)), record(2, labels=(("all-gather", 1),)),
+                 {**record(3), "tally": recorder.HIDDEN, "round_times_ns": None}]).close()
+    data, offset, offsets = open(path, "rb").read(), 0, []
+    while offset < len(data):
+        offsets.append(offset)
+        offset += struct.unpack_from("<I", data, offset)[0]
+    assert offset == len(data) and len(offsets) == 1 + 4 * 2 and all(o % 8 == 0 for o in offsets)
+
+
+def test_the_executor_writes_its_readings_into_the_open_frame_through_growth_and_new_views(tmp_path):
+    p, n = 4, 11
+    nrounds = len(schedules.ring(p, n).rounds)
+    rec, allreduce = ring_on_rank(p, n, 3)
+    log = steplog.StepLog(step_file(tmp_path), 3, EPOCH, 4, capacity=1024)
+    log.attach(rec)
+    buf = np.zeros(n, np.float32)
+    for s in range(300):  # grows the file several times
+        if s == 150:
+            buf = np.zeros(n, np.float32)  # new views: counted anew, a new messages frame
+        allreduce(buf)
+        slots, base = rec.slots, rec.base
+        assert slots is log.slots and list(slots[base:base + nrounds + 1]) == rec.readings()
+        log.commit(*(record(s)[k] for k in steplog.FIELDS))
+    assert log.capacity > 1024
+    allreduce(buf)  # step 300: written into the open frame, never committed (a crash)
+    back = steplog.read(step_file(tmp_path))
+    assert [r["step"] for r in back] == list(range(300))
+    assert [[x[2:] for x in r["rounds"]] for r in back] == \
+        [[[s * (nrounds + 1) + k, s * (nrounds + 1) + k + 1] for k in range(nrounds)] for s in range(300)]
+    log.close()
+    assert rec.log is None and not isinstance(rec.slots, memoryview)
+    allreduce(buf)  # a closed log takes nothing; the executor goes on recording into its own slots
+    assert rec.readings() == list(range(301 * (nrounds + 1), 302 * (nrounds + 1)))
+    assert len(steplog.read(step_file(tmp_path))) == 300
 
 
 def test_damage_before_the_end_is_named(tmp_path):
@@ -218,19 +272,32 @@ def test_version_1_step_files_with_two_readings_per_round_are_still_read(tmp_pat
     assert back == {**json_record(r), "rounds": [["reduce-scatter", 0, 21, 22], ["all-gather", 0, 23, 29]]}
 
 
+def test_version_2_step_files_with_their_fields_first_are_still_read(tmp_path):
+    r = record()
+    messages = {k: getattr(RING, k) for k in ("bytes_sent", "bytes_recv", "messages", "links", "round_labels")}
+    step = struct.pack("<qdqqqq" + "q" * 3, *(r[k] for k in steplog.FIELDS), *r["round_times_ns"])
+    path = step_file(tmp_path)
+    head = {"format": "allreduce_train steps", "version": 2, "rank": 0, "steps_per_epoch": EPOCH, "samples": 4}
+    open(path, "wb").write(frame(steplog.HEADER, json.dumps(head).encode())
+                           + frame(steplog.MESSAGES, json.dumps(messages).encode()) + frame(steplog.STEP, step))
+    (back,) = steplog.read(path)
+    assert back == json_record(r)
+
+
 def test_a_newer_format_version_is_named(tmp_path):
     path = step_file(tmp_path)
-    open(path, "wb").write(header(3))
-    with pytest.raises(steplog.StepLogError, match="format version 3; this netsim reads versions 1 and 2"):
+    open(path, "wb").write(header(4))
+    with pytest.raises(steplog.StepLogError, match="format version 4; this netsim reads versions 1 to 3"):
         steplog.read(path)
 
 
 def test_a_world_of_one_records_steps_without_rounds(tmp_path):
     rec, allreduce = ring_on_rank(1, 5, 0)
     log = steplog.StepLog(step_file(tmp_path), 0, EPOCH, 4)
+    log.attach(rec)
     for s in range(3):
         allreduce(np.ones(5, np.float32))
-        rec.commit(log, *(record(s)[k] for k in steplog.FIELDS))
+        log.commit(*(record(s)[k] for k in steplog.FIELDS))
     log.close()
     back = steplog.read(step_file(tmp_path))
     assert [(r["step"], r["rounds"], r["bytes_sent"], r["messages"]) for r in back] == \
@@ -244,15 +311,16 @@ def test_a_header_without_what_steps_leave_out_is_damaged(tmp_path):
         steplog.read(path)
 
 
-def test_commit_hands_the_step_to_the_log_and_clears(tmp_path):
+def test_commit_closes_the_step_the_executor_wrote_into_the_log(tmp_path):
     p, n = 3, 10
     sched = schedules.ring(p, n)
     rec, allreduce = ring_on_rank(p, n, 1)
     log = steplog.StepLog(step_file(tmp_path), 1, EPOCH, 4)
+    log.attach(rec)
     buf = np.zeros(n, np.float32)
     for s in range(4):
         allreduce(buf)
-        tally = rec.commit(log, s, 0.5, 10 * s, 10 * s + 1, 10 * s + 8, 10 * s + 9)
+        tally = log.commit(s, 0.5, 10 * s, 10 * s + 1, 10 * s + 8, 10 * s + 9)
         assert tally.bytes_sent == sched.elements_sent()[1] * 4 and rec.times == [] and rec.rounds == []
     log.close()
     back = steplog.read(step_file(tmp_path))
@@ -260,3 +328,23 @@ def test_commit_hands_the_step_to_the_log_and_clears(tmp_path):
     nrounds = len(sched.rounds)
     assert [[r[2:] for r in b["rounds"]] for b in back] == \
         [[[s * (nrounds + 1) + k, s * (nrounds + 1) + k + 1] for k in range(nrounds)] for s in range(4)]
+
+
+def test_steps_through_the_wrapper_are_committed_whole(tmp_path):
+    Label = collections.namedtuple("Label", "phase index")
+    rec = recorder.Recorder(0, clock=iter(range(10**6)).__next__)
+    wrapped = rec.wrap(NullTransport())
+    log = steplog.StepLog(step_file(tmp_path), 0, EPOCH, 4)
+    log.attach(rec)
+    for s in range(3):
+        for i, size in enumerate((2, 3)):
+            wrapped.exchange([(1, np.zeros(size, np.float32))], [(1, np.zeros(size, np.float32))],
+                             label=Label("exchange", i))
+        tally = log.commit(*(record(s)[k] for k in steplog.FIELDS))
+        assert tally.bytes_sent == 20 and rec.times == [] and rec.rounds == []
+    log.close()
+    back = steplog.read(step_file(tmp_path))
+    # a round ends where the next exchange is called; the last where it returned
+    assert [r["rounds"] for r in back] == \
+        [[["exchange", 0, 4 * s, 4 * s + 2], ["exchange", 1, 4 * s + 2, 4 * s + 3]] for s in range(3)]
+    assert [r["bytes_sent"] for r in back] == [20] * 3
