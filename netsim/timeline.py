@@ -51,7 +51,7 @@ def _metadata(traffic: Traffic) -> list[dict]:
 
 def _slice(name, pid, tid, start_us, end_us, **args) -> dict:
     return {"ph": "X", "name": name, "pid": pid, "tid": tid, "ts": start_us,
-            "dur": max(end_us - start_us, 0.0), "args": args}
+            "dur": round(max(end_us - start_us, 0.0), 3), "args": args}
 
 
 def _step_events(traffic: Traffic, s: int, us) -> list[dict]:
