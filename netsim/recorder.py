@@ -16,8 +16,7 @@ adds. Posting times stay exact, and the rounds' durations add up to the collecti
 
 Recording must cost next to nothing on the default job, whose whole step is well under a
 millisecond, so there are two ways in. The wrapper's hook (one call per round) appends
-to `times` and `rounds`, and `tally`, once a step, counts the bytes of the step's messages
-only when they are not the very message lists it counted the step before. Training's
+to `times` and `rounds`, and `tally` counts the bytes of the step's messages. Training's
 executor, offered `inline_recording`, does less: it binds its views once per buffer and
 says so once (`record_inline`), which counts its messages once for every later step
 (`inline_tally`); every step it then reads the clock itself and stores reading k into
@@ -30,7 +29,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from operator import is_
 
 
 @dataclass(frozen=True)
@@ -57,11 +55,10 @@ class Recorder:
         # replaced.
         self.times = []  # first round posted, then each round's end (its successor's post)
         self.rounds = []  # per exchange: ((label, sends, recvs),)
-        self._counted = ()  # the groups of rounds last counted, kept alive so `is` stays sound
-        self._tally = None  # what they sent
-        # The inline executor's: its messages, their tally, where its readings go.
+        # The inline executor's: its messages, their tally and readings, where they go.
         self._inline = None
         self.inline_tally = None
+        self._nslots = 0
         self.slots, self.base = None, 0  # reading k of a step goes to slots[base + k]
         self.log = None  # the StepLog attached, if any
 
@@ -76,31 +73,28 @@ class Recorder:
             raise ValueError("a step recorded both inline and through the wrapper's exchange")
         if messages is not self._inline:
             self._inline, self.inline_tally = messages, tally(self.rank, [messages])
+            self._nslots = len(messages) + 1 if messages else 0
         log = self.log
         self.slots, self.base = log.open(self.inline_tally) if log is not None else (self.scratch(), 0)
 
     def scratch(self) -> list:
         """Slots for the inline executor's readings where no step file takes them."""
-        return [0] * (len(self.inline_tally.round_labels) + 1 if self.inline_tally.round_labels else 0)
+        return [0] * self._nslots
 
     def tally(self) -> Tally:
         """What this step's rounds so far sent and received (HIDDEN once a collective hid
         its messages)."""
         if not self.observable:
             return HIDDEN
-        rounds, counted = self.rounds, self._counted
-        if not rounds and self.inline_tally is not None:
+        if not self.rounds and self.inline_tally is not None:
             return self.inline_tally
-        if self._tally is None or len(counted) != len(rounds) or not all(map(is_, rounds, counted)):
-            self._tally, self._counted = tally(self.rank, rounds), tuple(rounds)
-        return self._tally
+        return tally(self.rank, self.rounds)
 
     def readings(self) -> list:
         """This step's clock readings: the wrapper's, or else the inline executor's."""
         if self.rounds or self.inline_tally is None:
             return self.times[:]
-        labels = self.inline_tally.round_labels
-        return list(self.slots[self.base:self.base + (len(labels) + 1 if labels else 0)])
+        return list(self.slots[self.base:self.base + self._nslots])
 
     def clear(self) -> None:
         """Forget this step's readings through the wrapper: the next step starts (the

@@ -118,8 +118,7 @@ class StepLog:
                 rec.base = self.base = (end >> 3) + 1
             return self._tally
         tally = rec.tally()
-        times = rec.times if rec.rounds else rec.readings() if tally is rec.inline_tally else ()
-        self.write(tally, times, step, loss, t_start_ns, t_comm_ns, t_comm_end_ns, t_end_ns)
+        self.write(tally, rec.readings(), step, loss, t_start_ns, t_comm_ns, t_comm_end_ns, t_end_ns)
         rec.clear()
         return tally
 
