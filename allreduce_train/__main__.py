@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .comm import World, check_launcher, install_abort_hook
+from .comm import MpiTransport, World, check_launcher, install_abort_hook
 from .config import DEFAULT_HIDDEN, DEVICES, DTYPES, Config, UsageError
 
 EXIT_USAGE = 2
@@ -36,7 +36,9 @@ class _HelpShown(Exception):
 
 
 def parser(speak: bool = True) -> argparse.ArgumentParser:
-    from . import collectives, data, model
+    from netsim import algorithms
+
+    from . import data, model
 
     d = Config()
     p = _Parser(speak=speak, prog="python -m allreduce_train",
@@ -84,7 +86,7 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
                    help="seeds the data split, the order of samples and the initial weights "
                         "(default: %(default)s)")
     g = p.add_argument_group("parallelism and records")
-    g.add_argument("--allreduce", default=d.allreduce, choices=list(collectives.CHOICES),
+    g.add_argument("--allreduce", default=d.allreduce, choices=list(algorithms.ALGORITHMS),
                    help="gradient all-reduce: a schedule executed point to point and recorded, "
                         "or mpi (the library's MPI_Allreduce, for comparison) (default: %(default)s)")
     g.add_argument("--device", default=d.device, choices=DEVICES,
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
     from .train import ReplicasDiverged, run
 
     try:
-        run(cfg, world, backend, dataset, run_dir)
+        run(cfg, world, backend, dataset, run_dir, MpiTransport(world))
     except ReplicasDiverged as exc:  # raised on every rank at once: they compared together
         world.log(f"allreduce_train: error: {exc}")
         return EXIT_DIVERGED
@@ -141,8 +143,9 @@ def main(argv=None) -> int:
 
 def setup(world: World, argv):
     """Parse, validate and load on every rank; any rank's error becomes every rank's."""
+    from netsim.record import rundir
+
     from . import backend, data
-    from netsim import rundir
 
     error = check_launcher(world.world_size)
     cfg = dataset = dev = None
@@ -159,7 +162,7 @@ def setup(world: World, argv):
         except UsageError as exc:
             error = str(exc)
     error = world.agree_on_error(error)
-    if error is None and len(set(world.comm.allgather(cfg.fingerprint()))) > 1:
+    if error is None and len(set(world.allgather(cfg.fingerprint()))) > 1:
         error = "ranks were started with different arguments (configuration fingerprints differ)"
     if error is not None:
         raise UsageError(error)

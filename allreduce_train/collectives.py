@@ -1,27 +1,37 @@
-"""Executes a `netsim.schedules` schedule on a flat buffer over a transport.
+"""Executes a netsim schedule on a flat buffer over a transport: the MPI executor.
 
-The schedule is compiled once per (algorithm, world size, buffer length) into this rank's
-own list of rounds, holding slices of the buffer; the per-step work is then one transport
-call per round plus an in-place add for reduced slices. Nothing copies the whole buffer:
-copy rounds receive straight into their slice, and reduce rounds receive into one scratch
-array no longer than the largest round's incoming data. A round may give a rank several
-messages for the same slice (a tree parent hears from both children): each lands in its own
-part of the scratch and is added in the schedule's order, so every rank that forms a sum
-forms it the same way. A round may also give a rank nothing to receive, or nothing to send.
+Its simplest sibling is `netsim.algorithms.execute`, which runs the same rounds for every
+rank in one process and is the oracle this executor is tested against. Here the schedule is
+compiled once into this rank's own rounds, holding views of the buffer, so a step is one
+transport call per round plus an in-place add for reduced slices. Nothing copies the whole
+buffer: copy rounds receive straight into their slice, and reduce rounds receive into one
+scratch array no longer than the largest round's incoming data. A round may give a rank
+several messages for the same slice (a tree parent hears from both children): each lands in
+its own part of the scratch and is added in the schedule's order, so every rank that forms a
+sum forms it the same way. A round may also give a rank nothing to receive, or nothing to send.
+
+Recording (netsim.record.recorder) happens here, in the loop, not in a wrapper around the
+transport: a Python call less per round, and one clock reading per round boundary.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Protocol
 
-from netsim import schedules
+from netsim import algorithms
 
-# Algorithms that are schedules, by their --allreduce name. "mpi" (the library's own
-# MPI_Allreduce) is the naive sibling, outside the table because it has no schedule.
-ALGORITHMS: dict[str, Callable[..., schedules.Schedule]] = schedules.ALGORITHMS
-NATIVE = "mpi"
-CHOICES = (*ALGORITHMS, NATIVE)
+
+class Transport(Protocol):
+    """What an executor needs of the network: the contract comm.MpiTransport keeps."""
+
+    def exchange(self, sends, recvs, tag: int = 0) -> None:
+        """sends: [(dst, view)], recvs: [(src, view)] of contiguous arrays; returns once all
+        have completed. Messages between two ranks arrive in the order they were posted (MPI's
+        non-overtaking rule); sends may be read until the call returns."""
+
+    def native_allreduce(self, buf) -> None:
+        """The library's own in-place sum of buf over all ranks (MPI_Allreduce)."""
 
 
 @dataclass(frozen=True)
@@ -30,102 +40,100 @@ class _RankRound:
     recvs: tuple[tuple[int, int, int, int], ...]  # (src, lo, hi, scratch offset or -1)
     reduce: bool
     tag: int
-    label: schedules.Round
+    label: algorithms.Round
 
 
 class ScheduleAllreduce:
-    """In-place all-reduce (sum) of a buffer by executing a schedule on this rank."""
+    """In-place all-reduce (sum) of a buffer by executing a schedule on this rank; with a
+    recorder (`record_into`), every step's round times go into its step file."""
 
-    def __init__(self, schedule: schedules.Schedule, rank: int, transport, xp, dtype):
-        self.schedule = schedule
-        self.transport = transport
+    def __init__(self, schedule: algorithms.Schedule, rank: int, transport: Transport, xp, dtype):
+        self.schedule, self.transport, self.recorder = schedule, transport, None
         # Tags only label rounds for debugging (MPI keeps messages between two ranks in order);
         # 32767 is the smallest MPI_TAG_UB the standard allows.
         self.rounds = tuple(_compile(r, rank, tag % 32768) for tag, r in enumerate(schedule.rounds))
-        scratch = max((sum(hi - lo for _, lo, hi, _ in r.recvs) for r in self.rounds if r.reduce),
-                      default=0)
+        scratch = max((sum(hi - lo for _, lo, hi, _ in r.recvs) for r in self.rounds if r.reduce), default=0)
         self.scratch = xp.empty(scratch, dtype=dtype)
-        self._buf = self._bound = self._messages = None
-        self._transport = self._inline = None  # the transport last seen, its inline recording
+        self._buf = None
+        self._bound = self._messages = ()
+
+    def record_into(self, recorder) -> None:
+        """Record every later step into `recorder` (None: record nothing)."""
+        self.recorder = recorder
+        if recorder is not None and self._buf is not None:
+            recorder.bind(self._messages)
 
     def __call__(self, buf) -> None:
-        bound = buf is not self._buf
-        if bound:
+        if buf is not self._buf:
             self._bind(buf)
-        transport = self.transport
-        if transport is not self._transport:
-            self._transport = transport
-            inline = getattr(transport, "inline_recording", None)
-            self._inline = inline() if inline else None
-            bound = True
-        if self._inline is None:
-            exchange = transport.exchange
-            for sends, recvs, tag, label, adds, _ in self._bound:
-                exchange(sends, recvs, tag, label)
+        exchange, recorder = self.transport.exchange, self.recorder
+        if recorder is None:
+            for sends, recvs, tag, adds in self._bound:
+                exchange(sends, recvs, tag)
                 for dst, src in adds:
                     dst += src
             return
-        # Recording, timed here rather than in a wrapper: a call less per round, and one
-        # clock reading per round boundary (the end of a round, its adds included, is when the
-        # next is posted), stored by index into the recorder's slots, which are the step
-        # file's open frame: on the default job every 100 ns of a step is about 0.2% of it
-        # (bench/recording_overhead.py).
-        exchange, clock, recorder = self._inline
-        if bound:  # new views, or a new recorder: its messages are counted once, here
-            recorder.record_inline(self._messages)
-        if self._bound:
-            slots, base = recorder.slots, recorder.base
-            slots[base] = clock()
-            for sends, recvs, tag, label, adds, i in self._bound:
-                exchange(sends, recvs, tag, label)
-                for dst, src in adds:
-                    dst += src
-                slots[base + i] = clock()
+        if not self._bound:  # no rounds (one rank): nothing to read
+            return
+        # Reading k of the step goes to slots[base + k]: the open frame of the step file.
+        slots, base, clock = recorder.slots, recorder.base, recorder.clock
+        slots[base] = clock()
+        for k, (sends, recvs, tag, adds) in enumerate(self._bound, base + 1):
+            exchange(sends, recvs, tag)
+            for dst, src in adds:
+                dst += src
+            slots[k] = clock()
 
     def _bind(self, buf) -> None:
         """Views of `buf` and the scratch for every round, made once per buffer (training
-        passes the same gradient buffer every step): a step then slices nothing, and a
-        recorder sees the same message lists every step and tallies them once."""
+        passes the same gradient buffer every step): a step then slices nothing, and the
+        recorder counts the messages once."""
         if buf.shape != (self.schedule.nelems,):
             raise ValueError(f"buffer of shape {buf.shape}, schedule made for {self.schedule.nelems}")
-        scratch, bound = self.scratch, []
-        for i, r in enumerate(self.rounds, 1):
+        scratch, bound, messages = self.scratch, [], []
+        for r in self.rounds:
             sends = [(dst, buf[lo:hi]) for dst, lo, hi in r.sends]
             if r.reduce:
                 recvs = [(src, scratch[off:off + hi - lo]) for src, lo, hi, off in r.recvs]
                 adds = tuple((buf[lo:hi], scratch[off:off + hi - lo]) for src, lo, hi, off in r.recvs)
             else:
-                recvs = [(src, buf[lo:hi]) for src, lo, hi, _ in r.recvs]
-                adds = ()
-            bound.append((sends, recvs, r.tag, r.label, adds, i))  # i: its reading's slot
-        self._buf, self._bound = buf, tuple(bound)
-        self._messages = tuple((label, sends, recvs) for sends, recvs, _, label, _, _ in bound)
+                recvs, adds = [(src, buf[lo:hi]) for src, lo, hi, _ in r.recvs], ()
+            bound.append((sends, recvs, r.tag, adds))
+            messages.append((r.label, sends, recvs))
+        self._buf, self._bound, self._messages = buf, tuple(bound), tuple(messages)
+        if self.recorder is not None:
+            self.recorder.bind(self._messages)
 
 
 class NativeAllreduce:
-    def __init__(self, transport):
+    """MPI_Allreduce: the library's own algorithm; its messages are not observable."""
+
+    schedule = None
+
+    def __init__(self, transport: Transport):
         self.transport = transport
-        self.schedule = None  # no schedule: its traffic is MPI's business, not observable
+
+    def record_into(self, recorder) -> None:
+        if recorder is not None:
+            recorder.bind(None)  # steps are recorded, their messages hidden
 
     def __call__(self, buf) -> None:
         self.transport.native_allreduce(buf)
 
 
-def make_allreduce(algorithm: str, world_size: int, rank: int, nelems: int, transport, xp, dtype,
-                   *, node_of_rank=None, segments=None):
-    """The all-reduce named `algorithm` (one of CHOICES) for this rank. node_of_rank and
-    segments are the context `schedules.build` passes to the algorithms that take it."""
-    if algorithm == NATIVE:
+def make_allreduce(algorithm: algorithms.Algorithm, world_size: int, rank: int, nelems: int,
+                   transport: Transport, xp, dtype, *, node_of_rank=None, segments=None):
+    """This rank's all-reduce by `algorithm`; node_of_rank and segments are the context the
+    algorithms take (netsim.algorithms.base.Algorithm)."""
+    schedule = algorithm.schedule(world_size, nelems, node_of_rank=node_of_rank, segments=segments)
+    if schedule is None:
         return NativeAllreduce(transport)
-    schedule = schedules.build(algorithm, world_size, nelems, node_of_rank=node_of_rank,
-                               segments=segments)
     return ScheduleAllreduce(schedule, rank, transport, xp, dtype)
 
 
-def _compile(rnd: schedules.Round, rank: int, tag: int) -> _RankRound:
-    sends = tuple((int(d), int(s), int(s + c))
-                  for d, s, c in zip(rnd.dst[rnd.src == rank], rnd.start[rnd.src == rank],
-                                     rnd.count[rnd.src == rank]))
+def _compile(rnd: algorithms.Round, rank: int, tag: int) -> _RankRound:
+    out = rnd.src == rank
+    sends = tuple((int(d), int(s), int(s + c)) for d, s, c in zip(rnd.dst[out], rnd.start[out], rnd.count[out]))
     mine = rnd.dst == rank
     recvs, offset = [], 0
     for src, start, count in zip(rnd.src[mine], rnd.start[mine], rnd.count[mine]):
@@ -142,8 +150,6 @@ def _check_disjoint(sends, recvs, rnd) -> None:
     # no two messages of the round land on the same elements (their order is undefined).
     for i, (_, rlo, rhi, _) in enumerate(recvs):
         if any(lo < rhi and rlo < hi for _, lo, hi in sends):
-            raise ValueError(f"schedule {rnd.phase} round {rnd.index} receives into a slice "
-                             f"it is sending")
+            raise ValueError(f"schedule {rnd.phase} round {rnd.index} receives into a slice it is sending")
         if any(lo < rhi and rlo < hi for _, lo, hi, _ in recvs[:i]):
-            raise ValueError(f"schedule {rnd.phase} round {rnd.index} receives twice into "
-                             f"one slice")
+            raise ValueError(f"schedule {rnd.phase} round {rnd.index} receives twice into one slice")

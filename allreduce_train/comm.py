@@ -1,7 +1,9 @@
 """Everything MPI: the world, abort-on-error, agreement on errors, the transport.
 
-This is the only module that imports mpi4py. The rest of the program gets a `World` and a
-transport passed in, so its maths runs under plain pytest with no MPI at all.
+This is the only module that imports mpi4py (a test reads the import graph to keep it so).
+The rest of the program gets a `World` and a transport passed in, and asks them only for
+what it needs, by typed methods (gather, allgather, sum, max, ...), so its maths runs under
+plain pytest with no MPI at all and a test can hand it another transport.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"
 
 @dataclass(frozen=True, eq=False)
 class World:
-    comm: MPI.Comm
+    _comm: MPI.Comm  # only this module's: the rest of the program asks World's methods
     rank: int
     world_size: int
     local_rank: int  # rank among the processes on this node
@@ -58,28 +60,38 @@ class World:
     def agree_on_error(self, message: str | None) -> str | None:
         """Every rank learns the first error any rank hit (or None), so all can exit together
         instead of the healthy ranks waiting forever in the next collective."""
-        errors = self.comm.allgather(message)
+        errors = self._comm.allgather(message)
         return next((e for e in errors if e is not None), None)
 
     def bcast(self, value, root: int = 0):
-        return self.comm.bcast(value, root=root)
+        """A small Python value from `root` to every rank (pickled)."""
+        return self._comm.bcast(value, root=root)
+
+    def gather(self, value, root: int = 0) -> list | None:
+        """Every rank's small Python value, in rank order, on `root` (None elsewhere)."""
+        return self._comm.gather(value, root=root)
+
+    def allgather(self, value) -> list:
+        """Every rank's small Python value, in rank order, on every rank (pickled)."""
+        return self._comm.allgather(value)
 
     def allgather_u64(self, value: int) -> np.ndarray:
+        """Every rank's unsigned 64-bit value (weight digests), by a buffer call."""
         out = np.empty(self.world_size, dtype=np.uint64)
-        self.comm.Allgather(np.array([value], dtype=np.uint64), out)
+        self._comm.Allgather(np.array([value], dtype=np.uint64), out)
         return out
 
     def sum_(self, values: np.ndarray) -> np.ndarray:
         """In-place sum of a small host array over all ranks (evaluation counts, timings)."""
-        self.comm.Allreduce(MPI.IN_PLACE, values, op=MPI.SUM)
+        self._comm.Allreduce(MPI.IN_PLACE, values, op=MPI.SUM)
         return values
 
     def max_(self, values: np.ndarray) -> np.ndarray:
-        self.comm.Allreduce(MPI.IN_PLACE, values, op=MPI.MAX)
+        self._comm.Allreduce(MPI.IN_PLACE, values, op=MPI.MAX)
         return values
 
     def barrier(self) -> None:
-        self.comm.Barrier()
+        self._comm.Barrier()
 
     def clock_offsets(self, clock, rounds: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """Offsets that put every rank's clock on rank 0's: global = local + offset[rank].
@@ -96,54 +108,55 @@ class World:
                 best = np.inf
                 for _ in range(rounds):
                     t0 = clock()
-                    self.comm.Send(buf, peer, _CLOCK_TAG)
-                    self.comm.Recv(buf, peer, _CLOCK_TAG)
+                    self._comm.Send(buf, peer, _CLOCK_TAG)
+                    self._comm.Recv(buf, peer, _CLOCK_TAG)
                     t1 = clock()
                     if t1 - t0 < best:
                         best, offsets[peer] = t1 - t0, (t0 + t1) / 2 - buf[0]
                 errors[peer] = best / 2
             elif self.rank == peer:
                 for _ in range(rounds):
-                    self.comm.Recv(buf, 0, _CLOCK_TAG)
+                    self._comm.Recv(buf, 0, _CLOCK_TAG)
                     buf[0] = clock()
-                    self.comm.Send(buf, 0, _CLOCK_TAG)
-        self.comm.Bcast(offsets, root=0)
-        self.comm.Bcast(errors, root=0)
+                    self._comm.Send(buf, 0, _CLOCK_TAG)
+        self._comm.Bcast(offsets, root=0)
+        self._comm.Bcast(errors, root=0)
         return offsets, errors
 
 
 _CLOCK_TAG = 7001
 
 
-class Transport:
-    """Point-to-point messages on contiguous buffers, by buffer calls (no pickling).
+class MpiTransport:
+    """The executor's transport over MPI (collectives.Transport is the contract): point-to-
+    point messages on contiguous buffers, by buffer calls (no pickling)."""
 
-    `exchange` is the one entry point a collective uses for a round, so a recorder can
-    wrap every message by wrapping this one method.
-    """
-
-    def __init__(self, comm: MPI.Comm):
+    def __init__(self, world: World):
         # A private communicator keeps collective traffic apart from anything else on
         # COMM_WORLD (evaluation, checksums), whatever tags either side uses.
-        self.comm = comm.Dup()
+        self._comm = world._comm.Dup()
 
-    def exchange(self, sends, recvs, tag: int = 0, label=None) -> None:
-        """sends: [(dst, view)], recvs: [(src, view)]; returns when all have completed.
-        label (the schedule's round) is for whoever wraps the transport; MPI ignores it."""
+    def exchange(self, sends, recvs, tag: int = 0) -> None:
+        """sends: [(dst, view)], recvs: [(src, view)]; returns when all have completed. The
+        shapes a schedule's rounds mostly take get the blocking call that does just that."""
         if len(sends) == 1 and len(recvs) == 1:
             (dst, sbuf), (src, rbuf) = sends[0], recvs[0]
-            self.comm.Sendrecv(sbuf, dst, tag, rbuf, src, tag)
-            return
-        requests = [self.comm.Irecv(buf, src, tag) for src, buf in recvs]
-        requests += [self.comm.Isend(buf, dst, tag) for dst, buf in sends]
-        MPI.Request.Waitall(requests)
+            self._comm.Sendrecv(sbuf, dst, tag, rbuf, src, tag)
+        elif len(sends) == 1 and not recvs:
+            self._comm.Send(sends[0][1], sends[0][0], tag)
+        elif len(recvs) == 1 and not sends:
+            self._comm.Recv(recvs[0][1], recvs[0][0], tag)
+        else:
+            requests = [self._comm.Irecv(buf, src, tag) for src, buf in recvs]
+            requests += [self._comm.Isend(buf, dst, tag) for dst, buf in sends]
+            MPI.Request.Waitall(requests)
 
     def native_allreduce(self, buf) -> None:
         """MPI_Allreduce in place: the library's own algorithm, the naive sibling."""
-        self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        self._comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
 
     def free(self) -> None:
-        self.comm.Free()
+        self._comm.Free()
 
 
 def install_abort_hook(comm: MPI.Comm = MPI.COMM_WORLD) -> None:

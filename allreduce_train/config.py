@@ -56,7 +56,9 @@ class Config:
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
 
     def __post_init__(self):
-        from . import collectives, data, model  # late: they import this module
+        from netsim import algorithms
+
+        from . import data, model  # late: they import this module
 
         def need(ok: bool, message: str):
             if not ok:
@@ -68,7 +70,7 @@ class Config:
         need(self.loss in model.LOSSES, f"unknown loss {self.loss!r}")
         need(self.init is None or self.init in model.INITS, f"unknown init {self.init!r}")
         need(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        need(self.allreduce in collectives.CHOICES, f"unknown all-reduce {self.allreduce!r}")
+        need(self.allreduce in algorithms.ALGORITHMS, f"unknown all-reduce {self.allreduce!r}")
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
         need(self.lr > 0, f"--lr must be positive, got {self.lr:g}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum:g}")

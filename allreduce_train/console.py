@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from netsim.report import nbytes
+from netsim import algorithms
+from netsim.report.text import nbytes
 
 
 def banner(d: dict) -> str:
@@ -12,7 +13,7 @@ def banner(d: dict) -> str:
     hosts = ", ".join(f"{h} x{n}" for h, n in Counter(d["hostnames"]).items())
     batches = sorted(set(d["local_batch_by_rank"]))
     per_rank = "-".join(map(str, batches)) if len(batches) > 1 else str(batches[0])
-    algorithm = "MPI_Allreduce" if cfg["allreduce"] == "mpi" else f"{cfg['allreduce']} all-reduce"
+    algorithm = algorithms.get(cfg["allreduce"]).label
     return "\n".join([
         f"allreduce_train: {d['world_size']} rank{'s' * (d['world_size'] > 1)} on {d['nodes']} "
         f"node{'s' * (d['nodes'] > 1)} ({hosts}); {d['mpi_library']}",

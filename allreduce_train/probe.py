@@ -3,11 +3,11 @@
     mpirun -n P python -m allreduce_train.probe --out probe.json [--pingpong-sizes 8,...,64M]
         [--allreduce-sizes 64K,...,64M] [--rounds 7]
 
-Two measurements, written by rank 0 as JSON (`netsim.calibrate` fits a topology to them):
+Two measurements, written by rank 0 as JSON (`netsim.sim.calibrate` fits a topology to them):
 
 - ping-pong between ranks 0 and 1: per round, `iters` round trips of Send/Recv; one-way
   time = round trip / 2. Meant for 2 ranks: more would poll idly and take cores from it.
-- our ring all-reduce (the schedule executor the training uses, over comm.Transport): per
+- our ring all-reduce (the schedule executor the training uses, over comm.MpiTransport): per
   round, barrier, `iters` all-reduces, the slowest rank's elapsed time / iters.
 
 Every size gets untimed warm-up repetitions first (page faults, MPI's first touch of a
@@ -15,7 +15,7 @@ buffer), then `--rounds` timed rounds that take the sizes in turn, so that a bur
 from elsewhere spoils one round of many sizes rather than every round of one. A round
 repeats the operation `iters` times (about 64 MiB of traffic, at most 200). The JSON keeps
 every round (its time, and `cpu_share`: the share of the machine's cores the ranks had
-during it), not only the median; `netsim.calibrate` takes the medians.
+during it), not only the median; `netsim.sim.calibrate` takes the medians.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import time
 
 import numpy as np
 
-from netsim.measure import ALLREDUCE_SIZES, PINGPONG_SIZES, byte_sizes
+from netsim.algorithms import RING
+from netsim.sim.measure import ALLREDUCE_SIZES, PINGPONG_SIZES, byte_sizes
 
-from .collectives import make_allreduce
-from .comm import Transport, World, install_abort_hook, library_version, wtime
+from .collectives import Transport, make_allreduce
+from .comm import MpiTransport, World, install_abort_hook, library_version, wtime
 
 WARMUP = 2
 ROUND_BYTES = 64 << 20  # a timed round moves about this many bytes per message/buffer...
@@ -97,22 +98,24 @@ def timed_round(world: World, work, iters: int) -> tuple[float, float]:
     return float(wall_s) / iters, float(cpu_s / (wall_s * min(world.world_size, os.cpu_count() or 1)))
 
 
-def pingpong(world: World, nbytes: int):
-    """One round trip between ranks 0 and 1 (the other ranks do nothing); halved by caller."""
+def pingpong(world: World, transport: Transport, nbytes: int):
+    """One round trip between ranks 0 and 1 (the other ranks do nothing); halved by caller.
+    One send or one receive per exchange: MPI_Send and MPI_Recv (comm.MpiTransport)."""
     buf = np.zeros(nbytes, dtype=np.uint8)
+    exchange = transport.exchange
 
     def work():
         if world.rank == 0:
-            world.comm.Send(buf, 1, _TAG)
-            world.comm.Recv(buf, 1, _TAG)
+            exchange([(1, buf)], [], _TAG)
+            exchange([], [(1, buf)], _TAG)
         elif world.rank == 1:
-            world.comm.Recv(buf, 0, _TAG)
-            world.comm.Send(buf, 0, _TAG)
+            exchange([], [(0, buf)], _TAG)
+            exchange([(0, buf)], [], _TAG)
     return work
 
 
 def ring_allreduce(world: World, transport: Transport, nbytes: int):
-    run = make_allreduce("ring", world.world_size, world.rank, nbytes // 4, transport, np, np.float32)
+    run = make_allreduce(RING, world.world_size, world.rank, nbytes // 4, transport, np, np.float32)
     buf = np.zeros(nbytes // 4, dtype=np.float32)  # zeros stay zeros: no overflow, no denormals
     return lambda: run(buf)
 
@@ -140,8 +143,8 @@ def main(argv=None) -> int:
     except ProbeError as exc:
         world.log(f"allreduce_train.probe: error: {exc}")
         return 2
-    transport = Transport(world.comm)
-    pp = measure(world, [pingpong(world, n) for n in args.pingpong_sizes], args.pingpong_sizes, args.rounds)
+    transport = MpiTransport(world)
+    pp = measure(world, [pingpong(world, transport, n) for n in args.pingpong_sizes], args.pingpong_sizes, args.rounds)
     ar = measure(world, [ring_allreduce(world, transport, n) for n in args.allreduce_sizes], args.allreduce_sizes,
                  args.rounds)
     result = {"world_size": world.world_size, "algorithm": "ring", "dtype": "float32",

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netsim import report as netsim_report
-from netsim import rundir
-from netsim import traffic as netsim_traffic
-from netsim.recorder import Recorder
+from netsim import algorithms
+from netsim.record import rundir
+from netsim.record.recorder import Recorder
+from netsim.report import files, summary, text, traffic
 
 from . import collectives, console, data
 from .backend import Backend
-from .comm import Transport, World, library_version
+from .collectives import Transport
+from .comm import World, library_version
 from .config import Config
 from .model import MLP
 from .optim import SGD
@@ -39,12 +40,14 @@ class Totals:
     samples: int = 0
     compute_s: float = 0.0
     comm_s: float = 0.0
-    bytes_sent: int = 0
     loss_sum: float = 0.0
 
 
 class Trainer:
-    def __init__(self, cfg: Config, world: World, backend: Backend, dataset: data.Dataset):
+    """One rank's replica, its data and its all-reduce over `transport`."""
+
+    def __init__(self, cfg: Config, world: World, backend: Backend, dataset: data.Dataset,
+                 transport: Transport):
         self.cfg, self.world, self.backend, self.dataset = cfg, world, backend, dataset
         self.dtype = np.dtype(cfg.dtype).type
         cfg.check_world(world.world_size)
@@ -56,33 +59,34 @@ class Trainer:
         self.model.init(cfg.init_scheme, cfg.seed)
         self.optimizer = SGD(self.model.params, self.model.grads, backend.xp, cfg.lr,
                              cfg.momentum, cfg.weight_decay)
-        self.recorder = Recorder(world.rank, clock=time.perf_counter_ns)
-        self.transport = Transport(world.comm)
         self.host_grads = backend.host_mirror(self.model.grads)
         self.node_of_rank = node_of_rank(cfg, world)
+        self.algorithm = algorithms.get(cfg.allreduce)
         self.allreduce = collectives.make_allreduce(
-            cfg.allreduce, world.world_size, world.rank, self.model.nparams,
-            self.recorder.wrap(self.transport) if cfg.record else self.transport, np, self.dtype,
+            self.algorithm, world.world_size, world.rank, self.model.nparams, transport, np, self.dtype,
             node_of_rank=self.node_of_rank, segments=self.model.layer_segments)
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         straggler = cfg.straggler_spec
         self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
         self.totals = Totals()
-        self.steps_log = None  # a netsim StepLog that run() attaches when recording
+        self.recorder = None  # what record_into gave: every step's record goes there
 
-    def new_steps_log(self, run_dir: str) -> rundir.StepLog:
-        """This rank's step file in run_dir, for steps_log."""
+    def new_recorder(self, run_dir: str) -> Recorder:
+        """This rank's step file in run_dir, open for record_into."""
         samples = len(range(*self.mine.indices(self.cfg.global_batch)))
-        log = rundir.StepLog(rundir.step_file(run_dir, self.world.rank), self.world.rank,
-                             self.steps_per_epoch, samples)
-        log.attach(self.recorder)
-        return log
+        return Recorder(rundir.step_file(run_dir, self.world.rank), self.world.rank, self.steps_per_epoch,
+                        samples)
+
+    def record_into(self, recorder: Recorder | None) -> None:
+        """Record every later step into `recorder` (None: record nothing)."""
+        self.recorder = recorder
+        self.allreduce.record_into(recorder)
 
     # --- one step ---------------------------------------------------------------------
 
     def step(self, step: int, order: np.ndarray) -> tuple[int, int, int, int]:
-        """One training step; returns its clock readings (perf_counter_ns): start, all-reduce
-        entry and exit, end. With a steps_log attached, its record is written there."""
+        """One training step; returns its clock readings (perf_counter_ns, the recorder's
+        clock): start, all-reduce entry and exit, end. Recording, its record is committed."""
         xp, b = self.backend.xp, self.cfg.global_batch
         s = step % self.steps_per_epoch
         # Clock readings in integer nanoseconds, stored as they are in the step file.
@@ -107,14 +111,11 @@ class Trainer:
         t.compute_s += compute_s
         t.comm_s += comm_s
         t.loss_sum += loss_sum
-        log = self.steps_log
-        if log is not None:
-            # The record, straight into the step file (netsim.steplog), whose open frame
-            # holds the all-reduce's readings already: raw clock readings, which netsim puts
-            # on one clock with the start-up offsets. No dict, no copies: on the default job
-            # every 100 ns here costs the step about 0.2%.
-            tally = log.commit(step, loss_sum / n, t0, t1, t2, t3)
-            t.bytes_sent += tally.bytes_sent or 0
+        if self.recorder is not None:
+            # Straight into the step file, whose open frame holds the all-reduce's readings
+            # already: raw clock readings, which netsim puts on one clock with the start-up
+            # offsets. No dict, no copies: on the default job every 100 ns here is 0.2% of a step.
+            self.recorder.commit(step, loss_sum / n, t0, t1, t2, t3)
         return t0, t1, t2, t3
 
     # --- checks and evaluation ------------------------------------------------------------
@@ -145,14 +146,15 @@ class Trainer:
         return total[0] / total[2], total[1] / total[2]
 
 
-def run(cfg: Config, world: World, backend: Backend, dataset: data.Dataset, run_dir: str) -> dict:
-    trainer = Trainer(cfg, world, backend, dataset)
-    description = describe(trainer, run_dir)
+def run(cfg: Config, world: World, backend: Backend, dataset: data.Dataset, run_dir: str,
+        transport: Transport) -> dict:
+    trainer = Trainer(cfg, world, backend, dataset, transport)
+    description = config_record(trainer, run_dir)
     if world.is_root:
         rundir.write_json(os.path.join(run_dir, "config.json"), description)
     world.log(console.banner(description))
     if cfg.record:
-        trainer.steps_log = trainer.new_steps_log(run_dir)
+        trainer.record_into(trainer.new_recorder(run_dir))
     trainer.verify_replicas(-1)  # same seed, same init: prove it before spending time
     meter = EpochMeter(trainer)
     wall_start = time.perf_counter()
@@ -169,27 +171,27 @@ def run(cfg: Config, world: World, backend: Backend, dataset: data.Dataset, run_
         if end_of_epoch:
             meter.end_epoch(step)
     wall_s = time.perf_counter() - wall_start
-    if trainer.steps_log:
-        trainer.steps_log.close()
+    if trainer.recorder is not None:
+        trainer.recorder.close()
     if cfg.eval_every and trainer.total_steps % cfg.eval_every:
         meter.accuracy, meter.test_loss = trainer.evaluate()
     digest = trainer.verify_replicas(trainer.total_steps - 1)
-    summary = summarize(trainer, wall_s, meter, digest)
+    totals = summarize(trainer, wall_s, meter, digest)
     # Every rank's records to rank 0 over MPI: run directories on node-local disks work too.
-    records = world.comm.gather(rundir.read_steps(run_dir, world.rank), root=0) if cfg.record else None
+    records = world.gather(rundir.read_steps(run_dir, world.rank)) if cfg.record else None
     if world.is_root:
         save_checkpoint(os.path.join(run_dir, "checkpoint.npz"), trainer)
-        traffic_report = ""
+        report = ""
         if records is not None:
-            traffic = netsim_traffic.merge(description, records, complete=True)
-            netsim_report.write_outputs(run_dir, description, traffic, cfg.traced_steps)
-            summary["traffic"] = netsim_report.summarize(description, traffic)
-            traffic_report = netsim_report.text(description, traffic, summary["traffic"])
-        rundir.write_json(os.path.join(run_dir, "summary.json"), summary)
-        world.log(console.final_report(summary))
-        if traffic_report:
-            world.log(traffic_report)
-    return summary
+            merged = traffic.merge(description, records, complete=True)
+            files.write_outputs(run_dir, description, merged, cfg.traced_steps)
+            totals["traffic"] = summary.summarize(description, merged)
+            report = text.text(description, merged, totals["traffic"])
+        rundir.write_json(os.path.join(run_dir, "summary.json"), totals)
+        world.log(console.final_report(totals))
+        if report:
+            world.log(report)
+    return totals
 
 
 class EpochMeter:
@@ -212,7 +214,7 @@ class EpochMeter:
         self.start = time.perf_counter()
 
 
-def describe(trainer: Trainer, run_dir: str) -> dict:
+def config_record(trainer: Trainer, run_dir: str) -> dict:
     """What config.json records: the configuration and what it resolved to on this world."""
     cfg, world, ds, model = trainer.cfg, trainer.world, trainer.dataset, trainer.model
     offsets, errors = world.clock_offsets(time.perf_counter)
@@ -228,7 +230,6 @@ def describe(trainer: Trainer, run_dir: str) -> dict:
         "local_batch_by_rank": [len(range(*data.local_slice(cfg.global_batch, world.world_size, r)
                                           .indices(cfg.global_batch))) for r in range(world.world_size)],
         "steps_per_epoch": trainer.steps_per_epoch, "total_steps": trainer.total_steps,
-        "analytic_bytes_sent_per_step_by_rank": analytic_bytes(trainer),
         "node_of_rank": trainer.node_of_rank, "segments": trainer.model.layer_segments,
         "clock_offsets_s": offsets.tolist(), "clock_error_s": errors.tolist(),
     }
@@ -241,19 +242,11 @@ def node_of_rank(cfg: Config, world: World) -> list[int]:
     return [names.index(h) for h in world.hostnames]
 
 
-def analytic_bytes(trainer: Trainer) -> list[int] | None:
-    schedule = trainer.allreduce.schedule
-    if schedule is None:
-        return None
-    return [int(n) * trainer.model.dtype.itemsize for n in schedule.elements_sent()]
-
-
 def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -> dict:
     t, world, cfg = trainer.totals, trainer.world, trainer.cfg
-    per_rank = world.comm.allgather((t.compute_s, t.comm_s, t.bytes_sent))
-    wall = max(world.comm.allgather(wall_s))
+    per_rank = world.allgather((t.compute_s, t.comm_s))
+    wall = max(world.allgather(wall_s))
     compute, comm = sum(r[0] for r in per_rank), sum(r[1] for r in per_rank)
-    observable = trainer.recorder.observable and cfg.record
     return {
         "complete": True, "world_size": world.world_size, "steps": t.steps,
         "global_batch": cfg.global_batch, "wall_s": wall,
@@ -262,8 +255,6 @@ def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -
         "allreduce": cfg.allreduce, "buffer_bytes": trainer.model.nparams * trainer.model.dtype.itemsize,
         "compute_s_by_rank": [r[0] for r in per_rank], "comm_s_by_rank": [r[1] for r in per_rank],
         "comm_share": comm / (compute + comm) if compute + comm else 0.0,
-        "bytes_sent_per_step_by_rank": [r[2] // t.steps for r in per_rank] if observable and t.steps else None,
-        "analytic_bytes_sent_per_step_by_rank": analytic_bytes(trainer),
         "weights_blake2b": f"{digest:016x}", "replicas_identical": True,
     }
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from netsim.measure import mpiexec  # $MPIEXEC, else the mpirun beside this Python
+from launch import mpirun_argv  # $MPIEXEC, else the mpirun beside this Python
 
 ALGORITHMS = ("ring", "mpi")
 DEFAULT_SIZES = "4K,16K,64K,256K,1M,4M,16M,64M"
@@ -65,10 +65,11 @@ def timed_round(allreduce, buf, iters: int, world, wtime) -> float:
 def bench_size(nbytes: int, rounds: int, world, transport) -> dict:
     from allreduce_train.collectives import make_allreduce
     from allreduce_train.comm import wtime
+    from netsim import algorithms
 
     nelems = nbytes // 4
-    algs = {a: make_allreduce(a, world.world_size, world.rank, nelems, transport, np, np.float32)
-            for a in ALGORITHMS}
+    algs = {a: make_allreduce(algorithms.get(a), world.world_size, world.rank, nelems, transport, np,
+                              np.float32) for a in ALGORITHMS}
     ok = {a: check(f, nelems, world.rank, world.world_size) for a, f in algs.items()}
     wrong = world.max_(np.array([not ok[a] for a in ALGORITHMS], dtype=np.float64))
     ok = {a: not w for a, w in zip(ALGORITHMS, wrong)}  # wrong on any rank is wrong
@@ -87,11 +88,11 @@ def bench_size(nbytes: int, rounds: int, world, transport) -> dict:
 
 
 def worker(args) -> None:
-    from allreduce_train.comm import Transport, World, install_abort_hook
+    from allreduce_train.comm import MpiTransport, World, install_abort_hook
 
     install_abort_hook()
     world = World.create()
-    transport = Transport(world.comm)
+    transport = MpiTransport(world)
     results = [bench_size(parse_nbytes(s), args.rounds, world, transport) for s in args.sizes.split(",")]
     if world.is_root:
         with open(args.out, "w") as f:
@@ -103,8 +104,8 @@ def worker(args) -> None:
 def run_world(world_size: int, args) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        argv = [*mpiexec(), "-n", str(world_size), sys.executable, os.path.abspath(__file__), "--worker",
-                "--sizes", args.sizes, "--rounds", str(args.rounds), "--out", out]
+        argv = mpirun_argv(world_size, [sys.executable, os.path.abspath(__file__), "--worker",
+                                        "--sizes", args.sizes, "--rounds", str(args.rounds), "--out", out])
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout_s)
         except subprocess.TimeoutExpired:

@@ -5,10 +5,9 @@
 Two measurements, both printed:
 
 in-run (the figure to quote): one `mpirun -n P` of the default job whose training steps
-    alternate, in blocks of --block steps, between recording on (the recording transport,
-    the step file's commit of every step's record, exactly as `python -m
-    allreduce_train` does) and off (the bare transport, nothing taken or written, as with
-    --no-record). Both kinds of block share the process placement, the caches and the
+    alternate, in blocks of --block steps, between recording on (the executor's readings
+    and the step file's commit of every step's record, exactly as `python -m
+    allreduce_train` does) and off (nothing read, taken or written, as with --no-record). Both kinds of block share the process placement, the caches and the
     machine's state, so the noise between launches (on this 2-core VM running 4 ranks,
     +-20% from one to the next) cancels. Per run: the median step period (one step's start
     to the next one's, the record write included; the first three periods of a block left
@@ -36,44 +35,43 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from netsim.measure import mpiexec  # the launcher choice of calibration and the other benches
+from launch import mpirun_argv  # noqa: E402 ($MPIEXEC, else the mpirun beside this Python)
 
 
 def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
     """Under mpirun: train with recording switched on and off block by block."""
     from allreduce_train import data
     from allreduce_train.__main__ import setup
-    from allreduce_train.comm import World
+    from allreduce_train.comm import MpiTransport, World
     from allreduce_train.train import Trainer
 
     world = World.create()
     cfg, dataset, backend, run_dir = setup(world, job)
-    trainer = Trainer(cfg, world, backend, dataset)  # built as for a recording run
-    bare, recording = trainer.transport, trainer.allreduce.transport
-    log = trainer.new_steps_log(run_dir)
+    trainer = Trainer(cfg, world, backend, dataset, MpiTransport(world))
+    recorder = trainer.new_recorder(run_dir)
     periods = {True: [], False: []}
     parts = {True: [], False: []}  # compute, all-reduce, update, after the step (record write)
-    world.comm.Barrier()
+    world.barrier()
     last = end = split = None
     for step in range(steps):
         if step % trainer.steps_per_epoch == 0:
             order = data.epoch_order(len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch)
         on = ((step // block) % 2 == 0) != off_first
-        trainer.allreduce.transport = recording if on else bare
-        trainer.steps_log = log if on else None  # as run() attaches it, or --no-record
+        if step % block == 0:  # as run() records, or --no-record
+            trainer.record_into(recorder if on else None)
         start = time.perf_counter_ns()
-        # Only periods wholly inside a block, past its first two steps (the recorder counts
-        # the messages anew after a switch, which a real run does once).
+        # Only periods wholly inside a block, past its first two steps (the switch itself
+        # counts the messages again, which a real run does once).
         if last is not None and step % block > 2:
             periods[on].append(start - last)
             parts[on].append((*split, start - end))
         last = start
         t0, t1, t2, t3 = trainer.step(step, order)
         split, end = (t1 - t0, t2 - t1, t3 - t2), t3
-    log.close()
+    recorder.close()
     mine = [[statistics.median(periods[k]), *(statistics.median(p[i] for p in parts[k]) for i in range(4))]
             for k in (True, False)]
-    every = world.comm.gather(mine, root=0)
+    every = world.gather(mine)
     if world.is_root:  # the slowest rank's medians
         on, off = (max(e[k][0] for e in every) for k in (0, 1))
         split = {k: [statistics.median(e[i][j] for e in every) / 1e9 for j in range(1, 5)] for i, k in ((0, "on"), (1, "off"))}
@@ -84,9 +82,9 @@ def in_run(ranks: int, runs: int, block: int, steps: int, job: list[str]) -> lis
     out = []
     for i in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
-            argv = [*mpiexec(), "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker",
-                    "--block", str(block), "--steps", str(steps), *(["--off-first"] if i % 2 else []), "--",
-                    "--run-dir", os.path.join(tmp, "run"), *job]
+            argv = mpirun_argv(ranks, [sys.executable, os.path.abspath(__file__), "--worker", "--block", str(block),
+                                       "--steps", str(steps), *(["--off-first"] if i % 2 else []), "--",
+                                       "--run-dir", os.path.join(tmp, "run"), *job])
             done = subprocess.run(argv, cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
             out.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"in-run {i + 1}/{runs}: on {out[-1]['on_s'] * 1e3:.3f} ms, off {out[-1]['off_s'] * 1e3:.3f} ms, "
@@ -97,8 +95,8 @@ def in_run(ranks: int, runs: int, block: int, steps: int, job: list[str]) -> lis
 def whole_run(ranks: int, record: bool, job: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
-        argv = [*mpiexec(), "-n", str(ranks), sys.executable, "-m", "allreduce_train",
-                "--run-dir", run_dir, *job, *([] if record else ["--no-record"])]
+        argv = mpirun_argv(ranks, [sys.executable, "-m", "allreduce_train", "--run-dir", run_dir, *job,
+                                   *([] if record else ["--no-record"])])
         subprocess.run(argv, cwd=REPO, check=True, capture_output=True, timeout=600)
         with open(os.path.join(run_dir, "summary.json")) as f:
             s = json.load(f)

@@ -13,7 +13,9 @@ import argparse
 import statistics
 import time
 
-from netsim import schedules, simulate, topology
+from netsim import algorithms
+from netsim.cluster import topology
+from netsim.sim import simulate
 
 
 def cluster(nodes: int, oversubscription: float = 1.0) -> topology.Topology:
@@ -32,7 +34,7 @@ def timed(label: str, algorithm: str, nodes: int, nbytes: int, rounds: int) -> N
     walls, result = [], None
     for _ in range(rounds):
         start = time.perf_counter()
-        sched = schedules.build(algorithm, p, nbytes // 4, node_of_rank=topo.node_of_rank(p))
+        sched = algorithms.get(algorithm).schedule(p, nbytes // 4, node_of_rank=topo.node_of_rank(p))
         result = simulate.simulate(sched, topo, itemsize=4)
         walls.append(time.perf_counter() - start)
     print(f"{label:<44} {len(sched.rounds):>6} rounds  wall {statistics.median(walls):6.2f} s "

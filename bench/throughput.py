@@ -22,7 +22,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from netsim.measure import mpiexec  # the launcher choice of calibration: $MPIEXEC, then beside Python
+from launch import mpirun_argv  # $MPIEXEC, else the mpirun beside this Python
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_WORKER = os.path.join(REPO, "bench", "torch_ddp.py")
@@ -63,12 +63,12 @@ def ours_argv(model: Model, p: int, steps: int, allreduce: str, run_dir: str) ->
            "--global-batch", str(model.batch_per_rank * p), "--steps", str(steps),
            "--allreduce", allreduce, "--check-every", "0", "--eval-every", str(steps + 1),
            "--run-dir", run_dir]
-    return cli if p == 1 else [*mpiexec(), "-n", str(p), *cli]
+    return cli if p == 1 else mpirun_argv(p, cli)
 
 
 def step_means_s(run_dir: str, p: int, warmup_steps: int) -> tuple[float, float]:
     """Mean compute_s and comm_s per step, over ranks and post-warm-up steps."""
-    from netsim import rundir
+    from netsim.record import rundir
 
     compute_s, comm_s = [], []
     for rank in range(p):

@@ -4,13 +4,13 @@
         [--sizes 64K,256K,1M,4M,16M,64M] [--rounds 3] [--passes 8] [--save-topology FILE]
 
 1. Measure twice over: per pass and rank count, a calibration probe run (ring all-reduce,
-   and ping-pong at the fewest ranks: what `netsim.measure.measure` runs) beside the
+   and ping-pong at the fewest ranks: what `netsim.sim.measure.measure` runs) beside the
    validation's own, fresh probe run of the ring all-reduce. `--passes` passes, `--rounds`
    rounds per size.
-2. Fit the topology to the calibration runs only (`netsim.calibrate.fit`), unless
+2. Fit the topology to the calibration runs only (`netsim.sim.calibrate.fit`), unless
    --topology gives a calibrated TOML (then only validation runs are made).
-3. Predict every (p, size) of the validation runs with netsim.predict.predict and compare
-   with netsim.predict.errors: both are reports of one schema, so the error is computed.
+3. Predict every (p, size) of the validation runs with netsim.sim.predict.predict and compare
+   with netsim.sim.predict.errors: both are reports of one schema, so the error is computed.
    Measured = the median of every round of every pass.
 
 Why interleaved: this machine is a 2-vCPU virtual machine on a shared host, and it moves
@@ -37,8 +37,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netsim import calibrate, measure, predict, topology  # noqa: E402
-from netsim.report import ms, nbytes  # noqa: E402
+from netsim.algorithms import RING  # noqa: E402
+from netsim.cluster import topology  # noqa: E402
+from netsim.sim import calibrate, measure, predict  # noqa: E402
+from netsim.report.text import ms, nbytes  # noqa: E402
 
 BAR = 0.15
 
@@ -67,7 +69,7 @@ def validate(topo, fresh: dict) -> list[dict]:
     rows = []
     for (p, n), times in allreduce.items():
         measured = measure.measured_report(p, n, times)
-        predicted = predict.predict(topo, "ring", p, n // 4, 4)
+        predicted = predict.predict(topo, RING, p, n // 4, 4)
         rows.append({"p": p, "nbytes": n, "measured": measured, "predicted": predicted,
                      "error": predict.errors(measured, predicted)["allreduce_time_s_median"]})
     return rows

@@ -1,4 +1,8 @@
-"""python -m netsim report | predict | sweep | replay | calibrate: see --help of each."""
+"""python -m netsim report | predict | sweep | replay | calibrate: see --help of each.
+
+Bad input (a file that is not what it should be, a value out of range: InputError) is one
+line on stderr and exit code 2; anything else is a bug of ours and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,17 @@ import json
 import os
 import sys
 
-from . import calibrate, describe, measure, predict, report, rundir, schedules, topology, traffic
+from . import algorithms
+from .cluster import topology
+from .errors import InputError
+from .record import rundir
+from .report import summary, text, traffic
+from .sim import calibrate, measure, predict
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise rundir.RunDirError(message)
+        raise InputError(message)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,19 +52,19 @@ def parser() -> argparse.ArgumentParser:
     c = sized(modelled("predict", "one training step's all-reduce on a modelled cluster",
                        "Simulates the all-reduce of a gradient buffer on a topology and gives its "
                        "closed-form time beside."))
-    c.add_argument("--algorithm", default="ring", choices=list(schedules.ALGORITHMS))
+    c.add_argument("--algorithm", default="ring", choices=algorithms.SCHEDULED)
     c.add_argument("--ranks", type=int, metavar="P", help="ranks (default: every GPU of the topology)")
     c = sized(modelled("sweep", "a scaling table: ranks 2..N, algorithms side by side",
                        "Weak scaling: the same compute per rank at every size; efficiency is compute "
                        "time over step time."))
-    c.add_argument("--algorithms", default=",".join(schedules.ALGORITHMS), metavar="A,B")
+    c.add_argument("--algorithms", default=",".join(algorithms.SCHEDULED), metavar="A,B")
     c.add_argument("--ranks", metavar="P,Q", help="rank counts (default: powers of two up to every GPU)")
     c.add_argument("--plot", metavar="PNG", help="also draw the table (plot extra)")
     c = modelled("replay", "a recorded run's compute and messages on a modelled cluster",
                  "Maps each recorded step (its per-rank compute times and the run's buffer) onto "
                  "the topology and compares predicted with measured times.")
     c.add_argument("run_dir", metavar="RUN_DIR")
-    c.add_argument("--algorithm", choices=list(schedules.ALGORITHMS),
+    c.add_argument("--algorithm", choices=algorithms.SCHEDULED,
                    help="replay with another algorithm (default: the run's)")
     c = sub.add_parser("calibrate", help="measure this machine's MPI and fit a topology of it",
                        description="Runs ping-pong and ring all-reduce sweeps under mpirun "
@@ -87,48 +96,46 @@ def main(argv=None) -> int:
     try:
         args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (rundir.RunDirError, topology.TopologyError, KeyError, TypeError, ValueError) as exc:
-        message = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-        print(f"netsim: error: {message}", file=sys.stderr)
+    except InputError as exc:
+        print(f"netsim: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _report(args) -> int:
-    config, records, summary = rundir.load(args.run_dir)
-    merged = traffic.merge(config, records, complete=summary is not None)
-    figures = report.summarize(config, merged)
-    print(json.dumps(figures, indent=2) if args.json else report.text(config, merged, figures))
+    config, records, totals = rundir.load(args.run_dir)
+    merged = traffic.merge(config, records, complete=totals is not None)
+    figures = summary.summarize(config, merged)
+    print(json.dumps(figures, indent=2) if args.json else text.text(config, merged, figures))
     if args.plots:
-        from . import plots
+        from .report import plots
 
-        try:
-            for path in plots.write_plots(args.run_dir, config, merged):
-                print(f"wrote {path}")
-        except plots.PlotsUnavailable as exc:
-            print(f"netsim: error: {exc}", file=sys.stderr)
-            return 2
+        for path in plots.write_plots(args.run_dir, config, merged):
+            print(f"wrote {path}")
     return 0
 
 
 def _predict(args) -> int:
     topo = topology.load(args.topology)
-    ranks = args.ranks or topo.gpus
-    out = predict.predict(topo, args.algorithm, ranks, args.params, _itemsize(args), args.compute_ms / 1e3)
-    print(json.dumps(out, indent=2) if args.json else describe.prediction(out))
+    ranks = topo.gpus if args.ranks is None else args.ranks
+    out = predict.predict(topo, algorithms.get(args.algorithm), ranks, args.params, _itemsize(args),
+                          args.compute_ms / 1e3)
+    print(json.dumps(out, indent=2) if args.json else predict.prediction_text(out))
     return 0
 
 
 def _sweep(args) -> int:
     topo = topology.load(args.topology)
-    algorithms = [a.strip() for a in args.algorithms.split(",")]
-    unknown = [a for a in algorithms if a not in schedules.ALGORITHMS]
+    _check_directory("--plot", args.plot)
+    names = [a.strip() for a in args.algorithms.split(",")]
+    unknown = [a for a in names if a not in algorithms.SCHEDULED]
     if unknown:
-        raise ValueError(f"--algorithms: unknown {', '.join(unknown)} (choose from {', '.join(schedules.ALGORITHMS)})")
+        raise InputError(f"--algorithms: unknown {', '.join(unknown)} (choose from {', '.join(algorithms.SCHEDULED)})")
     sizes = _sizes(args.ranks, topo.gpus)
-    rows = predict.sweep(topo, algorithms, sizes, args.params, _itemsize(args), args.compute_ms / 1e3)
-    print(json.dumps(rows, indent=2) if args.json else describe.sweep_table(topo, rows, args))
+    rows = predict.sweep(topo, [algorithms.get(a) for a in names], sizes, args.params, _itemsize(args),
+                         args.compute_ms / 1e3)
+    print(json.dumps(rows, indent=2) if args.json else predict.sweep_text(topo, rows, args))
     if args.plot:
-        from . import plots
+        from .report import plots
 
         print(f"wrote {plots.write_sweep_plot(args.plot, topo, rows)}")
     return 0
@@ -136,14 +143,15 @@ def _sweep(args) -> int:
 
 def _replay(args) -> int:
     topo = topology.load(args.topology)
-    config, records, summary = rundir.load(args.run_dir)
-    merged = traffic.merge(config, records, complete=summary is not None)
-    out = predict.replay(config, merged, topo, args.algorithm)
-    measured = report.summarize(config, merged)
+    config, records, totals = rundir.load(args.run_dir)
+    merged = traffic.merge(config, records, complete=totals is not None)
+    algorithm = algorithms.get(args.algorithm) if args.algorithm else merged.algorithm
+    out = predict.replay(config, merged, topo, algorithm)
+    measured = summary.summarize(config, merged)
     out["measured"] = {k: measured.get(k) for k in predict.COMPARED}
-    out["errors"] = predict.errors(measured, out) if (args.algorithm or config["config"]["allreduce"]) \
-        == config["config"]["allreduce"] else {}
-    print(json.dumps(out, indent=2) if args.json else describe.replay(out))
+    # the error of a prediction only where it predicts what was measured
+    out["errors"] = predict.errors(measured, out) if algorithm is merged.algorithm else {}
+    print(json.dumps(out, indent=2) if args.json else predict.replay_text(out))
     return 0
 
 
@@ -156,34 +164,39 @@ def _sizes(text, gpus: int) -> list[int]:
         try:
             sizes = sorted({int(v) for v in text.split(",")})
         except ValueError:
-            raise ValueError(f"--ranks wants comma-separated integers, got {text!r}") from None
+            raise InputError(f"--ranks wants comma-separated integers, got {text!r}") from None
         if sizes[0] < 2 or sizes[-1] > gpus:
-            raise ValueError(f"--ranks must lie in 2..{gpus} (the topology's GPUs), got {text}")
+            raise InputError(f"--ranks must lie in 2..{gpus} (the topology's GPUs), got {text}")
         return sizes
     return [2**k for k in range(1, gpus.bit_length()) if 2**k <= gpus] + ([gpus] if gpus & (gpus - 1) else [])
 
 
+def _check_directory(option: str, path: str | None) -> None:
+    """An output path's directory exists (checked before the work, not after it)."""
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise InputError(f"{option}: no such directory: {os.path.dirname(os.path.abspath(path))}")
+
+
 def _calibrate(args) -> int:
     for option, path in (("--out", args.out), ("--save-measurements", args.save_measurements)):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise ValueError(f"{option}: no such directory: {os.path.dirname(os.path.abspath(path))}")
+        _check_directory(option, path)
     if args.from_measurements:
         try:
             with open(args.from_measurements) as f:
                 measurements = json.load(f)
         except OSError as exc:
-            raise ValueError(f"--from-measurements: cannot read {args.from_measurements}: {exc.strerror}") from None
+            raise InputError(f"--from-measurements: cannot read {args.from_measurements}: {exc.strerror}") from None
         except json.JSONDecodeError as exc:
-            raise ValueError(f"--from-measurements: {args.from_measurements} is not JSON: {exc}") from None
+            raise InputError(f"--from-measurements: {args.from_measurements} is not JSON: {exc}") from None
     else:
         try:
             ranks = sorted({int(v) for v in args.ranks.split(",")})
         except ValueError:
-            raise ValueError(f"--ranks wants comma-separated integers, got {args.ranks!r}") from None
+            raise InputError(f"--ranks wants comma-separated integers, got {args.ranks!r}") from None
         if ranks[0] < 2:
-            raise ValueError(f"--ranks must be at least 2 (the probe needs two ranks), got {args.ranks}")
+            raise InputError(f"--ranks must be at least 2 (the probe needs two ranks), got {args.ranks}")
         if args.rounds < 1 or args.passes < 1:
-            raise ValueError("--rounds and --passes must be positive")
+            raise InputError("--rounds and --passes must be positive")
         log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
         measurements = measure.measure(ranks, args.rounds, args.passes, args.pingpong_sizes, args.sizes,
                                          args.timeout_s, log)

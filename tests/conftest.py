@@ -1,8 +1,9 @@
 """Runs real `mpirun` subprocesses with a hard timeout (the mpi4py test_run.py pattern).
 
-$MPIEXEC chooses the launcher (split with shlex); otherwise the mpirun installed beside this
+The launcher is launch.mpiexec's: $MPIEXEC, otherwise the mpirun installed beside this
 Python (the mpich extra), otherwise the one on PATH. A timeout kills the whole process
-group, so a hung rank fails its test instead of hanging CI.
+group, so a hung rank fails its test instead of hanging CI. Test modules import these
+helpers by name (`from conftest import mpirun`): tests/ is on pytest's pythonpath.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from pathlib import Path
 
 import pytest
 
+import launch
+
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 
 def launcher() -> list[str]:
-    if os.environ.get("MPIEXEC"):
-        return shlex.split(os.environ["MPIEXEC"])
-    found = shutil.which("mpirun", path=str(Path(sys.executable).parent)) or shutil.which("mpirun")
-    if found is None:
-        pytest.fail("no mpirun: install the mpich extra (pip install -e '.[mpich,test]') or set $MPIEXEC")
-    return [found]
+    argv = launch.mpiexec()
+    if shutil.which(argv[0]) is None:
+        pytest.fail(f"no launcher {argv[0]!r}: install the mpich extra (pip install -e '.[mpich,test]') "
+                    f"or set $MPIEXEC")
+    return argv
 
 
 @dataclass
@@ -63,7 +65,7 @@ def run(argv: list[str], timeout: float = 60, env: dict | None = None, cwd=None)
 def mpirun(nranks: int, args: list[str], timeout: float = 60, env: dict | None = None, cwd=None) -> Result:
     """`mpirun -n N python ARGS...`; with N == 0, plain `python ARGS...` (no launcher)."""
     python = [sys.executable, *args]
-    argv = python if nranks == 0 else [*launcher(), "-n", str(nranks), *python]
+    argv = python if nranks == 0 else launch.mpirun_argv(nranks, python, launcher())
     return run(argv, timeout, env, cwd)
 
 

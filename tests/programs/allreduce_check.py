@@ -13,7 +13,8 @@ import sys
 import numpy as np
 
 from allreduce_train import collectives
-from allreduce_train.comm import Transport, World, install_abort_hook
+from allreduce_train.comm import MpiTransport, World, install_abort_hook
+from netsim import algorithms
 
 
 def context(algorithm: str, p: int, n: int) -> dict:
@@ -28,7 +29,7 @@ def context(algorithm: str, p: int, n: int) -> dict:
 install_abort_hook()
 world = World.create()
 p, out_path = world.world_size, sys.argv[1]
-transport = Transport(world.comm)
+transport = MpiTransport(world)
 cases = []
 for dtype in (np.float32, np.float64):
     for n in sorted({0, 1, max(p - 1, 0), p, p + 1, 97, 10**6}):
@@ -36,13 +37,13 @@ for dtype in (np.float32, np.float64):
         reference = np.sum([x.astype(np.float64) for x in inputs], axis=0)
         # rounding bound: p additions, each off by at most eps * |partial sum| <= eps * sum|x|
         bound = p * np.finfo(dtype).eps * np.sum([np.abs(x.astype(np.float64)) for x in inputs], axis=0)
-        for algorithm in collectives.CHOICES:
+        for algorithm in algorithms.ALGORITHMS.values():
             buf = inputs[world.rank].copy()
             collectives.make_allreduce(algorithm, p, world.rank, n, transport, np, dtype,
-                                       **context(algorithm, p, n))(buf)
+                                       **context(algorithm.name, p, n))(buf)
             error = float(np.max(np.abs(buf - reference) / np.maximum(bound, 1e-300),
                                  initial=0.0))
-            cases.append({"dtype": np.dtype(dtype).name, "n": n, "algorithm": algorithm,
+            cases.append({"dtype": np.dtype(dtype).name, "n": n, "algorithm": algorithm.name,
                           "error": error, "result_dtype": buf.dtype.name,
                           "hash": hashlib.sha256(buf.tobytes()).hexdigest()})
 with open(f"{out_path}.{world.rank}", "w") as f:

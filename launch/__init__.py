@@ -1,0 +1,7 @@
+"""How runs are started: finding the MPI launcher and building its argv. The one copy that
+netsim's calibration, the benchmarks and the tests use. Imports nothing of ours (the
+standard library only), so everything may import it. Argv builders are pure functions,
+tested by asserting the argv they return.
+"""
+
+from .local import mpiexec, mpirun_argv  # noqa: F401

@@ -1,0 +1,34 @@
+"""Runs on this machine: the launcher that belongs to this interpreter's MPI, and its argv.
+
+mpi4py is built against one MPI library; a launcher from another starts p processes that
+each believe they are alone. So the launcher is, in order: $MPIEXEC if set (split as a shell
+would), the mpirun installed beside this Python (the mpich extra puts one there), or
+whatever mpirun is on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+
+def mpiexec(environ=None, python: str | None = None) -> list[str]:
+    """The launcher's argv prefix: $MPIEXEC, else the mpirun beside `python` (this
+    interpreter), else the one on PATH, else plain "mpirun" (whose absence the caller's
+    start then reports)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("MPIEXEC"):
+        return shlex.split(environ["MPIEXEC"])
+    beside = Path(python or sys.executable).parent
+    found = shutil.which("mpirun", path=str(beside)) or shutil.which("mpirun", path=environ.get("PATH"))
+    return [found or "mpirun"]
+
+
+def mpirun_argv(world_size: int, command: list[str], launcher: list[str] | None = None) -> list[str]:
+    """`LAUNCHER -n P COMMAND...`: P processes of COMMAND on this machine."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    return [*(mpiexec() if launcher is None else launcher), "-n", str(world_size), *command]

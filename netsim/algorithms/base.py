@@ -1,0 +1,138 @@
+"""What every algorithm is made of: the Algorithm interface, rounds of transfers, chunking,
+and the ring machinery several algorithms share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from netsim.errors import InputError
+
+# Phase names (Round.phase), as the recorder, the reports and the timeline show them.
+REDUCE_SCATTER = "reduce-scatter"
+ALL_GATHER = "all-gather"
+FOLD, UNFOLD = "fold", "unfold"  # halving-doubling for p not a power of two
+REDUCE, BROADCAST = "reduce", "broadcast"  # tree
+INTRA_REDUCE_SCATTER, INTRA_ALL_GATHER = "intra-reduce-scatter", "intra-all-gather"
+INTER_REDUCE_SCATTER, INTER_ALL_GATHER = "inter-reduce-scatter", "inter-all-gather"
+PUSH, PULL = "push", "pull"  # parameter server
+
+
+@dataclass(frozen=True, eq=False)
+class Round:
+    """One round: transfer i moves buf[start[i]:start[i]+count[i]] from src[i] to dst[i]."""
+
+    phase: str
+    index: int  # round number within its phase
+    reduce: bool  # receiver adds into its slice (True) or overwrites it (False)
+    src: np.ndarray
+    dst: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    algorithm: str
+    world_size: int
+    nelems: int
+    rounds: tuple[Round, ...]
+
+    @abstractmethod
+    def elements_sent(self) -> np.ndarray:
+        """Elements each rank sends over the whole collective, indexed by rank."""
+        return self._per_rank("src")
+
+    def elements_received(self) -> np.ndarray:
+        return self._per_rank("dst")
+
+    def messages_sent(self) -> np.ndarray:
+        return sum((np.bincount(r.src, minlength=self.world_size) for r in self.rounds),
+                   np.zeros(self.world_size, dtype=np.int64))
+
+    def _per_rank(self, side: str) -> np.ndarray:
+        total = np.zeros(self.world_size, dtype=np.int64)
+        for r in self.rounds:
+            np.add.at(total, getattr(r, side), r.count)
+        return total
+
+
+def chunk_bounds(nelems: int, nchunks: int) -> np.ndarray:
+    """Offsets of nchunks near-equal chunks (sizes differ by at most one): chunk c is
+    [bounds[c], bounds[c+1]). Chunks may be empty when nelems < nchunks."""
+    return (np.arange(nchunks + 1, dtype=np.int64) * nelems) // nchunks
+
+
+def ring_rounds(rings: np.ndarray, bounds: np.ndarray, phases: tuple[str, str]):
+    """Reduce-scatter and all-gather rounds of several independent rings run side by side.
+
+    rings[g] lists ring g's m ranks in ring order (each sends to the next, the last to the
+    first); bounds[g] holds the m+1 offsets of ring g's chunks. In reduce-scatter round k
+    member i sends chunk (i-k) mod m, in all-gather round k chunk (i+1-k) mod m, as in the
+    module docstring: member i ends the reduce-scatter owning chunk (i+1) mod m."""
+    nrings, m = rings.shape
+    src, dst = rings.ravel(), np.roll(rings, -1, axis=1).ravel()
+    starts, sizes = bounds[:, :-1], np.diff(bounds, axis=1)
+    member, row = np.arange(m), np.arange(nrings)[:, None]
+    out = ([], [])
+    for rounds, phase, reduce, first in zip(out, phases, (True, False), (member, member + 1)):
+        for k in range(m - 1):
+            chunk = (first - k) % m
+            rounds.append(make_round(phase, k, reduce, src, dst, starts[row, chunk].ravel(),
+                                 sizes[row, chunk].ravel()))
+    return out
+
+
+def whole(ranks: np.ndarray, nelems: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, count) of the whole buffer, once per rank."""
+    return np.zeros(len(ranks), dtype=np.int64), np.full(len(ranks), nelems, dtype=np.int64)
+
+
+def make_round(phase, index, reduce, src, dst, start, count) -> Round:
+    # Empty chunks (nelems < p) need no message at all; both ends see the same schedule,
+    # so dropping them here keeps sender and receiver in agreement.
+    keep = count > 0
+    return Round(phase, index, reduce, src[keep], dst[keep], start[keep], count[keep])
+
+
+def check(world_size: int, nelems: int) -> None:
+    if world_size < 1:
+        raise InputError(f"world_size must be >= 1, got {world_size}")
+    if nelems < 0:
+        raise InputError(f"nelems must be >= 0, got {nelems}")
+
+
+class Algorithm(ABC):
+    """An all-reduce algorithm, whole: what it sends (its schedule), how many elements each
+    rank sends (counted from the algorithm's definition, not from the schedule, so the two
+    check each other), and how long it takes (a closed form on a topology). Each algorithm
+    module defines one subclass and one instance of it; `netsim.algorithms.get` finds it by
+    name. Every method takes the same context, and an algorithm ignores what it does not use:
+    node_of_rank (rank r's node; None: all on one node) and segments ((start, count) pairs
+    tiling the buffer, one per layer; None: one per rank).
+    """
+
+    name: str  # as users choose it: --allreduce, --algorithm
+    label: str  # as reports name it
+    formula: str | None  # the elements each rank sends, as people write it
+    scheduled = True  # its messages are a schedule of ours: recorded, counted, simulated
+
+    @abstractmethod
+    def schedule(self, world_size: int, nelems: int, node_of_rank=None, segments=None) -> Schedule | None:
+        """The rounds of one all-reduce of nelems elements on world_size ranks."""
+
+    @abstractmethod
+    def elements_sent(self, world_size: int, nelems: int, node_of_rank=None,
+                      segments=None) -> np.ndarray | None:
+        """Elements each rank sends in one all-reduce, indexed by rank."""
+
+    @abstractmethod
+    def time_s(self, topology, world_size: int, nbytes: float, segments=None) -> float | None:
+        """The closed-form time on `topology` (ranks placed as it places them), with alpha and
+        beta read off the algorithm's own patterns (netsim.algorithms.cost); None where the
+        algorithm has none."""
+
+    def __repr__(self) -> str:
+        return f"<algorithm {self.name}>"

@@ -1,0 +1,54 @@
+"""The vocabulary of the closed forms: alpha-beta-gamma costs, and alpha and beta read off a
+topology for one communication pattern. Each algorithm's own closed form lives in its module.
+
+A message of m bytes between two ranks costs alpha + m * beta (alpha: the path's latency,
+beta: 1 / its bandwidth); reducing m bytes costs m * gamma (Hockney's model, as used by
+Thakur, Rabenseifner & Gropp 2005 and Patarasuk & Yuan 2009). The forms are written for the
+rounds our schedules actually take, so they are exact on an uncontended network when the
+chunks divide evenly (the simulator's tests hold it to 1e-9); otherwise they bound the
+largest chunk, and where flows share links they are an estimate that only the simulator
+refines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AlphaBeta:
+    alpha_s: float
+    beta_s_per_byte: float
+    gamma_s_per_byte: float = 0.0
+
+    def message_s(self, nbytes: float) -> float:
+        return self.alpha_s + nbytes * self.beta_s_per_byte
+
+
+NONE = AlphaBeta(0.0, 0.0)  # a pattern with no transfers
+
+
+def round_alpha_beta(topology, src_rank, dst_rank, world_size: int) -> AlphaBeta:
+    """alpha and beta of one communication pattern on a topology: the largest path latency,
+    and 1 / the smallest fair share any flow gets (a link's bandwidth over the flows of the
+    pattern crossing it). On an uncontended pattern beta is 1 / the path bandwidth; where
+    flows share a NIC or an oversubscribed spine, the sharing is in beta."""
+    gpu = topology.gpu_of_rank(world_size)
+    src, dst = gpu[np.asarray(src_rank)], gpu[np.asarray(dst_rank)]
+    indptr, links = topology.routes(src, dst)
+    flows_on_link = np.bincount(links, minlength=len(topology.bandwidth_bytes_per_s))
+    share = topology.bandwidth_bytes_per_s[links] / flows_on_link[links]
+    lengths = np.diff(indptr)
+    slowest = np.minimum.reduceat(share, indptr[:-1][lengths > 0]).min()
+    return AlphaBeta(float(topology.path_latency_s(src, dst).max()), 1.0 / float(slowest))
+
+
+def path_alpha_beta(topology, src_rank, dst_rank, world_size: int) -> AlphaBeta:
+    """alpha and beta of the farthest and slowest of these paths, each taken alone (for
+    formulas that count the sharing of ports themselves)."""
+    gpu = topology.gpu_of_rank(world_size)
+    src, dst = gpu[np.asarray(src_rank)], gpu[np.asarray(dst_rank)]
+    return AlphaBeta(float(topology.path_latency_s(src, dst).max()),
+                     1.0 / float(topology.path_bandwidth_bytes_per_s(src, dst).min()))

@@ -1,0 +1,120 @@
+"""Hierarchical ring all-reduce: rings inside each node, and rings between the nodes on
+1/L of the data each.
+
+node_of_rank[r] names rank r's node (None: all on one node). Every node must hold the same
+number L of ranks; local rank j is a node's j-th rank in rank order, nodes are taken in
+order of first appearance. N nodes; for 2 nodes of 2 ranks (node 0: ranks 0, 1):
+
+       node 0               node 1
+    +---+   +---+        +---+   +---+
+    | 0 |<->| 1 |        | 2 |<->| 3 |      intra-node rings, chunks of n/L
+    +---+   +---+        +---+   +---+
+      |       |            |       |
+      |       +------------|-------+      inter-node ring of local rank 1
+      +--------------------+              inter-node ring of local rank 0
+
+1. intra-reduce-scatter, L-1 rounds: the ring reduce-scatter inside every node on the
+   buffer cut into L chunks; local rank j ends owning chunk (j+1) mod L summed over its
+   node (the ring's convention, so that one node is exactly the ring).
+2. inter-reduce-scatter and inter-all-gather, N-1 rounds each: the L rings of the ranks
+   with equal local index, one per node in node order, all-reduce their owned chunk,
+   cut into N pieces, all in the same rounds.
+3. intra-all-gather, L-1 rounds: the ring all-gather inside every node.
+
+Chunks sent by each rank for the layout above (A, B: halves of the buffer; A0, A1 the
+halves of A):
+
+    round                  rank 0   rank 1   rank 2   rank 3
+    intra-reduce-scatter 0    A        B        A        B     -> local 0 owns B, local 1 A
+    inter-reduce-scatter 0    B0       A0       B1       A1
+    inter-all-gather 0        B1       A1       B0       A0    -> local 0 has B, local 1 A
+    intra-all-gather 0        B        A        B        A     -> every rank has everything
+
+2(L-1) + 2(N-1) rounds. Per rank, exactly: what local rank j sends in a ring of L on the
+whole buffer, plus what node m sends in a ring of N on the chunk local rank j owns (see
+ring.member_sent). With L N | n: 2(L-1)/L * n inside the node and 2(N-1)/N * n/L between
+nodes, together 2(p-1)/p * n, the flat ring's bytes; but only a 1/L share of them leaves
+the node, where on a flat ring over the same ranks (nodes of consecutive ranks) the last
+rank of each node sends all of its 2(p-1)/p * n across the network. One node (N = 1) and
+one rank per node (L = 1, nodes in rank order) are the ring's transfers exactly.
+Every piece's sum is formed on one rank, so all ranks end bit-identical.
+
+In time, the closed form is the intra-node ring's 2(L-1) rounds of n/L and the L inter-node
+rings' 2(N-1) rounds of n/(L N), one after the other, alpha and beta of each read off the
+topology with all rings of a phase running at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import (INTER_ALL_GATHER, INTER_REDUCE_SCATTER, INTRA_ALL_GATHER, INTRA_REDUCE_SCATTER,
+                   Algorithm, Schedule, check, chunk_bounds, ring_rounds)
+from .cost import NONE, round_alpha_beta
+from .ring import member_sent
+from netsim.errors import InputError
+
+
+class HierarchicalRing(Algorithm):
+    name, label = "hierarchical-ring", "hierarchical ring all-reduce"
+    formula = "2(L-1)/L x n inside a node + 2(N-1)/N x n/L between nodes"
+
+    def schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
+        check(world_size, nelems)
+        layout = node_layout(world_size, node_of_rank)  # (N, L): node m's ranks in rank order
+        nnodes, local = layout.shape
+        outer = chunk_bounds(nelems, local)
+        intra_rs, intra_ag = ring_rounds(layout, np.tile(outer, (nnodes, 1)),
+                                         (INTRA_REDUCE_SCATTER, INTRA_ALL_GATHER))
+        owned = (np.arange(local) + 1) % local  # chunk each local rank owns after step 1
+        inner = np.array([outer[c] + chunk_bounds(outer[c + 1] - outer[c], nnodes) for c in owned])
+        inter_rs, inter_ag = ring_rounds(layout.T, inner, (INTER_REDUCE_SCATTER, INTER_ALL_GATHER))
+        return Schedule(self.name, world_size, nelems, tuple(intra_rs + inter_rs + inter_ag + intra_ag))
+
+    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:
+        check(world_size, nelems)
+        layout = node_layout(world_size, node_of_rank)
+        nnodes, local = layout.shape
+        owned = np.diff(chunk_bounds(nelems, local))[(np.arange(local) + 1) % local]
+        out = np.zeros(world_size, dtype=np.int64)
+        out[layout] = member_sent(local, nelems)[None, :] + np.column_stack(
+            [member_sent(nnodes, int(size)) for size in owned])
+        return out
+
+    def time_s(self, topology, world_size, nbytes, segments=None) -> float | None:
+        p = world_size
+        if p <= 1:
+            return 0.0
+        try:
+            local = node_layout(p, topology.node_of_rank(p))
+        except InputError:  # uneven nodes: the algorithm does not run there
+            return None
+        N, L = local.shape
+        intra = round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=1).ravel(), p) \
+            if L > 1 else NONE
+        inter = round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=0).ravel(), p) \
+            if N > 1 else NONE
+        t = 2 * (L - 1) * intra.message_s(nbytes / L) + (L - 1) * nbytes / L * intra.gamma_s_per_byte
+        piece = nbytes / (L * N)
+        return t + 2 * (N - 1) * inter.message_s(piece) + (N - 1) * piece * inter.gamma_s_per_byte
+
+
+def node_layout(world_size: int, node_of_rank) -> np.ndarray:
+    """(N, L) array of ranks: row m is the m-th node (in order of first appearance), its
+    ranks in increasing order."""
+    if node_of_rank is None:
+        return np.arange(world_size, dtype=np.int64)[None, :]
+    nodes = list(node_of_rank)
+    if len(nodes) != world_size:
+        raise InputError(f"node_of_rank has {len(nodes)} entries for {world_size} ranks")
+    members: dict = {}
+    for rank, node in enumerate(nodes):
+        members.setdefault(node, []).append(rank)
+    if len({len(ranks) for ranks in members.values()}) > 1:
+        counts = ", ".join(f"node {node}: {len(ranks)}" for node, ranks in members.items())
+        raise InputError(f"hierarchical-ring needs the same number of ranks on every node, "
+                         f"got ranks per node {counts}")
+    return np.array(list(members.values()), dtype=np.int64)
+
+
+HIERARCHICAL_RING = HierarchicalRing()

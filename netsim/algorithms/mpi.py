@@ -1,0 +1,28 @@
+"""MPI_Allreduce: the library's own all-reduce, the naive sibling the schedules are tested
+against (one call, and the library chooses its algorithm by size and rank count).
+
+Its messages are the library's business: it has no schedule of ours, so its bytes are not
+observable (a report that claimed them would put invented numbers into a report about real
+traffic) and it cannot be simulated. Its stalls and its time still are measured.
+"""
+
+from __future__ import annotations
+
+from .base import Algorithm
+
+
+class Mpi(Algorithm):
+    name, label, formula = "mpi", "MPI_Allreduce", None
+    scheduled = False
+
+    def schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> None:
+        return None
+
+    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> None:
+        return None
+
+    def time_s(self, topology, world_size, nbytes, segments=None) -> None:
+        return None
+
+
+MPI = Mpi()

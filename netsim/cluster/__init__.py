@@ -1,0 +1,5 @@
+"""Clusters of GPUs as directed links: the topology TOML format (topofile), how links are laid
+out and routed (links), and the Topology with its presets and rank placement (topology).
+May import NumPy and netsim.errors only. The presets are hardware anyone can buy or rent; a
+topology of one's own machine is what `python -m netsim calibrate` writes.
+"""

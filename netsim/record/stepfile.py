@@ -1,0 +1,165 @@
+"""The step file: each rank's raw step records, binary, written as the steps run.
+
+Why binary and memory-mapped: the default job's step is ~0.6 ms on 4 ranks sharing 2
+cores, and there every microsecond a rank adds to its step costs the step about 1%
+(bench/recording_overhead.py); formatting a JSON line took ~4 us and its write() system
+call ~1 us more. A store into a MAP_SHARED map takes neither, and lands in the page cache
+at once, so a rank that crashes or is killed keeps every step it finished, exactly as a
+write() would (the OS writes the pages back whether or not the process lives).
+netsim.record.recorder writes the file; `read` here turns it back into the step records
+netsim merges. The merged, readable per-step per-rank JSON Lines are steps.jsonl, which
+rank 0 writes at the end of the run (netsim.report.files).
+
+The file is a sequence of frames, little-endian, each
+    u32 size (of the whole frame), u32 kind, payload, u32 size again
+and a frame counts only once its closing size is written (it is written last): a frame cut
+short by a crash fails that check and is dropped. Every frame starts at a multiple of 8
+bytes (JSON payloads are padded with spaces), so that the readings of a step are 8-byte
+slots. Zero bytes, or the header of a step frame not yet closed, follow the last frame (the
+file grows while the run is alive and is cut to its length at the end).
+
+    kind 0  header      JSON: {"format": "allreduce_train steps", "version": 3, "rank": R,
+                        "steps_per_epoch": E, "samples": S (this rank's rows in every step)}
+    kind 1  messages    JSON: bytes_sent, bytes_recv, messages, links ([src, dst, bytes,
+                        messages] per peer sent to) and round_labels ([phase, index] or null
+                        per round): what every following step sent, until the next kind 1;
+                        all null where the collective hid its messages (MPI_Allreduce)
+    kind 2  step        for the R rounds of the last kind-1 frame (none if R is 0), R + 1
+                        i64 clock readings: when round 0 was posted, then when each round
+                        ended, which is when the next one was posted (a round ends once its
+                        data is in place: received, and added where the round reduces);
+                        then i64 step; f64 loss; i64 t_start_ns, t_comm_ns, t_comm_end_ns,
+                        t_end_ns; 4 zero bytes
+
+The readings come first because they are written first, into the open frame as the
+collective runs; the step's own fields close the frame. A step stores only what cannot be
+derived: epoch is step // E, samples is S, compute_s is (t_comm_ns - t_start_ns + t_end_ns -
+t_comm_end_ns) / 1e9 and comm_s is (t_comm_end_ns - t_comm_ns) / 1e9, exactly as training
+computes them. Version 3 is the first format any release writes (1 and 2 were development
+formats, never released, and are not read).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from netsim.errors import InputError
+
+FORMAT = {"format": "allreduce_train steps", "version": 3}
+HEADER, MESSAGES, STEP = 0, 1, 2
+FRAME = struct.Struct("<II")  # size, kind
+SIZE = struct.Struct("<I")  # the closing size
+FIELDS = ("step", "loss", "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns")
+FIELDS_FORMAT = "qdqqqq4x"  # a step's fields, after its readings
+TALLY = ("bytes_sent", "bytes_recv", "messages", "links", "round_labels")
+
+
+class StepFileError(InputError):
+    """A step file that is not one, or is damaged before its end."""
+
+
+def readings(nrounds: int) -> int:
+    """How many clock readings a step of `nrounds` rounds stores."""
+    return nrounds + 1 if nrounds else 0
+
+
+def step_struct(nrounds: int) -> struct.Struct:
+    """A whole step frame: its header, readings, fields and closing size."""
+    return struct.Struct("<II" + "q" * readings(nrounds) + FIELDS_FORMAT + "I")
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    """A whole frame of JSON payload, padded (with spaces, which JSON allows) to 8 bytes."""
+    payload += b" " * (-(len(payload) + FRAME.size + SIZE.size) % 8)
+    size = FRAME.size + len(payload) + SIZE.size
+    return FRAME.pack(size, kind) + payload + SIZE.pack(size)
+
+
+def header(rank: int, steps_per_epoch: int, samples: int) -> bytes:
+    return frame(HEADER, json.dumps({**FORMAT, "rank": rank, "steps_per_epoch": steps_per_epoch,
+                                     "samples": samples}).encode())
+
+
+def messages(tally) -> bytes:
+    return frame(MESSAGES, json.dumps({k: getattr(tally, k) for k in TALLY}).encode())
+
+
+def read(path: str) -> list[dict]:
+    """The step records of one rank's file, as netsim merges them (rounds as [phase, index,
+    posted_ns, completed_ns] per labelled round). A last frame cut short is left out."""
+    with open(path, "rb") as f:
+        data = f.read()
+    records, tally, layout, head, offset = [], None, None, None, 0
+    while offset + FRAME.size <= len(data):
+        size, kind = FRAME.unpack_from(data, offset)
+        if size == 0:
+            break
+        end = offset + size
+        if end > len(data) or size < FRAME.size + SIZE.size or SIZE.unpack_from(data, end - SIZE.size)[0] != size:
+            if data[min(end, len(data)):].strip(b"\0"):  # more follows: not a crash's cut
+                raise StepFileError(f"{path}: damaged at byte {offset}")
+            break
+        payload = data[offset + FRAME.size:end - SIZE.size]
+        if offset == 0:
+            head = _header(path, payload if kind == HEADER else b"")
+        elif kind == MESSAGES:
+            tally = _json(path, payload, offset)
+            nreadings = readings(len(tally["round_labels"] or ()))
+            layout = struct.Struct("<" + "q" * nreadings + FIELDS_FORMAT)
+        elif kind == STEP:
+            if tally is None or layout.size != len(payload):
+                raise StepFileError(f"{path}: step at byte {offset} does not match its messages frame")
+            values = layout.unpack_from(payload)
+            records.append(_record(dict(zip(FIELDS, values[nreadings:])), head, tally, values[:nreadings]))
+        elif kind == HEADER:
+            raise StepFileError(f"{path}: a second header at byte {offset}")
+        else:
+            raise StepFileError(f"{path}: unknown frame kind {kind} at byte {offset}")
+        offset = end
+    if offset == 0 and data.strip(b"\0"):
+        raise StepFileError(f"{path}: not a step record file")
+    return records
+
+
+def rounds(labels, times) -> list | None:
+    """[phase, index, posted_ns, completed_ns] per labelled round, from the round labels and
+    the step's clock readings."""
+    if labels is None:
+        return None
+    return [[label[0], label[1], times[i], times[i + 1]] for i, label in enumerate(labels) if label is not None]
+
+
+def _record(fields: dict, head: dict, tally: dict, times: tuple) -> dict:
+    """The fields a step does not store, derived as training does, and its tally's."""
+    step, t0, t1, t2, t3 = (fields[k] for k in ("step", "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns"))
+    return {"step": step, "epoch": step // head["steps_per_epoch"], "samples": head["samples"],
+            "loss": fields["loss"], "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9, "comm_s": (t2 - t1) / 1e9,
+            "t_start_ns": t0, "t_comm_ns": t1, "t_comm_end_ns": t2, "t_end_ns": t3,
+            **{k: tally[k] for k in TALLY[:4]}, "rounds": rounds(tally["round_labels"], times)}
+
+
+def _json(path: str, payload: bytes, offset: int):
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise StepFileError(f"{path}: damaged at byte {offset}") from None
+
+
+def _header(path: str, payload: bytes) -> dict:
+    try:
+        head = json.loads(payload)
+    except ValueError:
+        head = None
+    if not isinstance(head, dict) or head.get("format") != FORMAT["format"]:
+        raise StepFileError(f"{path}: not a step record file")
+    if head.get("version") != FORMAT["version"]:
+        raise StepFileError(f"{path}: step file format version {head.get('version')}; this netsim reads "
+                            f"version {FORMAT['version']}")
+    if not (_count(head.get("steps_per_epoch"), 1) and _count(head.get("samples"), 0)):
+        raise StepFileError(f"{path}: damaged header (steps_per_epoch, samples)")
+    return head
+
+
+def _count(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least

@@ -1,0 +1,61 @@
+"""The merged files rank 0 writes at the end of a run (and `python -m netsim report` can
+rewrite): steps.jsonl (one line per step per rank, on one clock), links.csv (per step per
+directed link) and timeline.json (Chrome trace). Each is written whole or not at all."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from netsim.record import rundir
+
+from . import timeline
+from .traffic import Traffic
+
+STEP_COLUMNS = ("epoch", "samples", "loss", "compute_s", "comm_s", "wait_s", "transfer_s",
+                "caused_wait_s", "bytes_sent", "bytes_recv", "messages")
+
+
+def write_outputs(run_dir: str, config: dict, traffic: Traffic, traced_steps) -> None:
+    _write_steps(os.path.join(run_dir, "steps.jsonl"), traffic)
+    _write_links(os.path.join(run_dir, "links.csv"), traffic)
+    rundir.write_json(os.path.join(run_dir, "timeline.json"),
+                      timeline.chrome_trace(config, traffic, traced_steps))
+
+
+def _write_steps(path: str, traffic: Traffic) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for s, step in enumerate(traffic.steps):
+            for rank in range(traffic.world_size):
+                row = {"step": int(step), "rank": rank, "node": int(traffic.node_of_rank[rank])}
+                for k in STEP_COLUMNS:
+                    v = traffic.table[k][s, rank]
+                    row[k] = None if np.isnan(v) else (int(v) if k in _INTS else float(v))
+                if traffic.peer_not_ready_s is not None:
+                    row["rounds"] = [
+                        {"phase": ph, "round": ix, "peer_not_ready_s": float(traffic.peer_not_ready_s[s, rank, k]),
+                         "transfer_s": float(traffic.round_transfer_s[s, rank, k])}
+                        for k, (ph, ix) in enumerate(traffic.round_labels)
+                        if not np.isnan(traffic.peer_not_ready_s[s, rank, k])]
+                f.write(json.dumps(row, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+_INTS = {"epoch", "samples", "bytes_sent", "bytes_recv", "messages"}
+
+
+def _write_links(path: str, traffic: Traffic) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["step", "src", "dst", "src_node", "dst_node", "intra_node", "sent_bytes", "messages"])
+        for step, src, dst, nbytes, messages in (traffic.links if traffic.links is not None else []):
+            a, b = traffic.node_of_rank[src], traffic.node_of_rank[dst]
+            out.writerow([step, src, dst, a, b, int(a == b), nbytes, messages])
+    os.replace(tmp, path)
+
+

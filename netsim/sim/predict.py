@@ -1,0 +1,163 @@
+"""Predictions on a modelled cluster: one step, a scaling sweep, the replay of a real run,
+and their text.
+
+A prediction is reported with the same keys as a measured run's traffic summary
+(`netsim.report.summary`): allreduce_time_s_median, algbw_bytes_per_s, busbw_bytes_per_s,
+bytes_sent_per_step_by_rank, per_step_mean_by_rank. So `errors(measured, predicted)` is a
+computation, never an eyeballed comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netsim.algorithms import Algorithm
+from netsim.errors import InputError
+from netsim.report.text import gbps, ms, nbytes
+
+from . import simulate
+
+COMPARED = ("allreduce_time_s_median", "algbw_bytes_per_s", "busbw_bytes_per_s")
+
+
+def predict(topology, algorithm: Algorithm, world_size: int, nelems: int, itemsize: int = 4,
+            compute_s=0.0, segments=None, gamma_s_per_byte: float | None = None) -> dict:
+    """One training step: every rank computes (compute_s: one value or one per rank), then
+    the all-reduce runs on the topology. The collective's own time starts when the last
+    rank arrives, as in measured reports. gamma_s_per_byte: the cost of adding a received
+    byte; None: the topology's [compute] reduce_gbyte_per_s (0 without one)."""
+    p = world_size
+    if not algorithm.scheduled:
+        raise InputError(f"{algorithm.label} has no schedule of ours to simulate")
+    schedule = algorithm.schedule(p, nelems, node_of_rank=topology.node_of_rank(p), segments=segments)
+    compute = np.broadcast_to(np.asarray(compute_s, dtype=float), (p,)).copy()
+    sim = simulate.simulate(schedule, topology, itemsize, start_s=compute, gamma_s_per_byte=gamma_s_per_byte)
+    collective_s = float(sim.finish_s.max() - compute.max())
+    nbytes = nelems * itemsize
+    step_s = float(sim.finish_s.max())
+    comm = sim.finish_s - compute
+    wait = compute.max() - compute
+    out = {
+        "world_size": p, "algorithm": algorithm.name, "buffer_bytes": nbytes, "topology": topology.name,
+        "allreduce_time_s_median": collective_s,
+        "algbw_bytes_per_s": nbytes / collective_s if collective_s > 0 else None,
+        "bytes_sent_per_step_by_rank": (schedule.elements_sent() * itemsize).tolist(),
+        "per_step_mean_by_rank": {"compute_s": compute.tolist(), "comm_s": comm.tolist(),
+                                  "wait_s": wait.tolist(), "transfer_s": (comm - wait).tolist()},
+        "step_time_s": step_s,
+        "comm_share": float(np.mean(comm) / step_s) if step_s > 0 else 0.0,
+        "closed_form_s": algorithm.time_s(topology, p, nbytes, segments=segments),
+    }
+    out["busbw_bytes_per_s"] = out["algbw_bytes_per_s"] * 2 * (p - 1) / p if out["algbw_bytes_per_s"] else None
+    out.update(_links(topology, sim))
+    return out
+
+
+def _links(topology, sim: simulate.Simulation) -> dict:
+    busiest = np.argsort(sim.link_busy_s)[::-1][:5]
+    return {
+        "bottleneck_link": topology.link_names[sim.bottleneck_link],
+        "bottleneck_utilisation": float(sim.utilisation[sim.bottleneck_link]),
+        "busiest_links": [{"link": topology.link_names[i], "bytes": float(sim.link_bytes[i]),
+                           "utilisation": float(sim.utilisation[i])} for i in busiest if sim.link_bytes[i] > 0],
+        "total_link_bytes": float(sim.link_bytes.sum()),
+    }
+
+
+def errors(measured: dict, predicted: dict) -> dict:
+    """Relative error of each prediction: predicted / measured - 1."""
+    return {k: predicted[k] / measured[k] - 1 for k in COMPARED
+            if measured.get(k) and predicted.get(k) is not None}
+
+
+def sweep(topology, algorithms, world_sizes, nelems: int, itemsize: int = 4, compute_s: float = 0.0) -> list[dict]:
+    """Weak scaling: the same per-rank compute at every size; efficiency = compute / step time
+    (1 when communication costs nothing)."""
+    rows = []
+    for p in world_sizes:
+        for algorithm in algorithms:
+            try:
+                r = predict(topology, algorithm, p, nelems, itemsize, compute_s)
+            except InputError as exc:  # e.g. a hierarchical ring on uneven nodes
+                rows.append({"world_size": p, "algorithm": algorithm.name, "error": str(exc)})
+                continue
+            r["scaling_efficiency"] = compute_s / r["step_time_s"] if r["step_time_s"] > 0 else 1.0
+            rows.append(r)
+    return rows
+
+
+def replay(config: dict, traffic, topology, algorithm: Algorithm | None = None, max_steps: int = 200) -> dict:
+    """A recorded run on another network: each recorded step's per-rank compute times and the
+    run's buffer, through the run's algorithm (or another), on the topology."""
+    p = config["world_size"]
+    algorithm = algorithm or traffic.algorithm
+    if not algorithm.scheduled:
+        raise InputError(f"the run used {algorithm.label}, whose messages are unknown: choose the "
+                         f"algorithm to replay it with (--algorithm)")
+    itemsize = config["buffer_bytes"] // config["nparams"]
+    compute = traffic.table["compute_s"]
+    pick = np.linspace(0, len(compute) - 1, min(max_steps, len(compute))).astype(int) if len(compute) else []
+    steps = [predict(topology, algorithm, p, config["nparams"], itemsize, compute[s]) for s in pick]
+    if not steps:
+        raise InputError("the run has no step recorded on every rank")
+    out = dict(steps[len(steps) // 2])
+    for key in ("allreduce_time_s_median", "step_time_s"):
+        out[key] = float(np.median([s[key] for s in steps]))
+    out["algbw_bytes_per_s"] = out["buffer_bytes"] / out["allreduce_time_s_median"]
+    out["busbw_bytes_per_s"] = out["algbw_bytes_per_s"] * 2 * (p - 1) / p if p > 1 else None
+    out["steps_replayed"] = len(steps)
+    out["measured_step_time_s"] = float(np.median(traffic.times["t_end"].max(axis=1) - traffic.times["t_start"].min(axis=1)))
+    return out
+
+
+# --- text ------------------------------------------------------------------------
+
+
+def prediction_text(o: dict) -> str:
+    closed = "" if o["closed_form_s"] is None else f" (closed form {ms(o['closed_form_s'])})"
+    lines = [
+        f"{o['algorithm']} all-reduce of {nbytes(o['buffer_bytes'])} on {o['world_size']} ranks of "
+        f"\"{o['topology']}\"",
+        f"  all-reduce {ms(o['allreduce_time_s_median'])}{closed}; algbw {gbps(o['algbw_bytes_per_s'])}, "
+        f"busbw {gbps(o['busbw_bytes_per_s'])}",
+        f"  bytes sent per rank: up to {nbytes(max(o['bytes_sent_per_step_by_rank']))}; "
+        f"{nbytes(o['total_link_bytes'])} crossed links in all",
+        f"  bottleneck link {o['bottleneck_link']}, busy {o['bottleneck_utilisation']:.0%} of the time",
+    ]
+    lines += [f"    {l['link']:<28} {nbytes(l['bytes']):>12}  {l['utilisation']:>5.0%} busy" for l in o["busiest_links"]]
+    compute = max(o["per_step_mean_by_rank"]["compute_s"])
+    if compute > 0:
+        lines.append(f"  step with {ms(compute)} of compute: {ms(o['step_time_s'])}, communication "
+                     f"{o['comm_share']:.0%} of it")
+    return "\n".join(lines)
+
+
+def sweep_text(topo, rows: list[dict], args) -> str:
+    head = (f"weak scaling on \"{topo.name}\": {args.params:,} parameters ({args.dtype}), "
+            f"{args.compute_ms:g} ms compute per step")
+    lines = [head, f"{'ranks':>6}  {'algorithm':<18} {'all-reduce':>11} {'step':>11} {'comm':>6} "
+                   f"{'efficiency':>10} {'busbw':>11}  bottleneck"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['world_size']:>6}  {r['algorithm']:<18} {r['error']}")
+            continue
+        lines.append(f"{r['world_size']:>6}  {r['algorithm']:<18} {ms(r['allreduce_time_s_median']):>11} "
+                     f"{ms(r['step_time_s']):>11} {r['comm_share']:>6.0%} {r['scaling_efficiency']:>10.0%} "
+                     f"{gbps(r['busbw_bytes_per_s']):>11}  {r['bottleneck_link']}")
+    return "\n".join(lines)
+
+
+def replay_text(o: dict) -> str:
+    """pred/meas-1 is the prediction's error when the topology models the machine the run was
+    measured on (see calibrate); on another cluster it is how much faster or slower it would be."""
+    m, e = o["measured"], o["errors"]
+    lines = [f"replay of {o['steps_replayed']} recorded steps: {o['algorithm']} all-reduce of "
+             f"{nbytes(o['buffer_bytes'])} on {o['world_size']} ranks of \"{o['topology']}\"",
+             f"  {'':<22} {'predicted':>12} {'measured':>12} {'pred/meas-1':>12}"]
+    for key, label, fmt in (("allreduce_time_s_median", "all-reduce (median)", ms),
+                            ("algbw_bytes_per_s", "algbw", gbps), ("busbw_bytes_per_s", "busbw", gbps)):
+        err = f"{e[key]:+.0%}" if key in e else "-"
+        lines.append(f"  {label:<22} {fmt(o[key]):>12} {fmt(m.get(key)):>12} {err:>12}")
+    lines.append(f"  step time (median): predicted {ms(o['step_time_s'])}, measured {ms(o['measured_step_time_s'])}")
+    lines.append(f"  bottleneck link {o['bottleneck_link']}, busy {o['bottleneck_utilisation']:.0%} of the time")
+    return "\n".join(lines)

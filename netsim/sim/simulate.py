@@ -1,0 +1,173 @@
+"""Executes a schedule on a modelled network: the event-driven tier beside the closed forms.
+
+Each round's transfers become flows along their routes. Flows that share a link share its
+bandwidth max-min fairly (progressive filling: the most constrained link fixes the rate of
+its flows, the capacity left is shared among the rest, and so on), and every time a flow
+finishes the rest are re-shared. A flow takes its path latency plus its bytes at that
+rate; a receiver that reduces spends gamma seconds per byte adding.
+
+What the processors add, from the topology's [compute] table (netsim.cluster.topofile): gamma
+(unless given) is 1 / reduce_gbyte_per_s; every transfer costs message_overhead_us on top
+of its path latency; and where a node holds more ranks than its `cores`, ranks time-share
+them, so both of those take ceil(ranks / cores) times as long (a round waits for the
+busiest core). A node with a cache (intra_node.cache_bytes) moves data at the cache
+bandwidth while its ranks' buffers (the buffer and the reduce scratch of each) fit in it.
+
+Ranks are not globally in lock-step: a rank begins a round when it and its partners in
+that round have finished their previous one (as the MPI executor does), so per-rank start
+times (compute skew, stragglers) delay exactly the ranks that depend on them. The one
+simplification: flows of a round are shared as if they overlapped in time.
+
+Everything is vectorised over the flows of a round; routes are cached per communication
+pattern (a ring repeats the same pattern every round).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netsim.algorithms import Schedule
+
+
+@dataclass(frozen=True, eq=False)
+class Simulation:
+    time_s: float  # from the earliest start to the last rank's finish
+    start_s: np.ndarray  # per rank
+    finish_s: np.ndarray  # per rank
+    link_bytes: np.ndarray  # (L,) bytes carried by each link
+    link_busy_s: np.ndarray  # (L,) bytes / bandwidth: time the link was needed
+    nbytes: int  # buffer bytes
+    world_size: int
+
+    @property
+    def algbw_bytes_per_s(self) -> float:
+        return self.nbytes / self.time_s if self.time_s > 0 else float("inf")
+
+    @property
+    def busbw_bytes_per_s(self) -> float:
+        p = self.world_size
+        return self.algbw_bytes_per_s * 2 * (p - 1) / p if p > 1 else 0.0
+
+    @property
+    def utilisation(self) -> np.ndarray:
+        return self.link_busy_s / self.time_s if self.time_s > 0 else np.zeros_like(self.link_busy_s)
+
+    @property
+    def bottleneck_link(self) -> int:
+        return int(np.argmax(self.link_busy_s))
+
+
+@dataclass(frozen=True, eq=False)
+class _Pattern:
+    """The routes of one round's flows, in CSR form, with what progressive filling needs."""
+
+    links: np.ndarray  # concatenated link ids of all flows
+    lengths: np.ndarray  # links per flow
+    flow_of_entry: np.ndarray
+    starts: np.ndarray  # indptr[:-1] of flows with a non-empty route
+    routed: np.ndarray  # bool per flow: has at least one link
+    latency_s: np.ndarray  # per flow
+
+
+def simulate(schedule: Schedule, topology, itemsize: int = 4, start_s=None,
+             gamma_s_per_byte: float | None = None) -> Simulation:
+    p = schedule.world_size
+    gpu = topology.gpu_of_rank(p)
+    sharing = topology.core_sharing(p)
+    gamma = (topology.reduce_s_per_byte if gamma_s_per_byte is None else gamma_s_per_byte) * sharing
+    overhead_s = topology.message_overhead_s * sharing
+    if "cache_bytes" in topology.spec["intra_node"]:
+        bandwidth = topology.bandwidth_for(_resident_bytes(schedule, topology, itemsize))
+    else:
+        bandwidth = np.asarray(topology.bandwidth_bytes_per_s, dtype=float)
+    ready = np.zeros(p) if start_s is None else np.array(start_s, dtype=float)
+    start = ready.copy()
+    link_bytes = np.zeros(len(bandwidth))
+    patterns: dict[bytes, _Pattern] = {}
+    durations: dict[tuple, np.ndarray] = {}
+    for rnd in schedule.rounds:
+        if len(rnd.src) == 0:
+            continue
+        key = rnd.src.tobytes() + b"|" + rnd.dst.tobytes()
+        pattern = patterns.get(key)
+        if pattern is None:
+            pattern = patterns[key] = _route(topology, gpu[rnd.src], gpu[rnd.dst])
+        nbytes = rnd.count * itemsize
+        dkey = (key, nbytes.tobytes())
+        if dkey not in durations:
+            durations[dkey] = _transfer_s(pattern, nbytes.astype(float), bandwidth) + pattern.latency_s + overhead_s
+        took = durations[dkey] + (nbytes * gamma if rnd.reduce else 0.0)
+        end = np.maximum(ready[rnd.src], ready[rnd.dst]) + took
+        np.maximum.at(ready, rnd.src, end)
+        np.maximum.at(ready, rnd.dst, end)
+        link_bytes += np.bincount(pattern.links, weights=np.repeat(nbytes, pattern.lengths),
+                                  minlength=len(bandwidth))
+    time_s = float(ready.max() - start.min()) if p else 0.0
+    return Simulation(time_s, start, ready, link_bytes, link_bytes / bandwidth,
+                      schedule.nelems * itemsize, p)
+
+
+def _resident_bytes(schedule: Schedule, topology, itemsize: int) -> np.ndarray:
+    """Bytes each node's ranks hold during the collective: the buffer, and the scratch that
+    the MPI executor receives reduced chunks into (the largest round's incoming data)."""
+    p = schedule.world_size
+    scratch = np.zeros(p)
+    for rnd in schedule.rounds:
+        if rnd.reduce:
+            np.maximum(scratch, np.bincount(rnd.dst, weights=rnd.count, minlength=p), out=scratch)
+    return np.bincount(topology.node_of_rank(p), weights=(schedule.nelems + scratch) * itemsize,
+                       minlength=topology.nodes)
+
+
+def _route(topology, src_gpu, dst_gpu) -> _Pattern:
+    indptr, links = topology.routes(src_gpu, dst_gpu)
+    lengths = np.diff(indptr)
+    return _Pattern(links=np.asarray(links, dtype=np.int64), lengths=lengths,
+                    flow_of_entry=np.repeat(np.arange(len(lengths)), lengths),
+                    starts=indptr[:-1][lengths > 0], routed=lengths > 0,
+                    latency_s=np.asarray(topology.path_latency_s(src_gpu, dst_gpu), dtype=float))
+
+
+def _transfer_s(pattern: _Pattern, nbytes: np.ndarray, bandwidth: np.ndarray) -> np.ndarray:
+    """Time each flow needs to move its bytes when flows share links max-min fairly and are
+    re-shared whenever one finishes (flows without links, on one GPU, take no time)."""
+    finish = np.zeros(len(nbytes))
+    remaining = nbytes.copy()
+    active = pattern.routed & (remaining > 0)
+    now = 0.0
+    while active.any():
+        rate = _max_min_rates(pattern, active, bandwidth)
+        to_go = np.full(len(nbytes), np.inf)
+        to_go[active] = remaining[active] / rate[active]
+        step = to_go.min()
+        # flows that end within a relative 1e-12 of the first end together: one event
+        ending = active & (to_go <= step * (1 + 1e-12))
+        finish[ending] = now + to_go[ending]
+        remaining[active] -= rate[active] * step
+        now += step
+        active &= ~ending
+    return finish
+
+
+def _max_min_rates(pattern: _Pattern, active: np.ndarray, bandwidth: np.ndarray) -> np.ndarray:
+    """Progressive filling (Bertsekas & Gallager, Data Networks, 6.5.2), vectorised."""
+    rate = np.zeros(len(active))
+    capacity = bandwidth.copy()
+    unfixed = active.copy()
+    while unfixed.any():
+        on = unfixed[pattern.flow_of_entry]
+        flows_on_link = np.bincount(pattern.links[on], minlength=len(capacity))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(flows_on_link > 0, capacity / flows_on_link, np.inf)
+        # each routed flow's share is the smallest along its route (reduceat over CSR rows)
+        flow_share = np.full(len(active), np.inf)
+        flow_share[pattern.routed] = np.minimum.reduceat(share[pattern.links], pattern.starts)
+        level = flow_share[unfixed].min()
+        fixing = unfixed & (flow_share <= level * (1 + 1e-12))
+        rate[fixing] = level
+        capacity -= np.bincount(pattern.links[fixing[pattern.flow_of_entry]], minlength=len(capacity)) * level
+        np.maximum(capacity, 0, out=capacity)
+        unfixed &= ~fixing
+    return rate

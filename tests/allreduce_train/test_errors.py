@@ -1,0 +1,105 @@
+"""Bad input ends every rank with exit code 2 and one line; failures never hang."""
+
+import pytest
+
+from netsim.record import rundir
+
+from conftest import mpirun, program, train
+from idx import write_mnist
+
+pytestmark = pytest.mark.mpi
+
+
+def one_line_error(result, *words):
+    assert result.returncode == 2, result.output
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1, result.output  # said once (rank 0), one line, no traceback
+    assert lines[0].startswith("allreduce_train: error: ")
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+BAD_INPUT = [
+    (["--dataset", "cifar"], ["unknown dataset 'cifar'"]),
+    (["--layers", "50,128,10"], ["--layers starts with 50", "64 features"]),
+    (["--layers", "64,128,9"], ["--layers ends with 9", "10 classes"]),
+    (["--layers", "64,x,10"], ["--layers", "not a comma-separated list"]),
+    (["--lr", "0"], ["--lr must be positive"]),
+    (["--lr", "-0.1"], ["--lr must be positive"]),
+    (["--global-batch", "0"], ["--global-batch must be positive"]),
+    (["--global-batch", "2"], ["--global-batch 2 is smaller than the 3 ranks"]),
+    (["--global-batch", "100000"], ["exceeds the 1438 training samples"]),
+    (["--epochs", "0"], ["--epochs must be positive"]),
+    (["--steps", "-3"], ["--steps must be positive"]),
+    (["--momentum", "1.5"], ["--momentum"]),
+    (["--activation", "gelu"], ["--activation", "gelu"]),
+    (["--dtype", "float16"], ["--dtype", "float16"]),
+    (["--bogus"], ["unrecognized arguments: --bogus"]),
+    (["--dataset", "mnist"], ["needs --data-dir"]),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent"], ["no such directory"]),
+    (["--device", "gpu"], ["--device gpu", "CuPy"]),
+]
+
+
+@pytest.mark.parametrize("args,words", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_three_ranks(args, words, tmp_path):
+    one_line_error(train(3, tmp_path / "run", *args, timeout=60), *words)
+    assert not (tmp_path / "run").exists()  # nothing created for a run that never started
+
+
+@pytest.mark.parametrize("args,words", BAD_INPUT[:3], ids=["dataset", "first-width", "last-width"])
+def test_bad_input_without_mpirun(args, words, tmp_path):
+    one_line_error(train(0, tmp_path / "run", *args, timeout=60), *words)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_missing_or_corrupt_mnist_file(damage, tmp_path):
+    write_mnist(tmp_path, gz=True)
+    victim = tmp_path / "train-labels-idx1-ubyte.gz"
+    if damage == "missing":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes()[:20])
+    result = train(2, tmp_path / "run", "--dataset", "mnist", "--data-dir", str(tmp_path))
+    one_line_error(result, "train-labels-idx1-ubyte")
+
+
+def test_existing_run_directory_is_never_overwritten(tmp_path):
+    assert train(2, tmp_path, "--steps", "2").returncode == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    one_line_error(train(2, tmp_path, "--steps", "2"), "already holds a run")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_exception_on_one_rank_ends_all_ranks(tmp_path):
+    result = mpirun(4, [program("inject.py"), "raise", "2", "3", "--", "--run-dir", str(tmp_path),
+                        "--steps", "1000"], timeout=30)
+    assert result.returncode != 0
+    assert "rank 2 failed" in result.stderr and "injected fault" in result.stderr
+    assert result.seconds < 10, f"took {result.seconds:.1f} s to end"
+    # the records of the steps finished before the crash are on disk, on the rank that
+    # raised (in step 2's update: steps 0 and 1 finished) and on those MPI_Abort killed
+    assert [r["step"] for r in rundir.read_steps(str(tmp_path), 2)] == [0, 1]
+    for rank in (0, 1, 3):
+        assert [r["step"] for r in rundir.read_steps(str(tmp_path), rank)][:2] == [0, 1]
+
+
+def test_diverged_replica_is_named(tmp_path):
+    result = mpirun(3, [program("inject.py"), "perturb", "1", "4", "--", "--run-dir", str(tmp_path),
+                        "--steps", "20", "--check-every", "5"], timeout=60)
+    assert result.returncode == 3, result.output
+    assert "weights diverged after step 4: rank 1 differs from rank 0" in result.stdout
+    assert result.stdout.count("weights diverged") == 1
+
+
+def test_launcher_and_mpi4py_disagree(tmp_path):
+    # What a rank sees when Open MPI's mpirun starts an MPICH-built mpi4py: a world of 1.
+    result = mpirun(0, ["-m", "allreduce_train", "--run-dir", str(tmp_path)],
+                    env={"OMPI_COMM_WORLD_SIZE": "4"})
+    one_line_error(result, "started 4 processes", "world of 1", "different MPI")
+
+
+def test_help_printed_once():
+    result = mpirun(3, ["-m", "allreduce_train", "--help"])
+    assert result.returncode == 0
+    assert result.stdout.count("usage:") == 1 and "--global-batch" in result.stdout

@@ -1,0 +1,80 @@
+"""The ring schedule, checked as pure data: sums, byte counts, shape of every round."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from netsim import algorithms
+from netsim.algorithms import RING
+from netsim.errors import InputError
+
+from cases import lengths
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 5, 7])
+def test_ring_sums_for_awkward_lengths(p):
+    for n in lengths(p):
+        rng = np.random.default_rng(n)
+        inputs = [rng.integers(-1000, 1000, n).astype(np.float64) for _ in range(p)]
+        out = algorithms.execute(RING.schedule(p, n), inputs)
+        for buf in out:
+            np.testing.assert_array_equal(buf, np.sum(inputs, axis=0))
+
+
+@given(p=st.integers(1, 12), n=st.integers(0, 300))
+def test_ring_sums_property(p, n):
+    inputs = [np.arange(n, dtype=np.float64) * (r + 1) for r in range(p)]
+    for buf in algorithms.execute(RING.schedule(p, n), inputs):
+        np.testing.assert_array_equal(buf, np.arange(n) * p * (p + 1) / 2)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 100, 1001, 2**20 + 3])
+def test_ring_bytes_equal_analytic_count(p, n):
+    """Rank r sends every chunk in each phase except chunk r+1 (reduce-scatter) and chunk r+2
+    (all-gather), and receives all but chunks r and r+1; with equal chunks each is
+    2(p-1)/p * n elements."""
+    sched = RING.schedule(p, n)
+    sizes = np.diff(algorithms.chunk_bounds(n, p))
+    sent = [2 * n - sizes[(r + 1) % p] - sizes[(r + 2) % p] if p > 1 else 0 for r in range(p)]
+    received = [2 * n - sizes[r] - sizes[(r + 1) % p] if p > 1 else 0 for r in range(p)]
+    assert list(sched.elements_sent()) == sent
+    assert list(sched.elements_received()) == received
+    assert sched.elements_sent().sum() == 2 * (p - 1) * n
+    if n % p == 0:
+        assert all(e == 2 * (p - 1) * n // p for e in sent + received)
+
+
+@pytest.mark.parametrize("p", [2, 3, 4, 6])
+def test_ring_round_shape(p):
+    sched = RING.schedule(p, 10 * p)
+    assert [r.phase for r in sched.rounds] == ["reduce-scatter"] * (p - 1) + ["all-gather"] * (p - 1)
+    assert [r.reduce for r in sched.rounds] == [True] * (p - 1) + [False] * (p - 1)
+    for rnd in sched.rounds:
+        # every rank sends exactly once, to its right neighbour, and receives exactly once
+        assert sorted(rnd.src) == list(range(p))
+        assert list(rnd.dst) == [(s + 1) % p for s in rnd.src]
+    assert list(sched.messages_sent()) == [2 * (p - 1)] * p
+
+
+def test_ring_drops_empty_chunks():
+    sched = RING.schedule(5, 2)  # three of five chunks are empty
+    assert all((r.count > 0).all() for r in sched.rounds)
+    assert sched.elements_sent().sum() == 2 * 4 * 2
+
+
+def test_single_rank_and_empty_buffer_are_no_ops():
+    assert RING.schedule(1, 1000).rounds == ()
+    assert all(len(r.src) == 0 for r in RING.schedule(4, 0).rounds)
+
+
+def test_chunk_bounds_cover_buffer_evenly():
+    b = algorithms.chunk_bounds(10, 4)
+    assert b[0] == 0 and b[-1] == 10
+    assert np.ptp(np.diff(b)) <= 1
+
+
+@pytest.mark.parametrize("bad", [(0, 10), (-1, 10), (2, -1)])
+def test_ring_rejects_bad_arguments(bad):
+    with pytest.raises(InputError):
+        RING.schedule(*bad)
