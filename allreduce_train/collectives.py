@@ -66,23 +66,22 @@ class ScheduleAllreduce:
     def __call__(self, buf) -> None:
         if buf is not self._buf:
             self._bind(buf)
-        exchange, recorder = self.transport.exchange, self.recorder
+        exchange, recorder = self._exchange, self.recorder
         if recorder is None:
-            for sends, recvs, tag, adds in self._bound:
+            for sends, recvs, tag, adds, _ in self._bound:
                 exchange(sends, recvs, tag)
                 for dst, src in adds:
                     dst += src
             return
-        if not self._bound:  # no rounds (one rank): nothing to read
-            return
-        # Reading k of the step goes to slots[base + k]: the open frame of the step file.
-        slots, base, clock = recorder.slots, recorder.base, recorder.clock
-        slots[base] = clock()
-        for k, (sends, recvs, tag, adds) in enumerate(self._bound, base + 1):
-            exchange(sends, recvs, tag)
-            for dst, src in adds:
-                dst += src
-            slots[k] = clock()
+        if self._bound:  # (one rank has no rounds, and nothing to read)
+            # Reading k of the step goes to slots[base + k]: the open frame of the step file.
+            slots, base, clock = recorder.slots, recorder.base, recorder.clock
+            slots[base] = clock()
+            for sends, recvs, tag, adds, k in self._bound:
+                exchange(sends, recvs, tag)
+                for dst, src in adds:
+                    dst += src
+                slots[base + k] = clock()
 
     def _bind(self, buf) -> None:
         """Views of `buf` and the scratch for every round, made once per buffer (training
@@ -91,16 +90,17 @@ class ScheduleAllreduce:
         if buf.shape != (self.schedule.nelems,):
             raise ValueError(f"buffer of shape {buf.shape}, schedule made for {self.schedule.nelems}")
         scratch, bound, messages = self.scratch, [], []
-        for r in self.rounds:
+        for k, r in enumerate(self.rounds, 1):
             sends = [(dst, buf[lo:hi]) for dst, lo, hi in r.sends]
             if r.reduce:
                 recvs = [(src, scratch[off:off + hi - lo]) for src, lo, hi, off in r.recvs]
                 adds = tuple((buf[lo:hi], scratch[off:off + hi - lo]) for src, lo, hi, off in r.recvs)
             else:
                 recvs, adds = [(src, buf[lo:hi]) for src, lo, hi, _ in r.recvs], ()
-            bound.append((sends, recvs, r.tag, adds))
+            bound.append((sends, recvs, r.tag, adds, k))  # k: the slot of the reading after it
             messages.append((r.label, sends, recvs))
         self._buf, self._bound, self._messages = buf, tuple(bound), tuple(messages)
+        self._exchange = self.transport.exchange
         if self.recorder is not None:
             self.recorder.bind(self._messages)
 

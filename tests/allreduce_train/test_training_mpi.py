@@ -7,7 +7,7 @@ import pytest
 from netsim import algorithms
 from netsim.record import rundir
 
-from conftest import mpirun, read_json, train
+from conftest import mpirun, program, read_json, train
 from idx import write_mnist
 
 pytestmark = pytest.mark.mpi
@@ -59,6 +59,24 @@ def test_recorded_bytes_equal_ring_analytic_count(p, tmp_path):
     assert total == 6 * 2 * (p - 1) * n * itemsize  # nothing double counted, nothing missing
     traffic = read_json(tmp_path / "summary.json")["traffic"]
     assert traffic["bytes_sent_per_step_by_rank"] == traffic["analytic_bytes_sent_per_step_by_rank"]
+
+
+@pytest.mark.parametrize("allreduce", ["tree", "mpi"])
+def test_the_trainer_uses_the_transport_it_is_handed(allreduce, tmp_path):
+    out = tmp_path / "counts"
+    result = mpirun(3, [program("handed_transport.py"), str(out), "--", "--run-dir", str(tmp_path / "run"),
+                        "--steps", "4", "--allreduce", allreduce], timeout=60)
+    assert result.returncode == 0, result.output
+    rounds = len(algorithms.get("tree").schedule(3, 10).rounds)
+    for rank in range(3):
+        counts = read_json(f"{out}.{rank}")
+        records = rundir.read_steps(str(tmp_path / "run"), rank)
+        assert len(records) == 4
+        if allreduce == "mpi":
+            assert counts == {"exchanges": 0, "bytes_sent": 0, "native": 4}
+        else:  # every round of every step went through it, and every byte the records count
+            assert counts["exchanges"] == 4 * rounds and counts["native"] == 0
+            assert counts["bytes_sent"] == sum(r["bytes_sent"] for r in records) > 0
 
 
 def test_default_job_learns_digits_on_four_ranks(tmp_path):
