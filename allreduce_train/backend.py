@@ -53,8 +53,10 @@ def select(device: str, local_rank: int, local_size: int) -> Backend:
         if gpu is not None:
             return gpu
         if device == "gpu":
-            raise UsageError("--device gpu: CuPy with a CUDA device is not available "
-                             "(install the cuda12 or cuda13 extra on a machine with a GPU)")
+            raise UsageError(
+                "--device gpu: CuPy with a CUDA device is not available "
+                "(install the cuda12 or cuda13 extra on a machine with a GPU)"
+            )
     return _numpy(local_size)
 
 
@@ -63,7 +65,9 @@ def _numpy(local_size: int) -> Backend:
     # or p ranks each running all-cores threads fight over the same cores.
     threads = max(1, len(os.sched_getaffinity(0)) // local_size)
     threadpool_limits(threads)
-    return Backend(np, f"cpu (NumPy {np.__version__}, {threads} BLAS thread{'s' * (threads > 1)} per rank)")
+    return Backend(
+        np, f"cpu (NumPy {np.__version__}, {threads} BLAS thread{'s' * (threads > 1)} per rank)"
+    )
 
 
 def _cupy(local_rank: int) -> Backend | None:

@@ -52,7 +52,9 @@ class ScheduleAllreduce:
         # Tags only label rounds for debugging (MPI keeps messages between two ranks in order);
         # 32767 is the smallest MPI_TAG_UB the standard allows.
         self.rounds = tuple(_compile(r, rank, tag % 32768) for tag, r in enumerate(schedule.rounds))
-        scratch = max((sum(hi - lo for _, lo, hi, _ in r.recvs) for r in self.rounds if r.reduce), default=0)
+        scratch = max(
+            (sum(hi - lo for _, lo, hi, _ in r.recvs) for r in self.rounds if r.reduce), default=0
+        )
         self.scratch = xp.empty(scratch, dtype=dtype)
         self._buf = None
         self._bound = self._messages = ()
@@ -88,13 +90,17 @@ class ScheduleAllreduce:
         passes the same gradient buffer every step): a step then slices nothing, and the
         recorder counts the messages once."""
         if buf.shape != (self.schedule.nelems,):
-            raise ValueError(f"buffer of shape {buf.shape}, schedule made for {self.schedule.nelems}")
+            raise ValueError(
+                f"buffer of shape {buf.shape}, schedule made for {self.schedule.nelems}"
+            )
         scratch, bound, messages = self.scratch, [], []
         for k, r in enumerate(self.rounds, 1):
             sends = [(dst, buf[lo:hi]) for dst, lo, hi in r.sends]
             if r.reduce:
-                recvs = [(src, scratch[off:off + hi - lo]) for src, lo, hi, off in r.recvs]
-                adds = tuple((buf[lo:hi], scratch[off:off + hi - lo]) for src, lo, hi, off in r.recvs)
+                recvs = [(src, scratch[off : off + hi - lo]) for src, lo, hi, off in r.recvs]
+                adds = tuple(
+                    (buf[lo:hi], scratch[off : off + hi - lo]) for src, lo, hi, off in r.recvs
+                )
             else:
                 recvs, adds = [(src, buf[lo:hi]) for src, lo, hi, _ in r.recvs], ()
             bound.append((sends, recvs, r.tag, adds, k))  # k: the slot of the reading after it
@@ -121,8 +127,18 @@ class NativeAllreduce:
         self.transport.native_allreduce(buf)
 
 
-def make_allreduce(algorithm: algorithms.Algorithm, world_size: int, rank: int, nelems: int,
-                   transport: Transport, xp, dtype, *, node_of_rank=None, segments=None):
+def make_allreduce(
+    algorithm: algorithms.Algorithm,
+    world_size: int,
+    rank: int,
+    nelems: int,
+    transport: Transport,
+    xp,
+    dtype,
+    *,
+    node_of_rank=None,
+    segments=None,
+):
     """This rank's all-reduce by `algorithm`; node_of_rank and segments are the context the
     algorithms take (netsim.algorithms.base.Algorithm)."""
     schedule = algorithm.schedule(world_size, nelems, node_of_rank=node_of_rank, segments=segments)
@@ -133,7 +149,10 @@ def make_allreduce(algorithm: algorithms.Algorithm, world_size: int, rank: int, 
 
 def _compile(rnd: algorithms.Round, rank: int, tag: int) -> _RankRound:
     out = rnd.src == rank
-    sends = tuple((int(d), int(s), int(s + c)) for d, s, c in zip(rnd.dst[out], rnd.start[out], rnd.count[out]))
+    sends = tuple(
+        (int(d), int(s), int(s + c))
+        for d, s, c in zip(rnd.dst[out], rnd.start[out], rnd.count[out])
+    )
     mine = rnd.dst == rank
     recvs, offset = [], 0
     for src, start, count in zip(rnd.src[mine], rnd.start[mine], rnd.count[mine]):
@@ -150,6 +169,10 @@ def _check_disjoint(sends, recvs, rnd) -> None:
     # no two messages of the round land on the same elements (their order is undefined).
     for i, (_, rlo, rhi, _) in enumerate(recvs):
         if any(lo < rhi and rlo < hi for _, lo, hi in sends):
-            raise ValueError(f"schedule {rnd.phase} round {rnd.index} receives into a slice it is sending")
+            raise ValueError(
+                f"schedule {rnd.phase} round {rnd.index} receives into a slice it is sending"
+            )
         if any(lo < rhi and rlo < hi for _, lo, hi, _ in recvs[:i]):
-            raise ValueError(f"schedule {rnd.phase} round {rnd.index} receives twice into one slice")
+            raise ValueError(
+                f"schedule {rnd.phase} round {rnd.index} receives twice into one slice"
+            )

@@ -27,8 +27,12 @@ from mpi4py import MPI  # noqa: E402
 # Launcher variables that say how many processes `mpirun` started, by MPI family.
 # (SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is set for a whole allocation, even
 # for a plain `python` started inside it.)
-_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
-                       "SLURM_STEP_NUM_TASKS")
+_LAUNCHER_SIZE_VARS = (
+    "PMI_SIZE",
+    "OMPI_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_SIZE",
+    "SLURM_STEP_NUM_TASKS",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,9 +189,11 @@ def check_launcher(world_size: int) -> str | None:
     for var in _LAUNCHER_SIZE_VARS:
         value = os.environ.get(var, "")
         if value.isdigit() and int(value) > 1 and world_size == 1:
-            return (f"the launcher started {value} processes ({var}={value}) but mpi4py sees a "
-                    f"world of 1: mpirun and mpi4py belong to different MPI libraries "
-                    f"(mpi4py uses {library_version()}); use the mpirun that comes with it")
+            return (
+                f"the launcher started {value} processes ({var}={value}) but mpi4py sees a "
+                f"world of 1: mpirun and mpi4py belong to different MPI libraries "
+                f"(mpi4py uses {library_version()}); use the mpirun that comes with it"
+            )
     return None
 
 

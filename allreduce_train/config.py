@@ -64,12 +64,16 @@ class Config:
             if not ok:
                 raise UsageError(message)
 
-        need(self.dataset in data.DATASETS,
-             f"unknown dataset {self.dataset!r} (choose from {', '.join(data.DATASETS)})")
+        need(
+            self.dataset in data.DATASETS,
+            f"unknown dataset {self.dataset!r} (choose from {', '.join(data.DATASETS)})",
+        )
         need(self.activation in model.ACTIVATIONS, f"unknown activation {self.activation!r}")
         need(self.loss in model.LOSSES, f"unknown loss {self.loss!r}")
         need(self.init is None or self.init in model.INITS, f"unknown init {self.init!r}")
-        need(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        need(
+            self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
+        )
         need(self.allreduce in algorithms.ALGORITHMS, f"unknown all-reduce {self.allreduce!r}")
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
         need(self.lr > 0, f"--lr must be positive, got {self.lr:g}")
@@ -78,19 +82,26 @@ class Config:
         need(self.global_batch >= 1, f"--global-batch must be positive, got {self.global_batch}")
         need(self.epochs >= 1, f"--epochs must be positive, got {self.epochs}")
         need(self.steps is None or self.steps >= 1, f"--steps must be positive, got {self.steps}")
-        need(0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction:g}")
+        need(
+            0 < self.test_fraction < 1,
+            f"--test-fraction must be in (0, 1), got {self.test_fraction:g}",
+        )
         need(self.samples >= 1, f"--samples must be positive, got {self.samples}")
         need(self.features >= 1, f"--features must be positive, got {self.features}")
         need(self.classes >= 2, f"--classes must be at least 2, got {self.classes}")
         need(self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}")
         need(self.check_every >= 0, f"--check-every must be >= 0, got {self.check_every}")
-        need(self.ranks_per_node is None or self.ranks_per_node >= 1,
-             f"--ranks-per-node must be positive, got {self.ranks_per_node}")
-        self.traced_steps  # parses, or raises a UsageError naming the option
-        self.straggler_spec
+        need(
+            self.ranks_per_node is None or self.ranks_per_node >= 1,
+            f"--ranks-per-node must be positive, got {self.ranks_per_node}",
+        )
+        _ = self.traced_steps, self.straggler_spec  # parsed, or a UsageError naming the option
         if self.layers is not None:
-            need(len(self.layers) >= 2 and min(self.layers) >= 1,
-                 f"--layers needs at least two positive widths, got {','.join(map(str, self.layers))}")
+            need(
+                len(self.layers) >= 2 and min(self.layers) >= 1,
+                "--layers needs at least two positive widths, got "
+                f"{','.join(map(str, self.layers))}",
+            )
 
     @property
     def traced_steps(self) -> frozenset[int]:
@@ -102,7 +113,9 @@ class Config:
                 first, _, last = part.partition("-")
                 steps.update(range(int(first), int(last or first) + 1))
         except ValueError:
-            raise UsageError(f"--trace-steps wants steps like 1-3,10 or none, got {self.trace_steps!r}") from None
+            raise UsageError(
+                f"--trace-steps wants steps like 1-3,10 or none, got {self.trace_steps!r}"
+            ) from None
         if any(s < 0 for s in steps):
             raise UsageError(f"--trace-steps: steps count from 0, got {self.trace_steps!r}")
         return frozenset(steps)
@@ -120,8 +133,10 @@ class Config:
         except ValueError:
             rank = -1
         if rank < 0 or seconds < 0 or factor < 1:
-            raise UsageError(f"--straggler wants RANK:SECONDS (e.g. 2:0.2) or RANK:xFACTOR "
-                             f"(e.g. 2:x1.5, at least 1), got {self.straggler!r}")
+            raise UsageError(
+                f"--straggler wants RANK:SECONDS (e.g. 2:0.2) or RANK:xFACTOR "
+                f"(e.g. 2:x1.5, at least 1), got {self.straggler!r}"
+            )
         return rank, seconds, factor
 
     @property
@@ -130,28 +145,38 @@ class Config:
 
     def check_world(self, world_size: int) -> None:
         if self.straggler_spec and self.straggler_spec[0] >= world_size:
-            raise UsageError(f"--straggler names rank {self.straggler_spec[0]} but the world has "
-                             f"{world_size} rank{'s' * (world_size > 1)}")
+            raise UsageError(
+                f"--straggler names rank {self.straggler_spec[0]} but the world has "
+                f"{world_size} rank{'s' * (world_size > 1)}"
+            )
         if self.global_batch < world_size:
-            raise UsageError(f"--global-batch {self.global_batch} is smaller than the {world_size} "
-                             f"ranks: every rank needs at least one sample per step")
+            raise UsageError(
+                f"--global-batch {self.global_batch} is smaller than the {world_size} "
+                f"ranks: every rank needs at least one sample per step"
+            )
 
     def check_dataset(self, nfeatures: int, nclasses: int, ntrain: int) -> None:
         self.widths_for(nfeatures, nclasses)
         if self.global_batch > ntrain:
-            raise UsageError(f"--global-batch {self.global_batch} exceeds the {ntrain} training "
-                             f"samples of {self.dataset}")
+            raise UsageError(
+                f"--global-batch {self.global_batch} exceeds the {ntrain} training "
+                f"samples of {self.dataset}"
+            )
 
     def widths_for(self, nfeatures: int, nclasses: int) -> tuple[int, ...]:
         """The layer widths for data of this shape; a mismatch is a usage error."""
         if self.layers is None:
             return (nfeatures, *DEFAULT_HIDDEN, nclasses)
         if self.layers[0] != nfeatures:
-            raise UsageError(f"--layers starts with {self.layers[0]} but dataset {self.dataset} "
-                             f"has {nfeatures} features")
+            raise UsageError(
+                f"--layers starts with {self.layers[0]} but dataset {self.dataset} "
+                f"has {nfeatures} features"
+            )
         if self.layers[-1] != nclasses:
-            raise UsageError(f"--layers ends with {self.layers[-1]} but dataset {self.dataset} "
-                             f"has {nclasses} classes")
+            raise UsageError(
+                f"--layers ends with {self.layers[-1]} but dataset {self.dataset} "
+                f"has {nclasses} classes"
+            )
         return self.layers
 
     def to_dict(self) -> dict:

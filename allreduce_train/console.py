@@ -14,36 +14,55 @@ def banner(d: dict) -> str:
     batches = sorted(set(d["local_batch_by_rank"]))
     per_rank = "-".join(map(str, batches)) if len(batches) > 1 else str(batches[0])
     algorithm = algorithms.get(cfg["allreduce"]).label
-    return "\n".join([
-        f"allreduce_train: {d['world_size']} rank{'s' * (d['world_size'] > 1)} on {d['nodes']} "
-        f"node{'s' * (d['nodes'] > 1)} ({hosts}); {d['mpi_library']}",
-        f"  device   {d['device']}",
-        f"  model    {'-'.join(map(str, d['layers']))} {cfg['activation']}, {cfg['loss']} loss, "
-        f"{d['nparams']:,} parameters ({nbytes(d['buffer_bytes'])} {cfg['dtype']}), {algorithm}",
-        f"  data     {ds['name']}: {ds['train_samples']:,} train / {ds['test_samples']:,} test; "
-        f"global batch {cfg['global_batch']} ({per_rank} per rank), {d['steps_per_epoch']} steps per "
-        f"epoch, {d['total_steps']} steps",
-        f"  optim    SGD lr {cfg['lr']:g}, momentum {cfg['momentum']:g}, weight decay "
-        f"{cfg['weight_decay']:g}, seed {cfg['seed']}",
-        f"  records  {d['run_dir']}",
-    ])
+    return "\n".join(
+        [
+            f"allreduce_train: {d['world_size']} rank{'s' * (d['world_size'] > 1)} on {d['nodes']} "
+            f"node{'s' * (d['nodes'] > 1)} ({hosts}); {d['mpi_library']}",
+            f"  device   {d['device']}",
+            f"  model    {'-'.join(map(str, d['layers']))} {cfg['activation']}, {cfg['loss']} "
+            f"loss, {d['nparams']:,} parameters ({nbytes(d['buffer_bytes'])} {cfg['dtype']}), "
+            f"{algorithm}",
+            f"  data     {ds['name']}: {ds['train_samples']:,} train / {ds['test_samples']:,} "
+            f"test; global batch {cfg['global_batch']} ({per_rank} per rank), "
+            f"{d['steps_per_epoch']} steps per epoch, {d['total_steps']} steps",
+            f"  optim    SGD lr {cfg['lr']:g}, momentum {cfg['momentum']:g}, weight decay "
+            f"{cfg['weight_decay']:g}, seed {cfg['seed']}",
+            f"  records  {d['run_dir']}",
+        ]
+    )
 
 
-def epoch_line(step: int, steps_per_epoch: int, train_loss: float, test_loss: float,
-               accuracy: float, samples_per_s: float, comm_share: float) -> str:
+def epoch_line(
+    step: int,
+    steps_per_epoch: int,
+    train_loss: float,
+    test_loss: float,
+    accuracy: float,
+    samples_per_s: float,
+    comm_share: float,
+) -> str:
     epoch = step // steps_per_epoch + 1
-    return (f"epoch {epoch:>3}  step {step + 1:>6}  train loss {train_loss:.4f}  "
-            f"test loss {test_loss:.4f}  test acc {accuracy:.4f}  "
-            f"{samples_per_s:>9,.0f} samples/s  comm {comm_share:>4.0%}")
+    return (
+        f"epoch {epoch:>3}  step {step + 1:>6}  train loss {train_loss:.4f}  "
+        f"test loss {test_loss:.4f}  test acc {accuracy:.4f}  "
+        f"{samples_per_s:>9,.0f} samples/s  comm {comm_share:>4.0%}"
+    )
 
 
 def final_report(s: dict) -> str:
     p = s["world_size"]
-    lines = [f"done: {s['steps']} steps in {s['wall_s']:.2f} s, {s['samples_per_s']:,.0f} samples/s; "
-             f"test accuracy {s['test_accuracy']:.4f}, test loss {s['test_loss']:.4f}"]
+    lines = [
+        f"done: {s['steps']} steps in {s['wall_s']:.2f} s, {s['samples_per_s']:,.0f} samples/s; "
+        f"test accuracy {s['test_accuracy']:.4f}, test loss {s['test_loss']:.4f}"
+    ]
     compute = sum(s["compute_s_by_rank"]) / p / max(s["steps"], 1)
     comm = sum(s["comm_s_by_rank"]) / p / max(s["steps"], 1)
-    lines.append(f"  per step (mean over ranks): compute {compute * 1e3:.2f} ms, all-reduce "
-                 f"{comm * 1e3:.2f} ms ({s['comm_share']:.0%} of step time)")
-    lines.append(f"  replicas: bit-identical on {p} rank{'s' * (p > 1)} (weights blake2b {s['weights_blake2b']})")
+    lines.append(
+        f"  per step (mean over ranks): compute {compute * 1e3:.2f} ms, all-reduce "
+        f"{comm * 1e3:.2f} ms ({s['comm_share']:.0%} of step time)"
+    )
+    lines.append(
+        f"  replicas: bit-identical on {p} rank{'s' * (p > 1)} (weights blake2b "
+        f"{s['weights_blake2b']})"
+    )
     return "\n".join(lines)

@@ -60,14 +60,28 @@ def local_slice(nrows: int, world_size: int, rank: int) -> slice:
     return slice(lo, lo + base + (rank < extra))
 
 
+def local_count(nrows: int, world_size: int, rank: int) -> int:
+    """How many of nrows rows are this rank's (local_slice)."""
+    return len(range(nrows)[local_slice(nrows, world_size, rank)])
+
+
 def epoch_order(nrows: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(nrows)
 
 
 # --- loaders --------------------------------------------------------------------------
 
-def load(name: str, *, seed: int, data_dir: str | None = None, samples: int = 16384,
-         features: int = 784, classes: int = 10, test_fraction: float = 0.2) -> Dataset:
+
+def load(
+    name: str,
+    *,
+    seed: int,
+    data_dir: str | None = None,
+    samples: int = 16384,
+    features: int = 784,
+    classes: int = 10,
+    test_fraction: float = 0.2,
+) -> Dataset:
     if name == "digits":
         return _digits(seed, test_fraction)
     if name == "synthetic":
@@ -93,7 +107,9 @@ def _digits(seed: int, test_fraction: float) -> Dataset:
     return Dataset("digits", x[train], y[train], x[test], y[test], 10, 1 / 16)
 
 
-def _synthetic(seed: int, samples: int, features: int, classes: int, test_fraction: float) -> Dataset:
+def _synthetic(
+    seed: int, samples: int, features: int, classes: int, test_fraction: float
+) -> Dataset:
     """A teacher MLP (features -> 64 tanh -> classes) labels Gaussian inputs: learnable, with
     a known structure, and of any size without a file."""
     rng = np.random.default_rng([seed, 2**31 + 1])
@@ -105,8 +121,12 @@ def _synthetic(seed: int, samples: int, features: int, classes: int, test_fracti
     return Dataset("synthetic", x[:samples], y[:samples], x[samples:], y[samples:], classes, 1.0)
 
 
-_IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+_IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
 
 
 def _mnist(data_dir: str | None) -> Dataset:
@@ -152,8 +172,14 @@ def _read_npz(path: str) -> dict:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -181,8 +207,9 @@ def read_idx(path: str) -> np.ndarray:
 
 def _check_size(path: str, expected: int, actual: int) -> None:
     if actual != expected:
-        raise DataError(f"{path}: corrupt IDX file: its header promises {expected} bytes, "
-                        f"the file has {actual}")
+        raise DataError(
+            f"{path}: corrupt IDX file: its header promises {expected} bytes, the file has {actual}"
+        )
 
 
 def _idx_header(magic: bytes, raw: bytes, path: str):

@@ -17,9 +17,9 @@ import sys
 
 import numpy as np
 
-
 # --- activations: f applied in place, and f' expressed through the output a = f(z), so
 # backward needs only the activations forward already keeps.
+
 
 def _relu(z):
     return _xp_of(z).maximum(z, 0, out=z)
@@ -49,12 +49,16 @@ def _tanh_grad(a):
     return 1 - a * a
 
 
-ACTIVATIONS = {"relu": (_relu, _relu_grad), "sigmoid": (_sigmoid, _sigmoid_grad),
-               "tanh": (_tanh, _tanh_grad)}
+ACTIVATIONS = {
+    "relu": (_relu, _relu_grad),
+    "sigmoid": (_sigmoid, _sigmoid_grad),
+    "tanh": (_tanh, _tanh_grad),
+}
 
 
 # --- losses: the SUM over the batch of per-sample losses, and d(sum)/d(logits). Sums, not
 # means: a rank's sum over its shard adds exactly to the global batch's, whatever the split.
+
 
 def softmax_cross_entropy(logits, labels):
     """-log softmax(z)[y] computed as logsumexp(z) - z[y] with z shifted by its maximum, so
@@ -83,6 +87,7 @@ LOSSES = {"cross-entropy": softmax_cross_entropy, "mse": mean_squared_error}
 
 # --- initialisation (on the host from one seeded generator, so every rank and every
 # backend starts from the same bits).
+
 
 def he_normal(rng, fan_in, fan_out):
     """He et al. 2015: keeps activation variance through ReLU layers."""
@@ -137,7 +142,7 @@ class MLP:
         host = np.zeros(self.nparams, dtype=np.float64)
         lo = 0
         for a, b in zip(self.widths, self.widths[1:]):
-            host[lo:lo + a * b] = INITS[scheme](rng, a, b).ravel()
+            host[lo : lo + a * b] = INITS[scheme](rng, a, b).ravel()
             lo += a * b + b  # biases start at zero
         self.params[...] = self.xp.asarray(host.astype(self.dtype))
 
@@ -145,11 +150,11 @@ class MLP:
         """Logits for x; with keep, also the input of every layer (for backward)."""
         inputs = []
         a = x
-        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
             inputs.append(a)
             z = a @ w
             z += b
-            a = self.activation(z) if l < self.nlayers - 1 else z
+            a = self.activation(z) if layer < self.nlayers - 1 else z
         return (a, inputs) if keep else a
 
     def loss_and_grad(self, x, labels, scale: float) -> float:
@@ -160,12 +165,12 @@ class MLP:
         logits, inputs = self.forward(x, keep=True)
         loss, delta = self.loss(logits, labels)
         delta *= self.dtype.type(scale)
-        for l in range(self.nlayers - 1, -1, -1):
-            a = inputs[l]
-            self.xp.matmul(a.T, delta, out=self.weight_grads[l])
-            delta.sum(axis=0, out=self.bias_grads[l])
-            if l > 0:
-                delta = delta @ self.weights[l].T
+        for layer in range(self.nlayers - 1, -1, -1):
+            a = inputs[layer]
+            self.xp.matmul(a.T, delta, out=self.weight_grads[layer])
+            delta.sum(axis=0, out=self.bias_grads[layer])
+            if layer > 0:
+                delta = delta @ self.weights[layer].T
                 delta *= self.activation_grad(a)
         return loss
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 
 class SGD:
-    def __init__(self, params, grads, xp, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+    def __init__(
+        self, params, grads, xp, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+    ):
         self.params, self.grads, self.xp = params, grads, xp
-        self.lr, self.momentum, self.weight_decay = (params.dtype.type(v) for v in (lr, momentum, weight_decay))
+        self.lr, self.momentum, self.weight_decay = (
+            params.dtype.type(v) for v in (lr, momentum, weight_decay)
+        )
         self.velocity = xp.zeros_like(params) if momentum else None
         self.scratch = xp.empty_like(params)
 

@@ -60,10 +60,20 @@ class _Parser(argparse.ArgumentParser):
 def parser(speak: bool = True) -> argparse.ArgumentParser:
     p = _Parser(prog="python -m allreduce_train.probe", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="JSON file rank 0 writes")
-    p.add_argument("--pingpong-sizes", type=byte_sizes, default=PINGPONG_SIZES, metavar="B,B",
-                   help="message sizes (K, M suffixes), or none (default: 8 B .. 64 MiB)")
-    p.add_argument("--allreduce-sizes", type=byte_sizes, default=ALLREDUCE_SIZES, metavar="B,B",
-                   help="float32 buffer sizes, or none (default: 64 KiB .. 64 MiB)")
+    p.add_argument(
+        "--pingpong-sizes",
+        type=byte_sizes,
+        default=PINGPONG_SIZES,
+        metavar="B,B",
+        help="message sizes (K, M suffixes), or none (default: 8 B .. 64 MiB)",
+    )
+    p.add_argument(
+        "--allreduce-sizes",
+        type=byte_sizes,
+        default=ALLREDUCE_SIZES,
+        metavar="B,B",
+        help="float32 buffer sizes, or none (default: 64 KiB .. 64 MiB)",
+    )
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per size (default: 7)")
     p.speak = speak
     return p
@@ -95,7 +105,9 @@ def timed_round(world: World, work, iters: int) -> tuple[float, float]:
         work()
     cpu_s = world.sum_(np.array([time.process_time() - cpu0]))[0]
     wall_s = world.max_(np.array([wtime() - t0]))[0]
-    return float(wall_s) / iters, float(cpu_s / (wall_s * min(world.world_size, os.cpu_count() or 1)))
+    return float(wall_s) / iters, float(
+        cpu_s / (wall_s * min(world.world_size, os.cpu_count() or 1))
+    )
 
 
 def pingpong(world: World, transport: Transport, nbytes: int):
@@ -111,6 +123,7 @@ def pingpong(world: World, transport: Transport, nbytes: int):
         elif world.rank == 1:
             exchange([], [(0, buf)], _TAG)
             exchange([(0, buf)], [], _TAG)
+
     return work
 
 
@@ -144,15 +157,39 @@ def main(argv=None) -> int:
         world.log(f"allreduce_train.probe: error: {exc}")
         return 2
     transport = MpiTransport(world)
-    pp = measure(world, [pingpong(world, transport, n) for n in args.pingpong_sizes], args.pingpong_sizes, args.rounds)
-    ar = measure(world, [ring_allreduce(world, transport, n) for n in args.allreduce_sizes], args.allreduce_sizes,
-                 args.rounds)
-    result = {"world_size": world.world_size, "algorithm": "ring", "dtype": "float32",
-              "mpi_library": library_version(), "cpus": os.cpu_count(), "rounds": args.rounds,
-              "pingpong": [{"nbytes": n, "iters": iterations(n), "one_way_s": [t / 2 for t in times],
-                            "cpu_share": shares} for n, (times, shares) in zip(args.pingpong_sizes, pp)],
-              "allreduce": [{"nbytes": n, "iters": iterations(n), "times_s": times, "cpu_share": shares}
-                            for n, (times, shares) in zip(args.allreduce_sizes, ar)]}
+    pp = measure(
+        world,
+        [pingpong(world, transport, n) for n in args.pingpong_sizes],
+        args.pingpong_sizes,
+        args.rounds,
+    )
+    ar = measure(
+        world,
+        [ring_allreduce(world, transport, n) for n in args.allreduce_sizes],
+        args.allreduce_sizes,
+        args.rounds,
+    )
+    result = {
+        "world_size": world.world_size,
+        "algorithm": "ring",
+        "dtype": "float32",
+        "mpi_library": library_version(),
+        "cpus": os.cpu_count(),
+        "rounds": args.rounds,
+        "pingpong": [
+            {
+                "nbytes": n,
+                "iters": iterations(n),
+                "one_way_s": [t / 2 for t in times],
+                "cpu_share": shares,
+            }
+            for n, (times, shares) in zip(args.pingpong_sizes, pp)
+        ],
+        "allreduce": [
+            {"nbytes": n, "iters": iterations(n), "times_s": times, "cpu_share": shares}
+            for n, (times, shares) in zip(args.allreduce_sizes, ar)
+        ],
+    }
     transport.free()
     if world.is_root:
         with open(args.out, "w") as f:

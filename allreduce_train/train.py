@@ -1,4 +1,5 @@
-"""The training loop: shard, forward/backward, all-reduce, update, evaluate, verify.
+"""One rank's replica and its step: shard, forward/backward, all-reduce, update; and the
+checks and evaluation the run asks of it (netsim-free maths beside its one all-reduce).
 
 Each step every rank computes the gradient of (1/B) * (sum of losses over its rows of the
 global batch B); the all-reduce sums these, which is exactly the gradient of the global
@@ -8,7 +9,6 @@ batch's mean loss whatever the split, so p ranks compute what one rank would.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 
@@ -17,12 +17,11 @@ import numpy as np
 from netsim import algorithms
 from netsim.record import rundir
 from netsim.record.recorder import Recorder
-from netsim.report import files, summary, text, traffic
 
-from . import collectives, console, data
+from . import collectives, data
 from .backend import Backend
 from .collectives import Transport
-from .comm import World, library_version
+from .comm import World
 from .config import Config
 from .model import MLP
 from .optim import SGD
@@ -46,8 +45,14 @@ class Totals:
 class Trainer:
     """One rank's replica, its data and its all-reduce over `transport`."""
 
-    def __init__(self, cfg: Config, world: World, backend: Backend, dataset: data.Dataset,
-                 transport: Transport):
+    def __init__(
+        self,
+        cfg: Config,
+        world: World,
+        backend: Backend,
+        dataset: data.Dataset,
+        transport: Transport,
+    ):
         self.cfg, self.world, self.backend, self.dataset = cfg, world, backend, dataset
         self.dtype = np.dtype(cfg.dtype).type
         cfg.check_world(world.world_size)
@@ -57,14 +62,23 @@ class Trainer:
         self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
         self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype)
         self.model.init(cfg.init_scheme, cfg.seed)
-        self.optimizer = SGD(self.model.params, self.model.grads, backend.xp, cfg.lr,
-                             cfg.momentum, cfg.weight_decay)
+        self.optimizer = SGD(
+            self.model.params, self.model.grads, backend.xp, cfg.lr, cfg.momentum, cfg.weight_decay
+        )
         self.host_grads = backend.host_mirror(self.model.grads)
         self.node_of_rank = node_of_rank(cfg, world)
         self.algorithm = algorithms.get(cfg.allreduce)
         self.allreduce = collectives.make_allreduce(
-            self.algorithm, world.world_size, world.rank, self.model.nparams, transport, np, self.dtype,
-            node_of_rank=self.node_of_rank, segments=self.model.layer_segments)
+            self.algorithm,
+            world.world_size,
+            world.rank,
+            self.model.nparams,
+            transport,
+            np,
+            self.dtype,
+            node_of_rank=self.node_of_rank,
+            segments=self.model.layer_segments,
+        )
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         straggler = cfg.straggler_spec
         self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
@@ -73,9 +87,13 @@ class Trainer:
 
     def new_recorder(self, run_dir: str) -> Recorder:
         """This rank's step file in run_dir, open for record_into."""
-        samples = len(range(*self.mine.indices(self.cfg.global_batch)))
-        return Recorder(rundir.step_file(run_dir, self.world.rank), self.world.rank, self.steps_per_epoch,
-                        samples)
+        samples = data.local_count(self.cfg.global_batch, self.world.world_size, self.world.rank)
+        return Recorder(
+            rundir.step_file(run_dir, self.world.rank),
+            self.world.rank,
+            self.steps_per_epoch,
+            samples,
+        )
 
     def record_into(self, recorder: Recorder | None) -> None:
         """Record every later step into `recorder` (None: record nothing)."""
@@ -91,7 +109,7 @@ class Trainer:
         s = step % self.steps_per_epoch
         # Clock readings in integer nanoseconds, stored as they are in the step file.
         t0 = time.perf_counter_ns()
-        x, y = self.dataset.rows("train", order[s * b:(s + 1) * b][self.mine], self.dtype)
+        x, y = self.dataset.rows("train", order[s * b : (s + 1) * b][self.mine], self.dtype)
         loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
         self.backend.to_host(self.model.grads, self.host_grads)
         if self.straggle is not None:  # a deliberately slow rank: its compute takes longer
@@ -121,23 +139,30 @@ class Trainer:
     # --- checks and evaluation ------------------------------------------------------------
 
     def weights_digest(self) -> int:
-        host = self.backend.xp.asnumpy(self.model.params) if self.backend.on_gpu else self.model.params
-        return int.from_bytes(hashlib.blake2b(memoryview(host).cast("B"), digest_size=8).digest(), "little")
+        host = (
+            self.backend.xp.asnumpy(self.model.params) if self.backend.on_gpu else self.model.params
+        )
+        return int.from_bytes(
+            hashlib.blake2b(memoryview(host).cast("B"), digest_size=8).digest(), "little"
+        )
 
     def verify_replicas(self, step: int) -> int:
         """Every rank compares a hash of its weights with everyone's; any difference is fatal."""
         digests = self.world.allgather_u64(self.weights_digest())
         bad = [r for r in range(self.world.world_size) if digests[r] != digests[0]]
         if bad:
-            raise ReplicasDiverged(f"weights diverged after step {step}: rank{'s' * (len(bad) > 1)} "
-                                   f"{', '.join(map(str, bad))} differ{'s' * (len(bad) == 1)} from rank 0")
+            raise ReplicasDiverged(
+                f"weights diverged after step {step}: rank{'s' * (len(bad) > 1)} "
+                f"{', '.join(map(str, bad))} differ{'s' * (len(bad) == 1)} from rank 0"
+            )
         return int(digests[0])
 
     def evaluate(self) -> tuple[float, float]:
         """Test accuracy and mean loss; each rank scores its slice of the test set."""
         ds, xp = self.dataset, self.backend.xp
-        rows = np.arange(len(ds.y_test))[data.local_slice(len(ds.y_test), self.world.world_size,
-                                                          self.world.rank)]
+        rows = np.arange(len(ds.y_test))[
+            data.local_slice(len(ds.y_test), self.world.world_size, self.world.rank)
+        ]
         x, y = ds.rows("test", rows, self.dtype)
         logits = self.model.forward(xp.asarray(x))
         loss, _ = self.model.loss(logits, xp.asarray(y))
@@ -146,127 +171,8 @@ class Trainer:
         return total[0] / total[2], total[1] / total[2]
 
 
-def run(cfg: Config, world: World, backend: Backend, dataset: data.Dataset, run_dir: str,
-        transport: Transport) -> dict:
-    trainer = Trainer(cfg, world, backend, dataset, transport)
-    description = config_record(trainer, run_dir)
-    if world.is_root:
-        rundir.write_json(os.path.join(run_dir, "config.json"), description)
-    world.log(console.banner(description))
-    if cfg.record:
-        trainer.record_into(trainer.new_recorder(run_dir))
-    trainer.verify_replicas(-1)  # same seed, same init: prove it before spending time
-    meter = EpochMeter(trainer)
-    wall_start = time.perf_counter()
-    for step in range(trainer.total_steps):
-        if step % trainer.steps_per_epoch == 0:
-            order = data.epoch_order(len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch)
-        trainer.step(step, order)
-        done = step + 1
-        if cfg.check_every and done % cfg.check_every == 0:
-            trainer.verify_replicas(step)
-        end_of_epoch = done % trainer.steps_per_epoch == 0 or done == trainer.total_steps
-        if (cfg.eval_every and done % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch):
-            meter.accuracy, meter.test_loss = trainer.evaluate()
-        if end_of_epoch:
-            meter.end_epoch(step)
-    wall_s = time.perf_counter() - wall_start
-    if trainer.recorder is not None:
-        trainer.recorder.close()
-    if cfg.eval_every and trainer.total_steps % cfg.eval_every:
-        meter.accuracy, meter.test_loss = trainer.evaluate()
-    digest = trainer.verify_replicas(trainer.total_steps - 1)
-    totals = summarize(trainer, wall_s, meter, digest)
-    # Every rank's records to rank 0 over MPI: run directories on node-local disks work too.
-    records = world.gather(rundir.read_steps(run_dir, world.rank)) if cfg.record else None
-    if world.is_root:
-        save_checkpoint(os.path.join(run_dir, "checkpoint.npz"), trainer)
-        report = ""
-        if records is not None:
-            merged = traffic.merge(description, records, complete=True)
-            files.write_outputs(run_dir, description, merged, cfg.traced_steps)
-            totals["traffic"] = summary.summarize(description, merged)
-            report = text.text(description, merged, totals["traffic"])
-        rundir.write_json(os.path.join(run_dir, "summary.json"), totals)
-        world.log(console.final_report(totals))
-        if report:
-            world.log(report)
-    return totals
-
-
-class EpochMeter:
-    """Per-epoch progress: rank 0 prints one line, with figures agreed over all ranks."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-        self.accuracy = self.test_loss = float("nan")
-        self.start = time.perf_counter()
-        self.mark = Totals()
-
-    def end_epoch(self, step: int) -> None:
-        tr, t, m = self.trainer, self.trainer.totals, self.mark
-        wall = tr.world.max_(np.array([time.perf_counter() - self.start]))[0]
-        loss, samples, compute, comm = tr.world.sum_(np.array(
-            [t.loss_sum - m.loss_sum, t.samples - m.samples, t.compute_s - m.compute_s, t.comm_s - m.comm_s]))
-        tr.world.log(console.epoch_line(step, tr.steps_per_epoch, loss / samples, self.test_loss,
-                                        self.accuracy, samples / wall, comm / (compute + comm)))
-        self.mark = Totals(**vars(t))
-        self.start = time.perf_counter()
-
-
-def config_record(trainer: Trainer, run_dir: str) -> dict:
-    """What config.json records: the configuration and what it resolved to on this world."""
-    cfg, world, ds, model = trainer.cfg, trainer.world, trainer.dataset, trainer.model
-    offsets, errors = world.clock_offsets(time.perf_counter)
-    return {
-        "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "run_dir": run_dir,
-        "world_size": world.world_size, "hostnames": list(world.hostnames),
-        "nodes": len(set(world.hostnames)), "mpi_library": library_version(),
-        "device": trainer.backend.description,
-        "dataset": {"name": ds.name, "train_samples": len(ds.y_train), "test_samples": len(ds.y_test),
-                    "features": ds.nfeatures, "classes": ds.nclasses},
-        "layers": list(model.widths), "nparams": model.nparams,
-        "buffer_bytes": model.nparams * model.dtype.itemsize,
-        "local_batch_by_rank": [len(range(*data.local_slice(cfg.global_batch, world.world_size, r)
-                                          .indices(cfg.global_batch))) for r in range(world.world_size)],
-        "steps_per_epoch": trainer.steps_per_epoch, "total_steps": trainer.total_steps,
-        "node_of_rank": trainer.node_of_rank, "segments": trainer.model.layer_segments,
-        "clock_offsets_s": offsets.tolist(), "clock_error_s": errors.tolist(),
-    }
-
-
 def node_of_rank(cfg: Config, world: World) -> list[int]:
     if cfg.ranks_per_node:
         return [r // cfg.ranks_per_node for r in range(world.world_size)]
     names = list(dict.fromkeys(world.hostnames))
     return [names.index(h) for h in world.hostnames]
-
-
-def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -> dict:
-    t, world, cfg = trainer.totals, trainer.world, trainer.cfg
-    per_rank = world.allgather((t.compute_s, t.comm_s))
-    wall = max(world.allgather(wall_s))
-    compute, comm = sum(r[0] for r in per_rank), sum(r[1] for r in per_rank)
-    return {
-        "complete": True, "world_size": world.world_size, "steps": t.steps,
-        "global_batch": cfg.global_batch, "wall_s": wall,
-        "samples_per_s": t.steps * cfg.global_batch / wall,
-        "test_accuracy": meter.accuracy, "test_loss": meter.test_loss,
-        "allreduce": cfg.allreduce, "buffer_bytes": trainer.model.nparams * trainer.model.dtype.itemsize,
-        "compute_s_by_rank": [r[0] for r in per_rank], "comm_s_by_rank": [r[1] for r in per_rank],
-        "comm_share": comm / (compute + comm) if compute + comm else 0.0,
-        "weights_blake2b": f"{digest:016x}", "replicas_identical": True,
-    }
-
-
-def save_checkpoint(path: str, trainer: Trainer) -> None:
-    xp = trainer.backend.xp
-    host = (lambda a: xp.asnumpy(a)) if trainer.backend.on_gpu else (lambda a: a)
-    arrays = {"params": host(trainer.model.params), "step": np.array(trainer.totals.steps),
-              "layers": np.array(trainer.model.widths), "fingerprint": np.array(trainer.cfg.fingerprint())}
-    if trainer.optimizer.velocity is not None:
-        arrays["velocity"] = host(trainer.optimizer.velocity)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)

@@ -43,6 +43,7 @@ def iterations_for(nbytes: int) -> int:
 
 # --- worker: runs under mpirun ------------------------------------------------------------
 
+
 def check(allreduce, nelems: int, rank: int, world_size: int) -> bool:
     """Rank r contributes (i mod 13) + r at index i; the sum is p*(i mod 13) + p(p-1)/2.
     Small integers are exact in float32, so the comparison is exact, and rank-dependent
@@ -50,7 +51,9 @@ def check(allreduce, nelems: int, rank: int, world_size: int) -> bool:
     pattern = (np.arange(nelems) % 13).astype(np.float32)
     buf = pattern + np.float32(rank)
     allreduce(buf)
-    return bool(np.array_equal(buf, world_size * pattern + np.float32(world_size * (world_size - 1) // 2)))
+    return bool(
+        np.array_equal(buf, world_size * pattern + np.float32(world_size * (world_size - 1) // 2))
+    )
 
 
 def timed_round(allreduce, buf, iters: int, world, wtime) -> float:
@@ -68,8 +71,12 @@ def bench_size(nbytes: int, rounds: int, world, transport) -> dict:
     from netsim import algorithms
 
     nelems = nbytes // 4
-    algs = {a: make_allreduce(algorithms.get(a), world.world_size, world.rank, nelems, transport, np,
-                              np.float32) for a in ALGORITHMS}
+    algs = {
+        a: make_allreduce(
+            algorithms.get(a), world.world_size, world.rank, nelems, transport, np, np.float32
+        )
+        for a in ALGORITHMS
+    }
     ok = {a: check(f, nelems, world.rank, world.world_size) for a, f in algs.items()}
     wrong = world.max_(np.array([not ok[a] for a in ALGORITHMS], dtype=np.float64))
     ok = {a: not w for a, w in zip(ALGORITHMS, wrong)}  # wrong on any rank is wrong
@@ -82,7 +89,7 @@ def bench_size(nbytes: int, rounds: int, world, transport) -> dict:
     times_s = {a: [] for a in ALGORITHMS}
     for r in range(rounds):
         # Alternate which algorithm leads, so neither always follows the other's cache state.
-        for a in (ALGORITHMS if r % 2 == 0 else ALGORITHMS[::-1]):
+        for a in ALGORITHMS if r % 2 == 0 else ALGORITHMS[::-1]:
             times_s[a].append(timed_round(algs[a], buf, iters, world, wtime))
     return {"nbytes": nbytes, "iters": iters, "ok": ok, "times_s": times_s}
 
@@ -93,7 +100,9 @@ def worker(args) -> None:
     install_abort_hook()
     world = World.create()
     transport = MpiTransport(world)
-    results = [bench_size(parse_nbytes(s), args.rounds, world, transport) for s in args.sizes.split(",")]
+    results = [
+        bench_size(parse_nbytes(s), args.rounds, world, transport) for s in args.sizes.split(",")
+    ]
     if world.is_root:
         with open(args.out, "w") as f:
             json.dump({"world_size": world.world_size, "sizes": results}, f)
@@ -101,11 +110,24 @@ def worker(args) -> None:
 
 # --- driver: plain python -------------------------------------------------------------------
 
+
 def run_world(world_size: int, args) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        argv = mpirun_argv(world_size, [sys.executable, os.path.abspath(__file__), "--worker",
-                                        "--sizes", args.sizes, "--rounds", str(args.rounds), "--out", out])
+        argv = mpirun_argv(
+            world_size,
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker",
+                "--sizes",
+                args.sizes,
+                "--rounds",
+                str(args.rounds),
+                "--out",
+                out,
+            ],
+        )
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout_s)
         except subprocess.TimeoutExpired:
@@ -125,20 +147,34 @@ def gbytes_per_s(nbytes: float, time_s: float) -> float:
 def print_table(result: dict, rounds: int, wall_s: float) -> None:
     p = result["world_size"]
     bus_factor = 2 * (p - 1) / p
-    print(f"\np = {p}: time per all-reduce (slowest rank), median of {rounds} rounds; "
-          f"GB/s = 1e9 B/s; busbw = algbw * {bus_factor:.2f}  [{wall_s:.0f} s, "
-          f"load average {os.getloadavg()[0]:.1f}]")
-    print(f"{'size':>8} {'iters':>5} {'ring_us':>10} {'mpi_us':>10} {'ring_algbw':>10} "
-          f"{'mpi_algbw':>10} {'ring_busbw':>10} {'mpi_busbw':>10} {'ring/mpi':>8} {'spread':>11}  check")
+    print(
+        f"\np = {p}: time per all-reduce (slowest rank), median of {rounds} rounds; "
+        f"GB/s = 1e9 B/s; busbw = algbw * {bus_factor:.2f}  [{wall_s:.0f} s, "
+        f"load average {os.getloadavg()[0]:.1f}]"
+    )
+    print(
+        f"{'size':>8} {'iters':>5} {'ring_us':>10} {'mpi_us':>10} {'ring_algbw':>10} "
+        f"{'mpi_algbw':>10} {'ring_busbw':>10} {'mpi_busbw':>10} {'ring/mpi':>8} "
+        f"{'spread':>11}  check"
+    )
     for s in result["sizes"]:
         nbytes, med = s["nbytes"], {a: statistics.median(s["times_s"][a]) for a in ALGORITHMS}
         alg = {a: gbytes_per_s(nbytes, med[a]) for a in ALGORITHMS}
         # spread: (max - min) / median over the rounds, a quick read on how noisy a row is.
-        spread = "/".join(f"{(max(t) - min(t)) / statistics.median(t):.0%}" for t in s["times_s"].values())
-        check = "ok" if all(s["ok"].values()) else "WRONG: " + ",".join(a for a, v in s["ok"].items() if not v)
-        print(f"{size_label(nbytes):>8} {s['iters']:>5} {med['ring'] * 1e6:>10.1f} {med['mpi'] * 1e6:>10.1f} "
-              f"{alg['ring']:>10.3f} {alg['mpi']:>10.3f} {alg['ring'] * bus_factor:>10.3f} "
-              f"{alg['mpi'] * bus_factor:>10.3f} {alg['ring'] / alg['mpi']:>8.2f} {spread:>11}  {check}")
+        spread = "/".join(
+            f"{(max(t) - min(t)) / statistics.median(t):.0%}" for t in s["times_s"].values()
+        )
+        check = (
+            "ok"
+            if all(s["ok"].values())
+            else "WRONG: " + ",".join(a for a, v in s["ok"].items() if not v)
+        )
+        print(
+            f"{size_label(nbytes):>8} {s['iters']:>5} {med['ring'] * 1e6:>10.1f} "
+            f"{med['mpi'] * 1e6:>10.1f} {alg['ring']:>10.3f} {alg['mpi']:>10.3f} "
+            f"{alg['ring'] * bus_factor:>10.3f} {alg['mpi'] * bus_factor:>10.3f} "
+            f"{alg['ring'] / alg['mpi']:>8.2f} {spread:>11}  {check}"
+        )
 
 
 def size_label(nbytes: int) -> str:
@@ -151,7 +187,9 @@ def size_label(nbytes: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ranks", default="2,4", help="comma-separated rank counts")
-    ap.add_argument("--sizes", default=DEFAULT_SIZES, help="float32 buffer sizes in bytes (K, M suffixes)")
+    ap.add_argument(
+        "--sizes", default=DEFAULT_SIZES, help="float32 buffer sizes in bytes (K, M suffixes)"
+    )
     ap.add_argument("--rounds", type=int, default=11, help="timed rounds per algorithm and size")
     ap.add_argument("--timeout-s", type=float, default=300, help="hard limit per mpirun")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -159,8 +197,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker(args)
-    print(f"all-reduce bench: ring (netsim schedule over MPI point-to-point) vs MPI_Allreduce, "
-          f"float32, sum; {os.cpu_count()} CPUs; ring/mpi = ring busbw / MPI busbw (>1: ring faster)")
+    print(
+        f"all-reduce bench: ring (netsim schedule over MPI point-to-point) vs MPI_Allreduce, "
+        f"float32, sum; {os.cpu_count()} CPUs; ring/mpi = ring busbw / MPI busbw (>1: ring faster)"
+    )
     for p in (int(r) for r in args.ranks.split(",")):
         start_s = time.perf_counter()
         result = run_world(p, args)

@@ -19,13 +19,22 @@ from netsim.sim import simulate
 
 
 def cluster(nodes: int, oversubscription: float = 1.0) -> topology.Topology:
-    return topology.parse({
-        "name": f"{nodes} nodes x 8 GPUs, fat-tree {oversubscription:g}:1", "nodes": nodes,
-        "gpus_per_node": 8, "placement": "block",
-        "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 3600, "latency_us": 0.7},
-        "nic": {"count": 8, "bandwidth_gbit_per_s": 400, "latency_us": 1.2},
-        "network": {"kind": "fat-tree", "latency_us": 0.3, "nodes_per_leaf": 16,
-                    "oversubscription": oversubscription}})
+    return topology.parse(
+        {
+            "name": f"{nodes} nodes x 8 GPUs, fat-tree {oversubscription:g}:1",
+            "nodes": nodes,
+            "gpus_per_node": 8,
+            "placement": "block",
+            "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 3600, "latency_us": 0.7},
+            "nic": {"count": 8, "bandwidth_gbit_per_s": 400, "latency_us": 1.2},
+            "network": {
+                "kind": "fat-tree",
+                "latency_us": 0.3,
+                "nodes_per_leaf": 16,
+                "oversubscription": oversubscription,
+            },
+        }
+    )
 
 
 def timed(label: str, algorithm: str, nodes: int, nbytes: int, rounds: int) -> None:
@@ -34,12 +43,17 @@ def timed(label: str, algorithm: str, nodes: int, nbytes: int, rounds: int) -> N
     walls, result = [], None
     for _ in range(rounds):
         start = time.perf_counter()
-        sched = algorithms.get(algorithm).schedule(p, nbytes // 4, node_of_rank=topo.node_of_rank(p))
+        sched = algorithms.get(algorithm).schedule(
+            p, nbytes // 4, node_of_rank=topo.node_of_rank(p)
+        )
         result = simulate.simulate(sched, topo, itemsize=4)
         walls.append(time.perf_counter() - start)
-    print(f"{label:<44} {len(sched.rounds):>6} rounds  wall {statistics.median(walls):6.2f} s "
-          f"(median of {rounds})  simulated {result.time_s * 1e3:8.2f} ms, busbw "
-          f"{result.busbw_bytes_per_s / 1e9:6.1f} GB/s, bottleneck {topo.link_names[result.bottleneck_link]}")
+    print(
+        f"{label:<44} {len(sched.rounds):>6} rounds  wall {statistics.median(walls):6.2f} s "
+        f"(median of {rounds})  simulated {result.time_s * 1e3:8.2f} ms, busbw "
+        f"{result.busbw_bytes_per_s / 1e9:6.1f} GB/s, bottleneck "
+        f"{topo.link_names[result.bottleneck_link]}"
+    )
 
 
 def main() -> None:
@@ -47,8 +61,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     timed("ring, 1,024 ranks (128 nodes), 100 MB", "ring", 128, 100_000_000, args.rounds)
-    timed("hierarchical ring, 8,192 ranks (1,024 nodes), 100 MB", "hierarchical-ring", 1024,
-          100_000_000, args.rounds)
+    timed(
+        "hierarchical ring, 8,192 ranks (1,024 nodes), 100 MB",
+        "hierarchical-ring",
+        1024,
+        100_000_000,
+        args.rounds,
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def batches(widths: list[int], batch: int, steps: int, rank: int):
     for step in range(steps):
         if step % per_epoch == 0:
             order = torch.randperm(POOL_ROWS_PER_RANK, generator=gen)
-        rows = order[(step % per_epoch) * batch:(step % per_epoch + 1) * batch]
+        rows = order[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
         yield x[rows], y[rows]
 
 
@@ -81,15 +81,23 @@ def main() -> None:
     step_s = train(model, widths, args.batch_per_rank, args.steps, rank)
     wall_s = torch.tensor([time.perf_counter() - wall_start_s], dtype=torch.float64)
     dist.all_reduce(wall_s, op=dist.ReduceOp.MAX)
-    steady = step_s[args.warmup_steps:] or step_s
+    steady = step_s[args.warmup_steps :] or step_s
     step_s_mean = torch.tensor([sum(steady) / len(steady)], dtype=torch.float64)
     dist.all_reduce(step_s_mean)
     if rank == 0:
         with open(args.out, "w") as f:
-            json.dump({"world_size": world_size, "steps": args.steps, "wall_s": wall_s.item(),
-                       "samples_per_s": args.steps * args.batch_per_rank * world_size / wall_s.item(),
-                       "step_s_mean": step_s_mean.item() / world_size,
-                       "threads_per_rank": torch.get_num_threads(), "torch": torch.__version__}, f)
+            json.dump(
+                {
+                    "world_size": world_size,
+                    "steps": args.steps,
+                    "wall_s": wall_s.item(),
+                    "samples_per_s": args.steps * args.batch_per_rank * world_size / wall_s.item(),
+                    "step_s_mean": step_s_mean.item() / world_size,
+                    "threads_per_rank": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                },
+                f,
+            )
     # Leave without tearing gloo down: with torch 2.13 about one run in ten aborted in the
     # teardown ("terminate called without an active exception", SIGABRT), after the results
     # were written. The barrier makes sure every rank is done with the group first.

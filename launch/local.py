@@ -23,11 +23,15 @@ def mpiexec(environ=None, python: str | None = None) -> list[str]:
     if environ.get("MPIEXEC"):
         return shlex.split(environ["MPIEXEC"])
     beside = Path(python or sys.executable).parent
-    found = shutil.which("mpirun", path=str(beside)) or shutil.which("mpirun", path=environ.get("PATH"))
+    found = shutil.which("mpirun", path=str(beside)) or shutil.which(
+        "mpirun", path=environ.get("PATH")
+    )
     return [found or "mpirun"]
 
 
-def mpirun_argv(world_size: int, command: list[str], launcher: list[str] | None = None) -> list[str]:
+def mpirun_argv(
+    world_size: int, command: list[str], launcher: list[str] | None = None
+) -> list[str]:
     """`LAUNCHER -n P COMMAND...`: P processes of COMMAND on this machine."""
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")

@@ -29,7 +29,7 @@ def uneven_segments(n, p):
     """Layer-like segments: one big, one tiny, one empty, and a last one, out of order."""
     cuts = [0, n // 2, (3 * n) // 5, (3 * n) // 5, (19 * n) // 20, n]
     segments = [(a, b - a) for a, b in zip(cuts, cuts[1:])]
-    return segments[p % len(segments):] + segments[:p % len(segments)]
+    return segments[p % len(segments) :] + segments[: p % len(segments)]
 
 
 def contexts(name, p, n):

@@ -29,8 +29,10 @@ PROGRAMS = Path(__file__).resolve().parent / "programs"
 def launcher() -> list[str]:
     argv = launch.mpiexec()
     if shutil.which(argv[0]) is None:
-        pytest.fail(f"no launcher {argv[0]!r}: install the mpich extra (pip install -e '.[mpich,test]') "
-                    f"or set $MPIEXEC")
+        pytest.fail(
+            f"no launcher {argv[0]!r}: install the mpich extra (pip install -e '.[mpich,test]') "
+            f"or set $MPIEXEC"
+        )
     return argv
 
 
@@ -50,9 +52,16 @@ def run(argv: list[str], timeout: float = 60, env: dict | None = None, cwd=None)
     import time
 
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=cwd or ROOT,
-                            env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=cwd or ROOT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -62,7 +71,9 @@ def run(argv: list[str], timeout: float = 60, env: dict | None = None, cwd=None)
     return Result(proc.returncode, out, err, time.monotonic() - start)
 
 
-def mpirun(nranks: int, args: list[str], timeout: float = 60, env: dict | None = None, cwd=None) -> Result:
+def mpirun(
+    nranks: int, args: list[str], timeout: float = 60, env: dict | None = None, cwd=None
+) -> Result:
     """`mpirun -n N python ARGS...`; with N == 0, plain `python ARGS...` (no launcher)."""
     python = [sys.executable, *args]
     argv = python if nranks == 0 else launch.mpirun_argv(nranks, python, launcher())

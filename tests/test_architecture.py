@@ -14,8 +14,14 @@ NETSIM_MAY_IMPORT = {
     "netsim.cluster": {"netsim.errors"},
     "netsim.record": {"netsim.errors"},
     "netsim.report": {"netsim.errors", "netsim.algorithms", "netsim.record"},
-    "netsim.sim": {"netsim.errors", "netsim.algorithms", "netsim.cluster", "netsim.record",
-                   "netsim.report", "launch"},
+    "netsim.sim": {
+        "netsim.errors",
+        "netsim.algorithms",
+        "netsim.cluster",
+        "netsim.record",
+        "netsim.report",
+        "launch",
+    },
 }
 
 
@@ -40,7 +46,7 @@ def imports(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
             for alias in node.names:  # `from a import b`: module a.b if there is one, else a
                 found.add(f"{base}.{alias.name}" if is_module(f"{base}.{alias.name}") else base)
@@ -64,7 +70,12 @@ def importers(prefix: str) -> set[str]:
 
 
 def test_the_graph_sees_every_module_and_its_imports():
-    assert {"allreduce_train.comm", "netsim.algorithms.ring", "netsim.record.recorder", "launch.local"} <= set(GRAPH)
+    assert {
+        "allreduce_train.comm",
+        "netsim.algorithms.ring",
+        "netsim.record.recorder",
+        "launch.local",
+    } <= set(GRAPH)
     assert "mpi4py" in GRAPH["allreduce_train.comm"]  # a relative import resolves too:
     assert "netsim.algorithms.base" in GRAPH["netsim.algorithms.ring"]
     assert "netsim.algorithms" in GRAPH["netsim.report.traffic"]  # from netsim import algorithms
@@ -84,8 +95,13 @@ def test_netsim_never_imports_mpi_a_gpu_library_or_the_training_program(forbidde
 
 
 def test_launch_imports_nothing_of_ours():
-    ours = [i for name in GRAPH if within(name, "launch") for i in GRAPH[name]
-            if any(within(i, p) for p in PACKAGES) and not within(i, "launch")]
+    ours = [
+        i
+        for name in GRAPH
+        if within(name, "launch")
+        for i in GRAPH[name]
+        if any(within(i, p) for p in PACKAGES) and not within(i, "launch")
+    ]
     assert not ours
 
 
@@ -114,7 +130,11 @@ def test_no_module_is_past_300_lines_without_saying_why():
 
 
 def test_nothing_in_the_project_refers_to_a_path_outside_it():
-    for path in [*ROOT.glob("*.md"), *ROOT.glob("docs/**/*"), *ROOT.glob("bench/*"),
-                 *(p for _, p in modules())]:
+    for path in [
+        *ROOT.glob("*.md"),
+        *ROOT.glob("docs/**/*"),
+        *ROOT.glob("bench/*"),
+        *(p for _, p in modules()),
+    ]:
         if path.is_file():
             assert "../shared" not in path.read_text(errors="replace"), path

@@ -49,5 +49,7 @@ SCHEDULED = tuple(name for name, a in ALGORITHMS.items() if a.scheduled)  # what
 def get(name: str) -> Algorithm:
     algorithm = ALGORITHMS.get(name)
     if algorithm is None:
-        raise InputError(f"unknown all-reduce algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+        raise InputError(
+            f"unknown all-reduce algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}"
+        )
     return algorithm

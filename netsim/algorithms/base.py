@@ -49,8 +49,10 @@ class Schedule:
         return self._per_rank("dst")
 
     def messages_sent(self) -> np.ndarray:
-        return sum((np.bincount(r.src, minlength=self.world_size) for r in self.rounds),
-                   np.zeros(self.world_size, dtype=np.int64))
+        return sum(
+            (np.bincount(r.src, minlength=self.world_size) for r in self.rounds),
+            np.zeros(self.world_size, dtype=np.int64),
+        )
 
     def _per_rank(self, side: str) -> np.ndarray:
         total = np.zeros(self.world_size, dtype=np.int64)
@@ -80,8 +82,17 @@ def ring_rounds(rings: np.ndarray, bounds: np.ndarray, phases: tuple[str, str]):
     for rounds, phase, reduce, first in zip(out, phases, (True, False), (member, member + 1)):
         for k in range(m - 1):
             chunk = (first - k) % m
-            rounds.append(make_round(phase, k, reduce, src, dst, starts[row, chunk].ravel(),
-                                 sizes[row, chunk].ravel()))
+            rounds.append(
+                make_round(
+                    phase,
+                    k,
+                    reduce,
+                    src,
+                    dst,
+                    starts[row, chunk].ravel(),
+                    sizes[row, chunk].ravel(),
+                )
+            )
     return out
 
 
@@ -120,12 +131,15 @@ class Algorithm(ABC):
     scheduled = True  # its messages are a schedule of ours: recorded, counted, simulated
 
     @abstractmethod
-    def schedule(self, world_size: int, nelems: int, node_of_rank=None, segments=None) -> Schedule | None:
+    def schedule(
+        self, world_size: int, nelems: int, node_of_rank=None, segments=None
+    ) -> Schedule | None:
         """The rounds of one all-reduce of nelems elements on world_size ranks."""
 
     @abstractmethod
-    def elements_sent(self, world_size: int, nelems: int, node_of_rank=None,
-                      segments=None) -> np.ndarray | None:
+    def elements_sent(
+        self, world_size: int, nelems: int, node_of_rank=None, segments=None
+    ) -> np.ndarray | None:
         """Elements each rank sends in one all-reduce, indexed by rank."""
 
     @abstractmethod

@@ -50,5 +50,7 @@ def path_alpha_beta(topology, src_rank, dst_rank, world_size: int) -> AlphaBeta:
     formulas that count the sharing of ports themselves)."""
     gpu = topology.gpu_of_rank(world_size)
     src, dst = gpu[np.asarray(src_rank)], gpu[np.asarray(dst_rank)]
-    return AlphaBeta(float(topology.path_latency_s(src, dst).max()),
-                     1.0 / float(topology.path_bandwidth_bytes_per_s(src, dst).min()))
+    return AlphaBeta(
+        float(topology.path_latency_s(src, dst).max()),
+        1.0 / float(topology.path_bandwidth_bytes_per_s(src, dst).min()),
+    )

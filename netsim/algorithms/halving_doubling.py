@@ -1,5 +1,5 @@
-"""Recursive halving-doubling all-reduce (Rabenseifner): a recursive-halving reduce-scatter, then a recursive-doubling
-all-gather (Thakur, Rabenseifner & Gropp 2005). For p = 4, chunks of n/4:
+"""Recursive halving-doubling all-reduce (Rabenseifner): a recursive-halving reduce-scatter,
+then a recursive-doubling all-gather (Thakur, Rabenseifner & Gropp 2005). For p = 4, chunks of n/4:
 
     reduce-scatter (halving)              all-gather (doubling)
     step 0, distance 2, n/2 each way      step 0, distance 1, n/4 each way
@@ -38,8 +38,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (ALL_GATHER, FOLD, REDUCE_SCATTER, UNFOLD, Algorithm, Schedule, check,
-                   chunk_bounds, make_round, whole)
+from .base import (
+    ALL_GATHER,
+    FOLD,
+    REDUCE_SCATTER,
+    UNFOLD,
+    Algorithm,
+    Schedule,
+    check,
+    chunk_bounds,
+    make_round,
+    whole,
+)
 from .cost import AlphaBeta, round_alpha_beta
 
 
@@ -52,18 +62,41 @@ class HalvingDoubling(Algorithm):
         p, q, folded, active = _fold(world_size)
         bounds = chunk_bounds(nelems, q)
         virtual = np.arange(q, dtype=np.int64)
-        lo, hi = np.zeros(q, dtype=np.int64), np.full(q, q, dtype=np.int64)  # chunks each still holds
+        lo, hi = (
+            np.zeros(q, dtype=np.int64),
+            np.full(q, q, dtype=np.int64),
+        )  # chunks each still holds
         masks = [q >> (s + 1) for s in range(q.bit_length() - 1)]  # q/2, q/4, ..., 1
-        rounds = [make_round(FOLD, 0, True, folded, folded - 1, *whole(folded, nelems))] if p > q else []
+        rounds = (
+            [make_round(FOLD, 0, True, folded, folded - 1, *whole(folded, nelems))] if p > q else []
+        )
         for k, mask in enumerate(masks):
             mid, upper = (lo + hi) // 2, (virtual & mask) != 0
             give_lo, give_hi = np.where(upper, lo, mid), np.where(upper, mid, hi)
-            rounds.append(make_round(REDUCE_SCATTER, k, True, active, active[virtual ^ mask],
-                                 bounds[give_lo], bounds[give_hi] - bounds[give_lo]))
+            rounds.append(
+                make_round(
+                    REDUCE_SCATTER,
+                    k,
+                    True,
+                    active,
+                    active[virtual ^ mask],
+                    bounds[give_lo],
+                    bounds[give_hi] - bounds[give_lo],
+                )
+            )
             lo, hi = np.where(upper, mid, lo), np.where(upper, hi, mid)
         for k, mask in enumerate(reversed(masks)):
-            rounds.append(make_round(ALL_GATHER, k, False, active, active[virtual ^ mask],
-                                 bounds[lo], bounds[hi] - bounds[lo]))
+            rounds.append(
+                make_round(
+                    ALL_GATHER,
+                    k,
+                    False,
+                    active,
+                    active[virtual ^ mask],
+                    bounds[lo],
+                    bounds[hi] - bounds[lo],
+                )
+            )
             lo = np.minimum(lo, lo ^ mask)
             hi = lo + 2 * mask
         if p > q:
@@ -93,7 +126,9 @@ class HalvingDoubling(Algorithm):
         ranks = np.arange(p)
         q = 1 << (p.bit_length() - 1)
         steps = q.bit_length() - 1
-        patterns = [round_alpha_beta(topology, ranks[:q], ranks[:q] ^ (1 << k), p) for k in range(steps)]
+        patterns = [
+            round_alpha_beta(topology, ranks[:q], ranks[:q] ^ (1 << k), p) for k in range(steps)
+        ]
         ab = AlphaBeta(max(a.alpha_s for a in patterns), max(a.beta_s_per_byte for a in patterns))
         moved = nbytes * (q - 1) / q  # n/2 + n/4 + ... over the log2(q) rounds
         t = 2 * steps * ab.alpha_s + 2 * moved * ab.beta_s_per_byte + moved * ab.gamma_s_per_byte

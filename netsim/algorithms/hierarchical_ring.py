@@ -48,11 +48,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (INTER_ALL_GATHER, INTER_REDUCE_SCATTER, INTRA_ALL_GATHER, INTRA_REDUCE_SCATTER,
-                   Algorithm, Schedule, check, chunk_bounds, ring_rounds)
+from netsim.errors import InputError
+
+from .base import (
+    INTER_ALL_GATHER,
+    INTER_REDUCE_SCATTER,
+    INTRA_ALL_GATHER,
+    INTRA_REDUCE_SCATTER,
+    Algorithm,
+    Schedule,
+    check,
+    chunk_bounds,
+    ring_rounds,
+)
 from .cost import NONE, round_alpha_beta
 from .ring import member_sent
-from netsim.errors import InputError
 
 
 class HierarchicalRing(Algorithm):
@@ -64,12 +74,15 @@ class HierarchicalRing(Algorithm):
         layout = node_layout(world_size, node_of_rank)  # (N, L): node m's ranks in rank order
         nnodes, local = layout.shape
         outer = chunk_bounds(nelems, local)
-        intra_rs, intra_ag = ring_rounds(layout, np.tile(outer, (nnodes, 1)),
-                                         (INTRA_REDUCE_SCATTER, INTRA_ALL_GATHER))
+        intra_rs, intra_ag = ring_rounds(
+            layout, np.tile(outer, (nnodes, 1)), (INTRA_REDUCE_SCATTER, INTRA_ALL_GATHER)
+        )
         owned = (np.arange(local) + 1) % local  # chunk each local rank owns after step 1
         inner = np.array([outer[c] + chunk_bounds(outer[c + 1] - outer[c], nnodes) for c in owned])
         inter_rs, inter_ag = ring_rounds(layout.T, inner, (INTER_REDUCE_SCATTER, INTER_ALL_GATHER))
-        return Schedule(self.name, world_size, nelems, tuple(intra_rs + inter_rs + inter_ag + intra_ag))
+        return Schedule(
+            self.name, world_size, nelems, tuple(intra_rs + inter_rs + inter_ag + intra_ag)
+        )
 
     def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:
         check(world_size, nelems)
@@ -78,7 +91,8 @@ class HierarchicalRing(Algorithm):
         owned = np.diff(chunk_bounds(nelems, local))[(np.arange(local) + 1) % local]
         out = np.zeros(world_size, dtype=np.int64)
         out[layout] = member_sent(local, nelems)[None, :] + np.column_stack(
-            [member_sent(nnodes, int(size)) for size in owned])
+            [member_sent(nnodes, int(size)) for size in owned]
+        )
         return out
 
     def time_s(self, topology, world_size, nbytes, segments=None) -> float | None:
@@ -90,11 +104,20 @@ class HierarchicalRing(Algorithm):
         except InputError:  # uneven nodes: the algorithm does not run there
             return None
         N, L = local.shape
-        intra = round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=1).ravel(), p) \
-            if L > 1 else NONE
-        inter = round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=0).ravel(), p) \
-            if N > 1 else NONE
-        t = 2 * (L - 1) * intra.message_s(nbytes / L) + (L - 1) * nbytes / L * intra.gamma_s_per_byte
+        intra = (
+            round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=1).ravel(), p)
+            if L > 1
+            else NONE
+        )
+        inter = (
+            round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=0).ravel(), p)
+            if N > 1
+            else NONE
+        )
+        t = (
+            2 * (L - 1) * intra.message_s(nbytes / L)
+            + (L - 1) * nbytes / L * intra.gamma_s_per_byte
+        )
         piece = nbytes / (L * N)
         return t + 2 * (N - 1) * inter.message_s(piece) + (N - 1) * piece * inter.gamma_s_per_byte
 
@@ -112,8 +135,10 @@ def node_layout(world_size: int, node_of_rank) -> np.ndarray:
         members.setdefault(node, []).append(rank)
     if len({len(ranks) for ranks in members.values()}) > 1:
         counts = ", ".join(f"node {node}: {len(ranks)}" for node, ranks in members.items())
-        raise InputError(f"hierarchical-ring needs the same number of ranks on every node, "
-                         f"got ranks per node {counts}")
+        raise InputError(
+            f"hierarchical-ring needs the same number of ranks on every node, "
+            f"got ranks per node {counts}"
+        )
     return np.array(list(members.values()), dtype=np.int64)
 
 

@@ -41,7 +41,9 @@ class ParameterServer(Algorithm):
         starts, counts = _segments(nelems, p, segments)
         if p == 1:
             return Schedule(self.name, p, nelems, ())
-        seg, rank = (a.ravel() for a in np.meshgrid(np.arange(len(starts)), np.arange(p), indexing="ij"))
+        seg, rank = (
+            a.ravel() for a in np.meshgrid(np.arange(len(starts)), np.arange(p), indexing="ij")
+        )
         keep = rank != seg % p  # a server keeps its own segments
         seg, rank = seg[keep], rank[keep]
         server = seg % p
@@ -52,8 +54,9 @@ class ParameterServer(Algorithm):
     def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:
         check(world_size, nelems)
         _, counts = _segments(nelems, world_size, segments)
-        served = np.bincount(np.arange(len(counts)) % world_size, weights=counts,
-                             minlength=world_size).astype(np.int64)
+        served = np.bincount(
+            np.arange(len(counts)) % world_size, weights=counts, minlength=world_size
+        ).astype(np.int64)
         return nelems - served + (world_size - 1) * served
 
     def time_s(self, topology, world_size, nbytes, segments=None) -> float:
@@ -87,10 +90,15 @@ def _check_segments(segments, nelems: int) -> tuple[np.ndarray, np.ndarray]:
     starts, counts = seg[:, 0], seg[:, 1]
     order = np.lexsort((counts, starts))  # by start; an empty segment before its neighbour
     ends = (starts + counts)[order]
-    if (counts < 0).any() or (starts[order] != np.concatenate([[0], ends[:-1]])).any() \
-            or (ends[-1] if len(ends) else 0) != nelems:
-        raise InputError(f"segments must be (start, count) pairs tiling [0, {nelems}) without "
-                         f"gaps or overlaps, got {seg.tolist()}")
+    if (
+        (counts < 0).any()
+        or (starts[order] != np.concatenate([[0], ends[:-1]])).any()
+        or (ends[-1] if len(ends) else 0) != nelems
+    ):
+        raise InputError(
+            f"segments must be (start, count) pairs tiling [0, {nelems}) without "
+            f"gaps or overlaps, got {seg.tolist()}"
+        )
     return starts, counts
 
 

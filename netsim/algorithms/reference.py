@@ -20,10 +20,10 @@ def execute(schedule: Schedule, buffers: list[np.ndarray]) -> list[np.ndarray]:
         raise ValueError(f"{len(buffers)} buffers for a schedule of {schedule.world_size} ranks")
     bufs = [np.array(b, copy=True) for b in buffers]
     for rnd in schedule.rounds:
-        payloads = [bufs[s][lo:lo + c].copy() for s, lo, c in zip(rnd.src, rnd.start, rnd.count)]
+        payloads = [bufs[s][lo : lo + c].copy() for s, lo, c in zip(rnd.src, rnd.start, rnd.count)]
         for d, lo, c, data in zip(rnd.dst, rnd.start, rnd.count, payloads):
             if rnd.reduce:
-                bufs[d][lo:lo + c] += data
+                bufs[d][lo : lo + c] += data
             else:
-                bufs[d][lo:lo + c] = data
+                bufs[d][lo : lo + c] = data
     return bufs

@@ -27,8 +27,9 @@ Every rank sends (and receives) each chunk once per phase except one: in the red
 all but chunk r+1 (the one it ends owning), in the all-gather all but chunk r+2. So rank r
 sends n - |c_{r+1}| + n - |c_{r+2}| elements, which with equal chunks is 2(p-1)/p * n each
 way, independent of p for large p: the reason the ring is bandwidth-optimal. In time,
-2(p-1) rounds of one chunk: 2(p-1) alpha + 2(p-1)/p n beta + (p-1)/p n gamma. Each chunk's sum is formed on exactly one rank, in one
-order, and then copied, so all ranks end bit-identical.
+2(p-1) rounds of one chunk: 2(p-1) alpha + 2(p-1)/p n beta + (p-1)/p n gamma. Each chunk's
+sum is formed on exactly one rank, in one order, and then copied, so all ranks end
+bit-identical.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ class Ring(Algorithm):
 
     def schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
         check(world_size, nelems)
-        rs, ag = ring_rounds(np.arange(world_size, dtype=np.int64)[None, :],
-                             chunk_bounds(nelems, world_size)[None, :], (REDUCE_SCATTER, ALL_GATHER))
+        rs, ag = ring_rounds(
+            np.arange(world_size, dtype=np.int64)[None, :],
+            chunk_bounds(nelems, world_size)[None, :],
+            (REDUCE_SCATTER, ALL_GATHER),
+        )
         return Schedule(self.name, world_size, nelems, tuple(rs + ag))
 
     def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:

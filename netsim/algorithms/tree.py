@@ -39,16 +39,22 @@ class Tree(Algorithm):
         level = np.array([int(c + 1).bit_length() - 1 for c in child], dtype=np.int64)
         depth = int(level.max(initial=0))
         edges = [(child[level == lvl], parent[level == lvl]) for lvl in range(depth, 0, -1)]
-        up = [make_round(REDUCE, k, True, children, parents, *whole(children, nelems))
-              for k, (children, parents) in enumerate(edges)]
-        down = [make_round(BROADCAST, k, False, parents, children, *whole(children, nelems))
-                for k, (children, parents) in enumerate(reversed(edges))]
+        up = [
+            make_round(REDUCE, k, True, children, parents, *whole(children, nelems))
+            for k, (children, parents) in enumerate(edges)
+        ]
+        down = [
+            make_round(BROADCAST, k, False, parents, children, *whole(children, nelems))
+            for k, (children, parents) in enumerate(reversed(edges))
+        ]
         return Schedule(self.name, world_size, nelems, tuple(up + down))
 
     def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:
         check(world_size, nelems)
         r = np.arange(world_size)
-        return nelems * ((r > 0).astype(np.int64) + (2 * r + 1 < world_size) + (2 * r + 2 < world_size))
+        return nelems * (
+            (r > 0).astype(np.int64) + (2 * r + 1 < world_size) + (2 * r + 2 < world_size)
+        )
 
     def time_s(self, topology, world_size, nbytes, segments=None) -> float:
         p = world_size

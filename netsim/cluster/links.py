@@ -68,9 +68,15 @@ class Layout:
         intra, nic, net = spec["intra_node"], spec.get("nic"), spec.get("network", {})
         kind = net.get("kind")
         dims = [spec["nodes"]] if kind == "ring" else net.get("dims", []) if kind == "torus" else []
-        return cls(spec["nodes"], spec["gpus_per_node"], intra.get("gpus_per_switch", 0),
-                   nic["count"] if nic else 0, net.get("nodes_per_leaf", 0) if kind == "fat-tree" else 0,
-                   tuple(d for d in dims if d > 1), "aggregate_bandwidth_gbit_per_s" in intra)
+        return cls(
+            spec["nodes"],
+            spec["gpus_per_node"],
+            intra.get("gpus_per_switch", 0),
+            nic["count"] if nic else 0,
+            net.get("nodes_per_leaf", 0) if kind == "fat-tree" else 0,
+            tuple(d for d in dims if d > 1),
+            "aggregate_bandwidth_gbit_per_s" in intra,
+        )
 
     @functools.cached_property
     def blocks(self) -> dict[str, int]:
@@ -90,13 +96,25 @@ class Layout:
         nodes, gpn = range(self.nodes), range(self.gpn)
         out = [f"node{n}.gpu{g}.{d}" for d in ("up", "down") for n in nodes for g in gpn]
         if self.per_switch:
-            out += [f"node{n}.pcie{s}.{d}" for d in ("up", "down") for n in nodes
-                    for s in range(self.gpn // self.per_switch)]
-        out += [f"node{n}.nic{k}.{d}" for d in ("up", "down") for n in nodes for k in range(self.nics)]
+            out += [
+                f"node{n}.pcie{s}.{d}"
+                for d in ("up", "down")
+                for n in nodes
+                for s in range(self.gpn // self.per_switch)
+            ]
+        out += [
+            f"node{n}.nic{k}.{d}" for d in ("up", "down") for n in nodes for k in range(self.nics)
+        ]
         if self.per_leaf:
-            out += [f"leaf{x}.spine.{d}" for d in ("up", "down") for x in range(self.nodes // self.per_leaf)]
+            out += [
+                f"leaf{x}.spine.{d}"
+                for d in ("up", "down")
+                for x in range(self.nodes // self.per_leaf)
+            ]
         if self.nics:
-            out += [f"node{n}.dim{i}{s}" for n in nodes for i in range(len(self.dims)) for s in "+-"]
+            out += [
+                f"node{n}.dim{i}{s}" for n in nodes for i in range(len(self.dims)) for s in "+-"
+            ]
         if self.fabric:
             out += [f"node{n}.fabric" for n in nodes]
         return out
@@ -109,15 +127,24 @@ class Layout:
         nic_bw = nic.get("bandwidth_gbit_per_s", 0) * gbit
         spine_bw = nic_bw * self.nics * self.per_leaf / net.get("oversubscription", 1)
         hop_lat = net.get("latency_us", 0) * us
-        values = {"gpu.up": (intra["bandwidth_gbit_per_s"] * gbit, intra["latency_us"] * us),
-                  "gpu.down": (intra["bandwidth_gbit_per_s"] * gbit, 0.0),
-                  "pcie.up": (intra.get("uplink_bandwidth_gbit_per_s", 0) * gbit, intra["latency_us"] * us),
-                  "pcie.down": (intra.get("uplink_bandwidth_gbit_per_s", 0) * gbit, intra["latency_us"] * us),
-                  "nic.up": (nic_bw, nic.get("latency_us", 0) * us),
-                  "nic.down": (nic_bw, 0.0 if net.get("kind") in ("ring", "torus") else hop_lat),
-                  "spine.up": (spine_bw, hop_lat), "spine.down": (spine_bw, hop_lat),
-                  "hop": (nic_bw, hop_lat),
-                  "fabric": (intra.get("aggregate_bandwidth_gbit_per_s", 0) * gbit, 0.0)}
+        values = {
+            "gpu.up": (intra["bandwidth_gbit_per_s"] * gbit, intra["latency_us"] * us),
+            "gpu.down": (intra["bandwidth_gbit_per_s"] * gbit, 0.0),
+            "pcie.up": (
+                intra.get("uplink_bandwidth_gbit_per_s", 0) * gbit,
+                intra["latency_us"] * us,
+            ),
+            "pcie.down": (
+                intra.get("uplink_bandwidth_gbit_per_s", 0) * gbit,
+                intra["latency_us"] * us,
+            ),
+            "nic.up": (nic_bw, nic.get("latency_us", 0) * us),
+            "nic.down": (nic_bw, 0.0 if net.get("kind") in ("ring", "torus") else hop_lat),
+            "spine.up": (spine_bw, hop_lat),
+            "spine.down": (spine_bw, hop_lat),
+            "hop": (nic_bw, hop_lat),
+            "fabric": (intra.get("aggregate_bandwidth_gbit_per_s", 0) * gbit, 0.0),
+        }
         ends = list(self.blocks.values())[1:]
         for (block, start), end in zip(self.blocks.items(), ends):
             bw[start:end], lat[start:end] = values[block]
@@ -148,8 +175,10 @@ class Layout:
             if self.per_leaf:
                 src_leaf, dst_leaf = src_node // self.per_leaf, dst_node // self.per_leaf
                 spine = src_leaf != dst_leaf
-                cols += [np.where(spine, b["spine.up"] + src_leaf, -1),
-                         np.where(spine, b["spine.down"] + dst_leaf, -1)]
+                cols += [
+                    np.where(spine, b["spine.up"] + src_leaf, -1),
+                    np.where(spine, b["spine.down"] + dst_leaf, -1),
+                ]
             cols += self._torus_hops(src_node, dst_node)
         table = np.column_stack([c if c.ndim == 2 else c[:, None] for c in cols + tail])
         used = table >= 0
@@ -169,7 +198,9 @@ class Layout:
             steps, way = np.where(plus, ahead, size - ahead), np.where(plus, 1, -1)
             k = np.arange(steps.max(initial=0))  # at most size // 2; 1 for neighbour traffic
             at = cur[:, None] + ((here[:, None] + way[:, None] * k) % size - here[:, None]) * stride
-            link = self.blocks["hop"] + (at * len(self.dims) + i) * 2 + np.where(plus, 0, 1)[:, None]
+            link = (
+                self.blocks["hop"] + (at * len(self.dims) + i) * 2 + np.where(plus, 0, 1)[:, None]
+            )
             blocks.append(np.where(k < steps[:, None], link, -1))
             cur = cur + (there - here) * stride
         return blocks

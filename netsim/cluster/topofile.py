@@ -48,12 +48,17 @@ def bad(path: str, problem: str, value) -> TopologyError:
 def _number(problem: str, ok):
     def check(path, value):
         # bool is an int to Python; in a topology True is a typo, never a number
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not isinstance(value, numbers.Integral)
+            and not math.isfinite(value)
+        ):
             raise bad(path, "must be a finite number", value)
         if not ok(value):
             raise bad(path, problem, value)
         return int(value) if isinstance(value, numbers.Integral) else float(value)
+
     return check
 
 
@@ -88,21 +93,45 @@ def _dims(path, value) -> list[int]:
 
 # table -> (keys of every kind, {kind: keys of that kind only}); key -> checker
 _TABLES = {
-    "intra_node": ({"bandwidth_gbit_per_s": _positive, "latency_us": _non_negative},
-                   {"all-to-all": {},
-                    "pcie-tree": {"gpus_per_switch": _count, "uplink_bandwidth_gbit_per_s": _positive}}),
-    "nic": ({"count": _count, "bandwidth_gbit_per_s": _positive, "latency_us": _non_negative}, None),
-    "network": ({"latency_us": _non_negative},
-                {"switch": {}, "fat-tree": {"nodes_per_leaf": _count, "oversubscription": _oversubscription},
-                 "ring": {}, "torus": {"dims": _dims}}),
+    "intra_node": (
+        {"bandwidth_gbit_per_s": _positive, "latency_us": _non_negative},
+        {
+            "all-to-all": {},
+            "pcie-tree": {"gpus_per_switch": _count, "uplink_bandwidth_gbit_per_s": _positive},
+        },
+    ),
+    "nic": (
+        {"count": _count, "bandwidth_gbit_per_s": _positive, "latency_us": _non_negative},
+        None,
+    ),
+    "network": (
+        {"latency_us": _non_negative},
+        {
+            "switch": {},
+            "fat-tree": {"nodes_per_leaf": _count, "oversubscription": _oversubscription},
+            "ring": {},
+            "torus": {"dims": _dims},
+        },
+    ),
     "compute": ({}, None),  # optional table, all its keys optional (_OPTIONAL)
 }
 _TOP = {"name": _text, "nodes": _count, "gpus_per_node": _count, "placement": _placement}
 # table -> (optional keys of every kind, {kind: optional keys of that kind only})
 _OPTIONAL = {
-    "intra_node": ({}, {"all-to-all": {"aggregate_bandwidth_gbit_per_s": _positive, "cache_bytes": _count,
-                                       "cache_bandwidth_gbit_per_s": _positive}}),
-    "compute": ({"cores": _count, "message_overhead_us": _non_negative, "reduce_gbyte_per_s": _positive}, None),
+    "intra_node": (
+        {},
+        {
+            "all-to-all": {
+                "aggregate_bandwidth_gbit_per_s": _positive,
+                "cache_bytes": _count,
+                "cache_bandwidth_gbit_per_s": _positive,
+            }
+        },
+    ),
+    "compute": (
+        {"cores": _count, "message_overhead_us": _non_negative, "reduce_gbyte_per_s": _positive},
+        None,
+    ),
 }
 
 
@@ -146,7 +175,10 @@ def _check_table(name: str, data) -> dict:
     out = {"kind": kind} if kinds else {}
     out.update(_check_keys(data, common, name + "."))
     out.update(_check_keys(data, own or {}, name + ".", f" (needed by {name}.kind = {kind!r})"))
-    return {**out, **{key: check(f"{name}.{key}", data[key]) for key, check in may.items() if key in data}}
+    return {
+        **out,
+        **{key: check(f"{name}.{key}", data[key]) for key, check in may.items() if key in data},
+    }
 
 
 def check(data) -> dict:
@@ -165,8 +197,11 @@ def check(data) -> dict:
             raise TopologyError(f"{name} is missing{needed}")
     intra, nic, net = spec["intra_node"], spec.get("nic"), spec.get("network", {})
     if intra["kind"] == "pcie-tree" and gpn % intra["gpus_per_switch"]:
-        raise bad("intra_node.gpus_per_switch", f"must divide gpus_per_node = {gpn}",
-                   intra["gpus_per_switch"])
+        raise bad(
+            "intra_node.gpus_per_switch",
+            f"must divide gpus_per_node = {gpn}",
+            intra["gpus_per_switch"],
+        )
     # the cache is a second capacity of the fabric: it needs the fabric, and both halves
     cache = [k for k in ("cache_bytes", "cache_bandwidth_gbit_per_s") if k in intra]
     for key in ("cache_bytes", "cache_bandwidth_gbit_per_s", "aggregate_bandwidth_gbit_per_s"):
@@ -204,7 +239,9 @@ def _toml_key(key: str) -> str:
 def to_toml(topology_dict: dict) -> str:
     """Top-level scalars, then one [table] per dict value: the format of the presets."""
     tables = {k: v for k, v in topology_dict.items() if isinstance(v, dict)}
-    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in topology_dict.items() if k not in tables]
+    lines = [
+        f"{_toml_key(k)} = {_toml_value(v)}" for k, v in topology_dict.items() if k not in tables
+    ]
     for name, table in tables.items():
         lines += ["", f"[{_toml_key(name)}]"]
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]

@@ -34,8 +34,10 @@ class Topology:
     spec: dict  # the validated description; to_toml(spec) writes it back
 
     def __repr__(self) -> str:
-        return (f"Topology({self.name!r}: {self.nodes} nodes x {self.gpus_per_node} GPUs, "
-                f"{len(self.link_names)} links)")
+        return (
+            f"Topology({self.name!r}: {self.nodes} nodes x {self.gpus_per_node} GPUs, "
+            f"{len(self.link_names)} links)"
+        )
 
     @property
     def gpus(self) -> int:
@@ -48,10 +50,16 @@ class Topology:
     def gpu_of_rank(self, world_size: int) -> np.ndarray:
         """block: rank r on GPU r (fills node 0 first); round-robin: rank r on node
         r % nodes (as `mpirun --map-by node`), so a small job spreads over many nodes."""
-        if isinstance(world_size, bool) or not isinstance(world_size, numbers.Integral) \
-                or not 1 <= world_size <= self.gpus:
-            raise topofile.bad("world_size", f"must be an integer from 1 to the {self.gpus} GPUs of "
-                                             f"{self.name!r}", world_size)
+        if (
+            isinstance(world_size, bool)
+            or not isinstance(world_size, numbers.Integral)
+            or not 1 <= world_size <= self.gpus
+        ):
+            raise topofile.bad(
+                "world_size",
+                f"must be an integer from 1 to the {self.gpus} GPUs of {self.name!r}",
+                world_size,
+            )
         rank = np.arange(world_size, dtype=np.int64)
         if self.placement == "block":
             return rank
@@ -70,7 +78,9 @@ class Topology:
             if gpu.dtype.kind not in "iu":
                 raise topofile.bad(what, "must be integer GPU ids", gpu.dtype)
             if gpu.min() < 0 or gpu.max() >= self.gpus:
-                raise topofile.bad(what, f"must be GPU ids in [0, {self.gpus})", (int(gpu.min()), int(gpu.max())))
+                raise topofile.bad(
+                    what, f"must be GPU ids in [0, {self.gpus})", (int(gpu.min()), int(gpu.max()))
+                )
         return src.astype(np.int64, copy=False), dst.astype(np.int64, copy=False)
 
     def routes(self, src_gpu: np.ndarray, dst_gpu: np.ndarray) -> Routes:
@@ -79,7 +89,9 @@ class Topology:
         empty route. Returns (indptr, links), also as .indptr and .links."""
         return self._layout.route(*self._flows(src_gpu, dst_gpu))
 
-    def _per_flow(self, src_gpu, dst_gpu, values: np.ndarray, reduce: np.ufunc, empty: float) -> np.ndarray:
+    def _per_flow(
+        self, src_gpu, dst_gpu, values: np.ndarray, reduce: np.ufunc, empty: float
+    ) -> np.ndarray:
         indptr, links = self.routes(src_gpu, dst_gpu)
         out = np.full(len(indptr) - 1, empty)
         routed = np.diff(indptr) > 0
@@ -135,8 +147,16 @@ def parse(data: dict, source: str = "<dict>") -> Topology:
         raise TopologyError(f"{source}: {err}") from None
     layout = Layout.of(spec)
     bandwidth, latency = layout.properties(spec)
-    return Topology(spec["name"], spec["nodes"], spec["gpus_per_node"], spec["placement"],
-                    tuple(layout.names()), bandwidth, latency, spec)
+    return Topology(
+        spec["name"],
+        spec["nodes"],
+        spec["gpus_per_node"],
+        spec["placement"],
+        tuple(layout.names()),
+        bandwidth,
+        latency,
+        spec,
+    )
 
 
 def presets() -> list[str]:
@@ -148,8 +168,9 @@ def load(path_or_preset: str) -> Topology:
     path = Path(path_or_preset)
     if not path.is_file() and path.suffix != ".toml":
         if str(path_or_preset) not in presets():
-            raise TopologyError(f"{path_or_preset!r} is neither a .toml file nor a preset "
-                                f"({', '.join(presets())})")
+            raise TopologyError(
+                f"{path_or_preset!r} is neither a .toml file nor a preset ({', '.join(presets())})"
+            )
         path = PRESETS_DIR / f"{path_or_preset}.toml"
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -163,9 +184,23 @@ def load(path_or_preset: str) -> Topology:
 def single_switch(gpus: int, bandwidth_bytes_per_s: float, latency_s: float) -> Topology:
     """One node of `gpus` GPUs on a non-blocking switch: every GPU pair gets exactly this
     bandwidth and latency (the arrays are set from the arguments, not rounded via Gbit/us)."""
-    intra = {"kind": "all-to-all", "bandwidth_gbit_per_s": bandwidth_bytes_per_s * 8 / 1e9,
-             "latency_us": latency_s * 1e6}
-    topo = parse({"name": f"{gpus} GPUs on one switch", "nodes": 1, "gpus_per_node": gpus,
-                  "placement": "block", "intra_node": intra}, "single_switch()")
-    return replace(topo, bandwidth_bytes_per_s=np.full(2 * gpus, float(bandwidth_bytes_per_s)),
-                   latency_s=np.repeat([float(latency_s), 0.0], gpus))
+    intra = {
+        "kind": "all-to-all",
+        "bandwidth_gbit_per_s": bandwidth_bytes_per_s * 8 / 1e9,
+        "latency_us": latency_s * 1e6,
+    }
+    topo = parse(
+        {
+            "name": f"{gpus} GPUs on one switch",
+            "nodes": 1,
+            "gpus_per_node": gpus,
+            "placement": "block",
+            "intra_node": intra,
+        },
+        "single_switch()",
+    )
+    return replace(
+        topo,
+        bandwidth_bytes_per_s=np.full(2 * gpus, float(bandwidth_bytes_per_s)),
+        latency_s=np.repeat([float(latency_s), 0.0], gpus),
+    )

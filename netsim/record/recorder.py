@@ -43,8 +43,12 @@ class Tally:
     bytes_sent: int | None
     bytes_recv: int | None
     messages: int | None
-    links: tuple[tuple[int, int, int, int], ...] | None  # (src, dst, bytes, messages) per peer sent to
-    round_labels: tuple[tuple[str, int] | None, ...] | None  # (phase, index) per round; None: unlabelled
+    links: (
+        tuple[tuple[int, int, int, int], ...] | None
+    )  # (src, dst, bytes, messages) per peer sent to
+    round_labels: (
+        tuple[tuple[str, int] | None, ...] | None
+    )  # (phase, index) per round; None: unlabelled
 
 
 HIDDEN = Tally(None, None, None, None, None)
@@ -78,7 +82,9 @@ class Recorder:
     it until then.
     """
 
-    def __init__(self, path: str, rank: int, steps_per_epoch: int, samples: int, capacity: int = 1 << 20):
+    def __init__(
+        self, path: str, rank: int, steps_per_epoch: int, samples: int, capacity: int = 1 << 20
+    ):
         self.rank = rank
         self.clock = time.perf_counter_ns  # the clock of every reading (the trainer's too)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -98,12 +104,22 @@ class Recorder:
         tally = count(self.rank, messages)
         if tally != self.tally:
             self._append(stepfile.messages(tally))
-            self.tally, self._fsize = tally, stepfile.step_struct(len(tally.round_labels or ())).size
+            self.tally, self._fsize = (
+                tally,
+                stepfile.step_struct(len(tally.round_labels or ())).size,
+            )
             self._open()
         return tally
 
-    def commit(self, step: int, loss: float, t_start_ns: int, t_comm_ns: int, t_comm_end_ns: int,
-               t_end_ns: int) -> None:
+    def commit(
+        self,
+        step: int,
+        loss: float,
+        t_start_ns: int,
+        t_comm_ns: int,
+        t_comm_end_ns: int,
+        t_end_ns: int,
+    ) -> None:
         """The end of a step: its frame, whose readings the collective stored, closed with
         these fields (clock readings of `clock`). Called positionally, every step of every
         rank: on the default job every 100 ns here is 0.2% of a step."""
@@ -111,8 +127,19 @@ class Recorder:
         if not fsize:
             raise RuntimeError("a step committed before its collective bound what it sends")
         end = self.size + fsize
-        _CLOSE.pack_into(self.map, end - _BACK, step, loss, t_start_ns, t_comm_ns, t_comm_end_ns, t_end_ns,
-                         fsize, fsize, stepfile.STEP)
+        _CLOSE.pack_into(
+            self.map,
+            end - _BACK,
+            step,
+            loss,
+            t_start_ns,
+            t_comm_ns,
+            t_comm_end_ns,
+            t_end_ns,
+            fsize,
+            fsize,
+            stepfile.STEP,
+        )
         self.size = end
         if end > self._last:
             self._open()
@@ -135,7 +162,7 @@ class Recorder:
 
     def _append(self, frame: bytes) -> None:
         self._room(len(frame))
-        self.map[self.size:self.size + len(frame)] = frame
+        self.map[self.size : self.size + len(frame)] = frame
         self.size += len(frame)
 
     def _room(self, nbytes: int) -> None:

@@ -38,8 +38,12 @@ def create(run_dir: str | None, world_size: int) -> str:
     """Make a new run directory and return its path. An explicit one may exist but must not
     already hold a run: data already written is never overwritten."""
     if run_dir is not None:
-        if os.path.exists(step_file(run_dir, 0)) or os.path.exists(os.path.join(run_dir, "config.json")):
-            raise FileExistsError(f"--run-dir {run_dir} already holds a run; choose a new directory")
+        if os.path.exists(step_file(run_dir, 0)) or os.path.exists(
+            os.path.join(run_dir, "config.json")
+        ):
+            raise FileExistsError(
+                f"--run-dir {run_dir} already holds a run; choose a new directory"
+            )
         os.makedirs(run_dir, exist_ok=True)
         return run_dir
     stem = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-p{world_size}")
@@ -86,7 +90,9 @@ def load(run_dir: str) -> tuple[dict, list[list[dict]], dict | None]:
         try:
             records.append(read_steps(run_dir, rank))
         except OSError as exc:
-            raise RunDirError(f"{step_file(run_dir, rank)}: cannot read: {exc.strerror or exc}") from None
+            raise RunDirError(
+                f"{step_file(run_dir, rank)}: cannot read: {exc.strerror or exc}"
+            ) from None
     summary_path = os.path.join(run_dir, "summary.json")
     summary = _read_json(summary_path, run_dir) if os.path.exists(summary_path) else None
     return config, records, summary

@@ -77,8 +77,12 @@ def frame(kind: int, payload: bytes) -> bytes:
 
 
 def header(rank: int, steps_per_epoch: int, samples: int) -> bytes:
-    return frame(HEADER, json.dumps({**FORMAT, "rank": rank, "steps_per_epoch": steps_per_epoch,
-                                     "samples": samples}).encode())
+    return frame(
+        HEADER,
+        json.dumps(
+            {**FORMAT, "rank": rank, "steps_per_epoch": steps_per_epoch, "samples": samples}
+        ).encode(),
+    )
 
 
 def messages(tally) -> bytes:
@@ -96,11 +100,15 @@ def read(path: str) -> list[dict]:
         if size == 0:
             break
         end = offset + size
-        if end > len(data) or size < FRAME.size + SIZE.size or SIZE.unpack_from(data, end - SIZE.size)[0] != size:
-            if data[min(end, len(data)):].strip(b"\0"):  # more follows: not a crash's cut
+        if (
+            end > len(data)
+            or size < FRAME.size + SIZE.size
+            or SIZE.unpack_from(data, end - SIZE.size)[0] != size
+        ):
+            if data[min(end, len(data)) :].strip(b"\0"):  # more follows: not a crash's cut
                 raise StepFileError(f"{path}: damaged at byte {offset}")
             break
-        payload = data[offset + FRAME.size:end - SIZE.size]
+        payload = data[offset + FRAME.size : end - SIZE.size]
         if offset == 0:
             head = _header(path, payload if kind == HEADER else b"")
         elif kind == MESSAGES:
@@ -109,9 +117,13 @@ def read(path: str) -> list[dict]:
             layout = struct.Struct("<" + "q" * nreadings + FIELDS_FORMAT)
         elif kind == STEP:
             if tally is None or layout.size != len(payload):
-                raise StepFileError(f"{path}: step at byte {offset} does not match its messages frame")
+                raise StepFileError(
+                    f"{path}: step at byte {offset} does not match its messages frame"
+                )
             values = layout.unpack_from(payload)
-            records.append(_record(dict(zip(FIELDS, values[nreadings:])), head, tally, values[:nreadings]))
+            records.append(
+                _record(dict(zip(FIELDS, values[nreadings:])), head, tally, values[:nreadings])
+            )
         elif kind == HEADER:
             raise StepFileError(f"{path}: a second header at byte {offset}")
         else:
@@ -127,16 +139,32 @@ def rounds(labels, times) -> list | None:
     the step's clock readings."""
     if labels is None:
         return None
-    return [[label[0], label[1], times[i], times[i + 1]] for i, label in enumerate(labels) if label is not None]
+    return [
+        [label[0], label[1], times[i], times[i + 1]]
+        for i, label in enumerate(labels)
+        if label is not None
+    ]
 
 
 def _record(fields: dict, head: dict, tally: dict, times: tuple) -> dict:
     """The fields a step does not store, derived as training does, and its tally's."""
-    step, t0, t1, t2, t3 = (fields[k] for k in ("step", "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns"))
-    return {"step": step, "epoch": step // head["steps_per_epoch"], "samples": head["samples"],
-            "loss": fields["loss"], "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9, "comm_s": (t2 - t1) / 1e9,
-            "t_start_ns": t0, "t_comm_ns": t1, "t_comm_end_ns": t2, "t_end_ns": t3,
-            **{k: tally[k] for k in TALLY[:4]}, "rounds": rounds(tally["round_labels"], times)}
+    step, t0, t1, t2, t3 = (
+        fields[k] for k in ("step", "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns")
+    )
+    return {
+        "step": step,
+        "epoch": step // head["steps_per_epoch"],
+        "samples": head["samples"],
+        "loss": fields["loss"],
+        "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9,
+        "comm_s": (t2 - t1) / 1e9,
+        "t_start_ns": t0,
+        "t_comm_ns": t1,
+        "t_comm_end_ns": t2,
+        "t_end_ns": t3,
+        **{k: tally[k] for k in TALLY[:4]},
+        "rounds": rounds(tally["round_labels"], times),
+    }
 
 
 def _json(path: str, payload: bytes, offset: int):
@@ -154,8 +182,10 @@ def _header(path: str, payload: bytes) -> dict:
     if not isinstance(head, dict) or head.get("format") != FORMAT["format"]:
         raise StepFileError(f"{path}: not a step record file")
     if head.get("version") != FORMAT["version"]:
-        raise StepFileError(f"{path}: step file format version {head.get('version')}; this netsim reads "
-                            f"version {FORMAT['version']}")
+        raise StepFileError(
+            f"{path}: step file format version {head.get('version')}; this netsim reads "
+            f"version {FORMAT['version']}"
+        )
     if not (_count(head.get("steps_per_epoch"), 1) and _count(head.get("samples"), 0)):
         raise StepFileError(f"{path}: damaged header (steps_per_epoch, samples)")
     return head

@@ -15,15 +15,27 @@ from netsim.record import rundir
 from . import timeline
 from .traffic import Traffic
 
-STEP_COLUMNS = ("epoch", "samples", "loss", "compute_s", "comm_s", "wait_s", "transfer_s",
-                "caused_wait_s", "bytes_sent", "bytes_recv", "messages")
+STEP_COLUMNS = (
+    "epoch",
+    "samples",
+    "loss",
+    "compute_s",
+    "comm_s",
+    "wait_s",
+    "transfer_s",
+    "caused_wait_s",
+    "bytes_sent",
+    "bytes_recv",
+    "messages",
+)
 
 
 def write_outputs(run_dir: str, config: dict, traffic: Traffic, traced_steps) -> None:
     _write_steps(os.path.join(run_dir, "steps.jsonl"), traffic)
     _write_links(os.path.join(run_dir, "links.csv"), traffic)
-    rundir.write_json(os.path.join(run_dir, "timeline.json"),
-                      timeline.chrome_trace(config, traffic, traced_steps))
+    rundir.write_json(
+        os.path.join(run_dir, "timeline.json"), timeline.chrome_trace(config, traffic, traced_steps)
+    )
 
 
 def _write_steps(path: str, traffic: Traffic) -> None:
@@ -37,10 +49,15 @@ def _write_steps(path: str, traffic: Traffic) -> None:
                     row[k] = None if np.isnan(v) else (int(v) if k in _INTS else float(v))
                 if traffic.peer_not_ready_s is not None:
                     row["rounds"] = [
-                        {"phase": ph, "round": ix, "peer_not_ready_s": float(traffic.peer_not_ready_s[s, rank, k]),
-                         "transfer_s": float(traffic.round_transfer_s[s, rank, k])}
+                        {
+                            "phase": ph,
+                            "round": ix,
+                            "peer_not_ready_s": float(traffic.peer_not_ready_s[s, rank, k]),
+                            "transfer_s": float(traffic.round_transfer_s[s, rank, k]),
+                        }
                         for k, (ph, ix) in enumerate(traffic.round_labels)
-                        if not np.isnan(traffic.peer_not_ready_s[s, rank, k])]
+                        if not np.isnan(traffic.peer_not_ready_s[s, rank, k])
+                    ]
                 f.write(json.dumps(row, separators=(",", ":")) + "\n")
     os.replace(tmp, path)
 
@@ -52,10 +69,10 @@ def _write_links(path: str, traffic: Traffic) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
-        out.writerow(["step", "src", "dst", "src_node", "dst_node", "intra_node", "sent_bytes", "messages"])
-        for step, src, dst, nbytes, messages in (traffic.links if traffic.links is not None else []):
+        out.writerow(
+            ["step", "src", "dst", "src_node", "dst_node", "intra_node", "sent_bytes", "messages"]
+        )
+        for step, src, dst, nbytes, messages in traffic.links if traffic.links is not None else []:
             a, b = traffic.node_of_rank[src], traffic.node_of_rank[dst]
             out.writerow([step, src, dst, a, b, int(a == b), nbytes, messages])
     os.replace(tmp, path)
-
-

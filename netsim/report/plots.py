@@ -23,8 +23,11 @@ from .traffic import Traffic
 
 DPI = 120
 # the three parts of a step, in the order they are stacked: table column, legend, colour
-PARTS = (("compute_s", "compute", "#4c9f70"), ("transfer_s", "transfer (comm - stall)", "#3b75af"),
-         ("wait_s", "synchronisation stall", "#d1495b"))
+PARTS = (
+    ("compute_s", "compute", "#4c9f70"),
+    ("transfer_s", "transfer (comm - stall)", "#3b75af"),
+    ("wait_s", "synchronisation stall", "#d1495b"),
+)
 LEGEND_RANKS = 8  # above this many ranks, per-rank lines become a median and a min-max band
 
 
@@ -34,33 +37,39 @@ class PlotsUnavailable(InputError):
 
 def write_plots(out_dir: str, config: dict, traffic: Traffic) -> list[str]:
     """Writes the PNGs into out_dir (usually the run directory) and returns their paths."""
-    figure_class = _figure_class()
+    figure = figure_class()
     os.makedirs(out_dir, exist_ok=True)
     head = headline(config, traffic)
-    figures = {"plot_steps.png": _steps_figure(figure_class, head, traffic),
-               "plot_time_split.png": _time_split_figure(figure_class, head, traffic)}
+    figures = {
+        "plot_steps.png": _steps_figure(figure, head, traffic),
+        "plot_time_split.png": _time_split_figure(figure, head, traffic),
+    }
     # MPI_Allreduce hides its messages, and one rank (or no step) sends none: no matrix to draw
     if traffic.observable and traffic.link_matrix().any():
-        figures["plot_links.png"] = _links_figure(figure_class, head, traffic)
+        figures["plot_links.png"] = _links_figure(figure, head, traffic)
     for name, fig in figures.items():
         fig.savefig(os.path.join(out_dir, name), dpi=DPI)
     return [os.path.join(out_dir, name) for name in figures]
 
 
-def _figure_class():
+def figure_class():
     try:
         import matplotlib  # noqa: F401  (imported first: a missing matplotlib fails here)
         from matplotlib.figure import Figure
     except ImportError:
-        raise PlotsUnavailable("plots need matplotlib: pip install 'allreduce_train[plot]'") from None
+        raise PlotsUnavailable(
+            "plots need matplotlib: pip install 'allreduce_train[plot]'"
+        ) from None
     return Figure
 
 
 def headline(config: dict, traffic: Traffic) -> str:
     p, nodes, name = traffic.world_size, traffic.nodes, traffic.algorithm.label
     unit, per_unit = byte_unit(config["buffer_bytes"])
-    text = (f"{p} rank{'s' * (p > 1)}, {nodes} node{'s' * (nodes > 1)}, {name} of "
-            f"{config['buffer_bytes'] / per_unit:,.1f} {unit}, {len(traffic.steps)} steps")
+    text = (
+        f"{p} rank{'s' * (p > 1)}, {nodes} node{'s' * (nodes > 1)}, {name} of "
+        f"{config['buffer_bytes'] / per_unit:,.1f} {unit}, {len(traffic.steps)} steps"
+    )
     return text if traffic.complete else text + " (incomplete run)"
 
 
@@ -68,15 +77,18 @@ def byte_unit(max_bytes: float) -> tuple[str, int]:
     """The largest binary unit in which max_bytes is at least 1, so axes read 1-1023."""
     for power, unit in enumerate(("B", "KiB", "MiB", "GiB")):
         if max_bytes < 1024 ** (power + 1):
-            return unit, 1024 ** power
-    return "TiB", 1024 ** 4
+            return unit, 1024**power
+    return "TiB", 1024**4
 
 
 def _rank_label(traffic: Traffic, rank: int) -> str:
-    return f"rank {rank} (node {traffic.node_of_rank[rank]})" if traffic.nodes > 1 else f"rank {rank}"
+    return (
+        f"rank {rank} (node {traffic.node_of_rank[rank]})" if traffic.nodes > 1 else f"rank {rank}"
+    )
 
 
 # --- per step ---------------------------------------------------------------------------
+
 
 def _steps_figure(figure_class, head: str, traffic: Traffic):
     panels = 2 if traffic.observable else 1
@@ -100,31 +112,54 @@ def _steps_figure(figure_class, head: str, traffic: Traffic):
 
 
 def _stall_note(traffic: Traffic) -> str:
-    note = "" if traffic.observable else \
-        f"bytes not observable inside {traffic.algorithm.label} (--allreduce ring counts them)\n"
+    label = traffic.algorithm.label
+    note = (
+        ""
+        if traffic.observable
+        else f"bytes not observable inside {label} (--allreduce ring counts them)\n"
+    )
     steps = len(traffic.steps)
     # traffic.py charges every step's stall to the rank that entered the collective last
     caused_s = np.nansum(traffic.table["caused_wait_s"], axis=0)
     if not steps or not caused_s.any():
-        return note + "stall: time spent waiting for ranks that reach the all-reduce later; none seen"
+        return (
+            note + "stall: time spent waiting for ranks that reach the all-reduce later; none seen"
+        )
     worst = int(caused_s.argmax())
     last_share = np.mean(traffic.times["t_comm"].argmax(axis=1) == worst)
-    return note + (f"stall: waiting for ranks that reach the all-reduce later; most waited for: rank {worst}, "
-                   f"last in {last_share:.0%} of steps, {caused_s[worst] / steps * 1e3:,.2f} ms of stall per step")
+    return note + (
+        "stall: waiting for ranks that reach the all-reduce later; most waited for: rank "
+        f"{worst}, last in {last_share:.0%} of steps, {caused_s[worst] / steps * 1e3:,.2f} ms of "
+        "stall per step"
+    )
 
 
 def _per_rank_lines(ax, traffic: Traffic, values, unit: str) -> None:
     steps, p = traffic.steps, traffic.world_size
     # equal on every rank (the ring's byte count): p lines would hide behind one another. Within
     # 0.1%, because a buffer that p does not divide gives chunks one element apart.
-    if p > 1 and len(steps) and np.allclose(values, values[:, :1], rtol=1e-3, atol=0, equal_nan=True):
-        ax.plot(steps, values[:, 0], color="black", label=f"every rank: {np.nanmean(values):,.1f} {unit}")
+    if (
+        p > 1
+        and len(steps)
+        and np.allclose(values, values[:, :1], rtol=1e-3, atol=0, equal_nan=True)
+    ):
+        ax.plot(
+            steps,
+            values[:, 0],
+            color="black",
+            label=f"every rank: {np.nanmean(values):,.1f} {unit}",
+        )
     elif p <= LEGEND_RANKS:
         for rank in range(p):
             ax.plot(steps, values[:, rank], lw=1.2, label=_rank_label(traffic, rank))
     elif len(steps):
-        ax.fill_between(steps, np.nanmin(values, axis=1), np.nanmax(values, axis=1), alpha=0.3,
-                        label=f"min-max over {p} ranks")
+        ax.fill_between(
+            steps,
+            np.nanmin(values, axis=1),
+            np.nanmax(values, axis=1),
+            alpha=0.3,
+            label=f"min-max over {p} ranks",
+        )
         ax.plot(steps, np.nanmedian(values, axis=1), color="black", lw=1, label="median rank")
     ax.grid(alpha=0.3)
     if len(steps):
@@ -132,6 +167,7 @@ def _per_rank_lines(ax, traffic: Traffic, values, unit: str) -> None:
 
 
 # --- time split -------------------------------------------------------------------------
+
 
 def _time_split_figure(figure_class, head: str, traffic: Traffic):
     p = traffic.world_size
@@ -141,14 +177,28 @@ def _time_split_figure(figure_class, head: str, traffic: Traffic):
     for column, label, color in PARTS:
         part_ms = _mean_per_rank(traffic, column) * 1e3
         # above 32 ranks bars touch and lose their edges, which would merge into a dark block
-        ax.barh(np.arange(p), part_ms, left=left_ms, height=0.8 if p <= 32 else 1.0, color=color,
-                label=label, edgecolor="white" if p <= 32 else "none", linewidth=0.5)
+        ax.barh(
+            np.arange(p),
+            part_ms,
+            left=left_ms,
+            height=0.8 if p <= 32 else 1.0,
+            color=color,
+            label=label,
+            edgecolor="white" if p <= 32 else "none",
+            linewidth=0.5,
+        )
         left_ms += part_ms
     if p <= 32:
         ax.set_yticks(np.arange(p), [_rank_label(traffic, rank) for rank in range(p)])
         for rank, total_ms in enumerate(left_ms):
-            ax.annotate(f"{total_ms:.2f} ms", (total_ms, rank), xytext=(3, 0), textcoords="offset points",
-                        va="center", fontsize="small")
+            ax.annotate(
+                f"{total_ms:.2f} ms",
+                (total_ms, rank),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize="small",
+            )
         ax.margins(x=0.12)  # room for the totals written after each bar
     else:
         ax.set_ylabel("rank")
@@ -166,6 +216,7 @@ def _mean_per_rank(traffic: Traffic, name: str) -> np.ndarray:
 
 
 # --- links ------------------------------------------------------------------------------
+
 
 def _links_figure(figure_class, head: str, traffic: Traffic):
     matrix, p = traffic.link_matrix(), traffic.world_size
@@ -198,8 +249,15 @@ def _annotate_cells(ax, shown, image, unit: str) -> None:
     for (src, dst), value in np.ndenumerate(shown.filled(0)):
         if value:
             dark = image.norm(value) < 0.6  # viridis is dark at the bottom: write in white there
-            ax.text(dst, src, f"{value:,.1f}\n{unit}", ha="center", va="center", fontsize="small",
-                    color="white" if dark else "black")
+            ax.text(
+                dst,
+                src,
+                f"{value:,.1f}\n{unit}",
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if dark else "black",
+            )
 
 
 def _links_caption(traffic: Traffic, matrix) -> str:
@@ -210,33 +268,3 @@ def _links_caption(traffic: Traffic, matrix) -> str:
         _, inter_bytes = traffic.intra_inter_bytes()
         caption += f", {inter_bytes / total_bytes:.0%} between nodes (red lines: node boundaries)"
     return caption
-
-
-def write_sweep_plot(path: str, topology, rows: list[dict]) -> str:
-    """The scaling table of `python -m netsim sweep` as two panels against the rank count:
-    scaling efficiency, and the all-reduce's time, one line per algorithm."""
-    fig = _figure_class()(figsize=(9, 6.5))
-    eff_ax, time_ax = fig.subplots(2, 1, sharex=True)
-    algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
-    for algorithm in algorithms:
-        mine = [r for r in rows if r["algorithm"] == algorithm and "error" not in r]
-        ranks = [r["world_size"] for r in mine]
-        eff_ax.plot(ranks, [100 * r["scaling_efficiency"] for r in mine], marker="o", label=algorithm)
-        time_ax.plot(ranks, [1e3 * r["allreduce_time_s_median"] for r in mine], marker="o", label=algorithm)
-    eff_ax.set_ylabel("scaling efficiency (%)\ncompute / step time")
-    eff_ax.set_ylim(0, 105)
-    time_ax.set_ylabel("all-reduce time (ms)")
-    time_ax.set_yscale("log")
-    time_ax.set_xscale("log", base=2)
-    sizes = sorted({r["world_size"] for r in rows})
-    time_ax.set_xticks(sizes, [f"{p:,}" for p in sizes])
-    time_ax.set_xlabel("ranks")
-    for ax in (eff_ax, time_ax):
-        ax.grid(True, which="both", alpha=0.3)
-    eff_ax.legend(loc="lower left", fontsize=8)
-    first = rows[0] if rows else {}
-    fig.suptitle(f"Weak scaling on {topology.name}\n{first.get('buffer_bytes', 0) / 2**20:,.1f} MiB "
-                 f"gradient per step", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    return path

@@ -18,38 +18,56 @@ from .traffic import Traffic
 def summarize(config: dict, traffic: Traffic) -> dict:
     t, p = traffic.table, traffic.world_size
     steps = len(traffic.steps)
-    out = {"complete": traffic.complete, "steps_recorded": steps, "steps_by_rank": traffic.steps_by_rank,
-           "nodes": traffic.nodes, "node_of_rank": traffic.node_of_rank.tolist()}
+    out = {
+        "complete": traffic.complete,
+        "steps_recorded": steps,
+        "steps_by_rank": traffic.steps_by_rank,
+        "nodes": traffic.nodes,
+        "node_of_rank": traffic.node_of_rank.tolist(),
+    }
     mean = (lambda a: np.nanmean(a, axis=0).tolist()) if steps else (lambda a: [None] * p)
-    out["per_step_mean_by_rank"] = {k: mean(t[k]) for k in
-                                    ("compute_s", "transfer_s", "wait_s", "caused_wait_s", "comm_s")}
+    out["per_step_mean_by_rank"] = {
+        k: mean(t[k]) for k in ("compute_s", "transfer_s", "wait_s", "caused_wait_s", "comm_s")
+    }
     if steps:
         times = traffic.times
         collective_s = np.median(times["t_comm_end"].max(axis=1) - times["t_comm"].max(axis=1))
         caused = np.nansum(t["caused_wait_s"], axis=0)
         last = np.bincount(times["t_comm"].argmax(axis=1), minlength=p)
-        out.update({
-            "allreduce_time_s_median": float(collective_s),
-            "algbw_bytes_per_s": config["buffer_bytes"] / collective_s if collective_s > 0 else None,
-            "most_waited_for_rank": int(caused.argmax()),
-            "most_waited_for_share_of_steps": float(last[caused.argmax()] / steps),
-            "caused_wait_s_total_by_rank": caused.tolist(),
-        })
+        out.update(
+            {
+                "allreduce_time_s_median": float(collective_s),
+                "algbw_bytes_per_s": config["buffer_bytes"] / collective_s
+                if collective_s > 0
+                else None,
+                "most_waited_for_rank": int(caused.argmax()),
+                "most_waited_for_share_of_steps": float(last[caused.argmax()] / steps),
+                "caused_wait_s_total_by_rank": caused.tolist(),
+            }
+        )
         if out["algbw_bytes_per_s"] is not None:
             out["busbw_bytes_per_s"] = out["algbw_bytes_per_s"] * 2 * (p - 1) / p
     if traffic.observable and steps:
         intra, inter = traffic.intra_inter_bytes()
-        out.update({
-            "bytes_sent_per_step_by_rank": np.nanmean(t["bytes_sent"], axis=0).tolist(),
-            "bytes_sent_total": int(np.nansum(t["bytes_sent"])),
-            "analytic_bytes_sent_per_step_by_rank": analytic_bytes(config, traffic),
-            "intra_node_bytes": intra, "inter_node_bytes": inter,
-            "link_matrix_bytes": traffic.link_matrix().tolist(),
-            "rounds": [{"phase": ph, "round": ix,
+        out.update(
+            {
+                "bytes_sent_per_step_by_rank": np.nanmean(t["bytes_sent"], axis=0).tolist(),
+                "bytes_sent_total": int(np.nansum(t["bytes_sent"])),
+                "analytic_bytes_sent_per_step_by_rank": analytic_bytes(config, traffic),
+                "intra_node_bytes": intra,
+                "inter_node_bytes": inter,
+                "link_matrix_bytes": traffic.link_matrix().tolist(),
+                "rounds": [
+                    {
+                        "phase": ph,
+                        "round": ix,
                         "peer_not_ready_s_mean": _nanmean(traffic.peer_not_ready_s[:, :, k]),
-                        "transfer_s_mean": _nanmean(traffic.round_transfer_s[:, :, k])}
-                       for k, (ph, ix) in enumerate(traffic.round_labels)],
-        })
+                        "transfer_s_mean": _nanmean(traffic.round_transfer_s[:, :, k]),
+                    }
+                    for k, (ph, ix) in enumerate(traffic.round_labels)
+                ],
+            }
+        )
     return out
 
 
@@ -60,7 +78,10 @@ def _nanmean(a) -> float | None:
 def analytic_bytes(config: dict, traffic: Traffic) -> list[int] | None:
     """What the run's algorithm says each rank sends per step (None: not observable)."""
     elements = traffic.algorithm.elements_sent(
-        traffic.world_size, config["nparams"], node_of_rank=config["node_of_rank"],
-        segments=config.get("segments"))
+        traffic.world_size,
+        config["nparams"],
+        node_of_rank=config["node_of_rank"],
+        segments=config.get("segments"),
+    )
     itemsize = config["buffer_bytes"] // config["nparams"] if config["nparams"] else 0
     return None if elements is None else (elements * itemsize).tolist()

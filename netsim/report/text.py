@@ -7,6 +7,7 @@ import numpy as np
 
 from .traffic import Traffic
 
+
 def nbytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -22,18 +23,26 @@ def ms(seconds) -> str:
     """Milliseconds, or microseconds below one (a modelled NVLink round is ~1 us)."""
     if seconds is None:
         return "-"
-    return f"{seconds * 1e6:,.1f} us" if abs(seconds) < 1e-3 and seconds else f"{seconds * 1e3:,.2f} ms"
+    return (
+        f"{seconds * 1e6:,.1f} us"
+        if abs(seconds) < 1e-3 and seconds
+        else f"{seconds * 1e3:,.2f} ms"
+    )
 
 
 def text(config: dict, traffic: Traffic, s: dict) -> str:
     p, cfg = traffic.world_size, config["config"]
-    head = (f"traffic and synchronisation: {s['steps_recorded']} steps on {p} rank{'s' * (p > 1)}, "
-            f"{traffic.nodes} node{'s' * (traffic.nodes > 1)}; {traffic.algorithm.label} of "
-            f"{nbytes(config['buffer_bytes'])} ({cfg['dtype']})")
+    head = (
+        f"traffic and synchronisation: {s['steps_recorded']} steps on {p} rank{'s' * (p > 1)}, "
+        f"{traffic.nodes} node{'s' * (traffic.nodes > 1)}; {traffic.algorithm.label} of "
+        f"{nbytes(config['buffer_bytes'])} ({cfg['dtype']})"
+    )
     lines = [head]
     if not traffic.complete:
-        lines.append(f"  INCOMPLETE RUN: no summary.json; records per rank {traffic.steps_by_rank}, "
-                     f"steps recorded on every rank reported below")
+        lines.append(
+            f"  INCOMPLETE RUN: no summary.json; records per rank {traffic.steps_by_rank}, "
+            f"steps recorded on every rank reported below"
+        )
     if not s["steps_recorded"]:
         return "\n".join(lines + ["  no step was recorded on every rank"])
     lines += _bytes_lines(config, traffic, s) + _time_lines(traffic, s)
@@ -44,12 +53,22 @@ def text(config: dict, traffic: Traffic, s: dict) -> str:
 
 def _bytes_lines(config, traffic, s) -> list[str]:
     if not traffic.observable:
-        return [f"  bytes: not observable inside {traffic.algorithm.label} (use --allreduce ring to count them)"]
-    algorithm, sent, analytic = traffic.algorithm, s["bytes_sent_per_step_by_rank"], \
-        s["analytic_bytes_sent_per_step_by_rank"]
-    expected = f"= {algorithm.name} analytic {algorithm.formula}" if sent == analytic else \
-        f"{algorithm.name} analytic {algorithm.formula}: {per_rank(analytic)}"
-    return [f"  bytes sent per step: {per_rank(sent)} ({expected}); whole run {nbytes(s['bytes_sent_total'])}"]
+        label = traffic.algorithm.label
+        return [f"  bytes: not observable inside {label} (use --allreduce ring to count them)"]
+    algorithm, sent, analytic = (
+        traffic.algorithm,
+        s["bytes_sent_per_step_by_rank"],
+        s["analytic_bytes_sent_per_step_by_rank"],
+    )
+    expected = (
+        f"= {algorithm.name} analytic {algorithm.formula}"
+        if sent == analytic
+        else f"{algorithm.name} analytic {algorithm.formula}: {per_rank(analytic)}"
+    )
+    return [
+        f"  bytes sent per step: {per_rank(sent)} ({expected}); whole run "
+        f"{nbytes(s['bytes_sent_total'])}"
+    ]
 
 
 def per_rank(values) -> str:
@@ -62,20 +81,28 @@ def per_rank(values) -> str:
 def _time_lines(traffic, s) -> list[str]:
     lines = []
     if s.get("algbw_bytes_per_s"):
-        lines.append(f"  all-reduce once every rank had arrived: median {ms(s['allreduce_time_s_median'])}; "
-                     f"algbw {s['algbw_bytes_per_s'] / 1e9:.3f} GB/s, busbw {s['busbw_bytes_per_s'] / 1e9:.3f} GB/s")
+        lines.append(
+            "  all-reduce once every rank had arrived: median "
+            f"{ms(s['allreduce_time_s_median'])}; algbw {s['algbw_bytes_per_s'] / 1e9:.3f} GB/s, "
+            f"busbw {s['busbw_bytes_per_s'] / 1e9:.3f} GB/s"
+        )
     m = s["per_step_mean_by_rank"]
-    lines.append("  per rank, mean per step:   compute    transfer       stall   stall/comm   made others wait")
+    head = "  per rank, mean per step:   compute    transfer       stall   stall/comm"
+    lines.append(head + "   made others wait")
     for r in range(traffic.world_size):
         share = m["wait_s"][r] / m["comm_s"][r] if m["comm_s"][r] else 0.0
-        lines.append(f"    rank {r:>3} (node {traffic.node_of_rank[r]:>2})  {ms(m['compute_s'][r]):>10}  "
-                     f"{ms(m['transfer_s'][r]):>10}  {ms(m['wait_s'][r]):>10}  {share:>10.0%}   "
-                     f"{ms(m['caused_wait_s'][r]):>10}")
+        lines.append(
+            f"    rank {r:>3} (node {traffic.node_of_rank[r]:>2})  {ms(m['compute_s'][r]):>10}  "
+            f"{ms(m['transfer_s'][r]):>10}  {ms(m['wait_s'][r]):>10}  {share:>10.0%}   "
+            f"{ms(m['caused_wait_s'][r]):>10}"
+        )
     worst = s["most_waited_for_rank"]
     if s["caused_wait_s_total_by_rank"][worst] > 0:
-        lines.append(f"  most waited for: rank {worst}, last into the all-reduce in "
-                     f"{s['most_waited_for_share_of_steps']:.0%} of steps; the others stalled "
-                     f"{ms(m['caused_wait_s'][worst])} per step waiting for it")
+        lines.append(
+            f"  most waited for: rank {worst}, last into the all-reduce in "
+            f"{s['most_waited_for_share_of_steps']:.0%} of steps; the others stalled "
+            f"{ms(m['caused_wait_s'][worst])} per step waiting for it"
+        )
     return lines
 
 
@@ -85,13 +112,25 @@ def _round_lines(traffic, s) -> list[str]:
         return []
     if len(rounds) > 12:  # keep the report compact for large p: one line per phase
         phases = dict.fromkeys(r["phase"] for r in rounds)
-        rounds = [{"phase": ph, "round": "all",
-                   "peer_not_ready_s_mean": sum(r["peer_not_ready_s_mean"] or 0 for r in rounds if r["phase"] == ph),
-                   "transfer_s_mean": sum(r["transfer_s_mean"] or 0 for r in rounds if r["phase"] == ph)}
-                  for ph in phases]
+        rounds = [
+            {
+                "phase": ph,
+                "round": "all",
+                "peer_not_ready_s_mean": sum(
+                    r["peer_not_ready_s_mean"] or 0 for r in rounds if r["phase"] == ph
+                ),
+                "transfer_s_mean": sum(
+                    r["transfer_s_mean"] or 0 for r in rounds if r["phase"] == ph
+                ),
+            }
+            for ph in phases
+        ]
     lines = ["  rounds (mean over ranks and steps):    peer not ready    transfer"]
-    lines += [f"    {r['phase']:>14} {r['round']!s:>3}          {ms(r['peer_not_ready_s_mean']):>14}  "
-              f"{ms(r['transfer_s_mean']):>10}" for r in rounds]
+    lines += [
+        f"    {r['phase']:>14} {r['round']!s:>3}          {ms(r['peer_not_ready_s_mean']):>14}  "
+        f"{ms(r['transfer_s_mean']):>10}"
+        for r in rounds
+    ]
     return lines
 
 
@@ -99,12 +138,17 @@ def _link_lines(traffic, s) -> list[str]:
     m = np.asarray(s["link_matrix_bytes"])
     p = traffic.world_size
     total = max(int(m.sum()), 1)
-    lines = [f"  bytes between nodes: intra-node {nbytes(s['intra_node_bytes'])} "
-             f"({s['intra_node_bytes'] / total:.0%}), inter-node {nbytes(s['inter_node_bytes'])} "
-             f"({s['inter_node_bytes'] / total:.0%})"]
+    lines = [
+        f"  bytes between nodes: intra-node {nbytes(s['intra_node_bytes'])} "
+        f"({s['intra_node_bytes'] / total:.0%}), inter-node {nbytes(s['inter_node_bytes'])} "
+        f"({s['inter_node_bytes'] / total:.0%})"
+    ]
     if p > 16:
         top = np.dstack(np.unravel_index(np.argsort(m, axis=None)[::-1][:8], m.shape))[0]
-        lines.append("  busiest links: " + ", ".join(f"{a}->{b} {nbytes(m[a, b])}" for a, b in top if m[a, b]))
+        lines.append(
+            "  busiest links: "
+            + ", ".join(f"{a}->{b} {nbytes(m[a, b])}" for a, b in top if m[a, b])
+        )
         return lines
     lines.append("  link matrix, bytes over the run (row sends to column):")
     lines.append("        " + "".join(f"{'-> ' + str(c):>12}" for c in range(p)))

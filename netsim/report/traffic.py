@@ -26,7 +26,16 @@ import numpy as np
 
 from netsim import algorithms
 
-_PER_RANK = ("epoch", "compute_s", "comm_s", "samples", "loss", "bytes_sent", "bytes_recv", "messages")
+_PER_RANK = (
+    "epoch",
+    "compute_s",
+    "comm_s",
+    "samples",
+    "loss",
+    "bytes_sent",
+    "bytes_recv",
+    "messages",
+)
 
 
 @dataclass(eq=False)
@@ -43,8 +52,12 @@ class Traffic:
     peer_not_ready_s: np.ndarray | None = None  # (S, p, rounds), NaN where a rank had no message
     round_transfer_s: np.ndarray | None = None
     links: np.ndarray | None = None  # (L, 5): step, src, dst, bytes, messages
-    times: dict[str, np.ndarray] = field(default_factory=dict)  # start/enter/exit/end (S, p), global clock
-    raw_rounds: list | None = None  # per rank, per step: [[phase, index, posted, completed]] on global clock
+    times: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # start/enter/exit/end (S, p), global clock
+    raw_rounds: list | None = (
+        None  # per rank, per step: [[phase, index, posted, completed]] on global clock
+    )
     schedule: algorithms.Schedule | None = None  # the run's schedule (None for MPI_Allreduce)
 
     @property
@@ -69,28 +82,58 @@ def merge(config: dict, records: list[list[dict]], complete: bool) -> Traffic:
     if len(records) != p:
         raise ValueError(f"{len(records)} ranks' records for a world of {p}")
     offsets = np.asarray(config.get("clock_offsets_s") or [0.0] * p)
-    common = sorted(set.intersection(*(set(r["step"] for r in recs) for recs in records))) if p else []
+    common = (
+        sorted(set.intersection(*(set(r["step"] for r in recs) for recs in records))) if p else []
+    )
     by_step = [{r["step"]: r for r in recs} for recs in records]
     rows = [[by_step[rank][s] for rank in range(p)] for s in common]
-    table = {k: np.array([[rec[k] if rec[k] is not None else np.nan for rec in row] for row in rows],
-                         dtype=float).reshape(len(rows), p) for k in _PER_RANK}
+    table = {
+        k: np.array(
+            [[rec[k] if rec[k] is not None else np.nan for rec in row] for row in rows], dtype=float
+        ).reshape(len(rows), p)
+        for k in _PER_RANK
+    }
     # raw clock readings are integer nanoseconds of each rank's own clock
-    times = {k: np.array([[rec[k + "_ns"] for rec in row] for row in rows], dtype=float).reshape(len(rows), p)
-             / 1e9 + offsets for k in ("t_start", "t_comm", "t_comm_end", "t_end")}
+    times = {
+        k: np.array([[rec[k + "_ns"] for rec in row] for row in rows], dtype=float).reshape(
+            len(rows), p
+        )
+        / 1e9
+        + offsets
+        for k in ("t_start", "t_comm", "t_comm_end", "t_end")
+    }
     enter = times["t_comm"]
-    table["wait_s"] = np.clip(enter.max(axis=1, keepdims=True) - enter, 0, table["comm_s"]) if len(rows) \
+    table["wait_s"] = (
+        np.clip(enter.max(axis=1, keepdims=True) - enter, 0, table["comm_s"])
+        if len(rows)
         else np.zeros((0, p))
+    )
     table["transfer_s"] = table["comm_s"] - table["wait_s"]
     table["caused_wait_s"] = _blame(enter, table["wait_s"])
     observable = all(rec["bytes_sent"] is not None for row in rows for rec in row)
     algorithm = algorithms.get(config["config"]["allreduce"])
-    traffic = Traffic(p, algorithm, np.asarray(config["node_of_rank"]), np.array(common, dtype=np.int64),
-                      [len(r) for r in records], complete, observable, table, times=times)
+    traffic = Traffic(
+        p,
+        algorithm,
+        np.asarray(config["node_of_rank"]),
+        np.array(common, dtype=np.int64),
+        [len(r) for r in records],
+        complete,
+        observable,
+        table,
+        times=times,
+    )
     if observable:
-        traffic.links = np.array([[s, *link] for s, row in zip(common, rows) for rec in row
-                                  for link in rec["links"]], dtype=np.int64).reshape(-1, 5)
-        traffic.schedule = algorithm.schedule(p, config["nparams"], node_of_rank=config["node_of_rank"],
-                                              segments=config.get("segments"))
+        traffic.links = np.array(
+            [[s, *link] for s, row in zip(common, rows) for rec in row for link in rec["links"]],
+            dtype=np.int64,
+        ).reshape(-1, 5)
+        traffic.schedule = algorithm.schedule(
+            p,
+            config["nparams"],
+            node_of_rank=config["node_of_rank"],
+            segments=config.get("segments"),
+        )
         _rounds(traffic, traffic.schedule, rows, offsets)
     return traffic
 
@@ -126,6 +169,13 @@ def _rounds(traffic: Traffic, schedule: algorithms.Schedule, rows, offsets) -> N
     traffic.round_labels = labels
     traffic.peer_not_ready_s = not_ready
     traffic.round_transfer_s = duration - not_ready
-    traffic.raw_rounds = [[[[ph, ix, tp / 1e9 + offsets[rank], td / 1e9 + offsets[rank]]
-                            for ph, ix, tp, td in rec["rounds"]]
-                           for rec in (row[rank] for row in rows)] for rank in range(p)]
+    traffic.raw_rounds = [
+        [
+            [
+                [ph, ix, tp / 1e9 + offsets[rank], td / 1e9 + offsets[rank]]
+                for ph, ix, tp, td in rec["rounds"]
+            ]
+            for rec in (row[rank] for row in rows)
+        ]
+        for rank in range(p)
+    ]

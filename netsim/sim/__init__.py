@@ -1,6 +1,6 @@
 """A run modelled: the simulator that executes a schedule on a topology (simulate), the
 predictions built on it, one step, a sweep and the replay of a recorded run (predict), and
-the calibration of this machine, measured through allreduce_train.probe under mpirun and
-fitted (measure, calibrate). May import every other netsim package and launch; SciPy for
-the fit.
+the calibration of this machine: measured through allreduce_train.probe under mpirun
+(measure), modelled as one node of physical parameters (machine) and fitted (calibrate).
+May import every other netsim package and launch; SciPy for the fit.
 """

@@ -42,66 +42,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netsim.algorithms import RING, Round, Schedule
+from netsim.algorithms import RING
 from netsim.cluster import topology
 from netsim.report.text import ms, nbytes
 
-from . import predict, simulate
+from . import predict
+from .machine import DIGITS, PARAMETERS, Model, topology_spec
 from .measure import MIN_CPU_SHARE, CalibrationError, disturbed_rounds, measured_report, pooled
-
-GBIT = 1e9 / 8
-DIGITS = 4  # significant digits of the parameters written
-
-
-# ---------------------------------------------------------------- the model and the fit
-
-# fitted parameter -> (table, key, scale from SI units to the key's unit)
-PARAMETERS = {
-    "latency_s": ("intra_node", "latency_us", 1e6),
-    "bandwidth_bytes_per_s": ("intra_node", "bandwidth_gbit_per_s", 1 / GBIT),
-    "aggregate_bandwidth_bytes_per_s": ("intra_node", "aggregate_bandwidth_gbit_per_s", 1 / GBIT),
-    "cache_bandwidth_bytes_per_s": ("intra_node", "cache_bandwidth_gbit_per_s", 1 / GBIT),
-    "message_overhead_s": ("compute", "message_overhead_us", 1e6),
-    "reduce_bytes_per_s": ("compute", "reduce_gbyte_per_s", 1e-9),
-}
-
-
-def topology_spec(params: dict, gpus: int, facts: dict, name: str = "this machine",
-                  digits: int | None = DIGITS) -> dict:
-    """The TOML description of one node of `gpus` ranks; values rounded to `digits`
-    significant digits (the file is what gets used, so the residuals reported are those of
-    the rounded values; the fit itself works unrounded, or its steps would see stairs)."""
-    spec = {"name": name, "nodes": 1, "gpus_per_node": gpus, "placement": "block",
-            "intra_node": {"kind": "all-to-all"}, "compute": {"cores": facts["cores"]}}
-    for param, (table, key, scale) in PARAMETERS.items():
-        if param in params:
-            value = params[param] * scale
-            spec[table][key] = float(f"{value:.{digits}g}") if digits else float(value)
-    if "cache_bandwidth_gbit_per_s" in spec["intra_node"]:
-        spec["intra_node"]["cache_bytes"] = facts["cache_bytes"]
-    return spec
-
-
-def pingpong_schedule(nbytes: int) -> Schedule:
-    """A one-way trip: one round in which rank 0 sends nbytes (of 1-byte items) to rank 1."""
-    one = np.array([0]), np.array([1]), np.array([0]), np.array([nbytes])
-    return Schedule("ping-pong", 2, nbytes, (Round("ping-pong", 0, False, *one),))
-
-
-class Model:
-    """Times of every measured point on a candidate topology, by the simulator."""
-
-    def __init__(self, pingpong_sizes, allreduce_points, gpus: int, facts: dict):
-        self.gpus, self.facts = gpus, facts
-        self.pingpong = [pingpong_schedule(n) for n in pingpong_sizes]
-        self.allreduce = [RING.schedule(p, n // 4) for p, n in allreduce_points]
-
-    def times(self, params: dict, digits: int | None = None) -> np.ndarray:
-        spec = topology_spec(params, self.gpus, self.facts, digits=digits)
-        topo = topology.parse(spec, "calibrate")
-        mpi_alone = topology.parse({k: v for k, v in spec.items() if k != "compute"}, "calibrate")
-        return np.array([simulate.simulate(s, mpi_alone, 1).time_s for s in self.pingpong]
-                        + [simulate.simulate(s, topo, 4).time_s for s in self.allreduce])
 
 
 @dataclass(frozen=True)
@@ -110,7 +57,8 @@ class Fit:
     parameters: dict  # SI units, unrounded
     rows: list  # per measured point: kind, world_size, nbytes, measured_s, fitted_s, error, spread
     facts: dict
-    disturbed: tuple[int, int]  # (rounds left out: another process had part of the cores, all rounds)
+    # (rounds left out: another process had part of the cores, all rounds)
+    disturbed: tuple[int, int]
 
     @property
     def median_abs_error(self) -> float:
@@ -127,16 +75,26 @@ def fit(measurements: dict, name: str = "this machine") -> Fit:
         raise CalibrationError("the measurements hold no all-reduce: nothing to fit a node to")
     facts = {"cores": None, "cache_bytes": None, **measurements.get("machine", {})}
     if not facts["cores"]:
-        raise CalibrationError("the measurements do not say how many cores the machine has (machine.cores)")
+        raise CalibrationError(
+            "the measurements do not say how many cores the machine has (machine.cores)"
+        )
     model = Model(list(pingpong), list(allreduce), max(p for p, _ in allreduce), facts)
     measured = np.array([np.median(t) for t in [*pingpong.values(), *allreduce.values()]])
     params = _least_squares(model, measured, _fitted(allreduce, facts), pingpong, allreduce)
     params = _simplified(model, params)
     spec = topology_spec(params, model.gpus, facts, name)
-    return Fit(spec, params, _rows(spec, params, pingpong, allreduce, model), facts, disturbed_rounds(measurements))
+    return Fit(
+        spec,
+        params,
+        _rows(spec, params, pingpong, allreduce, model),
+        facts,
+        disturbed_rounds(measurements),
+    )
 
 
-def _least_squares(model: Model, measured: np.ndarray, names: list[str], pingpong: dict, allreduce: dict) -> dict:
+def _least_squares(
+    model: Model, measured: np.ndarray, names: list[str], pingpong: dict, allreduce: dict
+) -> dict:
     from scipy.optimize import least_squares
 
     x0 = np.log([_initial(name, pingpong, allreduce) for name in names])
@@ -156,7 +114,11 @@ def _least_squares(model: Model, measured: np.ndarray, names: list[str], pingpon
     def solve(x, **limit):
         return least_squares(residuals, x, bounds=(lo, hi), loss="soft_l1", f_scale=0.1, **limit)
 
-    starts = [x0] if "cache_speedup" not in names else [np.r_[x0[:-1], v] for v in np.log([2.0, 1.0, 0.5])]
+    starts = (
+        [x0]
+        if "cache_speedup" not in names
+        else [np.r_[x0[:-1], v] for v in np.log([2.0, 1.0, 0.5])]
+    )
     if len(starts) > 1:
         starts = [min((solve(x, max_nfev=12) for x in starts), key=lambda r: r.cost).x]
     return _physical(names, solve(starts[0]).x)
@@ -172,7 +134,9 @@ def _simplified(model: Model, params: dict) -> dict:
         fewer = {k: v for k, v in params.items() if k != optional}
         if optional in params and np.max(np.abs(model.times(fewer) / fitted - 1)) < 0.01:
             params = fewer
-    fabric = max(params["aggregate_bandwidth_bytes_per_s"], params.get("cache_bandwidth_bytes_per_s", 0))
+    fabric = max(
+        params["aggregate_bandwidth_bytes_per_s"], params.get("cache_bandwidth_bytes_per_s", 0)
+    )
     return {**params, "bandwidth_bytes_per_s": min(params["bandwidth_bytes_per_s"], fabric)}
 
 
@@ -181,7 +145,9 @@ def _physical(names: list[str], x) -> dict:
     over the aggregate bandwidth, so that its bounds follow the aggregate)."""
     params = dict(zip(names, np.exp(x).tolist()))
     if "cache_speedup" in params:
-        params["cache_bandwidth_bytes_per_s"] = params.pop("cache_speedup") * params["aggregate_bandwidth_bytes_per_s"]
+        params["cache_bandwidth_bytes_per_s"] = (
+            params.pop("cache_speedup") * params["aggregate_bandwidth_bytes_per_s"]
+        )
     return params
 
 
@@ -190,7 +156,9 @@ def _fitted(allreduce: dict, facts: dict) -> list[str]:
     falls on one side of it (nothing would pin its bandwidth)."""
     names = [n for n in PARAMETERS if n != "cache_bandwidth_bytes_per_s"]
     cache = facts.get("cache_bytes")
-    inside = {(p + 1) * n <= cache for p, n in allreduce} if cache else set()  # ring: buffer + n/p scratch
+    inside = (
+        {(p + 1) * n <= cache for p, n in allreduce} if cache else set()
+    )  # ring: buffer + n/p scratch
     return names + ["cache_speedup"] if inside == {True, False} else names
 
 
@@ -204,9 +172,14 @@ def _initial(param: str, pingpong: dict, allreduce: dict) -> float:
     else:
         (p, n), t = min(allreduce.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
         latency, bandwidth = 2e-6, 2 * (p - 1) / p * n / float(np.median(t))
-    return {"latency_s": latency, "bandwidth_bytes_per_s": bandwidth,
-            "aggregate_bandwidth_bytes_per_s": 1.5 * bandwidth, "cache_speedup": 2.0,
-            "message_overhead_s": 5e-6, "reduce_bytes_per_s": 2 * bandwidth}[param]
+    return {
+        "latency_s": latency,
+        "bandwidth_bytes_per_s": bandwidth,
+        "aggregate_bandwidth_bytes_per_s": 1.5 * bandwidth,
+        "cache_speedup": 2.0,
+        "message_overhead_s": 5e-6,
+        "reduce_bytes_per_s": 2 * bandwidth,
+    }[param]
 
 
 def _rows(spec: dict, params: dict, pingpong: dict, allreduce: dict, model: Model) -> list[dict]:
@@ -215,16 +188,32 @@ def _rows(spec: dict, params: dict, pingpong: dict, allreduce: dict, model: Mode
     ping-pongs by the simulator."""
     topo = topology.parse(spec, "calibrate")
     fitted = model.times(params, digits=DIGITS)
-    rows = [{"kind": "ping-pong", "world_size": 2, "nbytes": n, "measured_s": float(np.median(t)),
-             "fitted_s": float(f), "error": float(f / np.median(t) - 1), "spread": _spread(t)}
-            for (n, t), f in zip(pingpong.items(), fitted)]
+    rows = [
+        {
+            "kind": "ping-pong",
+            "world_size": 2,
+            "nbytes": n,
+            "measured_s": float(np.median(t)),
+            "fitted_s": float(f),
+            "error": float(f / np.median(t) - 1),
+            "spread": _spread(t),
+        }
+        for (n, t), f in zip(pingpong.items(), fitted)
+    ]
     for (p, n), t in allreduce.items():
         measured = measured_report(p, n, t)
         predicted = predict.predict(topo, RING, p, n // 4, 4)
-        rows.append({"kind": "all-reduce", "world_size": p, "nbytes": n,
-                     "measured_s": measured["allreduce_time_s_median"], "fitted_s": predicted["allreduce_time_s_median"],
-                     "error": predict.errors(measured, predicted)["allreduce_time_s_median"],
-                     "spread": measured["spread"]})
+        rows.append(
+            {
+                "kind": "all-reduce",
+                "world_size": p,
+                "nbytes": n,
+                "measured_s": measured["allreduce_time_s_median"],
+                "fitted_s": predicted["allreduce_time_s_median"],
+                "error": predict.errors(measured, predicted)["allreduce_time_s_median"],
+                "spread": measured["spread"],
+            }
+        )
     return rows
 
 
@@ -240,12 +229,16 @@ def toml_text(result: Fit, measurements: dict) -> str:
     cache = f" and {nbytes(f['cache_bytes'])} of last-level cache" if f.get("cache_bytes") else ""
     worst = result.worst()
     name = " ".join(str(result.spec["name"]).split())  # a comment is one line
-    head = [f"# {name}: written by `python -m netsim calibrate` on {measurements.get('date', '?')}",
-            f"# from ping-pong and ring all-reduce sweeps on {f.get('host') or 'this host'} "
-            f"({f['cores']} cores{cache});",
-            f"# {_library(measurements)}. Ranks play GPUs. Fit: median |error| {result.median_abs_error:.1%},",
-            f"# worst {worst['error']:+.0%} ({worst['kind']}, p = {worst['world_size']}, {nbytes(worst['nbytes'])}).",
-            ""]
+    head = [
+        f"# {name}: written by `python -m netsim calibrate` on {measurements.get('date', '?')}",
+        f"# from ping-pong and ring all-reduce sweeps on {f.get('host') or 'this host'} "
+        f"({f['cores']} cores{cache});",
+        f"# {_library(measurements)}. Ranks play GPUs. Fit: median |error| "
+        f"{result.median_abs_error:.1%},",
+        f"# worst {worst['error']:+.0%} ({worst['kind']}, p = {worst['world_size']}, "
+        f"{nbytes(worst['nbytes'])}).",
+        "",
+    ]
     return "\n".join(head) + topology.to_toml(result.spec)
 
 
@@ -256,28 +249,49 @@ def _library(measurements: dict) -> str:
 
 def text(result: Fit) -> str:
     p = result.parameters
-    lines = [f"fitted \"{result.spec['name']}\": 1 node of {result.spec['gpus_per_node']} ranks, "
-             f"{result.facts['cores']} cores",
-             f"  latency (MPI)              {p['latency_s'] * 1e6:10.2f} us",
-             f"  bandwidth per rank         {p['bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s",
-             f"  aggregate bandwidth        {p['aggregate_bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s"]
+    lines = [
+        f'fitted "{result.spec["name"]}": 1 node of {result.spec["gpus_per_node"]} ranks, '
+        f"{result.facts['cores']} cores",
+        f"  latency (MPI)              {p['latency_s'] * 1e6:10.2f} us",
+        f"  bandwidth per rank         {p['bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s",
+        f"  aggregate bandwidth        {p['aggregate_bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s",
+    ]
     if "cache_bandwidth_bytes_per_s" in p:
-        lines.append(f"  aggregate, in cache        {p['cache_bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s"
-                     f"   (while the buffers fit in {nbytes(result.facts['cache_bytes'])})")
+        lines.append(
+            f"  aggregate, in cache        {p['cache_bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s"
+            f"   (while the buffers fit in {nbytes(result.facts['cache_bytes'])})"
+        )
     else:
-        lines.append("  aggregate, in cache                  -   (no faster, or not measured on both sides)")
-    reduce = f"{p['reduce_bytes_per_s'] / 1e9:10.2f} GB/s per rank" if "reduce_bytes_per_s" in p \
+        lines.append(
+            "  aggregate, in cache                  -   (no faster, or not measured on both sides)"
+        )
+    reduce = (
+        f"{p['reduce_bytes_per_s'] / 1e9:10.2f} GB/s per rank"
+        if "reduce_bytes_per_s" in p
         else "         -   (too fast to resolve: free)"
-    lines += [f"  overhead per round         {p['message_overhead_s'] * 1e6:10.2f} us   (our executor, on top of MPI)",
-              f"  reduction (adding)         {reduce}",
-              "",
-              f"{'':<11} {'p':>2} {'size':>10} {'measured':>11} {'fitted':>11} {'error':>7} {'spread':>7}"]
+    )
+    lines += [
+        f"  overhead per round         {p['message_overhead_s'] * 1e6:10.2f} us   "
+        "(our executor, on top of MPI)",
+        f"  reduction (adding)         {reduce}",
+        "",
+        f"{'':<11} {'p':>2} {'size':>10} {'measured':>11} {'fitted':>11} {'error':>7} "
+        f"{'spread':>7}",
+    ]
     for r in result.rows:
-        lines.append(f"{r['kind']:<11} {r['world_size']:>2} {nbytes(r['nbytes']):>10} {ms(r['measured_s']):>11} "
-                     f"{ms(r['fitted_s']):>11} {r['error']:>+7.1%} {r['spread']:>7.0%}")
+        lines.append(
+            f"{r['kind']:<11} {r['world_size']:>2} {nbytes(r['nbytes']):>10} "
+            f"{ms(r['measured_s']):>11} {ms(r['fitted_s']):>11} {r['error']:>+7.1%} "
+            f"{r['spread']:>7.0%}"
+        )
     worst = result.worst()
-    lines.append(f"median |error| {result.median_abs_error:.1%}; worst {worst['error']:+.1%} ({worst['kind']}, "
-                 f"p = {worst['world_size']}, {nbytes(worst['nbytes'])}); spread = (max - min) / median of the rounds")
-    lines.append(f"rounds left out as disturbed (ranks had < {MIN_CPU_SHARE:.0%} of the cores): "
-                 f"{result.disturbed[0]} of {result.disturbed[1]}")
+    lines.append(
+        f"median |error| {result.median_abs_error:.1%}; worst {worst['error']:+.1%} "
+        f"({worst['kind']}, p = {worst['world_size']}, {nbytes(worst['nbytes'])}); spread = (max "
+        "- min) / median of the rounds"
+    )
+    lines.append(
+        f"rounds left out as disturbed (ranks had < {MIN_CPU_SHARE:.0%} of the cores): "
+        f"{result.disturbed[0]} of {result.disturbed[1]}"
+    )
     return "\n".join(lines)

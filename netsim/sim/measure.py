@@ -1,9 +1,9 @@
 """Measuring this machine's MPI for calibration: ping-pong and our ring all-reduce.
 
-allreduce_train.probe runs under mpirun (launch finds it) as a subprocess per rank count (so netsim never
-imports MPI); `passes` times over the rank counts in turn. Rounds in which the ranks had
-less than MIN_CPU_SHARE of the cores (another process was running) are left out; each
-point is the median of the rest. netsim.sim.calibrate fits a topology to the result.
+allreduce_train.probe runs under mpirun (launch finds it) as a subprocess per rank count
+(so netsim never imports MPI); `passes` times over the rank counts in turn. Rounds in which
+the ranks had less than MIN_CPU_SHARE of the cores (another process was running) are left
+out; each point is the median of the rest. netsim.sim.calibrate fits a topology to the result.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def byte_sizes(text: str) -> tuple[int, ...]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a byte count: {item!r}") from None
         if n < 4 or n % 4:
-            raise argparse.ArgumentTypeError(f"sizes must be positive multiples of 4 bytes, got {item!r}")
+            raise argparse.ArgumentTypeError(
+                f"sizes must be positive multiples of 4 bytes, got {item!r}"
+            )
         out.append(n)
     return tuple(out)
 
@@ -62,7 +64,11 @@ def machine() -> dict:
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
             lvl, size = int((index / "level").read_text()), (index / "size").read_text().strip()
-            kib = int(size.removesuffix("K")) if size.endswith("K") else int(size.removesuffix("M")) * 1024
+            kib = (
+                int(size.removesuffix("K"))
+                if size.endswith("K")
+                else int(size.removesuffix("M")) * 1024
+            )
         except (OSError, ValueError):
             continue
         if lvl > level:
@@ -70,17 +76,37 @@ def machine() -> dict:
     return {"cores": cores, "cache_bytes": cache, "host": platform.node()}
 
 
-def probe_argv(world_size: int, out: str, pingpong_sizes, allreduce_sizes, rounds: int) -> list[str]:
+def probe_argv(
+    world_size: int, out: str, pingpong_sizes, allreduce_sizes, rounds: int
+) -> list[str]:
     def sizes(s):
         return ",".join(map(str, s)) or "none"
 
-    return launch.mpirun_argv(world_size, [
-        sys.executable, "-m", PROBE, "--out", out, "--pingpong-sizes", sizes(pingpong_sizes),
-        "--allreduce-sizes", sizes(allreduce_sizes), "--rounds", str(rounds)])
+    return launch.mpirun_argv(
+        world_size,
+        [
+            sys.executable,
+            "-m",
+            PROBE,
+            "--out",
+            out,
+            "--pingpong-sizes",
+            sizes(pingpong_sizes),
+            "--allreduce-sizes",
+            sizes(allreduce_sizes),
+            "--rounds",
+            str(rounds),
+        ],
+    )
 
 
-def run_probe(world_size: int, pingpong_sizes=(), allreduce_sizes=ALLREDUCE_SIZES, rounds: int = 5,
-              timeout_s: float = 120) -> dict:
+def run_probe(
+    world_size: int,
+    pingpong_sizes=(),
+    allreduce_sizes=ALLREDUCE_SIZES,
+    rounds: int = 5,
+    timeout_s: float = 120,
+) -> dict:
     """One `mpirun -n P python -m allreduce_train.probe`; its JSON. A hang is killed with its
     whole process group after timeout_s."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,10 +114,20 @@ def run_probe(world_size: int, pingpong_sizes=(), allreduce_sizes=ALLREDUCE_SIZE
         argv = probe_argv(world_size, out, pingpong_sizes, allreduce_sizes, rounds)
         # the probe lives beside netsim: found even where the project is not installed
         root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        }
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    start_new_session=True, env=env, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
         except OSError as exc:
             raise CalibrationError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         try:
@@ -102,14 +138,23 @@ def run_probe(world_size: int, pingpong_sizes=(), allreduce_sizes=ALLREDUCE_SIZE
             raise CalibrationError(f"timed out after {timeout_s:g} s: {shlex.join(argv)}") from None
         if proc.returncode != 0 or not os.path.exists(out):
             last = ((stderr + stdout).strip().splitlines() or ["no output"])[-1]
-            raise CalibrationError(f"mpirun -n {world_size} python -m {PROBE} failed "
-                                   f"(exit code {proc.returncode}): {last}")
+            raise CalibrationError(
+                f"mpirun -n {world_size} python -m {PROBE} failed "
+                f"(exit code {proc.returncode}): {last}"
+            )
         with open(out) as f:
             return json.load(f)
 
 
-def measure(ranks=(2, 3, 4), rounds: int = 3, passes: int = 5, pingpong_sizes=PINGPONG_SIZES,
-            allreduce_sizes=ALLREDUCE_SIZES, timeout_s: float = 120, log=None) -> dict:
+def measure(
+    ranks=(2, 3, 4),
+    rounds: int = 3,
+    passes: int = 5,
+    pingpong_sizes=PINGPONG_SIZES,
+    allreduce_sizes=ALLREDUCE_SIZES,
+    timeout_s: float = 120,
+    log=None,
+) -> dict:
     """Ping-pong at the smallest rank count, the ring all-reduce at every one; `passes`
     times over all rank counts in turn, so that a busy spell of the machine lands on all of
     them alike instead of on one. Every round of every pass is kept."""
@@ -118,8 +163,14 @@ def measure(ranks=(2, 3, 4), rounds: int = 3, passes: int = 5, pingpong_sizes=PI
         for i, p in enumerate(sorted(ranks)):
             if log:
                 log(f"probe: pass {k + 1}/{passes}, {p} ranks")
-            runs.append(run_probe(p, pingpong_sizes if i == 0 else (), allreduce_sizes, rounds, timeout_s))
-    return {"machine": machine(), "date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": runs}
+            runs.append(
+                run_probe(p, pingpong_sizes if i == 0 else (), allreduce_sizes, rounds, timeout_s)
+            )
+    return {
+        "machine": machine(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "runs": runs,
+    }
 
 
 def pooled(measurements: dict, min_cpu_share: float = MIN_CPU_SHARE) -> tuple[dict, dict]:
@@ -133,21 +184,32 @@ def pooled(measurements: dict, min_cpu_share: float = MIN_CPU_SHARE) -> tuple[di
             for e in run["pingpong"]:
                 pingpong.setdefault(int(e["nbytes"]), []).append(_rounds(e, "one_way_s"))
             for e in run["allreduce"]:
-                allreduce.setdefault((int(run["world_size"]), int(e["nbytes"])), []).append(_rounds(e, "times_s"))
+                allreduce.setdefault((int(run["world_size"]), int(e["nbytes"])), []).append(
+                    _rounds(e, "times_s")
+                )
     except (KeyError, TypeError, ValueError) as exc:
-        raise CalibrationError(f"not a measurement file of `netsim calibrate` (missing {exc})") from None
+        raise CalibrationError(
+            f"not a measurement file of `netsim calibrate` (missing {exc})"
+        ) from None
 
     def undisturbed(rounds):
         times = [t for part in rounds for t, share in part if share >= min_cpu_share]
         return times or [t for part in rounds for t, _ in part]
-    return ({n: undisturbed(r) for n, r in sorted(pingpong.items())},
-            {k: undisturbed(r) for k, r in sorted(allreduce.items())})
+
+    return (
+        {n: undisturbed(r) for n, r in sorted(pingpong.items())},
+        {k: undisturbed(r) for k, r in sorted(allreduce.items())},
+    )
 
 
 def disturbed_rounds(measurements: dict, min_cpu_share: float = MIN_CPU_SHARE) -> tuple[int, int]:
     """(rounds with less than min_cpu_share of the cores, all rounds)."""
-    shares = [s for run in measurements["runs"] for e in run["pingpong"] + run["allreduce"]
-              for s in e.get("cpu_share", [1.0] * len(e.get("times_s", e.get("one_way_s", []))))]
+    shares = [
+        s
+        for run in measurements["runs"]
+        for e in run["pingpong"] + run["allreduce"]
+        for s in e.get("cpu_share", [1.0] * len(e.get("times_s", e.get("one_way_s", []))))
+    ]
     return sum(s < min_cpu_share for s in shares), len(shares)
 
 
@@ -164,6 +226,13 @@ def measured_report(world_size: int, nbytes: int, times_s) -> dict:
     that predict.errors compares the two."""
     t = float(np.median(times_s))
     algbw = nbytes / t
-    return {"world_size": world_size, "algorithm": "ring", "buffer_bytes": nbytes, "allreduce_time_s_median": t,
-            "algbw_bytes_per_s": algbw, "busbw_bytes_per_s": algbw * 2 * (world_size - 1) / world_size,
-            "rounds": len(times_s), "spread": (max(times_s) - min(times_s)) / t}
+    return {
+        "world_size": world_size,
+        "algorithm": "ring",
+        "buffer_bytes": nbytes,
+        "allreduce_time_s_median": t,
+        "algbw_bytes_per_s": algbw,
+        "busbw_bytes_per_s": algbw * 2 * (world_size - 1) / world_size,
+        "rounds": len(times_s),
+        "spread": (max(times_s) - min(times_s)) / t,
+    }

@@ -52,7 +52,9 @@ class Simulation:
 
     @property
     def utilisation(self) -> np.ndarray:
-        return self.link_busy_s / self.time_s if self.time_s > 0 else np.zeros_like(self.link_busy_s)
+        return (
+            self.link_busy_s / self.time_s if self.time_s > 0 else np.zeros_like(self.link_busy_s)
+        )
 
     @property
     def bottleneck_link(self) -> int:
@@ -71,8 +73,13 @@ class _Pattern:
     latency_s: np.ndarray  # per flow
 
 
-def simulate(schedule: Schedule, topology, itemsize: int = 4, start_s=None,
-             gamma_s_per_byte: float | None = None) -> Simulation:
+def simulate(
+    schedule: Schedule,
+    topology,
+    itemsize: int = 4,
+    start_s=None,
+    gamma_s_per_byte: float | None = None,
+) -> Simulation:
     p = schedule.world_size
     gpu = topology.gpu_of_rank(p)
     sharing = topology.core_sharing(p)
@@ -97,16 +104,22 @@ def simulate(schedule: Schedule, topology, itemsize: int = 4, start_s=None,
         nbytes = rnd.count * itemsize
         dkey = (key, nbytes.tobytes())
         if dkey not in durations:
-            durations[dkey] = _transfer_s(pattern, nbytes.astype(float), bandwidth) + pattern.latency_s + overhead_s
+            durations[dkey] = (
+                _transfer_s(pattern, nbytes.astype(float), bandwidth)
+                + pattern.latency_s
+                + overhead_s
+            )
         took = durations[dkey] + (nbytes * gamma if rnd.reduce else 0.0)
         end = np.maximum(ready[rnd.src], ready[rnd.dst]) + took
         np.maximum.at(ready, rnd.src, end)
         np.maximum.at(ready, rnd.dst, end)
-        link_bytes += np.bincount(pattern.links, weights=np.repeat(nbytes, pattern.lengths),
-                                  minlength=len(bandwidth))
+        link_bytes += np.bincount(
+            pattern.links, weights=np.repeat(nbytes, pattern.lengths), minlength=len(bandwidth)
+        )
     time_s = float(ready.max() - start.min()) if p else 0.0
-    return Simulation(time_s, start, ready, link_bytes, link_bytes / bandwidth,
-                      schedule.nelems * itemsize, p)
+    return Simulation(
+        time_s, start, ready, link_bytes, link_bytes / bandwidth, schedule.nelems * itemsize, p
+    )
 
 
 def _resident_bytes(schedule: Schedule, topology, itemsize: int) -> np.ndarray:
@@ -117,17 +130,24 @@ def _resident_bytes(schedule: Schedule, topology, itemsize: int) -> np.ndarray:
     for rnd in schedule.rounds:
         if rnd.reduce:
             np.maximum(scratch, np.bincount(rnd.dst, weights=rnd.count, minlength=p), out=scratch)
-    return np.bincount(topology.node_of_rank(p), weights=(schedule.nelems + scratch) * itemsize,
-                       minlength=topology.nodes)
+    return np.bincount(
+        topology.node_of_rank(p),
+        weights=(schedule.nelems + scratch) * itemsize,
+        minlength=topology.nodes,
+    )
 
 
 def _route(topology, src_gpu, dst_gpu) -> _Pattern:
     indptr, links = topology.routes(src_gpu, dst_gpu)
     lengths = np.diff(indptr)
-    return _Pattern(links=np.asarray(links, dtype=np.int64), lengths=lengths,
-                    flow_of_entry=np.repeat(np.arange(len(lengths)), lengths),
-                    starts=indptr[:-1][lengths > 0], routed=lengths > 0,
-                    latency_s=np.asarray(topology.path_latency_s(src_gpu, dst_gpu), dtype=float))
+    return _Pattern(
+        links=np.asarray(links, dtype=np.int64),
+        lengths=lengths,
+        flow_of_entry=np.repeat(np.arange(len(lengths)), lengths),
+        starts=indptr[:-1][lengths > 0],
+        routed=lengths > 0,
+        latency_s=np.asarray(topology.path_latency_s(src_gpu, dst_gpu), dtype=float),
+    )
 
 
 def _transfer_s(pattern: _Pattern, nbytes: np.ndarray, bandwidth: np.ndarray) -> np.ndarray:
@@ -167,7 +187,10 @@ def _max_min_rates(pattern: _Pattern, active: np.ndarray, bandwidth: np.ndarray)
         level = flow_share[unfixed].min()
         fixing = unfixed & (flow_share <= level * (1 + 1e-12))
         rate[fixing] = level
-        capacity -= np.bincount(pattern.links[fixing[pattern.flow_of_entry]], minlength=len(capacity)) * level
+        capacity -= (
+            np.bincount(pattern.links[fixing[pattern.flow_of_entry]], minlength=len(capacity))
+            * level
+        )
         np.maximum(capacity, 0, out=capacity)
         unfixed &= ~fixing
     return rate

@@ -4,6 +4,7 @@ leaves every rank with bit-identical results."""
 import pytest
 
 from netsim import algorithms
+
 from conftest import mpirun, program, read_json
 
 pytestmark = pytest.mark.mpi

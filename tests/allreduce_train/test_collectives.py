@@ -10,6 +10,7 @@ import pytest
 
 from allreduce_train import collectives
 from netsim import algorithms
+
 from cases import NAMES, contexts, integer_inputs, lengths
 
 
@@ -37,16 +38,31 @@ def test_copy_rounds_never_receive_into_a_slice_sent_in_the_same_round():
 
 
 def test_executor_refuses_a_copy_round_that_overwrites_what_it_sends():
-    bad = algorithms.Round("all-gather", 0, False, np.array([0, 1]), np.array([1, 0]),
-                          np.array([0, 2]), np.array([4, 4]))  # rank 1 sends [2, 6), gets [0, 4)
+    bad = algorithms.Round(
+        "all-gather",
+        0,
+        False,
+        np.array([0, 1]),
+        np.array([1, 0]),
+        np.array([0, 2]),
+        np.array([4, 4]),
+    )  # rank 1 sends [2, 6), gets [0, 4)
     sched = algorithms.Schedule("bad", 2, 8, (bad,))
     with pytest.raises(ValueError, match="all-gather round 0 receives into a slice it is sending"):
         collectives.ScheduleAllreduce(sched, 1, None, np, np.float64)
-    twice = algorithms.Round("all-gather", 0, False, np.array([1, 2]), np.array([0, 0]),
-                            np.array([0, 2]), np.array([4, 4]))
+    twice = algorithms.Round(
+        "all-gather",
+        0,
+        False,
+        np.array([1, 2]),
+        np.array([0, 0]),
+        np.array([0, 2]),
+        np.array([4, 4]),
+    )
     with pytest.raises(ValueError, match="receives twice into one slice"):
-        collectives.ScheduleAllreduce(algorithms.Schedule("bad", 3, 8, (twice,)), 0, None, np,
-                                      np.float64)
+        collectives.ScheduleAllreduce(
+            algorithms.Schedule("bad", 3, 8, (twice,)), 0, None, np, np.float64
+        )
 
 
 class MemoryTransport:
@@ -127,7 +143,9 @@ def test_an_algorithm_without_a_schedule_is_the_librarys_own():
             buf *= 2
 
     transport, buf = Native(), np.ones(3)
-    allreduce = collectives.make_allreduce(algorithms.get("mpi"), 2, 0, 3, transport, np, np.float64)
+    allreduce = collectives.make_allreduce(
+        algorithms.get("mpi"), 2, 0, 3, transport, np, np.float64
+    )
     allreduce(buf)
     assert isinstance(allreduce, collectives.NativeAllreduce) and allreduce.schedule is None
     assert transport.calls == 1 and buf.tolist() == [2, 2, 2]

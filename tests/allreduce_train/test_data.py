@@ -45,8 +45,9 @@ def test_synthetic_any_size_deterministic_and_learnable_labels():
     assert ds.x_train.shape == (500, 33) and ds.nclasses == 4
     assert len(ds.y_test) == 100
     assert len(set(ds.y_train.tolist())) > 1  # the teacher uses more than one class
-    np.testing.assert_array_equal(ds.x_train, data.load("synthetic", seed=1, samples=500, features=33,
-                                                        classes=4).x_train)
+    np.testing.assert_array_equal(
+        ds.x_train, data.load("synthetic", seed=1, samples=500, features=33, classes=4).x_train
+    )
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -67,19 +68,27 @@ def test_uncompressed_idx_is_memory_mapped(tmp_path):
 
 def test_mnist_npz(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "mnist.npz", x_train=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
-             y_train=np.arange(10) % 10, x_test=np.zeros((3, 28, 28), np.uint8), y_test=np.arange(3))
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        y_train=np.arange(10) % 10,
+        x_test=np.zeros((3, 28, 28), np.uint8),
+        y_test=np.arange(3),
+    )
     ds = data.load("mnist", seed=0, data_dir=str(tmp_path))
     assert ds.x_train.shape == (10, 784) and len(ds.y_test) == 3
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda b: b[:-5], "corrupt IDX file"),
-    (lambda b: b + b"\0", "corrupt IDX file"),
-    (lambda b: b"\x01" + b[1:], "bad magic"),
-    (lambda b: b[:6], "truncated header"),
-    (lambda b: b"", "bad magic"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda b: b[:-5], "corrupt IDX file"),
+        (lambda b: b + b"\0", "corrupt IDX file"),
+        (lambda b: b"\x01" + b[1:], "bad magic"),
+        (lambda b: b[:6], "truncated header"),
+        (lambda b: b"", "bad magic"),
+    ],
+)
 @pytest.mark.parametrize("gz", [False, True])
 def test_corrupt_idx_named_in_one_line(tmp_path, damage, message, gz):
     write_mnist(tmp_path)
@@ -100,13 +109,26 @@ def test_not_gzip_at_all(tmp_path):
         data.load("mnist", seed=0, data_dir=str(tmp_path))
 
 
-@pytest.mark.parametrize("setup,message", [
-    (lambda d: None, "missing train-images-idx3-ubyte"),
-    (lambda d: write_mnist(d, ntrain=5) and (d / "train-labels-idx1-ubyte").write_bytes(
-        idx_bytes(np.zeros(6, np.uint8))), "do not match"),
-    (lambda d: write_mnist(d) and (d / "t10k-labels-idx1-ubyte").write_bytes(
-        idx_bytes(np.full(40, 12, np.uint8))), "labels must be 0..9"),
-])
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        (lambda d: None, "missing train-images-idx3-ubyte"),
+        (
+            lambda d: (
+                write_mnist(d, ntrain=5)
+                and (d / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(6, np.uint8)))
+            ),
+            "do not match",
+        ),
+        (
+            lambda d: (
+                write_mnist(d)
+                and (d / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.full(40, 12, np.uint8)))
+            ),
+            "labels must be 0..9",
+        ),
+    ],
+)
 def test_bad_mnist_directories(tmp_path, setup, message):
     setup(tmp_path)
     with pytest.raises(DataError, match=message):

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.mpi
 
 def one_line_error(result, *words):
     assert result.returncode == 2, result.output
-    lines = [l for l in result.output.splitlines() if l.strip()]
+    lines = [x for x in result.output.splitlines() if x.strip()]
     assert len(lines) == 1, result.output  # said once (rank 0), one line, no traceback
     assert lines[0].startswith("allreduce_train: error: ")
     for word in words:
@@ -72,8 +72,21 @@ def test_existing_run_directory_is_never_overwritten(tmp_path):
 
 
 def test_exception_on_one_rank_ends_all_ranks(tmp_path):
-    result = mpirun(4, [program("inject.py"), "raise", "2", "3", "--", "--run-dir", str(tmp_path),
-                        "--steps", "1000"], timeout=30)
+    result = mpirun(
+        4,
+        [
+            program("inject.py"),
+            "raise",
+            "2",
+            "3",
+            "--",
+            "--run-dir",
+            str(tmp_path),
+            "--steps",
+            "1000",
+        ],
+        timeout=30,
+    )
     assert result.returncode != 0
     assert "rank 2 failed" in result.stderr and "injected fault" in result.stderr
     assert result.seconds < 10, f"took {result.seconds:.1f} s to end"
@@ -85,8 +98,23 @@ def test_exception_on_one_rank_ends_all_ranks(tmp_path):
 
 
 def test_diverged_replica_is_named(tmp_path):
-    result = mpirun(3, [program("inject.py"), "perturb", "1", "4", "--", "--run-dir", str(tmp_path),
-                        "--steps", "20", "--check-every", "5"], timeout=60)
+    result = mpirun(
+        3,
+        [
+            program("inject.py"),
+            "perturb",
+            "1",
+            "4",
+            "--",
+            "--run-dir",
+            str(tmp_path),
+            "--steps",
+            "20",
+            "--check-every",
+            "5",
+        ],
+        timeout=60,
+    )
     assert result.returncode == 3, result.output
     assert "weights diverged after step 4: rank 1 differs from rank 0" in result.stdout
     assert result.stdout.count("weights diverged") == 1
@@ -94,8 +122,9 @@ def test_diverged_replica_is_named(tmp_path):
 
 def test_launcher_and_mpi4py_disagree(tmp_path):
     # What a rank sees when Open MPI's mpirun starts an MPICH-built mpi4py: a world of 1.
-    result = mpirun(0, ["-m", "allreduce_train", "--run-dir", str(tmp_path)],
-                    env={"OMPI_COMM_WORLD_SIZE": "4"})
+    result = mpirun(
+        0, ["-m", "allreduce_train", "--run-dir", str(tmp_path)], env={"OMPI_COMM_WORLD_SIZE": "4"}
+    )
     one_line_error(result, "started 4 processes", "world of 1", "different MPI")
 
 

@@ -64,7 +64,9 @@ def test_init_is_deterministic_and_scaled():
     assert not a.biases[0].any()
     a.init("xavier", 1)
     limit = np.sqrt(6 / 700)
-    assert np.abs(a.weights[0]).max() <= limit and a.weights[0].std() == pytest.approx(limit / np.sqrt(3), rel=0.02)
+    assert np.abs(a.weights[0]).max() <= limit and a.weights[0].std() == pytest.approx(
+        limit / np.sqrt(3), rel=0.02
+    )
     assert set(INITS) == {"he", "xavier"}
 
 

@@ -13,8 +13,24 @@ from idx import write_mnist
 pytestmark = pytest.mark.mpi
 
 # 31 is prime: the global batch splits unevenly over 2, 3 and 4 ranks (16+15, 11+10+10, 8+8+8+7).
-EQUIVALENCE = ["--dtype", "float64", "--steps", "20", "--global-batch", "31", "--lr", "0.1",
-               "--momentum", "0.9", "--weight-decay", "1e-4", "--seed", "5", "--check-every", "5"]
+EQUIVALENCE = [
+    "--dtype",
+    "float64",
+    "--steps",
+    "20",
+    "--global-batch",
+    "31",
+    "--lr",
+    "0.1",
+    "--momentum",
+    "0.9",
+    "--weight-decay",
+    "1e-4",
+    "--seed",
+    "5",
+    "--check-every",
+    "5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +50,12 @@ def test_n_ranks_give_the_weights_of_one_rank(p, allreduce, one_rank, tmp_path):
     assert int(got["step"]) == 20
     reference = one_rank["params"]
     assert np.max(np.abs(got["params"] - reference)) <= 1e-10 * np.max(np.abs(reference))
-    np.testing.assert_allclose(got["velocity"], one_rank["velocity"], rtol=0, atol=1e-10 * np.max(np.abs(one_rank["velocity"])))
+    np.testing.assert_allclose(
+        got["velocity"],
+        one_rank["velocity"],
+        rtol=0,
+        atol=1e-10 * np.max(np.abs(one_rank["velocity"])),
+    )
 
 
 @pytest.mark.parametrize("p", [2, 3, 4])
@@ -53,8 +74,14 @@ def test_recorded_bytes_equal_ring_analytic_count(p, tmp_path):
         for rec in records:
             assert rec["bytes_sent"] == sent and rec["bytes_recv"] == received
             assert rec["messages"] == 2 * (p - 1)
-            assert rec["links"] == [[r, (r + 1) % p, sent, 2 * (p - 1)]]  # the ring: right neighbour only
-            assert rec["samples"] == len(range(12)[r::p]) and rec["comm_s"] > 0 and rec["compute_s"] > 0
+            assert rec["links"] == [
+                [r, (r + 1) % p, sent, 2 * (p - 1)]
+            ]  # the ring: right neighbour only
+            assert (
+                rec["samples"] == len(range(12)[r::p])
+                and rec["comm_s"] > 0
+                and rec["compute_s"] > 0
+            )
             total += rec["bytes_sent"]
     assert total == 6 * 2 * (p - 1) * n * itemsize  # nothing double counted, nothing missing
     traffic = read_json(tmp_path / "summary.json")["traffic"]
@@ -64,8 +91,21 @@ def test_recorded_bytes_equal_ring_analytic_count(p, tmp_path):
 @pytest.mark.parametrize("allreduce", ["tree", "mpi"])
 def test_the_trainer_uses_the_transport_it_is_handed(allreduce, tmp_path):
     out = tmp_path / "counts"
-    result = mpirun(3, [program("handed_transport.py"), str(out), "--", "--run-dir", str(tmp_path / "run"),
-                        "--steps", "4", "--allreduce", allreduce], timeout=60)
+    result = mpirun(
+        3,
+        [
+            program("handed_transport.py"),
+            str(out),
+            "--",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--steps",
+            "4",
+            "--allreduce",
+            allreduce,
+        ],
+        timeout=60,
+    )
     assert result.returncode == 0, result.output
     rounds = len(algorithms.get("tree").schedule(3, 10).rounds)
     for rank in range(3):
@@ -94,13 +134,40 @@ def test_default_job_learns_digits_on_four_ranks(tmp_path):
 
 def test_mnist_idx_and_synthetic_train_on_three_ranks(tmp_path):
     write_mnist(tmp_path, gz=True)
-    result = train(3, tmp_path / "run", "--dataset", "mnist", "--data-dir", str(tmp_path),
-                   "--steps", "5", "--global-batch", "10")
+    result = train(
+        3,
+        tmp_path / "run",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(tmp_path),
+        "--steps",
+        "5",
+        "--global-batch",
+        "10",
+    )
     assert result.returncode == 0, result.output
     assert "784-128-128-10" in result.stdout
-    result = train(3, tmp_path / "syn", "--dataset", "synthetic", "--samples", "300", "--features", "20",
-                   "--classes", "3", "--epochs", "2", "--global-batch", "32", "--activation", "tanh",
-                   "--loss", "mse")
+    result = train(
+        3,
+        tmp_path / "syn",
+        "--dataset",
+        "synthetic",
+        "--samples",
+        "300",
+        "--features",
+        "20",
+        "--classes",
+        "3",
+        "--epochs",
+        "2",
+        "--global-batch",
+        "32",
+        "--activation",
+        "tanh",
+        "--loss",
+        "mse",
+    )
     assert result.returncode == 0, result.output
     assert read_json(tmp_path / "syn" / "summary.json")["steps"] == 2 * (300 // 32)
 

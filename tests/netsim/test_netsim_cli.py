@@ -13,11 +13,27 @@ def netsim(*args):
 
 
 def test_predict_prints_simulated_and_closed_form_times():
-    result = netsim("predict", "--topology", "single-node-8gpu", "--params", "1000000", "--compute-ms", "2")
+    result = netsim(
+        "predict", "--topology", "single-node-8gpu", "--params", "1000000", "--compute-ms", "2"
+    )
     assert result.returncode == 0, result.output
-    assert "ring all-reduce of 3.8 MiB on 8 ranks" in result.stdout and "closed form" in result.stdout
-    figures = json.loads(netsim("predict", "--topology", "single-node-8gpu", "--params", "1000000",
-                                "--algorithm", "tree", "--ranks", "4", "--json").stdout)
+    assert (
+        "ring all-reduce of 3.8 MiB on 8 ranks" in result.stdout and "closed form" in result.stdout
+    )
+    figures = json.loads(
+        netsim(
+            "predict",
+            "--topology",
+            "single-node-8gpu",
+            "--params",
+            "1000000",
+            "--algorithm",
+            "tree",
+            "--ranks",
+            "4",
+            "--json",
+        ).stdout
+    )
     assert figures["world_size"] == 4 and figures["algorithm"] == "tree"
     assert figures["allreduce_time_s_median"] == pytest.approx(figures["closed_form_s"], rel=1e-9)
 
@@ -25,10 +41,23 @@ def test_predict_prints_simulated_and_closed_form_times():
 def test_sweep_table_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "sweep.png"
-    result = netsim("sweep", "--topology", "dgx-h100", "--params", "10000000", "--ranks", "8,16,64",
-                    "--algorithms", "ring,hierarchical-ring", "--compute-ms", "10", "--plot", str(png))
+    result = netsim(
+        "sweep",
+        "--topology",
+        "dgx-h100",
+        "--params",
+        "10000000",
+        "--ranks",
+        "8,16,64",
+        "--algorithms",
+        "ring,hierarchical-ring",
+        "--compute-ms",
+        "10",
+        "--plot",
+        str(png),
+    )
     assert result.returncode == 0, result.output
-    lines = [l for l in result.stdout.splitlines() if l.strip().startswith(("8 ", "16 ", "64 "))]
+    lines = [x for x in result.stdout.splitlines() if x.strip().startswith(("8 ", "16 ", "64 "))]
     assert len(lines) == 6
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -40,11 +69,25 @@ def test_replay_of_a_recorded_run(tmp_path):
     assert result.returncode == 0, result.output
     out = json.loads(result.stdout)
     assert out["steps_replayed"] == 4 and out["world_size"] == 2
-    assert set(out["errors"]) == {"allreduce_time_s_median", "algbw_bytes_per_s", "busbw_bytes_per_s"}
+    assert set(out["errors"]) == {
+        "allreduce_time_s_median",
+        "algbw_bytes_per_s",
+        "busbw_bytes_per_s",
+    }
     assert out["errors"]["allreduce_time_s_median"] == pytest.approx(
-        out["allreduce_time_s_median"] / out["measured"]["allreduce_time_s_median"] - 1)
-    other = json.loads(netsim("replay", str(tmp_path), "--topology", "single-node-8gpu", "--algorithm", "tree",
-                              "--json").stdout)
+        out["allreduce_time_s_median"] / out["measured"]["allreduce_time_s_median"] - 1
+    )
+    other = json.loads(
+        netsim(
+            "replay",
+            str(tmp_path),
+            "--topology",
+            "single-node-8gpu",
+            "--algorithm",
+            "tree",
+            "--json",
+        ).stdout
+    )
     assert other["algorithm"] == "tree" and other["errors"] == {}  # not what was measured: no error
 
 
@@ -52,23 +95,47 @@ def test_replay_of_a_recorded_run(tmp_path):
 def test_replay_of_an_mpi_allreduce_run_asks_for_the_algorithm(tmp_path):
     assert train(2, tmp_path, "--steps", "3", "--allreduce", "mpi").returncode == 0
     result = netsim("replay", str(tmp_path), "--topology", "single-node-8gpu")
-    assert result.returncode == 2 and "MPI_Allreduce" in result.stderr and "--algorithm" in result.stderr
-    result = netsim("replay", str(tmp_path), "--topology", "single-node-8gpu", "--algorithm", "ring")
+    assert (
+        result.returncode == 2
+        and "MPI_Allreduce" in result.stderr
+        and "--algorithm" in result.stderr
+    )
+    result = netsim(
+        "replay", str(tmp_path), "--topology", "single-node-8gpu", "--algorithm", "ring"
+    )
     assert result.returncode == 0, result.output
     assert "ring all-reduce" in result.stdout
 
 
-@pytest.mark.parametrize("args,words", [
-    (["predict", "--topology", "nowhere", "--params", "10"], "neither a .toml file nor a preset"),
-    (["predict", "--topology", "dgx-h100", "--params", "10", "--ranks", "100000"], "100000"),
-    (["sweep", "--topology", "dgx-h100", "--params", "10", "--algorithms", "ring,magic"], "unknown magic"),
-    (["sweep", "--topology", "dgx-h100", "--params", "10", "--ranks", "1"], "--ranks must lie in 2..256"),
-    (["replay", "/nonexistent", "--topology", "dgx-h100"], "no such directory"),
-    (["predict", "--params", "10"], "--topology"),
-    (["predict", "--topology", "dgx-h100", "--params", "10", "--ranks", "0"], "world_size"),
-    (["predict", "--topology", "dgx-h100", "--params", "10", "--algorithm", "mpi"], "invalid choice"),
-    (["sweep", "--topology", "dgx-h100", "--params", "10", "--plot", "/nonexistent/s.png"], "no such directory"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (
+            ["predict", "--topology", "nowhere", "--params", "10"],
+            "neither a .toml file nor a preset",
+        ),
+        (["predict", "--topology", "dgx-h100", "--params", "10", "--ranks", "100000"], "100000"),
+        (
+            ["sweep", "--topology", "dgx-h100", "--params", "10", "--algorithms", "ring,magic"],
+            "unknown magic",
+        ),
+        (
+            ["sweep", "--topology", "dgx-h100", "--params", "10", "--ranks", "1"],
+            "--ranks must lie in 2..256",
+        ),
+        (["replay", "/nonexistent", "--topology", "dgx-h100"], "no such directory"),
+        (["predict", "--params", "10"], "--topology"),
+        (["predict", "--topology", "dgx-h100", "--params", "10", "--ranks", "0"], "world_size"),
+        (
+            ["predict", "--topology", "dgx-h100", "--params", "10", "--algorithm", "mpi"],
+            "invalid choice",
+        ),
+        (
+            ["sweep", "--topology", "dgx-h100", "--params", "10", "--plot", "/nonexistent/s.png"],
+            "no such directory",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, words):
     result = netsim(*args)
     assert result.returncode == 2, result.output
@@ -77,17 +144,21 @@ def test_bad_input_is_one_line_and_exit_2(args, words):
 
 def test_bad_topology_file_names_the_key(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text('name = "x"\nnodes = 2\ngpus_per_node = 4\nplacement = "block"\n'
-                    '[intra_node]\nkind = "all-to-all"\nbandwidth_gbit_per_s = -5\nlatency_us = 1\n')
+    path.write_text(
+        'name = "x"\nnodes = 2\ngpus_per_node = 4\nplacement = "block"\n'
+        '[intra_node]\nkind = "all-to-all"\nbandwidth_gbit_per_s = -5\nlatency_us = 1\n'
+    )
     result = netsim("predict", "--topology", str(path), "--params", "10")
     assert result.returncode == 2 and "intra_node.bandwidth_gbit_per_s" in result.stderr
 
 
 def test_a_bug_is_a_traceback_and_exit_1_not_a_user_error():
-    bug = ("import sys; from netsim import __main__ as cli; from netsim.sim import predict\n"
-           "def broken(*args, **kwargs): return {}['a key our code forgot']\n"
-           "predict.predict = broken\n"
-           "sys.exit(cli.main(['predict', '--topology', 'dgx-h100', '--params', '10']))")
+    bug = (
+        "import sys; from netsim import __main__ as cli; from netsim.sim import predict\n"
+        "def broken(*args, **kwargs): return {}['a key our code forgot']\n"
+        "predict.predict = broken\n"
+        "sys.exit(cli.main(['predict', '--topology', 'dgx-h100', '--params', '10']))"
+    )
     result = mpirun(0, ["-c", bug])
     assert result.returncode == 1, result.output
     assert "Traceback" in result.stderr and "KeyError: 'a key our code forgot'" in result.stderr

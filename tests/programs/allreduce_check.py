@@ -36,15 +36,24 @@ for dtype in (np.float32, np.float64):
         inputs = [np.random.default_rng([r, n]).standard_normal(n).astype(dtype) for r in range(p)]
         reference = np.sum([x.astype(np.float64) for x in inputs], axis=0)
         # rounding bound: p additions, each off by at most eps * |partial sum| <= eps * sum|x|
-        bound = p * np.finfo(dtype).eps * np.sum([np.abs(x.astype(np.float64)) for x in inputs], axis=0)
+        bound = (
+            p * np.finfo(dtype).eps * np.sum([np.abs(x.astype(np.float64)) for x in inputs], axis=0)
+        )
         for algorithm in algorithms.ALGORITHMS.values():
             buf = inputs[world.rank].copy()
-            collectives.make_allreduce(algorithm, p, world.rank, n, transport, np, dtype,
-                                       **context(algorithm.name, p, n))(buf)
-            error = float(np.max(np.abs(buf - reference) / np.maximum(bound, 1e-300),
-                                 initial=0.0))
-            cases.append({"dtype": np.dtype(dtype).name, "n": n, "algorithm": algorithm.name,
-                          "error": error, "result_dtype": buf.dtype.name,
-                          "hash": hashlib.sha256(buf.tobytes()).hexdigest()})
+            collectives.make_allreduce(
+                algorithm, p, world.rank, n, transport, np, dtype, **context(algorithm.name, p, n)
+            )(buf)
+            error = float(np.max(np.abs(buf - reference) / np.maximum(bound, 1e-300), initial=0.0))
+            cases.append(
+                {
+                    "dtype": np.dtype(dtype).name,
+                    "n": n,
+                    "algorithm": algorithm.name,
+                    "error": error,
+                    "result_dtype": buf.dtype.name,
+                    "hash": hashlib.sha256(buf.tobytes()).hexdigest(),
+                }
+            )
 with open(f"{out_path}.{world.rank}", "w") as f:
     json.dump(cases, f)

@@ -11,7 +11,7 @@ import json
 import sys
 
 from allreduce_train import __main__ as cli
-from allreduce_train import train
+from allreduce_train import run
 from allreduce_train.comm import MpiTransport, World, install_abort_hook
 
 
@@ -29,12 +29,18 @@ class Counting:
         self.transport.native_allreduce(buf)
 
 
-out, args = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
+out, args = sys.argv[1], sys.argv[sys.argv.index("--") + 1 :]
 install_abort_hook()
 world = World.create()
 cfg, dataset, backend, run_dir = cli.setup(world, args)
 transport = Counting(MpiTransport(world))
-train.run(cfg, world, backend, dataset, run_dir, transport)
+run.run(cfg, world, backend, dataset, run_dir, transport)
 with open(f"{out}.{world.rank}", "w") as f:
-    json.dump({"exchanges": transport.exchanges, "bytes_sent": transport.bytes_sent,
-               "native": transport.native}, f)
+    json.dump(
+        {
+            "exchanges": transport.exchanges,
+            "bytes_sent": transport.bytes_sent,
+            "native": transport.native,
+        },
+        f,
+    )

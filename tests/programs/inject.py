@@ -1,7 +1,7 @@
 """Rank program: the real training CLI with a fault injected on one rank.
 
-    inject.py raise RANK STEP -- CLI ARGS    rank RANK raises in its STEP-th optimizer step
-    inject.py perturb RANK STEP -- CLI ARGS  rank RANK nudges one weight after step STEP
+inject.py raise RANK STEP -- CLI ARGS    rank RANK raises in its STEP-th optimizer step
+inject.py perturb RANK STEP -- CLI ARGS  rank RANK nudges one weight after step STEP
 """
 
 import sys
@@ -12,7 +12,7 @@ from allreduce_train import __main__ as cli
 from allreduce_train import optim
 
 mode, target, at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-args = sys.argv[sys.argv.index("--") + 1:]
+args = sys.argv[sys.argv.index("--") + 1 :]
 original = optim.SGD.step
 calls = 0
 

@@ -5,7 +5,8 @@ counts their docstrings promise, written here from the algorithms' definitions."
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from netsim import algorithms
 from netsim.algorithms import HALVING_DOUBLING, HIERARCHICAL_RING, PARAMETER_SERVER, RING, TREE
@@ -21,6 +22,7 @@ def assert_sums(schedule, inputs):
 
 
 # --- sums ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("p", range(1, 10))
@@ -42,14 +44,17 @@ def test_every_algorithm_leaves_ranks_bit_identical_in_float32(name):
             assert len({buf.tobytes() for buf in out}) == 1
 
 
-@given(name=st.sampled_from(NAMES), p=st.integers(1, 16), n=st.integers(0, 300),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    name=st.sampled_from(NAMES),
+    p=st.integers(1, 16),
+    n=st.integers(0, 300),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_sums_property(name, p, n, seed):
     assert_sums(algorithms.get(name).schedule(p, n), integer_inputs(p, n, seed))
 
 
-@given(nodes=st.integers(1, 4), per_node=st.integers(1, 4), n=st.integers(0, 300),
-       data=st.data())
+@given(nodes=st.integers(1, 4), per_node=st.integers(1, 4), n=st.integers(0, 300), data=st.data())
 def test_hierarchical_ring_sums_for_any_node_layout_property(nodes, per_node, n, data):
     """Nodes given in any order, ranks of a node anywhere, node ids any distinct numbers."""
     ids = data.draw(st.lists(st.integers(-50, 50), min_size=nodes, max_size=nodes, unique=True))
@@ -69,6 +74,7 @@ def test_parameter_server_sums_for_any_segment_split_property(p, n, data):
 
 
 # --- byte, message and round counts --------------------------------------------------------
+
 
 @pytest.mark.parametrize("p", [1, 2, 4, 8, 16])
 def test_ring_and_halving_doubling_send_2_p_minus_1_over_p_n_for_powers_of_two(p):
@@ -179,13 +185,16 @@ def test_parameter_server_uneven_segments_load_their_servers(p):
 def test_rounds_depend_on_ranks_not_on_length(name):
     """Rounds model time steps: empty transfers go, the rounds stay."""
     for p in (2, 5, 8):
-        shapes = {tuple((r.phase, r.index, r.reduce) for r in algorithms.get(name).schedule(p, n).rounds)
-                  for n in (0, 1, 1000)}
+        shapes = {
+            tuple((r.phase, r.index, r.reduce) for r in algorithms.get(name).schedule(p, n).rounds)
+            for n in (0, 1, 1000)
+        }
         assert len(shapes) == 1
         assert all((r.count > 0).all() for r in algorithms.get(name).schedule(p, 1).rounds)
 
 
 # --- each algorithm's own count of its bytes ------------------------------------------------
+
 
 def all_cases():
     for name in NAMES:
@@ -202,8 +211,11 @@ def test_every_algorithms_count_of_its_elements_is_what_its_schedule_sends():
         algorithm = algorithms.get(name)
         counted = algorithm.elements_sent(p, n, **context)
         assert counted.dtype.kind == "i" and counted.shape == (p,)
-        np.testing.assert_array_equal(counted, algorithm.schedule(p, n, **context).elements_sent(),
-                                      err_msg=f"{name} p={p} n={n} {context}")
+        np.testing.assert_array_equal(
+            counted,
+            algorithm.schedule(p, n, **context).elements_sent(),
+            err_msg=f"{name} p={p} n={n} {context}",
+        )
 
 
 def test_mpi_allreduce_is_an_algorithm_without_a_schedule():
@@ -215,13 +227,21 @@ def test_mpi_allreduce_is_an_algorithm_without_a_schedule():
 
 # --- the registry and bad input ---------------------------------------------------------------
 
+
 def test_every_algorithm_is_listed_by_its_name():
     assert list(algorithms.ALGORITHMS) == [*NAMES, "mpi"]
     assert NAMES == ["ring", "halving-doubling", "tree", "hierarchical-ring", "parameter-server"]
     for name, algorithm in algorithms.ALGORITHMS.items():
-        assert algorithm.name == name and algorithm.label and (algorithm.formula or not algorithm.scheduled)
-    with pytest.raises(InputError, match="choose one of ring, halving-doubling, tree, "
-                                         "hierarchical-ring, parameter-server, mpi"):
+        assert (
+            algorithm.name == name
+            and algorithm.label
+            and (algorithm.formula or not algorithm.scheduled)
+        )
+    with pytest.raises(
+        InputError,
+        match="choose one of ring, halving-doubling, tree, "
+        "hierarchical-ring, parameter-server, mpi",
+    ):
         algorithms.get("butterfly")
 
 
@@ -246,8 +266,10 @@ def test_hierarchical_ring_rejects_a_layout_of_the_wrong_length():
         HIERARCHICAL_RING.schedule(4, 10, node_of_rank=[0, 0, 1])
 
 
-@pytest.mark.parametrize("segments", [[(0, 4)], [(0, 6), (5, 5)], [(0, 5), (6, 4)],
-                                      [(0, 12), (12, -2)], [(1, 9), (0, 1), (10, 1)]])
+@pytest.mark.parametrize(
+    "segments",
+    [[(0, 4)], [(0, 6), (5, 5)], [(0, 5), (6, 4)], [(0, 12), (12, -2)], [(1, 9), (0, 1), (10, 1)]],
+)
 def test_parameter_server_rejects_segments_that_do_not_tile_the_buffer(segments):
     with pytest.raises(InputError, match=r"tiling \[0, 10\)"):
         PARAMETER_SERVER.schedule(3, 10, segments=segments)

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from netsim import algorithms
 from netsim.algorithms import RING
@@ -48,7 +49,9 @@ def test_ring_bytes_equal_analytic_count(p, n):
 @pytest.mark.parametrize("p", [2, 3, 4, 6])
 def test_ring_round_shape(p):
     sched = RING.schedule(p, 10 * p)
-    assert [r.phase for r in sched.rounds] == ["reduce-scatter"] * (p - 1) + ["all-gather"] * (p - 1)
+    assert [r.phase for r in sched.rounds] == ["reduce-scatter"] * (p - 1) + ["all-gather"] * (
+        p - 1
+    )
     assert [r.reduce for r in sched.rounds] == [True] * (p - 1) + [False] * (p - 1)
     for rnd in sched.rounds:
         # every rank sends exactly once, to its right neighbour, and receives exactly once

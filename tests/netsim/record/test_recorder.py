@@ -52,7 +52,9 @@ def read(tmp_path, rank=0):
 
 
 @pytest.mark.parametrize("p,n", [(2, 7), (3, 10), (4, 97)])
-def test_counts_every_message_of_the_ring_exactly_and_reads_the_clock_once_per_round_boundary(p, n, tmp_path):
+def test_counts_every_message_of_the_ring_exactly_and_reads_the_clock_once_per_round_boundary(
+    p, n, tmp_path
+):
     sched = RING.schedule(p, n)
     nrounds = 2 * (p - 1)
     for rank in range(p):
@@ -66,7 +68,7 @@ def test_counts_every_message_of_the_ring_exactly_and_reads_the_clock_once_per_r
         assert tally.links == ((rank, (rank + 1) % p, tally.bytes_sent, nrounds),)
         assert tally.round_labels == tuple((r.phase, r.index) for r in sched.rounds)
         # first round posted, then each round's end, read once after its adds
-        assert list(rec.slots[rec.base:rec.base + nrounds + 1]) == list(range(nrounds + 1))
+        assert list(rec.slots[rec.base : rec.base + nrounds + 1]) == list(range(nrounds + 1))
         rec.commit(*fields(0))
         rec.close()
         (back,) = read(tmp_path, rank)
@@ -104,7 +106,10 @@ def test_a_collective_that_hides_its_messages_and_one_without_rounds(tmp_path):
         back = read(tmp_path, rank)
         assert [r["step"] for r in back] == [0, 1, 2]
         if algorithm.scheduled:  # a world of one: steps, no rounds, nothing sent
-            assert all((r["rounds"], r["bytes_sent"], r["messages"], r["links"]) == ([], 0, 0, []) for r in back)
+            assert all(
+                (r["rounds"], r["bytes_sent"], r["messages"], r["links"]) == ([], 0, 0, [])
+                for r in back
+            )
         else:
             assert rec.tally is recorder.HIDDEN
             assert all(r["rounds"] is None and r["bytes_sent"] is None for r in back)
@@ -112,8 +117,14 @@ def test_a_collective_that_hides_its_messages_and_one_without_rounds(tmp_path):
 
 def messages(*sizes, label=True):
     """((label, sends, recvs), ...): one round per size, sending to and receiving from rank 1."""
-    return tuple((Label("exchange", i) if label else None, [(1, np.zeros(n, np.float32))],
-                  [(1, np.zeros(n, np.float32))]) for i, n in enumerate(sizes))
+    return tuple(
+        (
+            Label("exchange", i) if label else None,
+            [(1, np.zeros(n, np.float32))],
+            [(1, np.zeros(n, np.float32))],
+        )
+        for i, n in enumerate(sizes)
+    )
 
 
 def store(rec, step, readings=()):
@@ -122,7 +133,9 @@ def store(rec, step, readings=()):
     rec.commit(*fields(step))
 
 
-def test_the_file_reads_back_every_step_derived_fields_included_through_changes_of_messages(tmp_path):
+def test_the_file_reads_back_every_step_derived_fields_included_through_changes_of_messages(
+    tmp_path,
+):
     rec = open_recorder(tmp_path)
     rec.bind(messages(2, 3))
     store(rec, 0, (21, 22, 29))
@@ -137,11 +150,23 @@ def test_the_file_reads_back_every_step_derived_fields_included_through_changes_
     rec.close()
     back = read(tmp_path)
     t0, t1, t2, t3 = fields(0)[2:]
-    assert back[0] == {"step": 0, "epoch": 0, "samples": 4, "loss": 0.25,
-                       "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9, "comm_s": (t2 - t1) / 1e9,
-                       "t_start_ns": t0, "t_comm_ns": t1, "t_comm_end_ns": t2, "t_end_ns": t3,
-                       "bytes_sent": 20, "bytes_recv": 20, "messages": 2, "links": [[0, 1, 20, 2]],
-                       "rounds": [["exchange", 0, 21, 22], ["exchange", 1, 22, 29]]}
+    assert back[0] == {
+        "step": 0,
+        "epoch": 0,
+        "samples": 4,
+        "loss": 0.25,
+        "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9,
+        "comm_s": (t2 - t1) / 1e9,
+        "t_start_ns": t0,
+        "t_comm_ns": t1,
+        "t_comm_end_ns": t2,
+        "t_end_ns": t3,
+        "bytes_sent": 20,
+        "bytes_recv": 20,
+        "messages": 2,
+        "links": [[0, 1, 20, 2]],
+        "rounds": [["exchange", 0, 21, 22], ["exchange", 1, 22, 29]],
+    }
     assert [r["epoch"] for r in back] == [0, 0, 0, 1, 1]
     assert back[1]["rounds"] == [["exchange", 0, 31, 35], ["exchange", 1, 35, 39]]
     assert (back[2]["rounds"], back[2]["bytes_sent"]) == ([], 20)
@@ -158,7 +183,10 @@ def test_the_file_grows_and_ends_cut_to_its_records(tmp_path):
     rec.close()
     path = rundir.step_file(str(tmp_path), 0)
     back = stepfile.read(path)
-    assert [r["step"] for r in back] == list(range(2000)) and back[1999]["rounds"][1][2:] == [2000, 2001]
+    assert [r["step"] for r in back] == list(range(2000)) and back[1999]["rounds"][1][2:] == [
+        2000,
+        2001,
+    ]
     assert os.path.getsize(path) == rec.size  # the zeros past the last frame are cut off
 
 
@@ -191,7 +219,9 @@ def test_every_frame_starts_at_a_multiple_of_8_bytes(tmp_path):
     assert offset == len(data) and len(offsets) == 1 + 4 * 2 and all(o % 8 == 0 for o in offsets)
 
 
-def test_the_executor_writes_its_readings_into_the_open_frame_through_growth_and_new_views(tmp_path):
+def test_the_executor_writes_its_readings_into_the_open_frame_through_growth_and_new_views(
+    tmp_path,
+):
     p, n = 4, 11
     nrounds = len(RING.schedule(p, n).rounds)
     rec = open_recorder(tmp_path, 3, capacity=1024)
@@ -212,7 +242,11 @@ def test_the_executor_writes_its_readings_into_the_open_frame_through_growth_and
     back = read(tmp_path, 3)
     steps = [s for s in range(300) if not 200 <= s < 210]
     assert [r["step"] for r in back] == steps
-    readings = [[s * (nrounds + 1) + k, s * (nrounds + 1) + k + 1] for s in range(290) for k in range(nrounds)]
+    readings = [
+        [s * (nrounds + 1) + k, s * (nrounds + 1) + k + 1]
+        for s in range(290)
+        for k in range(nrounds)
+    ]
     assert [x[2:] for r in back for x in r["rounds"]] == readings
     rec.close()
     assert len(read(tmp_path, 3)) == 290
@@ -232,12 +266,16 @@ def test_a_step_file_is_never_overwritten(tmp_path):
 
 # --- damaged files --------------------------------------------------------------------------
 
+
 def frame(kind, payload):
     return stepfile.frame(kind, payload)
 
 
 def header(**fields):
-    return frame(stepfile.HEADER, json.dumps({"format": "allreduce_train steps", "rank": 0, **fields}).encode())
+    return frame(
+        stepfile.HEADER,
+        json.dumps({"format": "allreduce_train steps", "rank": 0, **fields}).encode(),
+    )
 
 
 def test_damage_before_the_end_is_named(tmp_path):
@@ -262,12 +300,16 @@ def test_damage_before_the_end_is_named(tmp_path):
 def test_another_format_version_is_named(version, tmp_path):
     path = rundir.step_file(str(tmp_path), 0)
     open(path, "wb").write(header(version=version, steps_per_epoch=1, samples=1))
-    with pytest.raises(stepfile.StepFileError, match=f"format version {version}; this netsim reads version 3"):
+    with pytest.raises(
+        stepfile.StepFileError, match=f"format version {version}; this netsim reads version 3"
+    ):
         stepfile.read(path)
 
 
 def test_a_header_without_what_steps_leave_out_is_damaged(tmp_path):
     path = rundir.step_file(str(tmp_path), 0)
     open(path, "wb").write(header(version=3))  # no steps_per_epoch, samples
-    with pytest.raises(stepfile.StepFileError, match=r"damaged header \(steps_per_epoch, samples\)"):
+    with pytest.raises(
+        stepfile.StepFileError, match=r"damaged header \(steps_per_epoch, samples\)"
+    ):
         stepfile.read(path)

@@ -54,7 +54,10 @@ def test_ring_run_gives_three_valid_pngs(ring_run):
 def test_headline_says_what_and_how_much(ring_run):
     config, merged = load(ring_run)
     kib = config["buffer_bytes"] / 1024  # a 100-odd KiB model: the unit is KiB
-    assert plots.headline(config, merged) == f"3 ranks, 2 nodes, ring all-reduce of {kib:,.1f} KiB, 6 steps"
+    assert (
+        plots.headline(config, merged)
+        == f"3 ranks, 2 nodes, ring all-reduce of {kib:,.1f} KiB, 6 steps"
+    )
 
 
 @pytest.mark.mpi
@@ -85,20 +88,36 @@ def synthetic_traffic(p, ranks_per_node, steps):
     rng = np.random.default_rng(0)
     wait_s = rng.uniform(0, 5e-3, (steps, p))
     wait_s[:, p - 1] = 0.0  # the last rank is the straggler everyone waits for
-    table = {"compute_s": np.full((steps, p), 1e-3), "transfer_s": np.full((steps, p), 2e-3),
-             "wait_s": wait_s, "bytes_sent": np.full((steps, p), 4096.0),
-             "caused_wait_s": np.zeros((steps, p))}
+    table = {
+        "compute_s": np.full((steps, p), 1e-3),
+        "transfer_s": np.full((steps, p), 2e-3),
+        "wait_s": wait_s,
+        "bytes_sent": np.full((steps, p), 4096.0),
+        "caused_wait_s": np.zeros((steps, p)),
+    }
     table["caused_wait_s"][:, p - 1] = wait_s.sum(axis=1)
     enter = np.zeros((steps, p))
     enter[:, p - 1] = 1.0
     links = np.array([[s, r, (r + 1) % p, 4096, 2] for s in range(steps) for r in range(p)])
-    merged = traffic.Traffic(p, algorithms.get("ring"), np.arange(p) // ranks_per_node, np.arange(steps), [steps] * p, True, True,
-                             table, links=links, times={"t_comm": enter})
+    merged = traffic.Traffic(
+        p,
+        algorithms.get("ring"),
+        np.arange(p) // ranks_per_node,
+        np.arange(steps),
+        [steps] * p,
+        True,
+        True,
+        table,
+        links=links,
+        times={"t_comm": enter},
+    )
     return {"config": {"allreduce": "ring"}, "buffer_bytes": 4096 * p // 2}, merged
 
 
 def test_without_matplotlib_one_line_names_the_extra(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` sees when absent
+    monkeypatch.setitem(
+        sys.modules, "matplotlib", None
+    )  # what `import matplotlib` sees when absent
     with pytest.raises(plots.PlotsUnavailable) as caught:
         plots.write_plots(str(tmp_path / "out"), {}, None)
     message = str(caught.value)
@@ -106,7 +125,17 @@ def test_without_matplotlib_one_line_names_the_extra(monkeypatch, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("nbytes, unit", [(0, "B"), (1023, "B"), (1024, "KiB"), (5 * 2**20, "MiB"),
-                                          (2**30 - 1, "MiB"), (2**30, "GiB"), (2**50, "TiB")])
+@pytest.mark.parametrize(
+    "nbytes, unit",
+    [
+        (0, "B"),
+        (1023, "B"),
+        (1024, "KiB"),
+        (5 * 2**20, "MiB"),
+        (2**30 - 1, "MiB"),
+        (2**30, "GiB"),
+        (2**50, "TiB"),
+    ],
+)
 def test_byte_unit_keeps_numbers_between_1_and_1023(nbytes, unit):
     assert plots.byte_unit(nbytes)[0] == unit

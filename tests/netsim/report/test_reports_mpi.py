@@ -3,7 +3,6 @@ stalls that match an injected straggler, a valid timeline, crashed and malformed
 
 import csv
 import json
-import re
 import struct
 
 import numpy as np
@@ -27,33 +26,67 @@ def netsim_report(run_dir, *options):
 
 
 @pytest.mark.parametrize("p", [2, 3, 4])
-@pytest.mark.parametrize("name", [a for a in algorithms.SCHEDULED if a != "ring"])  # the ring's: below
-def test_every_algorithms_recorded_bytes_are_its_own_count_and_the_report_says_so(name, p, tmp_path):
+@pytest.mark.parametrize(
+    "name", [a for a in algorithms.SCHEDULED if a != "ring"]
+)  # the ring's: below
+def test_every_algorithms_recorded_bytes_are_its_own_count_and_the_report_says_so(
+    name, p, tmp_path
+):
     # 1285 parameters (64-17-10): odd, not a multiple of 2, 3 or 4; nodes of two ranks where p
     # is even (the hierarchical ring needs even nodes), of one rank otherwise.
     per_node = 2 if p % 2 == 0 else 1
-    result = train(p, tmp_path, "--allreduce", name, "--layers", "64,17,10", "--steps", "3",
-                   "--global-batch", "12", "--ranks-per-node", str(per_node))
+    result = train(
+        p,
+        tmp_path,
+        "--allreduce",
+        name,
+        "--layers",
+        "64,17,10",
+        "--steps",
+        "3",
+        "--global-batch",
+        "12",
+        "--ranks-per-node",
+        str(per_node),
+    )
     assert result.returncode == 0, result.output
     algorithm, config = algorithms.get(name), read_json(tmp_path / "config.json")
-    expected = algorithm.elements_sent(p, 1285, node_of_rank=config["node_of_rank"],
-                                       segments=config["segments"]) * 4
-    assert [row["bytes_sent"] for row in merged_steps(tmp_path)] == [int(expected[r]) for _ in range(3)
-                                                                      for r in range(p)]
+    expected = (
+        algorithm.elements_sent(
+            p, 1285, node_of_rank=config["node_of_rank"], segments=config["segments"]
+        )
+        * 4
+    )
+    assert [row["bytes_sent"] for row in merged_steps(tmp_path)] == [
+        int(expected[r]) for _ in range(3) for r in range(p)
+    ]
     traffic = read_json(tmp_path / "summary.json")["traffic"]
     assert traffic["analytic_bytes_sent_per_step_by_rank"] == expected.tolist()
     assert traffic["bytes_sent_per_step_by_rank"] == expected.tolist()
     assert f"(= {name} analytic {algorithm.formula})" in result.stdout
     if name == "tree" and p == 3:  # the root sends n to each child, each child n up
-        assert "bytes sent per step: r0 10.0 KiB, r1 5.0 KiB, r2 5.0 KiB (= tree analytic" in result.stdout
+        assert (
+            "bytes sent per step: r0 10.0 KiB, r1 5.0 KiB, r2 5.0 KiB (= tree analytic"
+            in result.stdout
+        )
 
 
 @pytest.mark.parametrize("p", [2, 3, 4])
 def test_bytes_per_rank_and_per_link_equal_the_ring_count(p, tmp_path):
     # 64-17-10: 1285 parameters, not a multiple of 2, 3 or 4; four pretend nodes of one
     # rank make every link inter-node, two of two split them.
-    result = train(p, tmp_path, "--layers", "64,17,10", "--steps", "5", "--global-batch", "12",
-                   "--ranks-per-node", "2")
+    result = train(
+        p,
+        tmp_path,
+        "--layers",
+        "64,17,10",
+        "--steps",
+        "5",
+        "--global-batch",
+        "12",
+        "--ranks-per-node",
+        "2",
+    )
     assert result.returncode == 0, result.output
     n, itemsize = 1285, 4
     sched = RING.schedule(p, n)
@@ -65,27 +98,36 @@ def test_bytes_per_rank_and_per_link_equal_the_ring_count(p, tmp_path):
         assert row["bytes_recv"] == sched.elements_received()[row["rank"]] * itemsize
         assert row["messages"] == 2 * (p - 1) and row["node"] == row["rank"] // 2
         assert len(row["rounds"]) == 2 * (p - 1)
-        assert row["wait_s"] <= row["comm_s"] and row["transfer_s"] == pytest.approx(row["comm_s"] - row["wait_s"])
+        assert row["wait_s"] <= row["comm_s"] and row["transfer_s"] == pytest.approx(
+            row["comm_s"] - row["wait_s"]
+        )
     with open(tmp_path / "links.csv", newline="") as f:
         links = list(csv.DictReader(f))
-    assert {(int(l["src"]), int(l["dst"])) for l in links} == {(r, (r + 1) % p) for r in range(p)}
+    assert {(int(x["src"]), int(x["dst"])) for x in links} == {(r, (r + 1) % p) for r in range(p)}
     for link in links:  # per step, per directed link: everything its sender sent
-        assert int(link["sent_bytes"]) == sent[int(link["src"])] and int(link["messages"]) == 2 * (p - 1)
+        assert int(link["sent_bytes"]) == sent[int(link["src"])] and int(link["messages"]) == 2 * (
+            p - 1
+        )
         assert int(link["intra_node"]) == (int(link["src"]) // 2 == int(link["dst"]) // 2)
     total = 5 * 2 * (p - 1) * n * itemsize
-    assert sum(int(l["sent_bytes"]) for l in links) == total  # nothing double counted
+    assert sum(int(x["sent_bytes"]) for x in links) == total  # nothing double counted
     traffic = read_json(tmp_path / "summary.json")["traffic"]
     assert np.sum(traffic["link_matrix_bytes"]) == total == traffic["bytes_sent_total"]
     assert traffic["intra_node_bytes"] + traffic["inter_node_bytes"] == total
     if p == 4:  # 0->1 and 2->3 stay inside a node, 1->2 and 3->0 cross
         assert traffic["intra_node_bytes"] == 5 * (sent[0] + sent[2])
-    assert traffic["analytic_bytes_sent_per_step_by_rank"] == sent.tolist() == (RING.elements_sent(p, n) * itemsize).tolist()
+    assert (
+        traffic["analytic_bytes_sent_per_step_by_rank"]
+        == sent.tolist()
+        == (RING.elements_sent(p, n) * itemsize).tolist()
+    )
     assert "(= ring analytic 2(p-1)/p x n)" in result.stdout
 
 
 def test_straggler_stalls_the_others_and_is_named(tmp_path):
-    result = train(4, tmp_path, "--straggler", "2:0.2", "--steps", "6", "--global-batch", "16",
-                   timeout=120)
+    result = train(
+        4, tmp_path, "--straggler", "2:0.2", "--steps", "6", "--global-batch", "16", timeout=120
+    )
     assert result.returncode == 0, result.output
     for row in merged_steps(tmp_path):
         if row["rank"] == 2:
@@ -107,7 +149,9 @@ def test_timeline_is_valid_chrome_trace_with_every_rank(tmp_path):
     check_chrome_trace(trace, 3)
     names = {e["name"] for e in trace["traceEvents"] if e["ph"] == "X"}
     assert {"all-reduce 2", "forward/backward 7", "reduce-scatter 0", "all-gather 1"} <= names
-    assert not any(e["args"].get("step") in (0, 1, 5, 6) for e in trace["traceEvents"] if e["ph"] == "X")
+    assert not any(
+        e["args"].get("step") in (0, 1, 5, 6) for e in trace["traceEvents"] if e["ph"] == "X"
+    )
 
 
 def test_report_command_matches_the_end_of_run_report(tmp_path):
@@ -121,8 +165,21 @@ def test_report_command_matches_the_end_of_run_report(tmp_path):
 
 
 def test_killed_run_still_reported_as_incomplete(tmp_path):
-    result = mpirun(3, [program("inject.py"), "raise", "1", "6", "--", "--run-dir", str(tmp_path),
-                        "--steps", "1000"], timeout=60)
+    result = mpirun(
+        3,
+        [
+            program("inject.py"),
+            "raise",
+            "1",
+            "6",
+            "--",
+            "--run-dir",
+            str(tmp_path),
+            "--steps",
+            "1000",
+        ],
+        timeout=60,
+    )
     assert result.returncode != 0
     assert not (tmp_path / "summary.json").exists()
     report = netsim_report(tmp_path)
@@ -136,7 +193,9 @@ def test_allreduce_mpi_reports_stalls_but_no_bytes(tmp_path):
     result = train(2, tmp_path, "--steps", "4", "--allreduce", "mpi")
     assert result.returncode == 0, result.output
     assert "not observable inside MPI_Allreduce" in result.stdout
-    assert all(row["bytes_sent"] is None and row["wait_s"] is not None for row in merged_steps(tmp_path))
+    assert all(
+        row["bytes_sent"] is None and row["wait_s"] is not None for row in merged_steps(tmp_path)
+    )
 
 
 def test_no_record_writes_no_step_files(tmp_path):
@@ -155,12 +214,15 @@ def test_clock_offsets_recorded_and_small_on_one_machine(tmp_path):
         assert abs(offset) <= error + 1e-4
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda d: None, "no such directory"),
-    (lambda d: d.mkdir(), "not a run directory"),
-    (lambda d: (d.mkdir(), (d / "config.json").write_text("{not json")), "not valid JSON"),
-    (lambda d: (d.mkdir(), (d / "config.json").write_text('{"world_size": 2}')), "missing"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda d: None, "no such directory"),
+        (lambda d: d.mkdir(), "not a run directory"),
+        (lambda d: (d.mkdir(), (d / "config.json").write_text("{not json")), "not valid JSON"),
+        (lambda d: (d.mkdir(), (d / "config.json").write_text('{"world_size": 2}')), "missing"),
+    ],
+)
 def test_malformed_run_directory_is_one_line_exit_2(make, message, tmp_path):
     run_dir = tmp_path / "run"
     make(run_dir)
@@ -178,8 +240,10 @@ def test_corrupt_record_in_the_middle_is_named(tmp_path):
     while frames[-1] < len(good):
         frames.append(frames[-1] + struct.unpack_from("<I", good, frames[-1])[0])
     middle = frames[len(frames) // 2]  # a step frame
-    for at, value, message in ((middle + 4, 9, f"unknown frame kind 9 at byte {middle}"),
-                               (middle, 7, f"damaged at byte {middle}")):
+    for at, value, message in (
+        (middle + 4, 9, f"unknown frame kind 9 at byte {middle}"),
+        (middle, 7, f"damaged at byte {middle}"),
+    ):
         data = bytearray(good)
         struct.pack_into("<I", data, at, value)
         path.write_bytes(bytes(data))
@@ -189,7 +253,11 @@ def test_corrupt_record_in_the_middle_is_named(tmp_path):
 
 
 def test_bad_straggler_and_trace_options(tmp_path):
-    for options, words in ((["--straggler", "7:0.1"], "names rank 7"), (["--straggler", "2"], "RANK:SECONDS"),
-                           (["--straggler", "1:x0.5"], "at least 1"), (["--trace-steps", "a-b"], "--trace-steps")):
+    for options, words in (
+        (["--straggler", "7:0.1"], "names rank 7"),
+        (["--straggler", "2"], "RANK:SECONDS"),
+        (["--straggler", "1:x0.5"], "at least 1"),
+        (["--trace-steps", "a-b"], "--trace-steps"),
+    ):
         result = train(3, tmp_path / "run", *options)
         assert result.returncode == 2 and words in result.stdout, result.output

@@ -1,11 +1,10 @@
-"""netsim.report (traffic, summary, text, timeline) on hand-made records with known answers (no MPI)."""
+"""netsim.report (traffic, summary, text, timeline) on hand-made records with known answers
+(no MPI)."""
 
 import numpy as np
 import pytest
 
-from netsim import algorithms
 from netsim.algorithms import RING
-from netsim.record import rundir
 from netsim.report import summary, text, timeline, traffic
 
 
@@ -20,9 +19,14 @@ def make_run(p=3, nparams=6, enter=None, steps=2, offsets=None):
     enter = enter if enter is not None else [0.0] * p
     offsets = offsets if offsets is not None else [0.0] * p
     sched = RING.schedule(p, nparams)
-    config = {"world_size": p, "nparams": nparams, "buffer_bytes": nparams * 4,
-              "node_of_rank": [0] * p, "clock_offsets_s": offsets,
-              "config": {"allreduce": "ring", "dtype": "float32"}}
+    config = {
+        "world_size": p,
+        "nparams": nparams,
+        "buffer_bytes": nparams * 4,
+        "node_of_rank": [0] * p,
+        "clock_offsets_s": offsets,
+        "config": {"allreduce": "ring", "dtype": "float32"},
+    }
     records = [[] for _ in range(p)]
     for step in range(steps):
         base = step * 10.0
@@ -36,20 +40,38 @@ def make_run(p=3, nparams=6, enter=None, steps=2, offsets=None):
                 end = max(post[a], post[b]) + 1e-3
                 done[a], done[b] = max(done[a], end), max(done[b], end)
             for r in range(p):
-                rounds[r].append([rnd.phase, rnd.index, ns(post[r] - offsets[r]), ns(done[r] - offsets[r])])
+                rounds[r].append(
+                    [rnd.phase, rnd.index, ns(post[r] - offsets[r]), ns(done[r] - offsets[r])]
+                )
             times = done
         for r in range(p):
             loc = -offsets[r]
-            records[r].append({"step": step, "epoch": 0, "samples": 4, "loss": 1.0,
-                               "compute_s": 0.5, "comm_s": times[r] - ready[r],
-                               "t_start_ns": ns(ready[r] - 0.5 + loc), "t_comm_ns": ns(ready[r] + loc),
-                               "t_comm_end_ns": ns(times[r] + loc), "t_end_ns": ns(times[r] + loc),
-                               "bytes_sent": int(sched.elements_sent()[r] * 4),
-                               "bytes_recv": int(sched.elements_received()[r] * 4),
-                               "messages": int(sched.messages_sent()[r]),
-                               "links": [[r, (r + 1) % p, int(sched.elements_sent()[r] * 4),
-                                          int(sched.messages_sent()[r])]],
-                               "rounds": rounds[r]})
+            records[r].append(
+                {
+                    "step": step,
+                    "epoch": 0,
+                    "samples": 4,
+                    "loss": 1.0,
+                    "compute_s": 0.5,
+                    "comm_s": times[r] - ready[r],
+                    "t_start_ns": ns(ready[r] - 0.5 + loc),
+                    "t_comm_ns": ns(ready[r] + loc),
+                    "t_comm_end_ns": ns(times[r] + loc),
+                    "t_end_ns": ns(times[r] + loc),
+                    "bytes_sent": int(sched.elements_sent()[r] * 4),
+                    "bytes_recv": int(sched.elements_received()[r] * 4),
+                    "messages": int(sched.messages_sent()[r]),
+                    "links": [
+                        [
+                            r,
+                            (r + 1) % p,
+                            int(sched.elements_sent()[r] * 4),
+                            int(sched.messages_sent()[r]),
+                        ]
+                    ],
+                    "rounds": rounds[r],
+                }
+            )
     return config, records
 
 
@@ -133,4 +155,6 @@ def check_chrome_trace(trace, p):
             assert not stack or end <= stack[-1] + 1e-6, "slices overlap without nesting"
             stack.append(end)
     flows = [e for e in events if e["ph"] in "sf"]
-    assert len(flows) % 2 == 0 and {e["id"] for e in flows if e["ph"] == "s"} == {e["id"] for e in flows if e["ph"] == "f"}
+    assert len(flows) % 2 == 0 and {e["id"] for e in flows if e["ph"] == "s"} == {
+        e["id"] for e in flows if e["ph"] == "f"
+    }

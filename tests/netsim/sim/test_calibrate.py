@@ -7,10 +7,11 @@ import tomllib
 import numpy as np
 import pytest
 
-from conftest import mpirun, read_json
 from netsim.algorithms import RING
 from netsim.cluster import topology
-from netsim.sim import calibrate, measure, predict, simulate
+from netsim.sim import calibrate, machine, measure, predict, simulate
+
+from conftest import mpirun, read_json
 
 
 def ring(p, n):
@@ -18,8 +19,14 @@ def ring(p, n):
 
 
 FACTS = {"cores": 2, "cache_bytes": 32 << 20, "host": "test"}
-TRUE = {"latency_s": 2e-6, "bandwidth_bytes_per_s": 10e9, "aggregate_bandwidth_bytes_per_s": 14e9,
-        "cache_bandwidth_bytes_per_s": 24e9, "message_overhead_s": 10e-6, "reduce_bytes_per_s": 20e9}
+TRUE = {
+    "latency_s": 2e-6,
+    "bandwidth_bytes_per_s": 10e9,
+    "aggregate_bandwidth_bytes_per_s": 14e9,
+    "cache_bandwidth_bytes_per_s": 24e9,
+    "message_overhead_s": 10e-6,
+    "reduce_bytes_per_s": 20e9,
+}
 MIB = 1 << 20
 
 
@@ -28,26 +35,48 @@ def synthetic(params=TRUE, ranks=(2, 3, 4), facts=FACTS, disturb=None):
     from known parameters; rounds scattered around them, so their median is the exact time.
     disturb: {(p, nbytes): factor} multiplies those medians (a busy spell of the machine)."""
     points = [(p, n) for p in ranks for n in measure.ALLREDUCE_SIZES]
-    times = calibrate.Model(measure.PINGPONG_SIZES, points, max(ranks), facts).times(params)
-    pp, ar = times[:len(measure.PINGPONG_SIZES)], dict(zip(points, times[len(measure.PINGPONG_SIZES):]))
+    times = machine.Model(measure.PINGPONG_SIZES, points, max(ranks), facts).times(params)
+    pp, ar = (
+        times[: len(measure.PINGPONG_SIZES)],
+        dict(zip(points, times[len(measure.PINGPONG_SIZES) :])),
+    )
     disturb = disturb or {}
 
     def rounds(t, key=None):
         t *= disturb.get(key, 1.0)
         return [t * 1.04, t, t * 0.97]
 
-    runs = [{"world_size": p, "mpi_library": "test MPI",
-             "pingpong": [{"nbytes": n, "one_way_s": rounds(t)} for n, t in zip(measure.PINGPONG_SIZES, pp)]
-             if p == ranks[0] else [],
-             "allreduce": [{"nbytes": n, "times_s": rounds(ar[p, n], (p, n))} for n in measure.ALLREDUCE_SIZES]}
-            for p in ranks]
+    runs = [
+        {
+            "world_size": p,
+            "mpi_library": "test MPI",
+            "pingpong": [
+                {"nbytes": n, "one_way_s": rounds(t)} for n, t in zip(measure.PINGPONG_SIZES, pp)
+            ]
+            if p == ranks[0]
+            else [],
+            "allreduce": [
+                {"nbytes": n, "times_s": rounds(ar[p, n], (p, n))} for n in measure.ALLREDUCE_SIZES
+            ],
+        }
+        for p in ranks
+    ]
     return {"machine": facts, "date": "2026-01-01T00:00:00", "runs": runs}
 
 
 def one_node(p=4, **compute):
-    data = {"name": "box", "nodes": 1, "gpus_per_node": p, "placement": "block",
-            "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 8000, "latency_us": 0,
-                           "aggregate_bandwidth_gbit_per_s": 80}}
+    data = {
+        "name": "box",
+        "nodes": 1,
+        "gpus_per_node": p,
+        "placement": "block",
+        "intra_node": {
+            "kind": "all-to-all",
+            "bandwidth_gbit_per_s": 8000,
+            "latency_us": 0,
+            "aggregate_bandwidth_gbit_per_s": 80,
+        },
+    }
     return topology.parse({**data, "compute": compute} if compute else data)
 
 
@@ -64,8 +93,9 @@ def test_an_aggregate_capacity_makes_four_ranks_three_times_as_slow_as_two():
     assert shared[4] / shared[2] == pytest.approx(3, rel=1e-9)
     assert shared[3] / shared[2] == pytest.approx(2, rel=1e-6)
     ports = topology.single_switch(4, 10e9, 0)
-    assert simulate.simulate(ring(4, n // 4), ports).time_s / simulate.simulate(ring(2, n // 4), ports).time_s \
-        == pytest.approx(1.5, rel=1e-9)
+    assert simulate.simulate(ring(4, n // 4), ports).time_s / simulate.simulate(
+        ring(2, n // 4), ports
+    ).time_s == pytest.approx(1.5, rel=1e-9)
 
 
 def test_compute_costs_are_shared_by_the_ranks_on_a_core():
@@ -77,16 +107,21 @@ def test_compute_costs_are_shared_by_the_ranks_on_a_core():
     assert simulate.simulate(ring(4, n // 4), costly).time_s == pytest.approx(expected, rel=1e-9)
     one_per_core = one_node(p=2, cores=2, message_overhead_us=10, reduce_gbyte_per_s=20)
     assert simulate.simulate(ring(2, n // 4), one_per_core).time_s == pytest.approx(
-        simulate.simulate(ring(2, n // 4), one_node(p=2)).time_s + 2 * 10e-6 + (n / 2) / 20e9, rel=1e-9)
+        simulate.simulate(ring(2, n // 4), one_node(p=2)).time_s + 2 * 10e-6 + (n / 2) / 20e9,
+        rel=1e-9,
+    )
     # an explicit gamma replaces the topology's (and is shared alike)
     assert simulate.simulate(ring(4, n // 4), costly, gamma_s_per_byte=0.0).time_s == pytest.approx(
-        free + 2 * 6 * 10e-6, rel=1e-9)
-    assert predict.predict(costly, RING, 4, n // 4)["allreduce_time_s_median"] == pytest.approx(expected, rel=1e-9)
+        free + 2 * 6 * 10e-6, rel=1e-9
+    )
+    assert predict.predict(costly, RING, 4, n // 4)["allreduce_time_s_median"] == pytest.approx(
+        expected, rel=1e-9
+    )
 
 
 def test_the_cache_bandwidth_holds_while_every_ranks_buffer_and_scratch_fit():
     n = 4 * MIB  # ring at p = 2: each rank holds the buffer and a scratch of n/2: 3n on the node
-    spec = calibrate.topology_spec(TRUE, 2, {**FACTS, "cache_bytes": 3 * n})
+    spec = machine.topology_spec(TRUE, 2, {**FACTS, "cache_bytes": 3 * n})
     inside = simulate.simulate(ring(2, n // 4), topology.parse(spec)).time_s
     spec["intra_node"]["cache_bytes"] = 3 * n - 1
     outside = simulate.simulate(ring(2, n // 4), topology.parse(spec)).time_s
@@ -115,7 +150,12 @@ def test_a_disturbed_size_does_not_drag_the_fit():
     worst = result.worst()
     assert (worst["world_size"], worst["nbytes"], worst["error"] < -0.5) == (2, MIB, True)
     assert max(abs(r["error"]) for r in result.rows if r is not worst) < 0.1
-    for name in ("latency_s", "bandwidth_bytes_per_s", "aggregate_bandwidth_bytes_per_s", "message_overhead_s"):
+    for name in (
+        "latency_s",
+        "bandwidth_bytes_per_s",
+        "aggregate_bandwidth_bytes_per_s",
+        "message_overhead_s",
+    ):
         assert result.parameters[name] == pytest.approx(TRUE[name], rel=0.1), name
 
 
@@ -126,7 +166,10 @@ def test_rounds_in_which_another_process_had_the_cores_are_left_out():
             e["times_s"].append(e["times_s"][1] * 5)  # two slow rounds would move the median...
             e["times_s"].append(e["times_s"][1] * 5)
             e["cpu_share"] = [1.0, 0.97, 0.95, 0.5, 0.6]  # ...but the ranks had half the cores
-    assert measure.disturbed_rounds(measurements) == (2 * 18, 5 * 18 + 3 * len(measure.PINGPONG_SIZES))
+    assert measure.disturbed_rounds(measurements) == (
+        2 * 18,
+        5 * 18 + 3 * len(measure.PINGPONG_SIZES),
+    )
     _, allreduce = measure.pooled(measurements)
     assert all(len(t) == 3 for t in allreduce.values())
     assert calibrate.fit(measurements).median_abs_error < 1e-3
@@ -179,24 +222,33 @@ def test_calibrate_from_measurements_writes_a_topology_that_predicts_them_back(t
     assert "median |error|" in result.stdout and f"wrote {out}" in result.stdout
     text = out.read_text()
     assert text.startswith("# this machine: written by `python -m netsim calibrate`")
-    assert tomllib.loads(text)["intra_node"]["aggregate_bandwidth_gbit_per_s"] == pytest.approx(14e9 * 8 / 1e9)
+    assert tomllib.loads(text)["intra_node"]["aggregate_bandwidth_gbit_per_s"] == pytest.approx(
+        14e9 * 8 / 1e9
+    )
     topo = topology.load(str(out))
     _, allreduce = measure.pooled(synthetic())
     for (p, n), times in allreduce.items():
         measured = measure.measured_report(p, n, times)
         error = predict.errors(measured, predict.predict(topo, RING, p, n // 4))
-        assert abs(error["allreduce_time_s_median"]) < 2e-3 and abs(error["busbw_bytes_per_s"]) < 2e-3
-    as_json = json.loads(netsim("calibrate", "--from-measurements", str(saved), "--out", str(out), "--json").stdout)
+        assert (
+            abs(error["allreduce_time_s_median"]) < 2e-3 and abs(error["busbw_bytes_per_s"]) < 2e-3
+        )
+    as_json = json.loads(
+        netsim("calibrate", "--from-measurements", str(saved), "--out", str(out), "--json").stdout
+    )
     assert as_json["topology"] == topo.spec and as_json["median_abs_error"] < 1e-3
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--ranks", "1,2"], "--ranks must be at least 2"),
-    (["--ranks", "two"], "--ranks wants comma-separated integers"),
-    (["--sizes", "7"], "multiples of 4 bytes"),
-    (["--out", "/nonexistent/dir/x.toml"], "--out: no such directory"),
-    (["--from-measurements", "/nonexistent.json"], "--from-measurements: cannot read"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--ranks", "1,2"], "--ranks must be at least 2"),
+        (["--ranks", "two"], "--ranks wants comma-separated integers"),
+        (["--sizes", "7"], "multiples of 4 bytes"),
+        (["--out", "/nonexistent/dir/x.toml"], "--out: no such directory"),
+        (["--from-measurements", "/nonexistent.json"], "--from-measurements: cannot read"),
+    ],
+)
 def test_calibrate_bad_input_is_one_line(args, words, tmp_path):
     result = netsim("calibrate", *args, "--save-measurements", str(tmp_path / "m.json"))
     assert result.returncode == 2, result.output
@@ -207,7 +259,9 @@ def test_calibrate_bad_input_is_one_line(args, words, tmp_path):
 def test_calibrate_names_a_file_that_is_no_measurement(tmp_path):
     bogus = tmp_path / "bogus.json"
     bogus.write_text('{"runs": [{"world_size": 2}]}')
-    result = netsim("calibrate", "--from-measurements", str(bogus), "--out", str(tmp_path / "x.toml"))
+    result = netsim(
+        "calibrate", "--from-measurements", str(bogus), "--out", str(tmp_path / "x.toml")
+    )
     assert result.returncode == 2 and "not a measurement file" in result.stderr
 
 
@@ -217,9 +271,24 @@ def test_calibrate_names_a_file_that_is_no_measurement(tmp_path):
 @pytest.mark.mpi
 def test_calibrate_end_to_end_on_this_machine(tmp_path):
     out, saved = tmp_path / "here.toml", tmp_path / "measured.json"
-    result = netsim("calibrate", "--ranks", "2", "--rounds", "2", "--passes", "1", "--sizes", "64K,1M",
-                    "--pingpong-sizes", "8,64K,1M", "--out", str(out), "--save-measurements", str(saved),
-                    timeout=120)
+    result = netsim(
+        "calibrate",
+        "--ranks",
+        "2",
+        "--rounds",
+        "2",
+        "--passes",
+        "1",
+        "--sizes",
+        "64K,1M",
+        "--pingpong-sizes",
+        "8,64K,1M",
+        "--out",
+        str(out),
+        "--save-measurements",
+        str(saved),
+        timeout=120,
+    )
     assert result.returncode == 0, result.output
     assert "median |error|" in result.stdout and "probe: pass 1/1, 2 ranks" in result.stderr
     topo = topology.load(str(out))
@@ -231,17 +300,29 @@ def test_calibrate_end_to_end_on_this_machine(tmp_path):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("ranks, args, words", [
-    (2, ["--rounds", "0"], "--rounds must be positive"),
-    (2, ["--allreduce-sizes", "7"], "multiples of 4 bytes"),
-    (2, ["--pingpong-sizes", "4Q"], "not a byte count: '4Q'"),
-    (2, ["--out", "/nonexistent/dir/p.json"], "--out: no such directory"),
-    (0, [], "needs at least 2 ranks"),
-])
+@pytest.mark.parametrize(
+    "ranks, args, words",
+    [
+        (2, ["--rounds", "0"], "--rounds must be positive"),
+        (2, ["--allreduce-sizes", "7"], "multiples of 4 bytes"),
+        (2, ["--pingpong-sizes", "4Q"], "not a byte count: '4Q'"),
+        (2, ["--out", "/nonexistent/dir/p.json"], "--out: no such directory"),
+        (0, [], "needs at least 2 ranks"),
+    ],
+)
 def test_probe_refuses_bad_arguments_in_one_line(ranks, args, words, tmp_path):
-    argv = ["-m", "allreduce_train.probe", *(["--out", str(tmp_path / "p.json")] if "--out" not in args else []), *args]
+    argv = [
+        "-m",
+        "allreduce_train.probe",
+        *(["--out", str(tmp_path / "p.json")] if "--out" not in args else []),
+        *args,
+    ]
     result = mpirun(ranks, argv, timeout=60)
     assert result.returncode == 2, result.output
-    lines = [l for l in result.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("allreduce_train.probe: error: ") and words in lines[0], lines
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("allreduce_train.probe: error: ")
+        and words in lines[0]
+    ), lines
     assert not (tmp_path / "p.json").exists()

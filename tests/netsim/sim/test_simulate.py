@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from netsim import algorithms
-from netsim.algorithms import RING
-from netsim.algorithms import Round, Schedule
+from netsim.algorithms import RING, Round, Schedule
 from netsim.cluster import topology
 from netsim.sim import predict, simulate
 
@@ -19,11 +18,17 @@ def fully_connected_node(gpus):
 
 def nodes_on_one_switch(nodes, gpus_per_node=1):
     """Nodes with one NIC per GPU on one non-blocking switch: no link is ever shared."""
-    return topology.parse({
-        "name": "switch", "nodes": nodes, "gpus_per_node": gpus_per_node, "placement": "block",
-        "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 400, "latency_us": 0.5},
-        "nic": {"count": gpus_per_node, "bandwidth_gbit_per_s": 100, "latency_us": 1.0},
-        "network": {"kind": "switch", "latency_us": 0.5}})
+    return topology.parse(
+        {
+            "name": "switch",
+            "nodes": nodes,
+            "gpus_per_node": gpus_per_node,
+            "placement": "block",
+            "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 400, "latency_us": 0.5},
+            "nic": {"count": gpus_per_node, "bandwidth_gbit_per_s": 100, "latency_us": 1.0},
+            "network": {"kind": "switch", "latency_us": 0.5},
+        }
+    )
 
 
 def closed_form(algorithm, topo, p, nbytes):
@@ -46,13 +51,24 @@ def test_simulator_equals_closed_form_without_contention(algorithm, p, where):
 def test_hierarchical_ring_equals_closed_form_across_nodes(nodes, per_node):
     topo = nodes_on_one_switch(nodes, per_node)
     p = nodes * per_node
-    sched = algorithms.get("hierarchical-ring").schedule(p, p * 1000, node_of_rank=topo.node_of_rank(p))
+    sched = algorithms.get("hierarchical-ring").schedule(
+        p, p * 1000, node_of_rank=topo.node_of_rank(p)
+    )
     assert simulate.simulate(sched, topo).time_s == pytest.approx(
-        closed_form("hierarchical-ring", topo, p, p * 4000), rel=1e-9)
+        closed_form("hierarchical-ring", topo, p, p * 4000), rel=1e-9
+    )
 
 
 def one_round(p, src, dst, nelems):
-    r = Round("x", 0, True, np.array(src), np.array(dst), np.zeros(len(src), np.int64), np.full(len(src), nelems))
+    r = Round(
+        "x",
+        0,
+        True,
+        np.array(src),
+        np.array(dst),
+        np.zeros(len(src), np.int64),
+        np.full(len(src), nelems),
+    )
     return Schedule("test", p, nelems, (r,))
 
 
@@ -68,7 +84,15 @@ def test_two_flows_sharing_a_link_take_twice_as_long():
 
 def test_flows_speed_up_when_a_sharer_finishes():
     topo = topology.single_switch(3, BW, 0.0)
-    r = Round("x", 0, True, np.array([0, 1]), np.array([2, 2]), np.zeros(2, np.int64), np.array([1000, 3000]))
+    r = Round(
+        "x",
+        0,
+        True,
+        np.array([0, 1]),
+        np.array([2, 2]),
+        np.zeros(2, np.int64),
+        np.array([1000, 3000]),
+    )
     sim = simulate.simulate(Schedule("t", 3, 3000, (r,)), topo)
     # both at BW/2 until the small one ends at 2*4000/BW; then the big one alone: 8000 bytes more
     assert sim.time_s == pytest.approx((2 * 4000 + 8000) / BW, rel=1e-12)
@@ -77,12 +101,22 @@ def test_flows_speed_up_when_a_sharer_finishes():
 def fat_tree(oversubscription, nodes=8):
     """One node per leaf, so that every inter-node flow crosses the spine; no latency, so
     that times are bandwidth alone."""
-    return topology.parse({
-        "name": f"fat-tree {oversubscription}:1", "nodes": nodes, "gpus_per_node": 8, "placement": "block",
-        "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 3600, "latency_us": 0},
-        "nic": {"count": 8, "bandwidth_gbit_per_s": 400, "latency_us": 0},
-        "network": {"kind": "fat-tree", "latency_us": 0, "nodes_per_leaf": 1,
-                    "oversubscription": oversubscription}})
+    return topology.parse(
+        {
+            "name": f"fat-tree {oversubscription}:1",
+            "nodes": nodes,
+            "gpus_per_node": 8,
+            "placement": "block",
+            "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 3600, "latency_us": 0},
+            "nic": {"count": 8, "bandwidth_gbit_per_s": 400, "latency_us": 0},
+            "network": {
+                "kind": "fat-tree",
+                "latency_us": 0,
+                "nodes_per_leaf": 1,
+                "oversubscription": oversubscription,
+            },
+        }
+    )
 
 
 def test_oversubscribed_fat_tree_slows_the_inter_node_phase_by_its_ratio():
@@ -90,7 +124,9 @@ def test_oversubscribed_fat_tree_slows_the_inter_node_phase_by_its_ratio():
     t = {}
     for ratio in (1.0, 2.0, 4.0):
         topo = fat_tree(ratio)
-        sched = algorithms.get("hierarchical-ring").schedule(p, nelems, node_of_rank=topo.node_of_rank(p))
+        sched = algorithms.get("hierarchical-ring").schedule(
+            p, nelems, node_of_rank=topo.node_of_rank(p)
+        )
         phases = {}
         for inter in (False, True):
             rounds = tuple(r for r in sched.rounds if ("inter" in r.phase) == inter)
@@ -113,7 +149,9 @@ def test_bytes_per_link_equal_the_schedule():
     topo = fully_connected_node(4)
     sched = RING.schedule(4, 4000)
     sim = simulate.simulate(sched, topo)
-    assert sim.link_bytes.sum() == 2 * sched.elements_sent().sum() * 4  # each message crosses up + down
+    assert (
+        sim.link_bytes.sum() == 2 * sched.elements_sent().sum() * 4
+    )  # each message crosses up + down
 
 
 def test_predict_and_errors_share_the_measured_schema():
@@ -127,8 +165,13 @@ def test_predict_and_errors_share_the_measured_schema():
 
 
 def test_sweep_scaling_efficiency_falls_with_communication():
-    rows = predict.sweep(topology.load("dgx-h100"), [algorithms.get("ring"), algorithms.get("hierarchical-ring")], [8, 64, 256], 10**8,
-                         compute_s=0.05)
+    rows = predict.sweep(
+        topology.load("dgx-h100"),
+        [algorithms.get("ring"), algorithms.get("hierarchical-ring")],
+        [8, 64, 256],
+        10**8,
+        compute_s=0.05,
+    )
     eff = {(r["world_size"], r["algorithm"]): r["scaling_efficiency"] for r in rows}
     assert all(0 < e <= 1 for e in eff.values())
     assert eff[(256, "hierarchical-ring")] > eff[(256, "ring")]  # fewer slow inter-node rounds

@@ -1,0 +1,167 @@
+"""What each subcommand of `python -m netsim` does, given its parsed arguments (the syntax
+is in __main__.py). Each returns the exit code; bad input raises InputError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from netsim import algorithms
+from netsim.cluster import topology
+from netsim.errors import InputError
+from netsim.record import rundir
+from netsim.report import summary, text, traffic
+from netsim.sim import calibrate as calibration
+from netsim.sim import measure
+from netsim.sim import predict as prediction
+
+
+def report(args) -> int:
+    config, records, totals = rundir.load(args.run_dir)
+    merged = traffic.merge(config, records, complete=totals is not None)
+    figures = summary.summarize(config, merged)
+    print(json.dumps(figures, indent=2) if args.json else text.text(config, merged, figures))
+    if args.plots:
+        from netsim.report import plots
+
+        for path in plots.write_plots(args.run_dir, config, merged):
+            print(f"wrote {path}")
+    return 0
+
+
+def predict(args) -> int:
+    topo = topology.load(args.topology)
+    ranks = topo.gpus if args.ranks is None else args.ranks
+    out = prediction.predict(
+        topo,
+        algorithms.get(args.algorithm),
+        ranks,
+        args.params,
+        _itemsize(args),
+        args.compute_ms / 1e3,
+    )
+    print(json.dumps(out, indent=2) if args.json else prediction.prediction_text(out))
+    return 0
+
+
+def sweep(args) -> int:
+    topo = topology.load(args.topology)
+    _check_directory("--plot", args.plot)
+    names = [a.strip() for a in args.algorithms.split(",")]
+    unknown = [a for a in names if a not in algorithms.SCHEDULED]
+    if unknown:
+        raise InputError(
+            f"--algorithms: unknown {', '.join(unknown)} (choose from "
+            f"{', '.join(algorithms.SCHEDULED)})"
+        )
+    sizes = _sizes(args.ranks, topo.gpus)
+    rows = prediction.sweep(
+        topo,
+        [algorithms.get(a) for a in names],
+        sizes,
+        args.params,
+        _itemsize(args),
+        args.compute_ms / 1e3,
+    )
+    print(json.dumps(rows, indent=2) if args.json else prediction.sweep_text(topo, rows, args))
+    if args.plot:
+        print(f"wrote {prediction.sweep_plot(args.plot, topo, rows)}")
+    return 0
+
+
+def replay(args) -> int:
+    topo = topology.load(args.topology)
+    config, records, totals = rundir.load(args.run_dir)
+    merged = traffic.merge(config, records, complete=totals is not None)
+    algorithm = algorithms.get(args.algorithm) if args.algorithm else merged.algorithm
+    out = prediction.replay(config, merged, topo, algorithm)
+    measured = summary.summarize(config, merged)
+    out["measured"] = {k: measured.get(k) for k in prediction.COMPARED}
+    # the error of a prediction only where it predicts what was measured
+    out["errors"] = prediction.errors(measured, out) if algorithm is merged.algorithm else {}
+    print(json.dumps(out, indent=2) if args.json else prediction.replay_text(out))
+    return 0
+
+
+def _itemsize(args) -> int:
+    return 4 if args.dtype == "float32" else 8
+
+
+def _sizes(spec, gpus: int) -> list[int]:
+    if spec:
+        try:
+            sizes = sorted({int(v) for v in spec.split(",")})
+        except ValueError:
+            raise InputError(f"--ranks wants comma-separated integers, got {spec!r}") from None
+        if sizes[0] < 2 or sizes[-1] > gpus:
+            raise InputError(f"--ranks must lie in 2..{gpus} (the topology's GPUs), got {spec}")
+        return sizes
+    return [2**k for k in range(1, gpus.bit_length()) if 2**k <= gpus] + (
+        [gpus] if gpus & (gpus - 1) else []
+    )
+
+
+def _check_directory(option: str, path: str | None) -> None:
+    """An output path's directory exists (checked before the work, not after it)."""
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise InputError(f"{option}: no such directory: {os.path.dirname(os.path.abspath(path))}")
+
+
+def calibrate(args) -> int:
+    for option, path in (("--out", args.out), ("--save-measurements", args.save_measurements)):
+        _check_directory(option, path)
+    if args.from_measurements:
+        try:
+            with open(args.from_measurements) as f:
+                measurements = json.load(f)
+        except OSError as exc:
+            raise InputError(
+                f"--from-measurements: cannot read {args.from_measurements}: {exc.strerror}"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"--from-measurements: {args.from_measurements} is not JSON: {exc}"
+            ) from None
+    else:
+        try:
+            ranks = sorted({int(v) for v in args.ranks.split(",")})
+        except ValueError:
+            raise InputError(
+                f"--ranks wants comma-separated integers, got {args.ranks!r}"
+            ) from None
+        if ranks[0] < 2:
+            raise InputError(
+                f"--ranks must be at least 2 (the probe needs two ranks), got {args.ranks}"
+            )
+        if args.rounds < 1 or args.passes < 1:
+            raise InputError("--rounds and --passes must be positive")
+        log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+        measurements = measure.measure(
+            ranks, args.rounds, args.passes, args.pingpong_sizes, args.sizes, args.timeout_s, log
+        )
+        if args.save_measurements:
+            with open(args.save_measurements, "w") as f:
+                json.dump(measurements, f)
+    result = calibration.fit(measurements, args.name)
+    with open(args.out, "w") as f:
+        f.write(calibration.toml_text(result, measurements))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "topology": result.spec,
+                    "parameters": result.parameters,
+                    "residuals": result.rows,
+                    "median_abs_error": result.median_abs_error,
+                    "machine": result.facts,
+                    "disturbed_rounds": result.disturbed,
+                    "out": args.out,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"{calibration.text(result)}\nwrote {args.out}")
+    return 0
