@@ -56,7 +56,7 @@ class ScheduleAllreduce:
             (sum(hi - lo for _, lo, hi, _ in r.recvs) for r in self.rounds if r.reduce), default=0
         )
         self.scratch = xp.empty(scratch, dtype=dtype)
-        self._buf = None
+        self._buf = self._exchange = None  # the buffer bound, and the transport's exchange
         self._bound = self._messages = ()
 
     def record_into(self, recorder) -> None:

@@ -1,0 +1,47 @@
+"""launch: the launcher lookup and the argv it builds, asserted as argv (pure functions)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import launch
+
+
+def executable(path: Path) -> Path:
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_mpiexec_from_the_environment_is_split_as_a_shell_would():
+    env = {"MPIEXEC": "'/opt/my mpi/bin/mpiexec' -launcher fork", "PATH": ""}
+    assert launch.mpiexec(env) == ["/opt/my mpi/bin/mpiexec", "-launcher", "fork"]
+
+
+def test_the_mpirun_beside_the_interpreter_wins_over_the_one_on_path(tmp_path):
+    venv, other = tmp_path / "venv" / "bin", tmp_path / "usr" / "bin"
+    venv.mkdir(parents=True)
+    other.mkdir(parents=True)
+    beside = executable(venv / "mpirun")
+    on_path = executable(other / "mpirun")
+    python = str(venv / "python")
+    assert launch.mpiexec({"PATH": str(other)}, python) == [str(beside)]
+    beside.unlink()
+    assert launch.mpiexec({"PATH": str(other)}, python) == [str(on_path)]
+    on_path.unlink()  # none at all: the bare name, whose start then fails with its own error
+    assert launch.mpiexec({"PATH": str(other)}, python) == ["mpirun"]
+
+
+def test_this_interpreters_launcher_is_the_mpich_extras():
+    found = launch.mpiexec({k: v for k, v in os.environ.items() if k != "MPIEXEC"})
+    assert Path(found[0]).parent == Path(sys.executable).parent  # the test extra's venv
+
+
+def test_mpirun_argv_starts_p_copies_of_the_command():
+    command = [sys.executable, "-m", "allreduce_train", "--steps", "3"]
+    assert launch.mpirun_argv(4, command, ["mpiexec"]) == ["mpiexec", "-n", "4", *command]
+    assert launch.mpirun_argv(1, ["x"], ["a", "b"]) == ["a", "b", "-n", "1", "x"]
+    with pytest.raises(ValueError, match="world_size must be >= 1"):
+        launch.mpirun_argv(0, ["x"], ["mpiexec"])
