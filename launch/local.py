@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +38,27 @@ def mpirun_argv(
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     return [*(mpiexec() if launcher is None else launcher), "-n", str(world_size), *command]
+
+
+def run(argv: list[str], timeout_s: float, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """Run argv to its end, output captured, no stdin, in a session of its own. Past
+    timeout_s its whole process group (the launcher and every rank it started) is killed
+    and TimeoutExpired raised with what it had printed: a hung rank cannot outlive its
+    caller. OSError if argv cannot be started."""
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise subprocess.TimeoutExpired(argv, timeout_s, stdout, stderr) from None
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)

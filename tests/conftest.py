@@ -12,9 +12,9 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,26 +49,14 @@ class Result:
 
 
 def run(argv: list[str], timeout: float = 60, env: dict | None = None, cwd=None) -> Result:
-    import time
-
     start = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        cwd=cwd or ROOT,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s (hang?): {shlex.join(argv)}\n{out}\n{err}")
-    return Result(proc.returncode, out, err, time.monotonic() - start)
+        done = launch.run(argv, timeout, env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"timed out after {timeout} s (hang?): {shlex.join(argv)}\n{exc.stdout}\n{exc.stderr}"
+        )
+    return Result(done.returncode, done.stdout, done.stderr, time.monotonic() - start)
 
 
 def mpirun(

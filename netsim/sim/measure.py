@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -119,23 +118,12 @@ def run_probe(
             "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
         }
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
+            proc = launch.run(argv, timeout_s, env=env)
         except OSError as exc:
             raise CalibrationError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
             raise CalibrationError(f"timed out after {timeout_s:g} s: {shlex.join(argv)}") from None
+        stdout, stderr = proc.stdout, proc.stderr
         if proc.returncode != 0 or not os.path.exists(out):
             last = ((stderr + stdout).strip().splitlines() or ["no output"])[-1]
             raise CalibrationError(

@@ -1,7 +1,9 @@
 """launch: the launcher lookup and the argv it builds, asserted as argv (pure functions)."""
 
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,29 @@ def test_mpirun_argv_starts_p_copies_of_the_command():
     assert launch.mpirun_argv(1, ["x"], ["a", "b"]) == ["a", "b", "-n", "1", "x"]
     with pytest.raises(ValueError, match="world_size must be >= 1"):
         launch.mpirun_argv(0, ["x"], ["mpiexec"])
+
+
+def test_run_kills_the_whole_process_group_of_a_hung_command(tmp_path):
+    pids = tmp_path / "pids"
+    hung = [
+        "sh",
+        "-c",
+        f"sleep 60 & echo $! > {pids}; echo started; wait",
+    ]  # a rank and its launcher
+    with pytest.raises(subprocess.TimeoutExpired) as caught:
+        launch.run(hung, timeout_s=1)
+    assert caught.value.stdout == "started\n"
+    child = int(pids.read_text())
+    for _ in range(100):  # killed at once; reaped by whoever inherits it, a moment later
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the hung command's child {child} outlived the timeout")
+
+
+def test_run_returns_what_a_command_printed_and_its_exit_code():
+    done = launch.run([sys.executable, "-c", "import sys; print('out'); sys.exit(3)"], timeout_s=30)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "")
