@@ -245,9 +245,11 @@ def main(argv=None) -> int:
 
 def setup(world: World, argv):
     """Parse, validate and load on every rank; any rank's error becomes every rank's."""
+    from netsim import algorithms
+    from netsim.errors import InputError
     from netsim.record import rundir
 
-    from . import backend, data
+    from . import backend, data, train
 
     error = check_launcher(world.world_size)
     cfg = dataset = dev = None
@@ -256,6 +258,13 @@ def setup(world: World, argv):
             args = vars(parser(speak=world.is_root).parse_args(argv))
             cfg = Config(**args)
             cfg.check_world(world.world_size)
+            # An algorithm refuses a layout it cannot run (a hierarchical ring on nodes of
+            # unequal size) here, where the ranks agree on errors, not inside the run.
+            nodes = train.node_of_rank(cfg, world)
+            try:
+                algorithms.get(cfg.allreduce).schedule(world.world_size, 0, node_of_rank=nodes)
+            except InputError as exc:
+                raise UsageError(f"--allreduce {cfg.allreduce}: {exc}") from None
             dev = backend.select(cfg.device, world.local_rank, world.local_size)
             dataset = data.load(
                 cfg.dataset,

@@ -75,7 +75,7 @@ class ScheduleAllreduce:
                 for dst, src in adds:
                     dst += src
             return
-        if self._bound:  # (one rank has no rounds, and nothing to read)
+        if self._bound:  # a world of one rank has no rounds, and nothing to read
             # Reading k of the step goes to slots[base + k]: the open frame of the step file.
             slots, base, clock = recorder.slots, recorder.base, recorder.clock
             slots[base] = clock()

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+import launch
 from launch import mpirun_argv  # $MPIEXEC, else the mpirun beside this Python
 
 ALGORITHMS = ("ring", "mpi")
@@ -129,7 +130,7 @@ def run_world(world_size: int, args) -> dict | None:
             ],
         )
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout_s)
+            proc = launch.run(argv, args.timeout_s)  # a hang is killed, every rank with it
         except subprocess.TimeoutExpired:
             print(f"p={world_size}: timed out after {args.timeout_s:.0f} s: {shlex.join(argv)}")
             return None

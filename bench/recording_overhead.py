@@ -30,13 +30,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import launch  # noqa: E402
 from launch import mpirun_argv  # noqa: E402 ($MPIEXEC, else the mpirun beside this Python)
 
 
@@ -114,9 +114,7 @@ def in_run(ranks: int, runs: int, block: int, steps: int, job: list[str]) -> lis
                     *job,
                 ],
             )
-            done = subprocess.run(
-                argv, cwd=REPO, check=True, capture_output=True, text=True, timeout=600
-            )
+            done = checked(argv)
             out.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(
             f"in-run {i + 1}/{runs}: on {out[-1]['on_s'] * 1e3:.3f} ms, off "
@@ -124,6 +122,14 @@ def in_run(ranks: int, runs: int, block: int, steps: int, job: list[str]) -> lis
             flush=True,
         )
     return out
+
+
+def checked(argv: list[str]):
+    """argv run to its end (a hang is killed, every rank with it); its failure is an error."""
+    done = launch.run(argv, 600, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"exit code {done.returncode}: {' '.join(argv)}\n{done.stderr[-2000:]}")
+    return done
 
 
 def whole_run(ranks: int, record: bool, job: list[str]) -> float:
@@ -141,7 +147,7 @@ def whole_run(ranks: int, record: bool, job: list[str]) -> float:
                 *([] if record else ["--no-record"]),
             ],
         )
-        subprocess.run(argv, cwd=REPO, check=True, capture_output=True, timeout=600)
+        checked(argv)
         with open(os.path.join(run_dir, "summary.json")) as f:
             s = json.load(f)
     return s["wall_s"] / s["steps"]

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+import launch
 from launch import mpirun_argv  # $MPIEXEC, else the mpirun beside this Python
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +47,7 @@ MODELS = {
 
 def run(argv: list[str], timeout_s: float) -> bool:
     try:
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        proc = launch.run(argv, timeout_s, cwd=REPO)  # a hang is killed, every rank with it
     except subprocess.TimeoutExpired:
         print(f"  timed out after {timeout_s:.0f} s: {shlex.join(argv)}", flush=True)
         return False

@@ -57,8 +57,8 @@ def measure_side_by_side(
         for i, p in enumerate(ranks):
             pair = [(check_runs, ((), sizes))]
             if calibrating:
-                pingpong = calibrate.PINGPONG_SIZES if i == 0 else ()
-                pair.append((fit_runs, (pingpong, calibrate.ALLREDUCE_SIZES)))
+                pingpong = measure.PINGPONG_SIZES if i == 0 else ()
+                pair.append((fit_runs, (pingpong, measure.ALLREDUCE_SIZES)))
             for runs, (pingpong_sizes, allreduce_sizes) in pair[:: -1 if k % 2 else 1]:
                 runs.append(
                     measure.run_probe(p, pingpong_sizes, allreduce_sizes, rounds, timeout_s)
@@ -121,8 +121,8 @@ def main() -> int:
     ap.add_argument("--ranks", default="2,3,4")
     ap.add_argument(
         "--sizes",
-        type=calibrate.byte_sizes,
-        default=calibrate.ALLREDUCE_SIZES,
+        type=measure.byte_sizes,
+        default=measure.ALLREDUCE_SIZES,
         help="all-reduce buffer sizes (default: 64K,256K,1M,4M,16M,64M)",
     )
     ap.add_argument(

@@ -91,16 +91,29 @@ def _itemsize(args) -> int:
 
 def _sizes(spec, gpus: int) -> list[int]:
     if spec:
-        try:
-            sizes = sorted({int(v) for v in spec.split(",")})
-        except ValueError:
-            raise InputError(f"--ranks wants comma-separated integers, got {spec!r}") from None
+        sizes = _integers("--ranks", spec)
         if sizes[0] < 2 or sizes[-1] > gpus:
             raise InputError(f"--ranks must lie in 2..{gpus} (the topology's GPUs), got {spec}")
         return sizes
     return [2**k for k in range(1, gpus.bit_length()) if 2**k <= gpus] + (
         [gpus] if gpus & (gpus - 1) else []
     )
+
+
+def _integers(option: str, spec: str) -> list[int]:
+    """'2,3,4' -> [2, 3, 4], sorted, each once."""
+    try:
+        return sorted({int(v) for v in spec.split(",")})
+    except ValueError:
+        raise InputError(f"{option} wants comma-separated integers, got {spec!r}") from None
+
+
+def _write(option: str, path: str, content: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(content)
+    except OSError as exc:
+        raise InputError(f"{option}: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _check_directory(option: str, path: str | None) -> None:
@@ -125,12 +138,7 @@ def calibrate(args) -> int:
                 f"--from-measurements: {args.from_measurements} is not JSON: {exc}"
             ) from None
     else:
-        try:
-            ranks = sorted({int(v) for v in args.ranks.split(",")})
-        except ValueError:
-            raise InputError(
-                f"--ranks wants comma-separated integers, got {args.ranks!r}"
-            ) from None
+        ranks = _integers("--ranks", args.ranks)
         if ranks[0] < 2:
             raise InputError(
                 f"--ranks must be at least 2 (the probe needs two ranks), got {args.ranks}"
@@ -142,11 +150,9 @@ def calibrate(args) -> int:
             ranks, args.rounds, args.passes, args.pingpong_sizes, args.sizes, args.timeout_s, log
         )
         if args.save_measurements:
-            with open(args.save_measurements, "w") as f:
-                json.dump(measurements, f)
+            _write("--save-measurements", args.save_measurements, json.dumps(measurements))
     result = calibration.fit(measurements, args.name)
-    with open(args.out, "w") as f:
-        f.write(calibration.toml_text(result, measurements))
+    _write("--out", args.out, calibration.toml_text(result, measurements))
     if args.json:
         print(
             json.dumps(

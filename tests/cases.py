@@ -32,10 +32,13 @@ def uneven_segments(n, p):
     return segments[p % len(segments) :] + segments[: p % len(segments)]
 
 
-def contexts(name, p, n):
-    """The context each algorithm is checked under: the default, and the ones it takes."""
+def contexts(p, n):
+    """The contexts every algorithm is checked under, whichever it uses (the others it must
+    ignore): none, each node layout, uneven segments, and both."""
     yield {}
-    if name == "hierarchical-ring":
-        yield from ({"node_of_rank": layout} for layout in layouts(p))
-    if name == "parameter-server":
-        yield {"segments": uneven_segments(n, p)}
+    yield from ({"node_of_rank": layout} for layout in layouts(p))
+    yield {"segments": uneven_segments(n, p)}
+    yield {
+        "node_of_rank": [r % 2 for r in range(p)] if p % 2 == 0 else None,
+        "segments": uneven_segments(n, p),
+    }

@@ -40,7 +40,6 @@ class Schedule:
     nelems: int
     rounds: tuple[Round, ...]
 
-    @abstractmethod
     def elements_sent(self) -> np.ndarray:
         """Elements each rank sends over the whole collective, indexed by rank."""
         return self._per_rank("src")
@@ -72,8 +71,8 @@ def ring_rounds(rings: np.ndarray, bounds: np.ndarray, phases: tuple[str, str]):
 
     rings[g] lists ring g's m ranks in ring order (each sends to the next, the last to the
     first); bounds[g] holds the m+1 offsets of ring g's chunks. In reduce-scatter round k
-    member i sends chunk (i-k) mod m, in all-gather round k chunk (i+1-k) mod m, as in the
-    module docstring: member i ends the reduce-scatter owning chunk (i+1) mod m."""
+    member i sends chunk (i-k) mod m, in all-gather round k chunk (i+1-k) mod m, as in ring.py's
+    docstring: member i ends the reduce-scatter owning chunk (i+1) mod m."""
     nrings, m = rings.shape
     src, dst = rings.ravel(), np.roll(rings, -1, axis=1).ravel()
     starts, sizes = bounds[:, :-1], np.diff(bounds, axis=1)
@@ -120,9 +119,10 @@ class Algorithm(ABC):
     rank sends (counted from the algorithm's definition, not from the schedule, so the two
     check each other), and how long it takes (a closed form on a topology). Each algorithm
     module defines one subclass and one instance of it; `netsim.algorithms.get` finds it by
-    name. Every method takes the same context, and an algorithm ignores what it does not use:
-    node_of_rank (rank r's node; None: all on one node) and segments ((start, count) pairs
-    tiling the buffer, one per layer; None: one per rank).
+    name. schedule and elements_sent take the same context, and an algorithm ignores what it
+    does not use: node_of_rank (rank r's node; None: all on one node) and segments ((start,
+    count) pairs tiling the buffer, one per layer; None: one per rank). time_s takes the
+    segments; its nodes are the topology's, as it places the ranks.
     """
 
     name: str  # as users choose it: --allreduce, --algorithm

@@ -62,10 +62,8 @@ class HalvingDoubling(Algorithm):
         p, q, folded, active = _fold(world_size)
         bounds = chunk_bounds(nelems, q)
         virtual = np.arange(q, dtype=np.int64)
-        lo, hi = (
-            np.zeros(q, dtype=np.int64),
-            np.full(q, q, dtype=np.int64),
-        )  # chunks each still holds
+        # the chunks each still holds: [lo, hi)
+        lo, hi = np.zeros(q, dtype=np.int64), np.full(q, q, dtype=np.int64)
         masks = [q >> (s + 1) for s in range(q.bit_length() - 1)]  # q/2, q/4, ..., 1
         rounds = (
             [make_round(FOLD, 0, True, folded, folded - 1, *whole(folded, nelems))] if p > q else []

@@ -43,12 +43,10 @@ class Tally:
     bytes_sent: int | None
     bytes_recv: int | None
     messages: int | None
-    links: (
-        tuple[tuple[int, int, int, int], ...] | None
-    )  # (src, dst, bytes, messages) per peer sent to
-    round_labels: (
-        tuple[tuple[str, int] | None, ...] | None
-    )  # (phase, index) per round; None: unlabelled
+    # (src, dst, bytes, messages) per peer sent to
+    links: tuple[tuple[int, int, int, int], ...] | None
+    # (phase, index) per round; None: unlabelled
+    round_labels: tuple[tuple[str, int] | None, ...] | None
 
 
 HIDDEN = Tally(None, None, None, None, None)

@@ -106,6 +106,8 @@ def _read_json(path: str, run_dir: str) -> dict:
             value = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not isinstance(value, dict):
         raise RunDirError(f"{path}: expected a JSON object")
     return value

@@ -1,6 +1,6 @@
-"""The merged files rank 0 writes at the end of a run (and `python -m netsim report` can
-rewrite): steps.jsonl (one line per step per rank, on one clock), links.csv (per step per
-directed link) and timeline.json (Chrome trace). Each is written whole or not at all."""
+"""The merged files rank 0 writes at the end of a run: steps.jsonl (one line per step per rank,
+on one clock), links.csv (per step per directed link) and timeline.json (Chrome trace). Each
+is written whole or not at all."""
 
 from __future__ import annotations
 

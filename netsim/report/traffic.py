@@ -52,12 +52,10 @@ class Traffic:
     peer_not_ready_s: np.ndarray | None = None  # (S, p, rounds), NaN where a rank had no message
     round_transfer_s: np.ndarray | None = None
     links: np.ndarray | None = None  # (L, 5): step, src, dst, bytes, messages
-    times: dict[str, np.ndarray] = field(
-        default_factory=dict
-    )  # start/enter/exit/end (S, p), global clock
-    raw_rounds: list | None = (
-        None  # per rank, per step: [[phase, index, posted, completed]] on global clock
-    )
+    # t_start, t_comm, t_comm_end, t_end: (S, p) on the global clock
+    times: dict[str, np.ndarray] = field(default_factory=dict)
+    # per rank, per step: [[phase, index, posted, completed]] on the global clock
+    raw_rounds: list | None = None
     schedule: algorithms.Schedule | None = None  # the run's schedule (None for MPI_Allreduce)
 
     @property

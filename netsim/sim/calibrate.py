@@ -156,9 +156,8 @@ def _fitted(allreduce: dict, facts: dict) -> list[str]:
     falls on one side of it (nothing would pin its bandwidth)."""
     names = [n for n in PARAMETERS if n != "cache_bandwidth_bytes_per_s"]
     cache = facts.get("cache_bytes")
-    inside = (
-        {(p + 1) * n <= cache for p, n in allreduce} if cache else set()
-    )  # ring: buffer + n/p scratch
+    # the ring holds its buffer and a scratch of n/p
+    inside = {(p + 1) * n <= cache for p, n in allreduce} if cache else set()
     return names + ["cache_speedup"] if inside == {True, False} else names
 
 

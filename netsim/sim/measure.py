@@ -177,7 +177,7 @@ def pooled(measurements: dict, min_cpu_share: float = MIN_CPU_SHARE) -> tuple[di
                 )
     except (KeyError, TypeError, ValueError) as exc:
         raise CalibrationError(
-            f"not a measurement file of `netsim calibrate` (missing {exc})"
+            f"not a measurement file of `netsim calibrate` ({type(exc).__name__}: {exc})"
         ) from None
 
     def undisturbed(rounds):
@@ -210,7 +210,7 @@ def _rounds(entry: dict, key: str) -> list[tuple[float, float]]:
 
 
 def measured_report(world_size: int, nbytes: int, times_s) -> dict:
-    """A measured all-reduce in the schema of predict.predict (and report.summarize), so
+    """A measured all-reduce in the schema of predict.predict (and report.summary.summarize), so
     that predict.errors compares the two."""
     t = float(np.median(times_s))
     algbw = nbytes / t

@@ -139,14 +139,21 @@ def replay(
         if len(compute)
         else []
     )
-    steps = [predict(topology, algorithm, p, config["nparams"], itemsize, compute[s]) for s in pick]
+    segments = config.get("segments")
+    steps = [
+        predict(topology, algorithm, p, config["nparams"], itemsize, compute[s], segments)
+        for s in pick
+    ]
     if not steps:
         raise InputError("the run has no step recorded on every rank")
     out = dict(steps[len(steps) // 2])
     for key in ("allreduce_time_s_median", "step_time_s"):
         out[key] = float(np.median([s[key] for s in steps]))
-    out["algbw_bytes_per_s"] = out["buffer_bytes"] / out["allreduce_time_s_median"]
-    out["busbw_bytes_per_s"] = out["algbw_bytes_per_s"] * 2 * (p - 1) / p if p > 1 else None
+    collective_s = out["allreduce_time_s_median"]  # 0 on one rank: nothing to move
+    out["algbw_bytes_per_s"] = out["buffer_bytes"] / collective_s if collective_s > 0 else None
+    out["busbw_bytes_per_s"] = (
+        out["algbw_bytes_per_s"] * 2 * (p - 1) / p if out["algbw_bytes_per_s"] else None
+    )
     out["steps_replayed"] = len(steps)
     out["measured_step_time_s"] = float(
         np.median(traffic.times["t_end"].max(axis=1) - traffic.times["t_start"].min(axis=1))

@@ -18,7 +18,7 @@ def all_schedules():
     for name in NAMES:
         for p in range(1, 10):
             for n in lengths(p):
-                for context in contexts(name, p, n):
+                for context in contexts(p, n):
                     yield algorithms.get(name).schedule(p, n, **context)
 
 
@@ -38,15 +38,9 @@ def test_copy_rounds_never_receive_into_a_slice_sent_in_the_same_round():
 
 
 def test_executor_refuses_a_copy_round_that_overwrites_what_it_sends():
-    bad = algorithms.Round(
-        "all-gather",
-        0,
-        False,
-        np.array([0, 1]),
-        np.array([1, 0]),
-        np.array([0, 2]),
-        np.array([4, 4]),
-    )  # rank 1 sends [2, 6), gets [0, 4)
+    # rank 1 sends [2, 6) and gets [0, 4)
+    src, dst, start, count = np.array([0, 1]), np.array([1, 0]), np.array([0, 2]), np.array([4, 4])
+    bad = algorithms.Round("all-gather", 0, False, src, dst, start, count)
     sched = algorithms.Schedule("bad", 2, 8, (bad,))
     with pytest.raises(ValueError, match="all-gather round 0 receives into a slice it is sending"):
         collectives.ScheduleAllreduce(sched, 1, None, np, np.float64)
@@ -118,7 +112,7 @@ def test_executor_runs_every_schedule_on_every_rank(name, p):
     """One exchange per round on every rank, whatever the rank does in it: several receives
     into one slice (tree parents), only sends or only receives (tree, fold, pull)."""
     for n in (0, 1, p + 1, 97):
-        for context in contexts(name, p, n):
+        for context in contexts(p, n):
             sched = algorithms.get(name).schedule(p, n, **context)
             inputs = integer_inputs(p, n)
             bufs, transports = run_threads(sched, inputs)

@@ -38,6 +38,14 @@ BAD_INPUT = [
     (["--dataset", "mnist"], ["needs --data-dir"]),
     (["--dataset", "mnist", "--data-dir", "/nonexistent"], ["no such directory"]),
     (["--device", "gpu"], ["--device gpu", "CuPy"]),
+    (
+        ["--allreduce", "hierarchical-ring", "--ranks-per-node", "2"],
+        [
+            "--allreduce hierarchical-ring",
+            "same number of ranks on every node",
+            "node 0: 2, node 1: 1",
+        ],
+    ),
 ]
 
 

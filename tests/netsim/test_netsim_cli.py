@@ -5,6 +5,9 @@ import json
 
 import pytest
 
+from netsim.algorithms import PARAMETER_SERVER
+from netsim.cluster import topology
+
 from conftest import mpirun, train
 
 
@@ -163,3 +166,23 @@ def test_a_bug_is_a_traceback_and_exit_1_not_a_user_error():
     assert result.returncode == 1, result.output
     assert "Traceback" in result.stderr and "KeyError: 'a key our code forgot'" in result.stderr
     assert "netsim: error" not in result.stderr
+
+
+@pytest.mark.mpi
+def test_replay_of_a_parameter_server_run_keeps_its_layer_segments(tmp_path):
+    assert train(2, tmp_path, "--steps", "3", "--allreduce", "parameter-server").returncode == 0
+    out = json.loads(
+        netsim("replay", str(tmp_path), "--topology", "single-node-8gpu", "--json").stdout
+    )
+    config = json.loads((tmp_path / "config.json").read_text())
+    topo = topology.load("single-node-8gpu")
+    by_layer = PARAMETER_SERVER.time_s(topo, 2, config["buffer_bytes"], segments=config["segments"])
+    even = PARAMETER_SERVER.time_s(topo, 2, config["buffer_bytes"])
+    assert out["closed_form_s"] == pytest.approx(by_layer) and by_layer != pytest.approx(even)
+
+
+def test_replay_of_a_one_rank_run_has_no_all_reduce_to_time(tmp_path):
+    assert train(0, tmp_path, "--steps", "3").returncode == 0
+    result = netsim("replay", str(tmp_path), "--topology", "single-node-8gpu")
+    assert result.returncode == 0, result.output
+    assert "algbw" in result.stdout and "-" in result.stdout

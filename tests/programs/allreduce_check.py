@@ -17,13 +17,14 @@ from allreduce_train.comm import MpiTransport, World, install_abort_hook
 from netsim import algorithms
 
 
-def context(algorithm: str, p: int, n: int) -> dict:
-    if algorithm == "hierarchical-ring":
-        return {"node_of_rank": [r // 2 if p % 2 == 0 else r for r in range(p)]}
-    if algorithm == "parameter-server":
-        cuts = [0, n // 2, (3 * n) // 5, (3 * n) // 5, (19 * n) // 20, n]  # one empty, one tiny
-        return {"segments": [(a, b - a) for a, b in zip(cuts, cuts[1:])]}
-    return {}
+def context(p: int, n: int) -> dict:
+    """Given to every algorithm, each using what it takes: nodes of 2 ranks where p is even
+    (one rank per node otherwise), uneven, layer-like segments (one empty, one tiny)."""
+    cuts = [0, n // 2, (3 * n) // 5, (3 * n) // 5, (19 * n) // 20, n]
+    return {
+        "node_of_rank": [r // 2 if p % 2 == 0 else r for r in range(p)],
+        "segments": [(a, b - a) for a, b in zip(cuts, cuts[1:])],
+    }
 
 
 install_abort_hook()
@@ -42,7 +43,7 @@ for dtype in (np.float32, np.float64):
         for algorithm in algorithms.ALGORITHMS.values():
             buf = inputs[world.rank].copy()
             collectives.make_allreduce(
-                algorithm, p, world.rank, n, transport, np, dtype, **context(algorithm.name, p, n)
+                algorithm, p, world.rank, n, transport, np, dtype, **context(p, n)
             )(buf)
             error = float(np.max(np.abs(buf - reference) / np.maximum(bound, 1e-300), initial=0.0))
             cases.append(

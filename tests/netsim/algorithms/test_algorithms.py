@@ -28,7 +28,7 @@ def assert_sums(schedule, inputs):
 @pytest.mark.parametrize("p", range(1, 10))
 def test_every_algorithm_sums_exactly_for_awkward_lengths(name, p):
     for n in lengths(p):
-        for context in contexts(name, p, n):
+        for context in contexts(p, n):
             assert_sums(algorithms.get(name).schedule(p, n, **context), integer_inputs(p, n))
 
 
@@ -39,7 +39,7 @@ def test_every_algorithm_leaves_ranks_bit_identical_in_float32(name):
         n = 1001
         rng = np.random.default_rng(p)
         inputs = [rng.standard_normal(n).astype(np.float32) for _ in range(p)]
-        for context in contexts(name, p, n):
+        for context in contexts(p, n):
             out = algorithms.execute(algorithms.get(name).schedule(p, n, **context), inputs)
             assert len({buf.tobytes() for buf in out}) == 1
 
@@ -200,7 +200,7 @@ def all_cases():
     for name in NAMES:
         for p in range(1, 10):
             for n in lengths(p):
-                for context in contexts(name, p, n):
+                for context in contexts(p, n):
                     yield name, p, n, context
 
 

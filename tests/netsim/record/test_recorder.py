@@ -4,7 +4,6 @@ Bytes are counted from the buffers handed to the transport, whatever the transpo
 does with them; a killed rank keeps every step it finished."""
 
 import collections
-import json
 import os
 import struct
 
@@ -262,54 +261,3 @@ def test_a_step_file_is_never_overwritten(tmp_path):
     open_recorder(tmp_path).close()
     with pytest.raises(FileExistsError):
         open_recorder(tmp_path)
-
-
-# --- damaged files --------------------------------------------------------------------------
-
-
-def frame(kind, payload):
-    return stepfile.frame(kind, payload)
-
-
-def header(**fields):
-    return frame(
-        stepfile.HEADER,
-        json.dumps({"format": "allreduce_train steps", "rank": 0, **fields}).encode(),
-    )
-
-
-def test_damage_before_the_end_is_named(tmp_path):
-    rec = open_recorder(tmp_path)
-    rec.bind(messages(2))
-    for s in range(5):
-        store(rec, s, (1, 2))
-    rec.close()
-    path = rundir.step_file(str(tmp_path), 0)
-    data = bytearray(open(path, "rb").read())
-    second_step = len(data) - 4 * rec._fsize
-    data[second_step - 1] ^= 0xFF  # the closing size of the first step frame
-    open(path, "wb").write(bytes(data))
-    with pytest.raises(stepfile.StepFileError, match=r"damaged at byte \d+"):
-        stepfile.read(path)
-    open(path, "wb").write(b"steps?" + bytes(100))
-    with pytest.raises(stepfile.StepFileError, match="not a step record file"):
-        stepfile.read(path)
-
-
-@pytest.mark.parametrize("version", [1, 2, 4])
-def test_another_format_version_is_named(version, tmp_path):
-    path = rundir.step_file(str(tmp_path), 0)
-    open(path, "wb").write(header(version=version, steps_per_epoch=1, samples=1))
-    with pytest.raises(
-        stepfile.StepFileError, match=f"format version {version}; this netsim reads version 3"
-    ):
-        stepfile.read(path)
-
-
-def test_a_header_without_what_steps_leave_out_is_damaged(tmp_path):
-    path = rundir.step_file(str(tmp_path), 0)
-    open(path, "wb").write(header(version=3))  # no steps_per_epoch, samples
-    with pytest.raises(
-        stepfile.StepFileError, match=r"damaged header \(steps_per_epoch, samples\)"
-    ):
-        stepfile.read(path)

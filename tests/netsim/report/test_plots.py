@@ -1,4 +1,4 @@
-"""netsim.plots: real runs give valid PNGs of a readable size; MPI_Allreduce, whose messages
+"""netsim.report.plots: real runs give valid PNGs of a readable size; MPI_Allreduce, whose messages
 are hidden, gets no link plot; without matplotlib the error is one line naming the extra."""
 
 import sys
@@ -115,9 +115,7 @@ def synthetic_traffic(p, ranks_per_node, steps):
 
 
 def test_without_matplotlib_one_line_names_the_extra(monkeypatch, tmp_path):
-    monkeypatch.setitem(
-        sys.modules, "matplotlib", None
-    )  # what `import matplotlib` sees when absent
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as `import matplotlib` sees it absent
     with pytest.raises(plots.PlotsUnavailable) as caught:
         plots.write_plots(str(tmp_path / "out"), {}, None)
     message = str(caught.value)

@@ -12,7 +12,7 @@ from netsim import algorithms
 from netsim.algorithms import RING
 
 from conftest import mpirun, program, read_json, train
-from test_traffic import check_chrome_trace
+from traces import check_chrome_trace
 
 pytestmark = pytest.mark.mpi
 
@@ -25,10 +25,11 @@ def netsim_report(run_dir, *options):
     return mpirun(0, ["-m", "netsim", "report", str(run_dir), *options])
 
 
+OTHERS = [a for a in algorithms.SCHEDULED if a != "ring"]  # the ring's test is below
+
+
 @pytest.mark.parametrize("p", [2, 3, 4])
-@pytest.mark.parametrize(
-    "name", [a for a in algorithms.SCHEDULED if a != "ring"]
-)  # the ring's: below
+@pytest.mark.parametrize("name", OTHERS)
 def test_every_algorithms_recorded_bytes_are_its_own_count_and_the_report_says_so(
     name, p, tmp_path
 ):

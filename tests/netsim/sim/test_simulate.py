@@ -149,9 +149,8 @@ def test_bytes_per_link_equal_the_schedule():
     topo = fully_connected_node(4)
     sched = RING.schedule(4, 4000)
     sim = simulate.simulate(sched, topo)
-    assert (
-        sim.link_bytes.sum() == 2 * sched.elements_sent().sum() * 4
-    )  # each message crosses up + down
+    # each message crosses two links, up and down
+    assert sim.link_bytes.sum() == 2 * sched.elements_sent().sum() * 4
 
 
 def test_predict_and_errors_share_the_measured_schema():

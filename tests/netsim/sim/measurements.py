@@ -1,0 +1,49 @@
+"""Measurement files as `netsim calibrate` writes them, made by the simulator from known
+parameters: the oracle the fit is tested against."""
+
+from netsim.sim import machine, measure
+
+FACTS = {"cores": 2, "cache_bytes": 32 << 20, "host": "test"}
+TRUE = {
+    "latency_s": 2e-6,
+    "bandwidth_bytes_per_s": 10e9,
+    "aggregate_bandwidth_bytes_per_s": 14e9,
+    "cache_bandwidth_bytes_per_s": 24e9,
+    "message_overhead_s": 10e-6,
+    "reduce_bytes_per_s": 20e9,
+}
+MIB = 1 << 20
+
+
+def synthetic(params=TRUE, ranks=(2, 3, 4), facts=FACTS, disturb=None):
+    """A measurement file as `measure.measure` writes it, with times made by the simulator
+    from known parameters; rounds scattered around them, so their median is the exact time.
+    disturb: {(p, nbytes): factor} multiplies those medians (a busy spell of the machine)."""
+    points = [(p, n) for p in ranks for n in measure.ALLREDUCE_SIZES]
+    times = machine.Model(measure.PINGPONG_SIZES, points, max(ranks), facts).times(params)
+    pp, ar = (
+        times[: len(measure.PINGPONG_SIZES)],
+        dict(zip(points, times[len(measure.PINGPONG_SIZES) :])),
+    )
+    disturb = disturb or {}
+
+    def rounds(t, key=None):
+        t *= disturb.get(key, 1.0)
+        return [t * 1.04, t, t * 0.97]
+
+    runs = [
+        {
+            "world_size": p,
+            "mpi_library": "test MPI",
+            "pingpong": [
+                {"nbytes": n, "one_way_s": rounds(t)} for n, t in zip(measure.PINGPONG_SIZES, pp)
+            ]
+            if p == ranks[0]
+            else [],
+            "allreduce": [
+                {"nbytes": n, "times_s": rounds(ar[p, n], (p, n))} for n in measure.ALLREDUCE_SIZES
+            ],
+        }
+        for p in ranks
+    ]
+    return {"machine": facts, "date": "2026-01-01T00:00:00", "runs": runs}

@@ -1,0 +1,136 @@
+"""python -m netsim calibrate: the file it writes predicts the measurements back, bad input is
+one line; and the probe under real mpirun, end to end on this machine."""
+
+import json
+import tomllib
+
+import numpy as np
+import pytest
+
+from netsim.algorithms import RING
+from netsim.cluster import topology
+from netsim.sim import measure, predict
+
+from conftest import mpirun, read_json
+from measurements import MIB, synthetic
+
+# ---------------------------------------------------------------- the CLI and the written file
+
+
+def netsim(*args, timeout=60):
+    return mpirun(0, ["-m", "netsim", *args], timeout)
+
+
+def test_calibrate_from_measurements_writes_a_topology_that_predicts_them_back(tmp_path):
+    saved = tmp_path / "measured.json"
+    saved.write_text(json.dumps(synthetic()))
+    out = tmp_path / "box.toml"
+    result = netsim("calibrate", "--from-measurements", str(saved), "--out", str(out))
+    assert result.returncode == 0, result.output
+    assert "median |error|" in result.stdout and f"wrote {out}" in result.stdout
+    text = out.read_text()
+    assert text.startswith("# this machine: written by `python -m netsim calibrate`")
+    assert tomllib.loads(text)["intra_node"]["aggregate_bandwidth_gbit_per_s"] == pytest.approx(
+        14e9 * 8 / 1e9
+    )
+    topo = topology.load(str(out))
+    _, allreduce = measure.pooled(synthetic())
+    for (p, n), times in allreduce.items():
+        measured = measure.measured_report(p, n, times)
+        error = predict.errors(measured, predict.predict(topo, RING, p, n // 4))
+        assert (
+            abs(error["allreduce_time_s_median"]) < 2e-3 and abs(error["busbw_bytes_per_s"]) < 2e-3
+        )
+    as_json = json.loads(
+        netsim("calibrate", "--from-measurements", str(saved), "--out", str(out), "--json").stdout
+    )
+    assert as_json["topology"] == topo.spec and as_json["median_abs_error"] < 1e-3
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--ranks", "1,2"], "--ranks must be at least 2"),
+        (["--ranks", "two"], "--ranks wants comma-separated integers"),
+        (["--sizes", "7"], "multiples of 4 bytes"),
+        (["--out", "/nonexistent/dir/x.toml"], "--out: no such directory"),
+        (["--from-measurements", "/nonexistent.json"], "--from-measurements: cannot read"),
+    ],
+)
+def test_calibrate_bad_input_is_one_line(args, words, tmp_path):
+    result = netsim("calibrate", *args, "--save-measurements", str(tmp_path / "m.json"))
+    assert result.returncode == 2, result.output
+    assert result.stderr.strip().count("\n") == 0 and result.stdout == ""
+    assert result.stderr.startswith("netsim: error: ") and words in result.stderr
+
+
+def test_calibrate_names_a_file_that_is_no_measurement(tmp_path):
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"runs": [{"world_size": 2}]}')
+    result = netsim(
+        "calibrate", "--from-measurements", str(bogus), "--out", str(tmp_path / "x.toml")
+    )
+    assert result.returncode == 2 and "not a measurement file" in result.stderr
+
+
+# ---------------------------------------------------------------- real mpirun
+
+
+@pytest.mark.mpi
+def test_calibrate_end_to_end_on_this_machine(tmp_path):
+    out, saved = tmp_path / "here.toml", tmp_path / "measured.json"
+    result = netsim(
+        "calibrate",
+        "--ranks",
+        "2",
+        "--rounds",
+        "2",
+        "--passes",
+        "1",
+        "--sizes",
+        "64K,1M",
+        "--pingpong-sizes",
+        "8,64K,1M",
+        "--out",
+        str(out),
+        "--save-measurements",
+        str(saved),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.output
+    assert "median |error|" in result.stdout and "probe: pass 1/1, 2 ranks" in result.stderr
+    topo = topology.load(str(out))
+    assert topo.gpus == 2 and "node0.fabric" in topo.link_names
+    (run,) = read_json(saved)["runs"]
+    assert run["world_size"] == 2 and [e["nbytes"] for e in run["pingpong"]] == [8, 65536, MIB]
+    assert all(len(e["times_s"]) == 2 and min(e["times_s"]) > 0 for e in run["allreduce"])
+    assert np.isfinite(predict.predict(topo, RING, 2, MIB // 4)["allreduce_time_s_median"])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "ranks, args, words",
+    [
+        (2, ["--rounds", "0"], "--rounds must be positive"),
+        (2, ["--allreduce-sizes", "7"], "multiples of 4 bytes"),
+        (2, ["--pingpong-sizes", "4Q"], "not a byte count: '4Q'"),
+        (2, ["--out", "/nonexistent/dir/p.json"], "--out: no such directory"),
+        (0, [], "needs at least 2 ranks"),
+    ],
+)
+def test_probe_refuses_bad_arguments_in_one_line(ranks, args, words, tmp_path):
+    argv = [
+        "-m",
+        "allreduce_train.probe",
+        *(["--out", str(tmp_path / "p.json")] if "--out" not in args else []),
+        *args,
+    ]
+    result = mpirun(ranks, argv, timeout=60)
+    assert result.returncode == 2, result.output
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("allreduce_train.probe: error: ")
+        and words in lines[0]
+    ), lines
+    assert not (tmp_path / "p.json").exists()
