@@ -1,27 +1,42 @@
-"""How fast the simulator answers: large rings on large clusters.
+"""How fast the simulator answers, and in how much memory: large rings on large clusters.
 
     python bench/simulate_speed.py [--rounds 3]
 
-Targets (issue 4): a 1,024-rank ring all-reduce of 100 MB in under 2 s, and 8,192 ranks with
-the hierarchical ring in under 20 s, on clusters of 8-GPU NVLink nodes with 8x400 Gb/s NICs
-on a fat-tree. Prints the median wall time of several rounds and the simulated times.
+Targets (issue 11): a 32,768-rank flat ring and a 131,072-rank hierarchical ring of 100 M
+parameters, each in under 20 s and 2 GB, for any parameter count (a prime's included), on
+clusters of 8-GPU NVLink nodes with 8x400 Gb/s NICs on a fat-tree. Each case runs in a
+process of its own, so that its peak memory (the process's maximum resident set) is its
+own; printed are the median wall time of building the schedule and simulating it, the peak
+memory, and the simulated time beside the closed form.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
-from netsim import algorithms
-from netsim.cluster import topology
-from netsim.sim import simulate
+CASES = [  # (algorithm, nodes, parameters)
+    ("ring", 128, 100_000_000),
+    ("ring", 1024, 100_000_000),
+    ("ring", 4096, 100_000_000),
+    ("ring", 4096, 100_000_007),
+    ("hierarchical-ring", 1024, 100_000_000),
+    ("hierarchical-ring", 16384, 100_000_000),
+    ("hierarchical-ring", 16384, 100_000_007),
+]
 
 
-def cluster(nodes: int, oversubscription: float = 1.0) -> topology.Topology:
+def cluster(nodes: int):
+    from netsim.cluster import topology
+
     return topology.parse(
         {
-            "name": f"{nodes} nodes x 8 GPUs, fat-tree {oversubscription:g}:1",
+            "name": f"{nodes} nodes x 8 GPUs, fat-tree 1:1",
             "nodes": nodes,
             "gpus_per_node": 8,
             "placement": "block",
@@ -31,43 +46,68 @@ def cluster(nodes: int, oversubscription: float = 1.0) -> topology.Topology:
                 "kind": "fat-tree",
                 "latency_us": 0.3,
                 "nodes_per_leaf": 16,
-                "oversubscription": oversubscription,
+                "oversubscription": 1.0,
             },
         }
     )
 
 
-def timed(label: str, algorithm: str, nodes: int, nbytes: int, rounds: int) -> None:
-    topo = cluster(nodes)
+def one(algorithm: str, nodes: int, nelems: int, rounds: int) -> dict:
+    """In this process: the case `rounds` times; wall times, peak memory and the answer."""
+    from netsim import algorithms
+    from netsim.sim import simulate
+
+    topo, alg = cluster(nodes), algorithms.get(algorithm)
     p = topo.gpus
-    walls, result = [], None
+    walls = []
     for _ in range(rounds):
         start = time.perf_counter()
-        sched = algorithms.get(algorithm).schedule(
-            p, nbytes // 4, node_of_rank=topo.node_of_rank(p)
-        )
-        result = simulate.simulate(sched, topo, itemsize=4)
+        schedule = alg.schedule(p, nelems, node_of_rank=topo.node_of_rank(p))
+        result = simulate.simulate(schedule, topo, itemsize=4)
         walls.append(time.perf_counter() - start)
-    print(
-        f"{label:<44} {len(sched.rounds):>6} rounds  wall {statistics.median(walls):6.2f} s "
-        f"(median of {rounds})  simulated {result.time_s * 1e3:8.2f} ms, busbw "
-        f"{result.busbw_bytes_per_s / 1e9:6.1f} GB/s, bottleneck "
-        f"{topo.link_names[result.bottleneck_link]}"
-    )
+    return {
+        "ranks": p,
+        "rounds": len(schedule.rounds),
+        "wall_s": statistics.median(walls),
+        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "simulated_s": result.time_s,
+        "closed_form_s": alg.time_s(topo, p, nelems * 4, itemsize=4),
+        "busbw_bytes_per_s": result.busbw_bytes_per_s,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
-    timed("ring, 1,024 ranks (128 nodes), 100 MB", "ring", 128, 100_000_000, args.rounds)
-    timed(
-        "hierarchical ring, 8,192 ranks (1,024 nodes), 100 MB",
-        "hierarchical-ring",
-        1024,
-        100_000_000,
-        args.rounds,
+    ap.add_argument(
+        "--one", nargs=3, metavar=("ALGORITHM", "NODES", "NELEMS"), help=argparse.SUPPRESS
     )
+    args = ap.parse_args()
+    if args.one:
+        algorithm, nodes, nelems = args.one
+        print(json.dumps(one(algorithm, int(nodes), int(nelems), args.rounds)))
+        return
+    print(
+        f"{'algorithm':<18} {'ranks':>8} {'parameters':>12} {'rounds':>7} {'wall':>8} "
+        f"{'peak memory':>12} {'simulated':>10} {'closed form':>12}"
+    )
+    for algorithm, nodes, nelems in CASES:
+        argv = [
+            sys.executable,
+            __file__,
+            "--rounds",
+            str(args.rounds),
+            "--one",
+            algorithm,
+            str(nodes),
+            str(nelems),
+        ]
+        r = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+        print(
+            f"{algorithm:<18} {r['ranks']:>8,} {nelems:>12,} {r['rounds']:>7,} "
+            f"{r['wall_s']:>6.2f} s {r['peak_bytes'] / 2**30:>8.2f} GiB "
+            f"{r['simulated_s'] * 1e3:>7.2f} ms {r['closed_form_s'] * 1e3:>9.2f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,12 @@ PUSH, PULL = "push", "pull"  # parameter server
 
 @dataclass(frozen=True, eq=False)
 class Round:
-    """One round: transfer i moves buf[start[i]:start[i]+count[i]] from src[i] to dst[i]."""
+    """One round: transfer i moves buf[start[i]:start[i]+count[i]] from src[i] to dst[i].
+
+    The arrays may be views shared with other rounds (a ring's rounds share src and dst, and
+    their chunks are views into one table), so a schedule of 2(p-1) rounds takes O(p)
+    memory: never write into them. span is (least, largest, total) count, which a builder
+    that knows its chunk table passes in; otherwise it is computed."""
 
     phase: str
     index: int  # round number within its phase
@@ -31,6 +36,13 @@ class Round:
     dst: np.ndarray
     start: np.ndarray
     count: np.ndarray
+    span: tuple[int, int, int] | None = None
+
+    def __post_init__(self):
+        if self.span is None:
+            c = self.count
+            span = (int(c.min()), int(c.max()), int(c.sum())) if len(c) else (0, 0, 0)
+            object.__setattr__(self, "span", span)
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,24 +84,25 @@ def ring_rounds(rings: np.ndarray, bounds: np.ndarray, phases: tuple[str, str]):
     rings[g] lists ring g's m ranks in ring order (each sends to the next, the last to the
     first); bounds[g] holds the m+1 offsets of ring g's chunks. In reduce-scatter round k
     member i sends chunk (i-k) mod m, in all-gather round k chunk (i+1-k) mod m, as in ring.py's
-    docstring: member i ends the reduce-scatter owning chunk (i+1) mod m."""
+    docstring: member i ends the reduce-scatter owning chunk (i+1) mod m.
+
+    Transfers are ordered member by member (member i of every ring, then member i+1), so
+    that a round's chunks are consecutive rows of one table repeated twice over: every round
+    is a view into it, and all rounds share one src and one dst array."""
     nrings, m = rings.shape
-    src, dst = rings.ravel(), np.roll(rings, -1, axis=1).ravel()
-    starts, sizes = bounds[:, :-1], np.diff(bounds, axis=1)
-    member, row = np.arange(m), np.arange(nrings)[:, None]
+    src, dst = rings.T.ravel(), np.roll(rings, -1, axis=1).T.ravel()
+    # row j of the tables: chunk j mod m of every ring
+    rows = np.arange(2 * m + 1) % m
+    starts = np.ascontiguousarray(bounds[:, :-1].T[rows])
+    sizes = np.ascontiguousarray(np.diff(bounds, axis=1).T[rows])
+    span = (int(sizes.min()), int(sizes.max()), int(sizes[:m].sum())) if m else (0, 0, 0)
     out = ([], [])
-    for rounds, phase, reduce, first in zip(out, phases, (True, False), (member, member + 1)):
+    for rounds, phase, reduce, first in zip(out, phases, (True, False), (0, 1)):
         for k in range(m - 1):
-            chunk = (first - k) % m
+            at = slice(m + first - k, 2 * m + first - k)  # rows (i + first - k) mod m
             rounds.append(
                 make_round(
-                    phase,
-                    k,
-                    reduce,
-                    src,
-                    dst,
-                    starts[row, chunk].ravel(),
-                    sizes[row, chunk].ravel(),
+                    phase, k, reduce, src, dst, starts[at].reshape(-1), sizes[at].reshape(-1), span
                 )
             )
     return out
@@ -100,9 +113,13 @@ def whole(ranks: np.ndarray, nelems: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(len(ranks), dtype=np.int64), np.full(len(ranks), nelems, dtype=np.int64)
 
 
-def make_round(phase, index, reduce, src, dst, start, count) -> Round:
-    # Empty chunks (nelems < p) need no message at all; both ends see the same schedule,
-    # so dropping them here keeps sender and receiver in agreement.
+def make_round(phase, index, reduce, src, dst, start, count, span=None) -> Round:
+    """A Round of these transfers less the empty ones: empty chunks (nelems < p) need no
+    message at all, and both ends see the same schedule, so dropping them here keeps sender
+    and receiver in agreement. Arrays without an empty chunk are kept as they are (views)."""
+    rnd = Round(phase, index, reduce, src, dst, start, count, span)
+    if rnd.span[0] > 0 or not len(count):
+        return rnd
     keep = count > 0
     return Round(phase, index, reduce, src[keep], dst[keep], start[keep], count[keep])
 
@@ -143,10 +160,13 @@ class Algorithm(ABC):
         """Elements each rank sends in one all-reduce, indexed by rank."""
 
     @abstractmethod
-    def time_s(self, topology, world_size: int, nbytes: float, segments=None) -> float | None:
+    def time_s(
+        self, topology, world_size: int, nbytes: float, segments=None, itemsize: int = 1
+    ) -> float | None:
         """The closed-form time on `topology` (ranks placed as it places them), with alpha and
         beta read off the algorithm's own patterns (netsim.algorithms.cost); None where the
-        algorithm has none."""
+        algorithm has none. nbytes is nbytes / itemsize elements: where chunks differ by an
+        element, a round lasts as long as its largest."""
 
     def __repr__(self) -> str:
         return f"<algorithm {self.name}>"

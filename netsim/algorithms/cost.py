@@ -12,6 +12,7 @@ refines.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,12 @@ class AlphaBeta:
 
 
 NONE = AlphaBeta(0.0, 0.0)  # a pattern with no transfers
+
+
+def largest(nbytes: float, parts: int, itemsize: int = 1) -> float:
+    """Bytes of the largest of `parts` near-equal chunks of nbytes / itemsize elements
+    (chunk_bounds: the sizes differ by at most one element)."""
+    return math.ceil(nbytes / itemsize / parts) * itemsize
 
 
 def round_alpha_beta(topology, src_rank, dst_rank, world_size: int) -> AlphaBeta:

@@ -117,7 +117,7 @@ class HalvingDoubling(Algorithm):
         out[folded - 1] += nelems
         return out
 
-    def time_s(self, topology, world_size, nbytes, segments=None) -> float:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float:
         p = world_size
         if p <= 1:
             return 0.0

@@ -61,7 +61,7 @@ from .base import (
     chunk_bounds,
     ring_rounds,
 )
-from .cost import NONE, round_alpha_beta
+from .cost import NONE, largest, round_alpha_beta
 from .ring import member_sent
 
 
@@ -95,7 +95,7 @@ class HierarchicalRing(Algorithm):
         )
         return out
 
-    def time_s(self, topology, world_size, nbytes, segments=None) -> float | None:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float | None:
         p = world_size
         if p <= 1:
             return 0.0
@@ -114,11 +114,9 @@ class HierarchicalRing(Algorithm):
             if N > 1
             else NONE
         )
-        t = (
-            2 * (L - 1) * intra.message_s(nbytes / L)
-            + (L - 1) * nbytes / L * intra.gamma_s_per_byte
-        )
-        piece = nbytes / (L * N)
+        outer = largest(nbytes, L, itemsize)  # the largest of the node's L chunks
+        t = 2 * (L - 1) * intra.message_s(outer) + (L - 1) * outer * intra.gamma_s_per_byte
+        piece = largest(outer, N, itemsize)  # of the largest chunk, cut into N
         return t + 2 * (N - 1) * inter.message_s(piece) + (N - 1) * piece * inter.gamma_s_per_byte
 
 

@@ -21,7 +21,7 @@ class Mpi(Algorithm):
     def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> None:
         return None
 
-    def time_s(self, topology, world_size, nbytes, segments=None) -> None:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> None:
         return None
 
 

@@ -59,7 +59,7 @@ class ParameterServer(Algorithm):
         ).astype(np.int64)
         return nelems - served + (world_size - 1) * served
 
-    def time_s(self, topology, world_size, nbytes, segments=None) -> float:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float:
         p = world_size
         if p <= 1:
             return 0.0

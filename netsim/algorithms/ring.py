@@ -34,12 +34,10 @@ bit-identical.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .base import ALL_GATHER, REDUCE_SCATTER, Algorithm, Schedule, check, chunk_bounds, ring_rounds
-from .cost import round_alpha_beta
+from .cost import largest, round_alpha_beta
 
 
 class Ring(Algorithm):
@@ -58,13 +56,13 @@ class Ring(Algorithm):
         check(world_size, nelems)
         return member_sent(world_size, nelems)
 
-    def time_s(self, topology, world_size, nbytes, segments=None) -> float:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float:
         p = world_size
         if p <= 1:
             return 0.0
         ranks = np.arange(p)
         ab = round_alpha_beta(topology, ranks, (ranks + 1) % p, p)
-        chunk = math.ceil(nbytes / p) if nbytes % p else nbytes / p  # the largest chunk
+        chunk = largest(nbytes, p, itemsize)
         return 2 * (p - 1) * ab.message_s(chunk) + (p - 1) * chunk * ab.gamma_s_per_byte
 
 

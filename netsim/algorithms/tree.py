@@ -56,7 +56,7 @@ class Tree(Algorithm):
             (r > 0).astype(np.int64) + (2 * r + 1 < world_size) + (2 * r + 2 < world_size)
         )
 
-    def time_s(self, topology, world_size, nbytes, segments=None) -> float:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float:
         p = world_size
         if p <= 1:
             return 0.0

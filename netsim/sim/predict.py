@@ -38,9 +38,8 @@ def predict(
     p = world_size
     if not algorithm.scheduled:
         raise InputError(f"{algorithm.label} has no schedule of ours to simulate")
-    schedule = algorithm.schedule(
-        p, nelems, node_of_rank=topology.node_of_rank(p), segments=segments
-    )
+    nodes = topology.node_of_rank(p)
+    schedule = algorithm.schedule(p, nelems, node_of_rank=nodes, segments=segments)
     compute = np.broadcast_to(np.asarray(compute_s, dtype=float), (p,)).copy()
     sim = simulate.simulate(
         schedule, topology, itemsize, start_s=compute, gamma_s_per_byte=gamma_s_per_byte
@@ -57,7 +56,9 @@ def predict(
         "topology": topology.name,
         "allreduce_time_s_median": collective_s,
         "algbw_bytes_per_s": nbytes / collective_s if collective_s > 0 else None,
-        "bytes_sent_per_step_by_rank": (schedule.elements_sent() * itemsize).tolist(),
+        "bytes_sent_per_step_by_rank": (
+            algorithm.elements_sent(p, nelems, node_of_rank=nodes, segments=segments) * itemsize
+        ).tolist(),
         "per_step_mean_by_rank": {
             "compute_s": compute.tolist(),
             "comm_s": comm.tolist(),
@@ -66,7 +67,9 @@ def predict(
         },
         "step_time_s": step_s,
         "comm_share": float(np.mean(comm) / step_s) if step_s > 0 else 0.0,
-        "closed_form_s": algorithm.time_s(topology, p, nbytes, segments=segments),
+        "closed_form_s": algorithm.time_s(
+            topology, p, nbytes, segments=segments, itemsize=itemsize
+        ),
     }
     out["busbw_bytes_per_s"] = (
         out["algbw_bytes_per_s"] * 2 * (p - 1) / p if out["algbw_bytes_per_s"] else None

@@ -81,3 +81,24 @@ def test_chunk_bounds_cover_buffer_evenly():
 def test_ring_rejects_bad_arguments(bad):
     with pytest.raises(InputError):
         RING.schedule(*bad)
+
+
+def schedule_bytes(schedule):
+    """Bytes of the distinct arrays a schedule holds: views count once, by what they view."""
+    seen = {}
+    for r in schedule.rounds:
+        for a in (r.src, r.dst, r.start, r.count):
+            base = a if a.base is None else a.base
+            seen[id(base)] = base.nbytes
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("nelems", [10**8, 10**8 + 7])  # even chunks, and a prime's
+def test_a_ring_schedule_takes_memory_linear_in_ranks(nelems):
+    """2(p-1) rounds of p transfers each, in O(p) memory: the rounds share src and dst and
+    view their chunks in one table."""
+    small, large = RING.schedule(1024, nelems), RING.schedule(32768, nelems)
+    assert len(large.rounds) == 2 * 32767
+    assert schedule_bytes(large) <= 40 * schedule_bytes(small)  # 32 times the ranks
+    assert schedule_bytes(large) < 200 * 32768
+    assert large.rounds[5].span == (nelems // 32768, -(-nelems // 32768), nelems)

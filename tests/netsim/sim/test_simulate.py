@@ -174,3 +174,37 @@ def test_sweep_scaling_efficiency_falls_with_communication():
     eff = {(r["world_size"], r["algorithm"]): r["scaling_efficiency"] for r in rows}
     assert all(0 < e <= 1 for e in eff.values())
     assert eff[(256, "hierarchical-ring")] > eff[(256, "ring")]  # fewer slow inter-node rounds
+
+
+def test_ranks_that_part_ways_are_followed_one_by_one_and_agree_with_lockstep_when_they_meet():
+    """A straggler makes the simulator follow every rank (it may then be faster than the
+    closed form, never slower than it would be from the straggler's start); on time, the
+    same ring runs in lockstep and equals the closed form."""
+    topo = nodes_on_one_switch(8)
+    sched = RING.schedule(8, 8 * 1000 + 3)  # chunks of 1000 and 1001 elements
+    on_time = simulate.simulate(sched, topo).time_s
+    closed = algorithms.get("ring").time_s(topo, 8, (8 * 1000 + 3) * 4, itemsize=4)
+    assert on_time == pytest.approx(closed, rel=1e-12)
+    late = simulate.simulate(sched, topo, start_s=[0, 0, 0, 1e-3, 0, 0, 0, 0])
+    assert 1e-3 < late.time_s <= 1e-3 + on_time * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("name,nodes", [("ring", 4096), ("hierarchical-ring", 16384)])
+def test_32768_and_131072_rank_rings_are_simulated_and_equal_their_closed_forms(name, nodes):
+    topo = topology.parse(
+        {
+            "name": "big",
+            "nodes": nodes,
+            "gpus_per_node": 8,
+            "placement": "block",
+            "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 3600, "latency_us": 0.7},
+            "nic": {"count": 8, "bandwidth_gbit_per_s": 400, "latency_us": 1.2},
+            "network": {"kind": "switch", "latency_us": 0.5},
+        }
+    )
+    p, nelems = topo.gpus, 100_000_007  # a prime: chunks differ by one element
+    out = predict.predict(topo, algorithms.get(name), p, nelems)
+    assert out["allreduce_time_s_median"] == pytest.approx(out["closed_form_s"], rel=1e-9)
+    assert sum(out["bytes_sent_per_step_by_rank"]) == pytest.approx(
+        algorithms.get(name).elements_sent(p, nelems, topo.node_of_rank(p)).sum() * 4
+    )
