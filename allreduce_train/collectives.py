@@ -138,10 +138,13 @@ def make_allreduce(
     *,
     node_of_rank=None,
     segments=None,
+    channels: int = 1,
 ):
-    """This rank's all-reduce by `algorithm`; node_of_rank and segments are the context the
-    algorithms take (netsim.algorithms.base.Algorithm)."""
-    schedule = algorithm.schedule(world_size, nelems, node_of_rank=node_of_rank, segments=segments)
+    """This rank's all-reduce by `algorithm`; node_of_rank, segments and channels are the
+    context the algorithms take (netsim.algorithms.base.Algorithm)."""
+    schedule = algorithm.schedule(
+        world_size, nelems, node_of_rank=node_of_rank, segments=segments, channels=channels
+    )
     if schedule is None:
         return NativeAllreduce(transport)
     return ScheduleAllreduce(schedule, rank, transport, xp, dtype)

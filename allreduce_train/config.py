@@ -53,6 +53,7 @@ class Config:
     record: bool = True  # per-step records and reports (off only to measure their cost)
     trace_steps: str = "1-3"  # steps drawn in timeline.json: "A-B,C", or "none"
     ranks_per_node: int | None = None  # pretend nodes of this many ranks (default: real hosts)
+    channels: int = 1  # rings (or trees, ...) side by side on slices of the buffer, as NCCL's
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
 
     def __post_init__(self):
@@ -95,6 +96,7 @@ class Config:
             self.ranks_per_node is None or self.ranks_per_node >= 1,
             f"--ranks-per-node must be positive, got {self.ranks_per_node}",
         )
+        need(self.channels >= 1, f"--channels must be positive, got {self.channels}")
         _ = self.traced_steps, self.straggler_spec  # parsed, or a UsageError naming the option
         if self.layers is not None:
             need(

@@ -78,6 +78,7 @@ class Trainer:
             self.dtype,
             node_of_rank=self.node_of_rank,
             segments=self.model.layer_segments,
+            channels=cfg.channels,
         )
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         straggler = cfg.straggler_spec

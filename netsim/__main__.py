@@ -66,6 +66,13 @@ def parser() -> argparse.ArgumentParser:
             metavar="MS",
             help="compute time per step before the all-reduce (default: 0)",
         )
+        c.add_argument(
+            "--channels",
+            type=int,
+            default=1,
+            metavar="C",
+            help="channels side by side on slices of the buffer (default: %(default)s)",
+        )
         return c
 
     c = sized(

@@ -41,6 +41,7 @@ def predict(args) -> int:
         args.params,
         _itemsize(args),
         args.compute_ms / 1e3,
+        channels=args.channels,
     )
     print(json.dumps(out, indent=2) if args.json else prediction.prediction_text(out))
     return 0
@@ -64,6 +65,7 @@ def sweep(args) -> int:
         args.params,
         _itemsize(args),
         args.compute_ms / 1e3,
+        channels=args.channels,
     )
     print(json.dumps(rows, indent=2) if args.json else prediction.sweep_text(topo, rows, args))
     if args.plot:

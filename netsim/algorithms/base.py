@@ -124,11 +124,76 @@ def make_round(phase, index, reduce, src, dst, start, count, span=None) -> Round
     return Round(phase, index, reduce, src[keep], dst[keep], start[keep], count[keep])
 
 
-def check(world_size: int, nelems: int) -> None:
+def check(world_size: int, nelems: int, channels: int = 1) -> None:
     if world_size < 1:
         raise InputError(f"world_size must be >= 1, got {world_size}")
     if nelems < 0:
         raise InputError(f"nelems must be >= 0, got {nelems}")
+    if isinstance(channels, bool) or not isinstance(channels, int | np.integer) or channels < 1:
+        raise InputError(f"channels must be a positive integer, got {channels!r}")
+
+
+def node_layout(world_size: int, node_of_rank) -> np.ndarray:
+    """(N, L) array of ranks: row m is the m-th node (in order of first appearance), its
+    ranks in increasing order."""
+    if node_of_rank is None:
+        return np.arange(world_size, dtype=np.int64)[None, :]
+    nodes = list(node_of_rank)
+    if len(nodes) != world_size:
+        raise InputError(f"node_of_rank has {len(nodes)} entries for {world_size} ranks")
+    members: dict = {}
+    for rank, node in enumerate(nodes):
+        members.setdefault(node, []).append(rank)
+    if len({len(ranks) for ranks in members.values()}) > 1:
+        counts = ", ".join(f"node {node}: {len(ranks)}" for node, ranks in members.items())
+        raise InputError(
+            f"hierarchical-ring needs the same number of ranks on every node, "
+            f"got ranks per node {counts}"
+        )
+    return np.array(list(members.values()), dtype=np.int64)
+
+
+# --- channels ------------------------------------------------------------------------------
+#
+# C channels run C copies of an algorithm side by side on the C near-equal slices of the
+# buffer (chunk_bounds(n, C)), as NCCL's channels do: round k of the schedule is round k of
+# every channel (rounds depend on the ranks, not on the length, so they match). The bytes
+# are the same as with one channel; what channels change is which links carry them: a ring
+# whose channels leave each node through different NICs (ring.rail_orders) uses them all.
+
+
+def side_by_side(algorithm: str, world_size: int, nelems: int, parts) -> Schedule:
+    """One schedule of the channels' schedules `parts` ([(schedule of a slice, its first
+    element)]): round k of each, shifted to its slice, in one round."""
+    rounds = []
+    for group in zip(*(s.rounds for s, _ in parts)):
+        first = group[0]
+        rounds.append(
+            make_round(
+                first.phase,
+                first.index,
+                first.reduce,
+                np.concatenate([r.src for r in group]),
+                np.concatenate([r.dst for r in group]),
+                np.concatenate([r.start + at for r, (_, at) in zip(group, parts)]),
+                np.concatenate([r.count for r in group]),
+            )
+        )
+    return Schedule(algorithm, world_size, nelems, tuple(rounds))
+
+
+def in_slice(segments, nelems: int, lo: int, hi: int):
+    """Segments ((start, count) pairs tiling the buffer of nelems) cut to [lo, hi), shifted
+    to start at 0: they tile the slice (None stays None; the whole buffer stays as it is)."""
+    if segments is None or (lo, hi) == (0, nelems):
+        return segments
+    tiling(segments, nelems)
+    out = []
+    for start, count in segments:
+        a, b = max(start, lo), min(start + count, hi)
+        if a < b or (count == 0 and lo <= start < hi):
+            out.append((a - lo, max(b - a, 0)))
+    return out or [(0, hi - lo)]
 
 
 class Algorithm(ABC):
@@ -147,26 +212,86 @@ class Algorithm(ABC):
     formula: str | None  # the elements each rank sends, as people write it
     scheduled = True  # its messages are a schedule of ours: recorded, counted, simulated
 
-    @abstractmethod
     def schedule(
-        self, world_size: int, nelems: int, node_of_rank=None, segments=None
+        self, world_size: int, nelems: int, node_of_rank=None, segments=None, channels: int = 1
     ) -> Schedule | None:
-        """The rounds of one all-reduce of nelems elements on world_size ranks."""
+        """The rounds of one all-reduce of nelems elements on world_size ranks, in
+        `channels` channels side by side (one_channel's schedule on each slice)."""
+        check(world_size, nelems, channels)
+        bounds = chunk_bounds(nelems, channels)
+        parts = [
+            (
+                self.channel_schedule(
+                    world_size, int(hi - lo), node_of_rank, in_slice(segments, nelems, lo, hi)
+                ),
+                lo,
+            )
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ]
+        if parts[0][0] is None or channels == 1:
+            return parts[0][0]
+        return side_by_side(self.name, world_size, nelems, parts)
 
     @abstractmethod
+    def channel_schedule(
+        self, world_size: int, nelems: int, node_of_rank=None, segments=None
+    ) -> Schedule | None:
+        """The rounds of one channel: an all-reduce of nelems elements on world_size ranks."""
+
     def elements_sent(
+        self, world_size: int, nelems: int, node_of_rank=None, segments=None, channels: int = 1
+    ) -> np.ndarray | None:
+        """Elements each rank sends in one all-reduce, indexed by rank: the channels' sum."""
+        check(world_size, nelems, channels)
+        bounds = chunk_bounds(nelems, channels)
+        counts = [
+            self.channel_elements_sent(
+                world_size, int(hi - lo), node_of_rank, in_slice(segments, nelems, lo, hi)
+            )
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ]
+        return None if counts[0] is None else np.sum(counts, axis=0)
+
+    @abstractmethod
+    def channel_elements_sent(
         self, world_size: int, nelems: int, node_of_rank=None, segments=None
     ) -> np.ndarray | None:
-        """Elements each rank sends in one all-reduce, indexed by rank."""
+        """Elements each rank sends in one channel of nelems elements."""
 
     @abstractmethod
     def time_s(
-        self, topology, world_size: int, nbytes: float, segments=None, itemsize: int = 1
+        self,
+        topology,
+        world_size: int,
+        nbytes: float,
+        segments=None,
+        itemsize: int = 1,
+        channels: int = 1,
     ) -> float | None:
         """The closed-form time on `topology` (ranks placed as it places them), with alpha and
         beta read off the algorithm's own patterns (netsim.algorithms.cost); None where the
         algorithm has none. nbytes is nbytes / itemsize elements: where chunks differ by an
-        element, a round lasts as long as its largest."""
+        element, a round lasts as long as its largest. Channels whose patterns are the same
+        share the same links, so C of them on n/C take as long as one on n: an algorithm
+        that spreads its channels over other links (the ring) says so in its own form."""
 
     def __repr__(self) -> str:
         return f"<algorithm {self.name}>"
+
+
+def tiling(segments, nelems: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, counts) of segments ((start, count) pairs), which must tile [0, nelems)."""
+    seg = np.asarray(segments, dtype=np.int64).reshape(-1, 2)
+    starts, counts = seg[:, 0], seg[:, 1]
+    order = np.lexsort((counts, starts))  # by start; an empty segment before its neighbour
+    ends = (starts + counts)[order]
+    if (
+        (counts < 0).any()
+        or (starts[order] != np.concatenate([[0], ends[:-1]])).any()
+        or (ends[-1] if len(ends) else 0) != nelems
+    ):
+        raise InputError(
+            f"segments must be (start, count) pairs tiling [0, {nelems}) without "
+            f"gaps or overlaps, got {seg.tolist()}"
+        )
+    return starts, counts

@@ -57,7 +57,7 @@ class HalvingDoubling(Algorithm):
     name, label = "halving-doubling", "halving-doubling all-reduce"
     formula = "2(p-1)/p x n (p a power of two)"
 
-    def schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
+    def channel_schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
         check(world_size, nelems)
         p, q, folded, active = _fold(world_size)
         bounds = chunk_bounds(nelems, q)
@@ -101,7 +101,9 @@ class HalvingDoubling(Algorithm):
             rounds.append(make_round(UNFOLD, 0, False, folded - 1, folded, *whole(folded, nelems)))
         return Schedule(self.name, p, nelems, tuple(rounds))
 
-    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:
+    def channel_elements_sent(
+        self, world_size, nelems, node_of_rank=None, segments=None
+    ) -> np.ndarray:
         check(world_size, nelems)
         p, q, folded, active = _fold(world_size)
         sizes = np.diff(chunk_bounds(nelems, q))
@@ -117,7 +119,7 @@ class HalvingDoubling(Algorithm):
         out[folded - 1] += nelems
         return out
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1) -> float:
         p = world_size
         if p <= 1:
             return 0.0

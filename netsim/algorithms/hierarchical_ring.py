@@ -59,6 +59,7 @@ from .base import (
     Schedule,
     check,
     chunk_bounds,
+    node_layout,
     ring_rounds,
 )
 from .cost import NONE, largest, round_alpha_beta
@@ -69,22 +70,39 @@ class HierarchicalRing(Algorithm):
     name, label = "hierarchical-ring", "hierarchical ring all-reduce"
     formula = "2(L-1)/L x n inside a node + 2(N-1)/N x n/L between nodes"
 
-    def schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
-        check(world_size, nelems)
+    def schedule(self, world_size, nelems, node_of_rank=None, segments=None, channels=1):
+        """Every phase's rings of every channel side by side: the intra-node rings of all
+        nodes and channels in one round, then the inter-node rings, as views (ring_rounds)."""
+        check(world_size, nelems, channels)
         layout = node_layout(world_size, node_of_rank)  # (N, L): node m's ranks in rank order
         nnodes, local = layout.shape
-        outer = chunk_bounds(nelems, local)
-        intra_rs, intra_ag = ring_rounds(
-            layout, np.tile(outer, (nnodes, 1)), (INTRA_REDUCE_SCATTER, INTRA_ALL_GATHER)
-        )
+        slices = chunk_bounds(nelems, channels)
+        outer, inner = [], []
         owned = (np.arange(local) + 1) % local  # chunk each local rank owns after step 1
-        inner = np.array([outer[c] + chunk_bounds(outer[c + 1] - outer[c], nnodes) for c in owned])
-        inter_rs, inter_ag = ring_rounds(layout.T, inner, (INTER_REDUCE_SCATTER, INTER_ALL_GATHER))
+        for lo, hi in zip(slices[:-1], slices[1:]):
+            bounds = lo + chunk_bounds(int(hi - lo), local)
+            outer.append(np.tile(bounds, (nnodes, 1)))
+            inner += [
+                bounds[c] + chunk_bounds(int(bounds[c + 1] - bounds[c]), nnodes) for c in owned
+            ]
+        intra_rs, intra_ag = ring_rounds(
+            np.tile(layout, (channels, 1)),
+            np.concatenate(outer),
+            (INTRA_REDUCE_SCATTER, INTRA_ALL_GATHER),
+        )
+        inter_rs, inter_ag = ring_rounds(
+            np.tile(layout.T, (channels, 1)),
+            np.array(inner),
+            (INTER_REDUCE_SCATTER, INTER_ALL_GATHER),
+        )
         return Schedule(
             self.name, world_size, nelems, tuple(intra_rs + inter_rs + inter_ag + intra_ag)
         )
 
-    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:
+    def channel_schedule(self, world_size, nelems, node_of_rank=None, segments=None):
+        return self.schedule(world_size, nelems, node_of_rank)
+
+    def channel_elements_sent(self, world_size, nelems, node_of_rank=None, segments=None):
         check(world_size, nelems)
         layout = node_layout(world_size, node_of_rank)
         nnodes, local = layout.shape
@@ -95,7 +113,7 @@ class HierarchicalRing(Algorithm):
         )
         return out
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float | None:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1):
         p = world_size
         if p <= 1:
             return 0.0
@@ -104,40 +122,27 @@ class HierarchicalRing(Algorithm):
         except InputError:  # uneven nodes: the algorithm does not run there
             return None
         N, L = local.shape
+        # every channel's rings run on the same ranks: C copies of each pattern share links
+        src = np.tile(local.ravel(), channels)
         intra = (
-            round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=1).ravel(), p)
+            round_alpha_beta(
+                topology, src, np.tile(np.roll(local, -1, axis=1).ravel(), channels), p
+            )
             if L > 1
             else NONE
         )
         inter = (
-            round_alpha_beta(topology, local.ravel(), np.roll(local, -1, axis=0).ravel(), p)
+            round_alpha_beta(
+                topology, src, np.tile(np.roll(local, -1, axis=0).ravel(), channels), p
+            )
             if N > 1
             else NONE
         )
-        outer = largest(nbytes, L, itemsize)  # the largest of the node's L chunks
+        # the largest of a node's L chunks of the largest channel
+        outer = largest(largest(nbytes, channels, itemsize), L, itemsize)
         t = 2 * (L - 1) * intra.message_s(outer) + (L - 1) * outer * intra.gamma_s_per_byte
         piece = largest(outer, N, itemsize)  # of the largest chunk, cut into N
         return t + 2 * (N - 1) * inter.message_s(piece) + (N - 1) * piece * inter.gamma_s_per_byte
-
-
-def node_layout(world_size: int, node_of_rank) -> np.ndarray:
-    """(N, L) array of ranks: row m is the m-th node (in order of first appearance), its
-    ranks in increasing order."""
-    if node_of_rank is None:
-        return np.arange(world_size, dtype=np.int64)[None, :]
-    nodes = list(node_of_rank)
-    if len(nodes) != world_size:
-        raise InputError(f"node_of_rank has {len(nodes)} entries for {world_size} ranks")
-    members: dict = {}
-    for rank, node in enumerate(nodes):
-        members.setdefault(node, []).append(rank)
-    if len({len(ranks) for ranks in members.values()}) > 1:
-        counts = ", ".join(f"node {node}: {len(ranks)}" for node, ranks in members.items())
-        raise InputError(
-            f"hierarchical-ring needs the same number of ranks on every node, "
-            f"got ranks per node {counts}"
-        )
-    return np.array(list(members.values()), dtype=np.int64)
 
 
 HIERARCHICAL_RING = HierarchicalRing()

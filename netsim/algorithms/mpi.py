@@ -15,13 +15,13 @@ class Mpi(Algorithm):
     name, label, formula = "mpi", "MPI_Allreduce", None
     scheduled = False
 
-    def schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> None:
+    def channel_schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> None:
         return None
 
-    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> None:
+    def channel_elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> None:
         return None
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> None:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1) -> None:
         return None
 
 

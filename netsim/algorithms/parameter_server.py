@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netsim.errors import InputError
-
-from .base import PULL, PUSH, Algorithm, Schedule, check, chunk_bounds, make_round
+from .base import PULL, PUSH, Algorithm, Schedule, check, chunk_bounds, make_round, tiling
 from .cost import path_alpha_beta
 
 
@@ -35,7 +33,7 @@ class ParameterServer(Algorithm):
     name, label = "parameter-server", "parameter-server all-reduce"
     formula = "(n - S_r) + (p-1) S_r, S_r the segments rank r serves"
 
-    def schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
+    def channel_schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
         check(world_size, nelems)
         p = world_size
         starts, counts = _segments(nelems, p, segments)
@@ -51,7 +49,9 @@ class ParameterServer(Algorithm):
         pull = make_round(PULL, 0, False, server, rank, starts[seg], counts[seg])
         return Schedule(self.name, p, nelems, (push, pull))
 
-    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:
+    def channel_elements_sent(
+        self, world_size, nelems, node_of_rank=None, segments=None
+    ) -> np.ndarray:
         check(world_size, nelems)
         _, counts = _segments(nelems, world_size, segments)
         served = np.bincount(
@@ -59,7 +59,7 @@ class ParameterServer(Algorithm):
         ).astype(np.int64)
         return nelems - served + (world_size - 1) * served
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1) -> float:
         p = world_size
         if p <= 1:
             return 0.0
@@ -82,24 +82,7 @@ def _segments(nelems: int, p: int, segments) -> tuple[np.ndarray, np.ndarray]:
     if segments is None:
         bounds = chunk_bounds(nelems, p)
         return bounds[:-1], np.diff(bounds)
-    return _check_segments(segments, nelems)
-
-
-def _check_segments(segments, nelems: int) -> tuple[np.ndarray, np.ndarray]:
-    seg = np.asarray(segments, dtype=np.int64).reshape(-1, 2)
-    starts, counts = seg[:, 0], seg[:, 1]
-    order = np.lexsort((counts, starts))  # by start; an empty segment before its neighbour
-    ends = (starts + counts)[order]
-    if (
-        (counts < 0).any()
-        or (starts[order] != np.concatenate([[0], ends[:-1]])).any()
-        or (ends[-1] if len(ends) else 0) != nelems
-    ):
-        raise InputError(
-            f"segments must be (start, count) pairs tiling [0, {nelems}) without "
-            f"gaps or overlaps, got {seg.tolist()}"
-        )
-    return starts, counts
+    return tiling(segments, nelems)
 
 
 PARAMETER_SERVER = ParameterServer()

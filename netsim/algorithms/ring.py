@@ -36,34 +36,78 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ALL_GATHER, REDUCE_SCATTER, Algorithm, Schedule, check, chunk_bounds, ring_rounds
+from netsim.errors import InputError
+
+from .base import (
+    ALL_GATHER,
+    REDUCE_SCATTER,
+    Algorithm,
+    Schedule,
+    check,
+    chunk_bounds,
+    node_layout,
+    ring_rounds,
+)
 from .cost import largest, round_alpha_beta
 
 
 class Ring(Algorithm):
     name, label, formula = "ring", "ring all-reduce", "2(p-1)/p x n"
 
-    def schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
-        check(world_size, nelems)
+    def schedule(self, world_size, nelems, node_of_rank=None, segments=None, channels=1):
+        """C rings side by side on the C slices of the buffer, laid out by rail_orders."""
+        check(world_size, nelems, channels)
+        slices = chunk_bounds(nelems, channels)
+        bounds = slices[:-1, None] + np.array(
+            [chunk_bounds(int(hi - lo), world_size) for lo, hi in zip(slices[:-1], slices[1:])]
+        )
         rs, ag = ring_rounds(
-            np.arange(world_size, dtype=np.int64)[None, :],
-            chunk_bounds(nelems, world_size)[None, :],
-            (REDUCE_SCATTER, ALL_GATHER),
+            rail_orders(world_size, node_of_rank, channels), bounds, (REDUCE_SCATTER, ALL_GATHER)
         )
         return Schedule(self.name, world_size, nelems, tuple(rs + ag))
 
-    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:
-        check(world_size, nelems)
+    def channel_schedule(self, world_size, nelems, node_of_rank=None, segments=None):
+        return self.schedule(world_size, nelems)
+
+    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None, channels=1):
+        check(world_size, nelems, channels)
+        slices = chunk_bounds(nelems, channels)
+        out = np.zeros(world_size, dtype=np.int64)
+        for order, lo, hi in zip(
+            rail_orders(world_size, node_of_rank, channels), slices, slices[1:]
+        ):
+            out[order] += member_sent(world_size, int(hi - lo))
+        return out
+
+    def channel_elements_sent(self, world_size, nelems, node_of_rank=None, segments=None):
         return member_sent(world_size, nelems)
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1):
         p = world_size
         if p <= 1:
             return 0.0
-        ranks = np.arange(p)
-        ab = round_alpha_beta(topology, ranks, (ranks + 1) % p, p)
-        chunk = largest(nbytes, p, itemsize)
+        orders = rail_orders(p, topology.node_of_rank(p), channels)
+        ab = round_alpha_beta(topology, orders.ravel(), np.roll(orders, -1, axis=1).ravel(), p)
+        chunk = largest(largest(nbytes, channels, itemsize), p, itemsize)
         return 2 * (p - 1) * ab.message_s(chunk) + (p - 1) * chunk * ab.gamma_s_per_byte
+
+
+def rail_orders(world_size: int, node_of_rank=None, channels: int = 1) -> np.ndarray:
+    """(C, p): the ranks of channel c's ring in ring order, laid out as NCCL lays out its
+    rings. One channel is the ring in rank order. With more, channel c visits the nodes in
+    order and, inside each node, its ranks from the c-th on (local ranks c, c+1, ..., c-1,
+    mod L): it enters every node at local rank c and leaves it from local rank c-1, so on a
+    node of one NIC per GPU each channel crosses the node boundaries on a rail of its own
+    (with PXN routing, `network.kind = "rails"`: NIC c out, NIC c in; NVIDIA/nccl
+    src/graph/search.cc, NET n -> GPU ... -> NET n per channel). Nodes of unequal size are
+    taken as one."""
+    if channels == 1:
+        return np.arange(world_size, dtype=np.int64)[None, :]
+    try:
+        layout = node_layout(world_size, node_of_rank)
+    except InputError:
+        layout = np.arange(world_size, dtype=np.int64)[None, :]
+    return np.stack([np.roll(layout, -c, axis=1).ravel() for c in range(channels)])
 
 
 def member_sent(members: int, nelems: int) -> np.ndarray:

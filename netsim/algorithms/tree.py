@@ -32,7 +32,7 @@ class Tree(Algorithm):
     name, label = "tree", "binary tree all-reduce"
     formula = "n to the parent and n to each child"
 
-    def schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
+    def channel_schedule(self, world_size, nelems, node_of_rank=None, segments=None) -> Schedule:
         check(world_size, nelems)
         child = np.arange(1, world_size, dtype=np.int64)
         parent = (child - 1) // 2
@@ -49,14 +49,16 @@ class Tree(Algorithm):
         ]
         return Schedule(self.name, world_size, nelems, tuple(up + down))
 
-    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> np.ndarray:
+    def channel_elements_sent(
+        self, world_size, nelems, node_of_rank=None, segments=None
+    ) -> np.ndarray:
         check(world_size, nelems)
         r = np.arange(world_size)
         return nelems * (
             (r > 0).astype(np.int64) + (2 * r + 1 < world_size) + (2 * r + 2 < world_size)
         )
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1) -> float:
+    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1) -> float:
         p = world_size
         if p <= 1:
             return 0.0

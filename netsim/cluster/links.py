@@ -11,9 +11,17 @@ switch, a two-level fat-tree, or a ring/torus of nodes. The links of one route:
 
     network      links between nic.up and nic.down                 switches crossed
     switch       none (nic.up ends at the switch, nic.down leaves it)      1
+    rails        none: NIC k of every node on rail switch k                1
     fat-tree     leafA.spine.up, leafB.spine.down if the leaves differ     3 (1 in one leaf)
     ring, torus  nodeN.dimD+ / nodeN.dimD-: node N to its next / previous  one per hop
                  node along dimension D (C order, dimensions of size 1 dropped)
+
+A rail-optimised fabric (`rails`) never changes rail: a flow between nodes leaves through
+the NIC on its destination GPU's rail, as NCCL's PXN sends it (NVIDIA/nccl, NCCL_PXN_DISABLE
+unset: the data crosses NVLink to the GPU beside that NIC first). Its route is then
+    GPU -gpu.up-> [proxy gpu.down] -> nic.up (destination's rail) -> nic.down -gpu.down-> GPU
+with the proxy (the first GPU of that rail on the sending node) only where the sender's
+own NIC is on another rail.
 
 Latency is charged once per thing crossed, on one link of it, so a path's latency is the
 sum over its links: gpu.up carries the intra-node fabric's latency (its switch; a PCIe
@@ -62,6 +70,7 @@ class Layout:
     per_leaf: int  # nodes per fat-tree leaf; 0: not a fat-tree
     dims: tuple[int, ...]  # ring/torus sizes longer than 1, C order (last fastest)
     fabric: bool  # a shared nodeN.fabric link inside every node
+    rails: bool = False  # rail-optimised: flows between nodes stay on the destination's rail
 
     @classmethod
     def of(cls, spec: dict) -> Layout:
@@ -76,6 +85,7 @@ class Layout:
             net.get("nodes_per_leaf", 0) if kind == "fat-tree" else 0,
             tuple(d for d in dims if d > 1),
             "aggregate_bandwidth_gbit_per_s" in intra,
+            kind == "rails",
         )
 
     @functools.cached_property
@@ -168,8 +178,16 @@ class Layout:
             cols.append(np.where(cross, b["pcie.up"] + src_node * switches + src_sw, -1))
             tail.insert(0, np.where(cross, b["pcie.down"] + dst_node * switches + dst_sw, -1))
         if self.nics:
-            src_nic = src_node * self.nics + src % gpn * self.nics // gpn
-            dst_nic = dst_node * self.nics + dst % gpn * self.nics // gpn
+            src_rail, dst_rail = src % gpn * self.nics // gpn, dst % gpn * self.nics // gpn
+            if self.rails:  # PXN: over NVLink to the GPU beside the destination's rail NIC
+                proxy = remote & (src_rail != dst_rail)
+                cols.append(
+                    np.where(
+                        proxy, b["gpu.down"] + src_node * gpn + dst_rail * gpn // self.nics, -1
+                    )
+                )
+                src_rail = dst_rail
+            src_nic, dst_nic = src_node * self.nics + src_rail, dst_node * self.nics + dst_rail
             cols.append(np.where(remote, b["nic.up"] + src_nic, -1))
             tail.insert(0, np.where(remote, b["nic.down"] + dst_nic, -1))
             if self.per_leaf:

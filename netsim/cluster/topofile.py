@@ -108,6 +108,7 @@ _TABLES = {
         {"latency_us": _non_negative},
         {
             "switch": {},
+            "rails": {},
             "fat-tree": {"nodes_per_leaf": _count, "oversubscription": _oversubscription},
             "ring": {},
             "torus": {"dims": _dims},

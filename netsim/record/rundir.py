@@ -71,6 +71,16 @@ def read_steps(run_dir: str, rank: int) -> list[dict]:
     return stepfile.read(step_file(run_dir, rank))
 
 
+def allreduce_context(config: dict) -> dict:
+    """The context of a run's all-reduce as config.json records it, for its algorithm's
+    schedule and byte count: node_of_rank, segments (per layer) and channels."""
+    return {
+        "node_of_rank": config["node_of_rank"],
+        "segments": config.get("segments"),
+        "channels": config["config"].get("channels", 1),
+    }
+
+
 _REQUIRED = ("world_size", "config", "nparams", "buffer_bytes", "node_of_rank")
 
 

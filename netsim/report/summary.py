@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from netsim.record import rundir
+
 from .traffic import Traffic
 
 
@@ -78,10 +80,7 @@ def _nanmean(a) -> float | None:
 def analytic_bytes(config: dict, traffic: Traffic) -> list[int] | None:
     """What the run's algorithm says each rank sends per step (None: not observable)."""
     elements = traffic.algorithm.elements_sent(
-        traffic.world_size,
-        config["nparams"],
-        node_of_rank=config["node_of_rank"],
-        segments=config.get("segments"),
+        traffic.world_size, config["nparams"], **rundir.allreduce_context(config)
     )
     itemsize = config["buffer_bytes"] // config["nparams"] if config["nparams"] else 0
     return None if elements is None else (elements * itemsize).tolist()

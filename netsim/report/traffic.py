@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netsim import algorithms
+from netsim.record import rundir
 
 _PER_RANK = (
     "epoch",
@@ -127,10 +128,7 @@ def merge(config: dict, records: list[list[dict]], complete: bool) -> Traffic:
             dtype=np.int64,
         ).reshape(-1, 5)
         traffic.schedule = algorithm.schedule(
-            p,
-            config["nparams"],
-            node_of_rank=config["node_of_rank"],
-            segments=config.get("segments"),
+            p, config["nparams"], **rundir.allreduce_context(config)
         )
         _rounds(traffic, traffic.schedule, rows, offsets)
     return traffic

@@ -30,6 +30,7 @@ def predict(
     compute_s=0.0,
     segments=None,
     gamma_s_per_byte: float | None = None,
+    channels: int = 1,
 ) -> dict:
     """One training step: every rank computes (compute_s: one value or one per rank), then
     the all-reduce runs on the topology. The collective's own time starts when the last
@@ -39,7 +40,8 @@ def predict(
     if not algorithm.scheduled:
         raise InputError(f"{algorithm.label} has no schedule of ours to simulate")
     nodes = topology.node_of_rank(p)
-    schedule = algorithm.schedule(p, nelems, node_of_rank=nodes, segments=segments)
+    context = {"node_of_rank": nodes, "segments": segments, "channels": channels}
+    schedule = algorithm.schedule(p, nelems, **context)
     compute = np.broadcast_to(np.asarray(compute_s, dtype=float), (p,)).copy()
     sim = simulate.simulate(
         schedule, topology, itemsize, start_s=compute, gamma_s_per_byte=gamma_s_per_byte
@@ -57,7 +59,7 @@ def predict(
         "allreduce_time_s_median": collective_s,
         "algbw_bytes_per_s": nbytes / collective_s if collective_s > 0 else None,
         "bytes_sent_per_step_by_rank": (
-            algorithm.elements_sent(p, nelems, node_of_rank=nodes, segments=segments) * itemsize
+            algorithm.elements_sent(p, nelems, **context) * itemsize
         ).tolist(),
         "per_step_mean_by_rank": {
             "compute_s": compute.tolist(),
@@ -68,7 +70,7 @@ def predict(
         "step_time_s": step_s,
         "comm_share": float(np.mean(comm) / step_s) if step_s > 0 else 0.0,
         "closed_form_s": algorithm.time_s(
-            topology, p, nbytes, segments=segments, itemsize=itemsize
+            topology, p, nbytes, segments=segments, itemsize=itemsize, channels=channels
         ),
     }
     out["busbw_bytes_per_s"] = (
@@ -106,7 +108,13 @@ def errors(measured: dict, predicted: dict) -> dict:
 
 
 def sweep(
-    topology, algorithms, world_sizes, nelems: int, itemsize: int = 4, compute_s: float = 0.0
+    topology,
+    algorithms,
+    world_sizes,
+    nelems: int,
+    itemsize: int = 4,
+    compute_s: float = 0.0,
+    channels: int = 1,
 ) -> list[dict]:
     """Weak scaling: the same per-rank compute at every size; efficiency = compute / step time
     (1 when communication costs nothing)."""
@@ -114,7 +122,7 @@ def sweep(
     for p in world_sizes:
         for algorithm in algorithms:
             try:
-                r = predict(topology, algorithm, p, nelems, itemsize, compute_s)
+                r = predict(topology, algorithm, p, nelems, itemsize, compute_s, channels=channels)
             except InputError as exc:  # e.g. a hierarchical ring on uneven nodes
                 rows.append({"world_size": p, "algorithm": algorithm.name, "error": str(exc)})
                 continue
@@ -142,9 +150,18 @@ def replay(
         if len(compute)
         else []
     )
-    segments = config.get("segments")
+    segments, channels = config.get("segments"), config["config"].get("channels", 1)
     steps = [
-        predict(topology, algorithm, p, config["nparams"], itemsize, compute[s], segments)
+        predict(
+            topology,
+            algorithm,
+            p,
+            config["nparams"],
+            itemsize,
+            compute[s],
+            segments,
+            channels=channels,
+        )
         for s in pick
     ]
     if not steps:

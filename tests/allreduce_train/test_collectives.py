@@ -120,7 +120,7 @@ def test_executor_runs_every_schedule_on_every_rank(name, p):
                 np.testing.assert_array_equal(buf, np.sum(inputs, axis=0))
             for t in transports:  # one exchange per round, tagged with the round's number
                 assert [tag for tag, _, _ in t.calls] == list(range(len(sched.rounds)))
-            if name == "tree" and p >= 3 and n:
+            if name == "tree" and p >= 3 and n and "channels" not in context:
                 depth = int(np.log2(p))
                 # (round, sends, receives) on the root: last reduce round, first broadcast
                 assert transports[0].calls[depth - 1][1:] == (0, 2)

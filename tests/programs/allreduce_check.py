@@ -1,4 +1,4 @@
-"""Rank program: every all-reduce vs a reference sum, for many lengths.
+"""Rank program: every all-reduce vs a reference sum, for many lengths and 1 to 3 channels.
 
 Each rank's input is generated from (rank, length), so every rank can rebuild all inputs
 and the exact float64 reference. The hierarchical ring runs on nodes of 2 ranks where p is
@@ -27,6 +27,9 @@ def context(p: int, n: int) -> dict:
     }
 
 
+# every algorithm with one channel and with three; the ring with two as well
+CASES = [(a, c) for a in algorithms.ALGORITHMS.values() for c in (1, 3)] + [(algorithms.RING, 2)]
+
 install_abort_hook()
 world = World.create()
 p, out_path = world.world_size, sys.argv[1]
@@ -40,10 +43,18 @@ for dtype in (np.float32, np.float64):
         bound = (
             p * np.finfo(dtype).eps * np.sum([np.abs(x.astype(np.float64)) for x in inputs], axis=0)
         )
-        for algorithm in algorithms.ALGORITHMS.values():
+        for algorithm, channels in CASES:
             buf = inputs[world.rank].copy()
             collectives.make_allreduce(
-                algorithm, p, world.rank, n, transport, np, dtype, **context(p, n)
+                algorithm,
+                p,
+                world.rank,
+                n,
+                transport,
+                np,
+                dtype,
+                **context(p, n),
+                channels=channels,
             )(buf)
             error = float(np.max(np.abs(buf - reference) / np.maximum(bound, 1e-300), initial=0.0))
             cases.append(
@@ -51,6 +62,7 @@ for dtype in (np.float32, np.float64):
                     "dtype": np.dtype(dtype).name,
                     "n": n,
                     "algorithm": algorithm.name,
+                    "channels": channels,
                     "error": error,
                     "result_dtype": buf.dtype.name,
                     "hash": hashlib.sha256(buf.tobytes()).hexdigest(),

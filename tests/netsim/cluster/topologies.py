@@ -51,7 +51,7 @@ def valid_dicts(draw):
             intra["cache_bytes"] = draw(st.integers(1, 2**40))
             intra["cache_bandwidth_gbit_per_s"] = draw(positive())
     net = {
-        "kind": draw(st.sampled_from(["switch", "fat-tree", "ring", "torus"])),
+        "kind": draw(st.sampled_from(["switch", "rails", "fat-tree", "ring", "torus"])),
         "latency_us": draw(non_negative()),
     }
     if net["kind"] == "fat-tree":

@@ -262,3 +262,31 @@ def test_bad_straggler_and_trace_options(tmp_path):
     ):
         result = train(3, tmp_path / "run", *options)
         assert result.returncode == 2 and words in result.stdout, result.output
+
+
+def test_ring_channels_are_recorded_and_counted_as_their_own_rings(tmp_path):
+    """Three channels on two nodes of two: every channel's ring enters each node at another
+    local rank, so each rank sends to more than one peer; the bytes are still the count."""
+    result = train(
+        4,
+        tmp_path,
+        "--channels",
+        "3",
+        "--ranks-per-node",
+        "2",
+        "--layers",
+        "64,17,10",
+        "--steps",
+        "3",
+        "--global-batch",
+        "12",
+    )
+    assert result.returncode == 0, result.output
+    config = read_json(tmp_path / "config.json")
+    expected = RING.elements_sent(4, 1285, node_of_rank=config["node_of_rank"], channels=3) * 4
+    traffic = read_json(tmp_path / "summary.json")["traffic"]
+    assert traffic["bytes_sent_per_step_by_rank"] == expected.tolist()
+    assert "(= ring analytic 2(p-1)/p x n)" in result.stdout
+    with open(tmp_path / "links.csv", newline="") as f:
+        peers = {(int(x["src"]), int(x["dst"])) for x in csv.DictReader(f)}
+    assert len(peers) > 4  # not one ring's four links

@@ -208,3 +208,37 @@ def test_32768_and_131072_rank_rings_are_simulated_and_equal_their_closed_forms(
     assert sum(out["bytes_sent_per_step_by_rank"]) == pytest.approx(
         algorithms.get(name).elements_sent(p, nelems, topo.node_of_rank(p)).sum() * 4
     )
+
+
+def rail_cluster(nodes=4, kind="rails"):
+    return topology.parse(
+        {
+            "name": "rails",
+            "nodes": nodes,
+            "gpus_per_node": 8,
+            "placement": "block",
+            "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 3600, "latency_us": 0},
+            "nic": {"count": 8, "bandwidth_gbit_per_s": 400, "latency_us": 0},
+            "network": {"kind": kind, "latency_us": 0},
+        }
+    )
+
+
+def test_a_ring_of_8_channels_on_8_rails_moves_8_times_the_bytes_of_one():
+    """One channel leaves each node through one NIC; eight leave through all eight, one per
+    rail: 8x the busbw, and the simulator equals the closed form."""
+    topo, n = rail_cluster(), 8 * 32 * 2**16
+    busbw = {}
+    for channels in (1, 8):
+        sched = RING.schedule(32, n, node_of_rank=topo.node_of_rank(32), channels=channels)
+        sim = simulate.simulate(sched, topo)
+        closed = RING.time_s(topo, 32, n * 4, itemsize=4, channels=channels)
+        assert sim.time_s == pytest.approx(closed, rel=1e-9)
+        busbw[channels] = sim.busbw_bytes_per_s
+        nic_up = [
+            i for i, name in enumerate(topo.link_names) if ".nic" in name and name.endswith(".up")
+        ]
+        used = np.count_nonzero(sim.link_bytes[nic_up])
+        assert used == 4 * channels  # every node sends through `channels` NICs
+    assert busbw[8] == pytest.approx(8 * busbw[1], rel=1e-9)
+    assert busbw[1] == pytest.approx(50e9, rel=1e-9)  # one 400 Gb/s NIC per boundary

@@ -1,0 +1,228 @@
+"""The command line of `python -m allreduce_train`: every option, its default (the Config's)
+and its help. A bad argument is one line (UsageError), never a usage block; no rank exits on
+its own, and only rank 0 prints --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .config import DEFAULT_HIDDEN, DEVICES, DTYPES, Config, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block), no rank exits on its own,
+    and only rank 0 prints --help."""
+
+    def __init__(self, *args, speak: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.speak = speak
+
+    def error(self, message):
+        raise UsageError(message)
+
+    def print_help(self, file=None):
+        if self.speak:
+            super().print_help(file)
+
+    def exit(self, status=0, message=None):  # only --help gets here: errors raise above
+        raise HelpShown
+
+
+class HelpShown(Exception):
+    pass
+
+
+def parser(speak: bool = True) -> argparse.ArgumentParser:
+    from netsim import algorithms
+
+    from . import data, model
+
+    d = Config()
+    p = _Parser(
+        speak=speak,
+        prog="python -m allreduce_train",
+        description="Train an MLP with data parallelism: every MPI rank holds a replica, "
+        "computes gradients on its share of the global batch, and an all-reduce "
+        "averages them. Run under mpirun, e.g. `mpirun -n 4 python -m "
+        "allreduce_train`. Each run writes per-step traffic and timing records "
+        "to a run directory.",
+    )
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        default=d.dataset,
+        metavar="NAME",
+        help=f"{', '.join(data.DATASETS)} (default: %(default)s)",
+    )
+    g.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="mnist: directory with the IDX files (gzipped or not) or mnist.npz",
+    )
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=d.samples,
+        metavar="N",
+        help="synthetic: training samples (default: %(default)s)",
+    )
+    g.add_argument(
+        "--features",
+        type=int,
+        default=d.features,
+        metavar="N",
+        help="synthetic: input features (default: %(default)s)",
+    )
+    g.add_argument(
+        "--classes",
+        type=int,
+        default=d.classes,
+        metavar="N",
+        help="synthetic: classes (default: %(default)s)",
+    )
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        default=d.test_fraction,
+        metavar="F",
+        help="digits, synthetic: share held out for testing (default: %(default)s)",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--layers",
+        type=_widths,
+        metavar="W,W,...",
+        help="all layer widths, input to output, e.g. 64,128,128,10 "
+        f"(default: features,{','.join(map(str, DEFAULT_HIDDEN))},classes)",
+    )
+    g.add_argument(
+        "--activation",
+        default=d.activation,
+        choices=list(model.ACTIVATIONS),
+        help="hidden-layer activation (default: %(default)s)",
+    )
+    g.add_argument(
+        "--loss",
+        default=d.loss,
+        choices=list(model.LOSSES),
+        help="softmax cross-entropy, or mean squared error to one-hot targets "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--init",
+        choices=list(model.INITS),
+        help="weight initialisation (default: he for relu, xavier otherwise)",
+    )
+    g.add_argument("--dtype", default=d.dtype, choices=DTYPES, help="(default: %(default)s)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
+    g.add_argument(
+        "--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)"
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        metavar="WD",
+        help="L2 penalty added to the gradient (default: %(default)s)",
+    )
+    g.add_argument(
+        "--global-batch",
+        type=int,
+        default=d.global_batch,
+        metavar="B",
+        help="samples per step over ALL ranks, split as evenly as possible (default: %(default)s)",
+    )
+    g.add_argument(
+        "--epochs", type=int, default=d.epochs, metavar="N", help="(default: %(default)s)"
+    )
+    g.add_argument(
+        "--steps", type=int, metavar="N", help="train exactly N steps instead of --epochs"
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seeds the data split, the order of samples and the initial weights "
+        "(default: %(default)s)",
+    )
+    g = p.add_argument_group("parallelism and records")
+    g.add_argument(
+        "--allreduce",
+        default=d.allreduce,
+        choices=list(algorithms.ALGORITHMS),
+        help="gradient all-reduce: a schedule executed point to point and recorded, "
+        "or mpi (the library's MPI_Allreduce, for comparison) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--channels",
+        type=int,
+        default=d.channels,
+        metavar="C",
+        help="run the all-reduce as C channels side by side on slices of the gradient, each "
+        "ring leaving every node through another NIC, as NCCL's channels (default: %(default)s)",
+    )
+    g.add_argument(
+        "--device",
+        default=d.device,
+        choices=DEVICES,
+        help="auto: a GPU through CuPy when there is one, else the CPU (default: %(default)s)",
+    )
+    g.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="where the records go; must not hold a run already "
+        "(default: runs/<date>-<time>-p<ranks>)",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=int,
+        default=d.eval_every,
+        metavar="N",
+        help="steps between test evaluations; 0: at the end of every epoch (default: %(default)s)",
+    )
+    g.add_argument(
+        "--check-every",
+        type=int,
+        default=d.check_every,
+        metavar="N",
+        help="steps between checks that all ranks hold bit-identical weights; "
+        "0: only at start and end (default: %(default)s)",
+    )
+    g = p.add_argument_group("traffic and synchronisation records")
+    g.add_argument(
+        "--trace-steps",
+        default=d.trace_steps,
+        metavar="STEPS",
+        help="steps drawn in timeline.json, e.g. 1-3,100, or none (default: %(default)s)",
+    )
+    g.add_argument(
+        "--ranks-per-node",
+        type=int,
+        metavar="K",
+        help="group ranks into nodes of K for the intra/inter-node split (default: the real hosts)",
+    )
+    g.add_argument(
+        "--straggler",
+        metavar="RANK:DELAY",
+        help="slow one rank's compute on purpose: RANK:SECONDS extra per step "
+        "(2:0.2) or RANK:xFACTOR (2:x1.5)",
+    )
+    g.add_argument(
+        "--no-record",
+        dest="record",
+        action="store_false",
+        help="keep no per-step records and print no traffic report (only to "
+        "measure what recording costs)",
+    )
+    return p
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
