@@ -37,8 +37,9 @@ class Transport(Protocol):
 @dataclass(frozen=True)
 class _RankRound:
     sends: tuple[tuple[int, int, int], ...]  # (dst, lo, hi)
-    recvs: tuple[tuple[int, int, int, int], ...]  # (src, lo, hi, scratch offset or -1)
-    reduce: bool
+    # (src, lo, hi, scratch offset): received into the scratch and added where the offset
+    # is >= 0 (a reduce), straight into buf[lo:hi] where it is -1 (a copy)
+    recvs: tuple[tuple[int, int, int, int], ...]
     tag: int
     label: algorithms.Round
 
@@ -53,7 +54,7 @@ class ScheduleAllreduce:
         # 32767 is the smallest MPI_TAG_UB the standard allows.
         self.rounds = tuple(_compile(r, rank, tag % 32768) for tag, r in enumerate(schedule.rounds))
         scratch = max(
-            (sum(hi - lo for _, lo, hi, _ in r.recvs) for r in self.rounds if r.reduce), default=0
+            (sum(hi - lo for _, lo, hi, off in r.recvs if off >= 0) for r in self.rounds), default=0
         )
         self.scratch = xp.empty(scratch, dtype=dtype)
         self._buf = self._exchange = None  # the buffer bound, and the transport's exchange
@@ -96,13 +97,13 @@ class ScheduleAllreduce:
         scratch, bound, messages = self.scratch, [], []
         for k, r in enumerate(self.rounds, 1):
             sends = [(dst, buf[lo:hi]) for dst, lo, hi in r.sends]
-            if r.reduce:
-                recvs = [(src, scratch[off : off + hi - lo]) for src, lo, hi, off in r.recvs]
-                adds = tuple(
-                    (buf[lo:hi], scratch[off : off + hi - lo]) for src, lo, hi, off in r.recvs
-                )
-            else:
-                recvs, adds = [(src, buf[lo:hi]) for src, lo, hi, _ in r.recvs], ()
+            recvs = [
+                (src, scratch[off : off + hi - lo] if off >= 0 else buf[lo:hi])
+                for src, lo, hi, off in r.recvs
+            ]
+            adds = tuple(
+                (buf[lo:hi], scratch[off : off + hi - lo]) for _, lo, hi, off in r.recvs if off >= 0
+            )
             bound.append((sends, recvs, r.tag, adds, k))  # k: the slot of the reading after it
             messages.append((r.label, sends, recvs))
         self._buf, self._bound, self._messages = buf, tuple(bound), tuple(messages)
@@ -158,24 +159,27 @@ def _compile(rnd: algorithms.Round, rank: int, tag: int) -> _RankRound:
     )
     mine = rnd.dst == rank
     recvs, offset = [], 0
-    for src, start, count in zip(rnd.src[mine], rnd.start[mine], rnd.count[mine]):
-        recvs.append((int(src), int(start), int(start + count), offset if rnd.reduce else -1))
-        offset += int(count)
-    if not rnd.reduce:
-        _check_disjoint(sends, recvs, rnd)
-    return _RankRound(sends, tuple(recvs), rnd.reduce, tag, rnd)
+    for src, start, count, adds in zip(
+        rnd.src[mine], rnd.start[mine], rnd.count[mine], rnd.adds[mine]
+    ):
+        recvs.append((int(src), int(start), int(start + count), offset if adds else -1))
+        offset += int(count) if adds else 0
+    _check_disjoint(sends, recvs, rnd)
+    return _RankRound(sends, tuple(recvs), tag, rnd)
 
 
 def _check_disjoint(sends, recvs, rnd) -> None:
-    # A copy round receives straight into the buffer; that is only safe if no slice being
-    # sent in the same round is overwritten while the send may still be reading it, and if
-    # no two messages of the round land on the same elements (their order is undefined).
-    for i, (_, rlo, rhi, _) in enumerate(recvs):
+    # A copy receives straight into the buffer; that is only safe if no slice being sent in
+    # the same round is overwritten while the send may still be reading it, and if no other
+    # message of the round lands on the same elements (their order is undefined).
+    for i, (_, rlo, rhi, off) in enumerate(recvs):
+        if off >= 0:  # a reduce: into the scratch, added after the round
+            continue
         if any(lo < rhi and rlo < hi for _, lo, hi in sends):
             raise ValueError(
                 f"schedule {rnd.phase} round {rnd.index} receives into a slice it is sending"
             )
-        if any(lo < rhi and rlo < hi for _, lo, hi, _ in recvs[:i]):
+        if any(lo < rhi and rlo < hi for j, (_, lo, hi, _) in enumerate(recvs) if j != i):
             raise ValueError(
                 f"schedule {rnd.phase} round {rnd.index} receives twice into one slice"
             )

@@ -34,12 +34,15 @@ def uneven_segments(n, p):
 
 def contexts(p, n):
     """The contexts every algorithm is checked under, whichever it uses (the others it must
-    ignore): none, each node layout, uneven segments, channels, and all at once."""
+    ignore): none, each node layout, uneven segments, channels, pipelined chunks, and
+    several at once."""
     yield {}
     yield from ({"node_of_rank": layout} for layout in layouts(p))
     yield {"segments": uneven_segments(n, p)}
     yield {"channels": 2}
     yield {"channels": 3, "node_of_rank": [r // 2 for r in range(p)] if p % 2 == 0 else None}
+    yield {"chunks": 3}  # pipelined: steps of mixed reduce and copy transfers
+    yield {"chunks": 4, "channels": 2, "segments": uneven_segments(n, p)}
     yield {
         "node_of_rank": [r % 2 for r in range(p)] if p % 2 == 0 else None,
         "segments": uneven_segments(n, p),

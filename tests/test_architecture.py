@@ -78,7 +78,7 @@ def test_the_graph_sees_every_module_and_its_imports():
         "launch.local",
     } <= set(GRAPH)
     assert "mpi4py" in GRAPH["allreduce_train.comm"]  # a relative import resolves too:
-    assert "netsim.algorithms.base" in GRAPH["netsim.algorithms.ring"]
+    assert "netsim.algorithms.rounds" in GRAPH["netsim.algorithms.ring"]
     assert "netsim.algorithms" in GRAPH["netsim.report.traffic"]  # from netsim import algorithms
 
 

@@ -10,38 +10,55 @@ slice with it (copy). It is written once and executed three times: in one proces
 modelled network (`netsim.sim.simulate`); so measured and modelled runs are the same traffic
 by construction. Every scheduled algorithm is a sum and leaves all ranks bit-identical (each
 piece's sum is formed on one rank, in one order, then copied). Rounds model time: one Round
-per communication step, its transfers all reduce or all copy. For p ranks, n elements, N
-nodes of L ranks and even chunks (each module gives the exact counts):
+per communication step. For p ranks, n elements, N nodes of L ranks and even chunks (each
+module gives the exact counts):
 
     algorithm           rounds            elements each rank sends (and receives)
     ring                2(p-1)            2(p-1)/p * n
     halving-doubling    2 log2 p          2(p-1)/p * n        (p a power of two)
     tree                2 floor(log2 p)   n on a leaf .. 3n on a parent of two
+    double-binary-tree  2 (L-1+log2 N)    per half n/2 to the parent and to each child
     hierarchical-ring   2(L-1) + 2(N-1)   2(L-1)/L * n inside a node + 2(N-1)/N * n/L between
     parameter-server    2                 2(p-1)/p * n        (one even segment per rank)
     mpi                 the library's     not observable      (MPI_Allreduce: no schedule)
 
-To add an algorithm: a module with an `Algorithm` subclass (base.py) and its instance,
-listed in ALGORITHMS below. Training, the reports, the simulator, the closed forms and their
-tests all find it there.
+Every algorithm also runs as C channels side by side on slices of the buffer, and pipelined
+in K chunks (compose.py): the same bytes, other links and overlapping rounds.
+
+Files: rounds.py (what schedules are made of), compose.py (channels, pipelining), base.py
+(the Algorithm interface), cost.py (the closed forms' vocabulary), reference.py (the oracle),
+one module per algorithm. To add an algorithm: a module with an `Algorithm` subclass and its
+instance, listed in ALGORITHMS below. Training, the reports, the simulator, the closed forms
+and their tests all find it there.
 """
 
 from __future__ import annotations
 
 from netsim.errors import InputError
 
-from .base import ALL_GATHER, REDUCE_SCATTER, Algorithm, Round, Schedule, chunk_bounds  # noqa: F401
+from .base import Algorithm  # noqa: F401
+from .double_tree import DOUBLE_BINARY_TREE
 from .halving_doubling import HALVING_DOUBLING
 from .hierarchical_ring import HIERARCHICAL_RING
 from .mpi import MPI
 from .parameter_server import PARAMETER_SERVER
 from .reference import execute  # noqa: F401
 from .ring import RING
+from .rounds import ALL_GATHER, REDUCE_SCATTER, Round, Schedule, chunk_bounds  # noqa: F401
 from .tree import TREE
 
 # By the name users choose them with (--allreduce, --algorithm), in the order they are listed.
 ALGORITHMS: dict[str, Algorithm] = {
-    a.name: a for a in (RING, HALVING_DOUBLING, TREE, HIERARCHICAL_RING, PARAMETER_SERVER, MPI)
+    a.name: a
+    for a in (
+        RING,
+        HALVING_DOUBLING,
+        TREE,
+        DOUBLE_BINARY_TREE,
+        HIERARCHICAL_RING,
+        PARAMETER_SERVER,
+        MPI,
+    )
 }
 SCHEDULED = tuple(name for name, a in ALGORITHMS.items() if a.scheduled)  # what netsim simulates
 

@@ -61,3 +61,19 @@ def path_alpha_beta(topology, src_rank, dst_rank, world_size: int) -> AlphaBeta:
         float(topology.path_latency_s(src, dst).max()),
         1.0 / float(topology.path_bandwidth_bytes_per_s(src, dst).min()),
     )
+
+
+def schedule_time_s(schedule, topology, itemsize: int = 1) -> float:
+    """A schedule's rounds one after another, each as long as its largest transfer on its
+    own pattern (round_alpha_beta): the closed form of any schedule, exact where every rank
+    takes part in every round in step and a round's transfers are one size (a pipelined
+    tree in its steady state), and the simulator's bound otherwise."""
+    p, total, seen = schedule.world_size, 0.0, {}
+    for r in schedule.rounds:
+        if not len(r.src):
+            continue
+        key = r.src.tobytes() + b"|" + r.dst.tobytes()
+        if key not in seen:
+            seen[key] = round_alpha_beta(topology, r.src, r.dst, p)
+        total += seen[key].message_s(r.span[1] * itemsize)
+    return total

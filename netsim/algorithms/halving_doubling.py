@@ -38,19 +38,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (
+from .base import Algorithm
+from .cost import AlphaBeta, round_alpha_beta
+from .rounds import (
     ALL_GATHER,
     FOLD,
     REDUCE_SCATTER,
     UNFOLD,
-    Algorithm,
     Schedule,
     check,
     chunk_bounds,
     make_round,
     whole,
 )
-from .cost import AlphaBeta, round_alpha_beta
 
 
 class HalvingDoubling(Algorithm):
@@ -119,7 +119,9 @@ class HalvingDoubling(Algorithm):
         out[folded - 1] += nelems
         return out
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1) -> float:
+    def closed_form_s(
+        self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1
+    ) -> float:
         p = world_size
         if p <= 1:
             return 0.0

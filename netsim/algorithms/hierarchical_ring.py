@@ -50,30 +50,29 @@ import numpy as np
 
 from netsim.errors import InputError
 
-from .base import (
+from .base import Algorithm
+from .cost import NONE, largest, round_alpha_beta
+from .ring import member_sent
+from .rounds import (
     INTER_ALL_GATHER,
     INTER_REDUCE_SCATTER,
     INTRA_ALL_GATHER,
     INTRA_REDUCE_SCATTER,
-    Algorithm,
     Schedule,
     check,
     chunk_bounds,
     node_layout,
     ring_rounds,
 )
-from .cost import NONE, largest, round_alpha_beta
-from .ring import member_sent
 
 
 class HierarchicalRing(Algorithm):
     name, label = "hierarchical-ring", "hierarchical ring all-reduce"
     formula = "2(L-1)/L x n inside a node + 2(N-1)/N x n/L between nodes"
 
-    def schedule(self, world_size, nelems, node_of_rank=None, segments=None, channels=1):
+    def channelled(self, world_size, nelems, node_of_rank, segments, channels):
         """Every phase's rings of every channel side by side: the intra-node rings of all
         nodes and channels in one round, then the inter-node rings, as views (ring_rounds)."""
-        check(world_size, nelems, channels)
         layout = node_layout(world_size, node_of_rank)  # (N, L): node m's ranks in rank order
         nnodes, local = layout.shape
         slices = chunk_bounds(nelems, channels)
@@ -100,7 +99,7 @@ class HierarchicalRing(Algorithm):
         )
 
     def channel_schedule(self, world_size, nelems, node_of_rank=None, segments=None):
-        return self.schedule(world_size, nelems, node_of_rank)
+        return self.channelled(world_size, nelems, node_of_rank, segments, 1)
 
     def channel_elements_sent(self, world_size, nelems, node_of_rank=None, segments=None):
         check(world_size, nelems)
@@ -113,7 +112,7 @@ class HierarchicalRing(Algorithm):
         )
         return out
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1):
+    def closed_form_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1):
         p = world_size
         if p <= 1:
             return 0.0

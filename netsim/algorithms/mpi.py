@@ -21,7 +21,9 @@ class Mpi(Algorithm):
     def channel_elements_sent(self, world_size, nelems, node_of_rank=None, segments=None) -> None:
         return None
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1) -> None:
+    def closed_form_s(
+        self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1
+    ) -> None:
         return None
 
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import PULL, PUSH, Algorithm, Schedule, check, chunk_bounds, make_round, tiling
+from .base import Algorithm
 from .cost import path_alpha_beta
+from .rounds import PULL, PUSH, Schedule, check, chunk_bounds, make_round, tiling
 
 
 class ParameterServer(Algorithm):
@@ -59,7 +60,9 @@ class ParameterServer(Algorithm):
         ).astype(np.int64)
         return nelems - served + (world_size - 1) * served
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1) -> float:
+    def closed_form_s(
+        self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1
+    ) -> float:
         p = world_size
         if p <= 1:
             return 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Schedule
+from .rounds import Schedule
 
 
 def execute(schedule: Schedule, buffers: list[np.ndarray]) -> list[np.ndarray]:
@@ -21,8 +21,8 @@ def execute(schedule: Schedule, buffers: list[np.ndarray]) -> list[np.ndarray]:
     bufs = [np.array(b, copy=True) for b in buffers]
     for rnd in schedule.rounds:
         payloads = [bufs[s][lo : lo + c].copy() for s, lo, c in zip(rnd.src, rnd.start, rnd.count)]
-        for d, lo, c, data in zip(rnd.dst, rnd.start, rnd.count, payloads):
-            if rnd.reduce:
+        for d, lo, c, data, adds in zip(rnd.dst, rnd.start, rnd.count, payloads, rnd.adds):
+            if adds:
                 bufs[d][lo : lo + c] += data
             else:
                 bufs[d][lo : lo + c] = data

@@ -38,25 +38,16 @@ import numpy as np
 
 from netsim.errors import InputError
 
-from .base import (
-    ALL_GATHER,
-    REDUCE_SCATTER,
-    Algorithm,
-    Schedule,
-    check,
-    chunk_bounds,
-    node_layout,
-    ring_rounds,
-)
+from .base import Algorithm
 from .cost import largest, round_alpha_beta
+from .rounds import ALL_GATHER, REDUCE_SCATTER, Schedule, chunk_bounds, node_layout, ring_rounds
 
 
 class Ring(Algorithm):
     name, label, formula = "ring", "ring all-reduce", "2(p-1)/p x n"
 
-    def schedule(self, world_size, nelems, node_of_rank=None, segments=None, channels=1):
+    def channelled(self, world_size, nelems, node_of_rank, segments, channels):
         """C rings side by side on the C slices of the buffer, laid out by rail_orders."""
-        check(world_size, nelems, channels)
         slices = chunk_bounds(nelems, channels)
         bounds = slices[:-1, None] + np.array(
             [chunk_bounds(int(hi - lo), world_size) for lo, hi in zip(slices[:-1], slices[1:])]
@@ -67,10 +58,9 @@ class Ring(Algorithm):
         return Schedule(self.name, world_size, nelems, tuple(rs + ag))
 
     def channel_schedule(self, world_size, nelems, node_of_rank=None, segments=None):
-        return self.schedule(world_size, nelems)
+        return self.channelled(world_size, nelems, node_of_rank, segments, 1)
 
-    def elements_sent(self, world_size, nelems, node_of_rank=None, segments=None, channels=1):
-        check(world_size, nelems, channels)
+    def channelled_elements(self, world_size, nelems, node_of_rank, segments, channels):
         slices = chunk_bounds(nelems, channels)
         out = np.zeros(world_size, dtype=np.int64)
         for order, lo, hi in zip(
@@ -82,7 +72,7 @@ class Ring(Algorithm):
     def channel_elements_sent(self, world_size, nelems, node_of_rank=None, segments=None):
         return member_sent(world_size, nelems)
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1):
+    def closed_form_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1):
         p = world_size
         if p <= 1:
             return 0.0

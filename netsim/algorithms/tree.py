@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BROADCAST, REDUCE, Algorithm, Schedule, check, make_round, whole
+from .base import Algorithm
 from .cost import path_alpha_beta
+from .rounds import BROADCAST, REDUCE, Schedule, check, make_round, whole
 
 
 class Tree(Algorithm):
@@ -58,7 +59,9 @@ class Tree(Algorithm):
             (r > 0).astype(np.int64) + (2 * r + 1 < world_size) + (2 * r + 2 < world_size)
         )
 
-    def time_s(self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1) -> float:
+    def closed_form_s(
+        self, topology, world_size, nbytes, segments=None, itemsize=1, channels=1
+    ) -> float:
         p = world_size
         if p <= 1:
             return 0.0

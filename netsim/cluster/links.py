@@ -7,7 +7,11 @@ PCIe tree; GPU g of a node uses NIC g * count // gpus_per_node; the NICs meet on
 switch, a two-level fat-tree, or a ring/torus of nodes. The links of one route:
 
     same node:  GPU -gpu.up-> [pcie.up -> pcie.down] -gpu.down-> GPU
-    two nodes:  GPU -gpu.up-> nic.up -> [network links] -> nic.down -gpu.down-> GPU
+    two nodes:  GPU -nic.up-> [network links] -> nic.down-> GPU
+
+A GPU's NVLink (or intra-node PCIe) port and its path to its NIC are separate, so a GPU can
+send to its node and to the network at the same time, each at its own rate: gpu.up and
+gpu.down carry the traffic inside the node, nic.up and nic.down that between nodes.
 
     network      links between nic.up and nic.down                 switches crossed
     switch       none (nic.up ends at the switch, nic.down leaves it)      1
@@ -19,9 +23,9 @@ switch, a two-level fat-tree, or a ring/torus of nodes. The links of one route:
 A rail-optimised fabric (`rails`) never changes rail: a flow between nodes leaves through
 the NIC on its destination GPU's rail, as NCCL's PXN sends it (NVIDIA/nccl, NCCL_PXN_DISABLE
 unset: the data crosses NVLink to the GPU beside that NIC first). Its route is then
-    GPU -gpu.up-> [proxy gpu.down] -> nic.up (destination's rail) -> nic.down -gpu.down-> GPU
-with the proxy (the first GPU of that rail on the sending node) only where the sender's
-own NIC is on another rail.
+    GPU [-gpu.up-> proxy gpu.down] -> nic.up (destination's rail) -> nic.down -> GPU
+with the NVLink hop to the proxy (the first GPU of that rail on the sending node) only
+where the sender's own NIC is on another rail.
 
 Latency is charged once per thing crossed, on one link of it, so a path's latency is the
 sum over its links: gpu.up carries the intra-node fabric's latency (its switch; a PCIe
@@ -30,16 +34,17 @@ each carry one more), gpu.down carries 0. nic.up carries the NIC latency (sendin
 receiving NIC together), nic.down the last network switch (0 on a ring/torus, whose hop
 links each carry the network latency), spine.up and spine.down one switch each. So an
 all-to-all pair costs exactly intra_node.latency_us, and a fat-tree pair in two leaves
-intra + nic + 3 network latencies.
+nic + 3 network latencies (plus intra where a PXN hop crosses NVLink first).
 
 Optional keys for calibrated machines (a shared fabric, a cache, a [compute] table) are
 described in cluster.topofile.
 
-Simplifications, on purpose: a NIC is reached by its GPU's up link alone (GPUDirect RDMA
-through the GPU's own PCIe switch, never the root complex); a fat-tree's spine is one up
-and one down link per leaf of capacity NIC bandwidth * NICs under the leaf /
-oversubscription (no per-spine-switch hashing); ring/torus links have one NIC's bandwidth
-and routes are dimension-ordered shortest paths (ties at half the ring go the + way).
+Simplifications, on purpose: a GPU reaches its own NIC at the NIC's rate (GPUDirect RDMA
+through the GPU's own PCIe switch, never the root complex, PCIe faster than the NIC); a
+fat-tree's spine is one up and one down link per leaf of capacity NIC bandwidth * NICs
+under the leaf / oversubscription (no per-spine-switch hashing); ring/torus links have one
+NIC's bandwidth and routes are dimension-ordered shortest paths (ties at half the ring go
+the + way).
 """
 
 from __future__ import annotations
@@ -167,8 +172,8 @@ class Layout:
         src_node, dst_node = src // gpn, dst // gpn
         moving, remote = src != dst, src_node != dst_node
         local = moving & ~remote
-        cols = [np.where(moving, b["gpu.up"] + src, -1)]
-        tail = [np.where(moving, b["gpu.down"] + dst, -1)]
+        cols = [np.where(local, b["gpu.up"] + src, -1)]
+        tail = [np.where(local, b["gpu.down"] + dst, -1)]
         if self.fabric:
             cols.append(np.where(local, b["fabric"] + src_node, -1))
         if self.per_switch:
@@ -181,11 +186,9 @@ class Layout:
             src_rail, dst_rail = src % gpn * self.nics // gpn, dst % gpn * self.nics // gpn
             if self.rails:  # PXN: over NVLink to the GPU beside the destination's rail NIC
                 proxy = remote & (src_rail != dst_rail)
-                cols.append(
-                    np.where(
-                        proxy, b["gpu.down"] + src_node * gpn + dst_rail * gpn // self.nics, -1
-                    )
-                )
+                by = src_node * gpn + dst_rail * gpn // self.nics
+                cols.append(np.where(proxy, b["gpu.up"] + src, -1))
+                cols.append(np.where(proxy, b["gpu.down"] + by, -1))
                 src_rail = dst_rail
             src_nic, dst_nic = src_node * self.nics + src_rail, dst_node * self.nics + dst_rail
             cols.append(np.where(remote, b["nic.up"] + src_nic, -1))

@@ -125,7 +125,7 @@ def simulate(
         if lockstep is not None and pattern.everyone and largest - least <= 1:
             nbytes = largest * itemsize
             slowest = (pattern.lines[:, 0] + nbytes * pattern.lines[:, 1]).max()
-            lockstep += slowest + overhead_s + (nbytes * gamma if rnd.reduce else 0.0)
+            lockstep += slowest + overhead_s + (nbytes * gamma if rnd.any_adds else 0.0)
             pattern.flow_bytes = pattern.flow_bytes + total * itemsize / len(rnd.src)
             continue
         if lockstep is not None:  # ranks part ways here
@@ -136,7 +136,7 @@ def simulate(
             took = pattern.latency_s + nbytes / pattern.rates
         else:
             took = _transfer_s(pattern, nbytes.astype(float), bandwidth) + pattern.latency_s
-        took = took + overhead_s + (nbytes * gamma if rnd.reduce else 0.0)
+        took = took + overhead_s + nbytes * gamma * rnd.adds
         end = np.maximum(ready[rnd.src], ready[rnd.dst]) + took
         if pattern.distinct:
             ready[rnd.src] = np.maximum(ready[rnd.src], end)
@@ -180,8 +180,9 @@ def _resident_bytes(schedule: Schedule, topology, itemsize: int) -> np.ndarray:
     p = schedule.world_size
     scratch = np.zeros(p)
     for rnd in schedule.rounds:
-        if rnd.reduce:
-            np.maximum(scratch, np.bincount(rnd.dst, weights=rnd.count, minlength=p), out=scratch)
+        if rnd.any_adds:
+            weights = rnd.count * rnd.adds
+            np.maximum(scratch, np.bincount(rnd.dst, weights=weights, minlength=p), out=scratch)
     return np.bincount(
         topology.node_of_rank(p),
         weights=(schedule.nelems + scratch) * itemsize,

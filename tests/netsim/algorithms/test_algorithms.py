@@ -230,7 +230,14 @@ def test_mpi_allreduce_is_an_algorithm_without_a_schedule():
 
 def test_every_algorithm_is_listed_by_its_name():
     assert list(algorithms.ALGORITHMS) == [*NAMES, "mpi"]
-    assert NAMES == ["ring", "halving-doubling", "tree", "hierarchical-ring", "parameter-server"]
+    assert NAMES == [
+        "ring",
+        "halving-doubling",
+        "tree",
+        "double-binary-tree",
+        "hierarchical-ring",
+        "parameter-server",
+    ]
     for name, algorithm in algorithms.ALGORITHMS.items():
         assert (
             algorithm.name == name
@@ -239,7 +246,7 @@ def test_every_algorithm_is_listed_by_its_name():
         )
     with pytest.raises(
         InputError,
-        match="choose one of ring, halving-doubling, tree, "
+        match="choose one of ring, halving-doubling, tree, double-binary-tree, "
         "hierarchical-ring, parameter-server, mpi",
     ):
         algorithms.get("butterfly")

@@ -22,8 +22,9 @@ def reference_route(topo, src, dst):
     (sn, sg), (dn, dg) = divmod(src, gpn), divmod(dst, gpn)
     if src == dst:
         return []
-    route = [f"node{sn}.gpu{sg}.up"]
+    route = []
     if sn == dn:
+        route = [f"node{sn}.gpu{sg}.up"]
         per_switch = spec["intra_node"].get("gpus_per_switch")
         if per_switch and sg // per_switch != dg // per_switch:
             route += [
@@ -37,7 +38,7 @@ def reference_route(topo, src, dst):
     rail = dg * count // gpn
     if net["kind"] == "rails":  # PXN: to the GPU beside the destination's rail NIC first
         if sg * count // gpn != rail:
-            route.append(f"node{sn}.gpu{rail * gpn // count}.down")
+            route += [f"node{sn}.gpu{sg}.up", f"node{sn}.gpu{rail * gpn // count}.down"]
         route.append(f"node{sn}.nic{rail}.up")
     else:
         route.append(f"node{sn}.nic{sg * count // gpn}.up")
@@ -56,7 +57,7 @@ def reference_route(topo, src, dst):
                 node = int(np.ravel_multi_index(coords, dims))
                 route.append(f"node{node}.dim{real.index(i)}{'+' if step == 1 else '-'}")
                 coords[i] = (coords[i] + step) % size
-    return route + [f"node{dn}.nic{rail}.down", f"node{dn}.gpu{dg}.down"]
+    return route + [f"node{dn}.nic{rail}.down"]
 
 
 # ---------------------------------------------------------------- presets and hand-checked routes
@@ -92,27 +93,18 @@ def test_fat_tree_same_leaf_skips_the_spine_and_other_leaves_cross_it():
     for name, spine_gbit in (("dgx-h100", 400 * 8 * 4), ("dgx-h100-2to1", 400 * 8 * 4 / 2)):
         dgx = topology.load(name)
         # node 0 GPU 3 -> node 1 GPU 6: one leaf (nodes 0-3), NIC of each GPU
-        assert names_of(dgx, 3, 8 + 6) == [
-            "node0.gpu3.up",
-            "node0.nic3.up",
-            "node1.nic6.down",
-            "node1.gpu6.down",
-        ]
+        assert names_of(dgx, 3, 8 + 6) == ["node0.nic3.up", "node1.nic6.down"]
         # node 0 -> node 4: leaf 0 -> leaf 1
         assert names_of(dgx, 0, 4 * 8 + 1) == [
-            "node0.gpu0.up",
             "node0.nic0.up",
             "leaf0.spine.up",
             "leaf1.spine.down",
             "node4.nic1.down",
-            "node4.gpu1.down",
         ]
         spine = dgx.bandwidth_bytes_per_s[dgx.link_names.index("leaf0.spine.up")]
         assert spine == pytest.approx(spine_gbit * 1e9 / 8)
         lat = dgx.path_latency_s([3, 0], [14, 33])
-        np.testing.assert_allclose(
-            lat, [(0.7 + 1.2 + 0.3) * 1e-6, (0.7 + 1.2 + 3 * 0.3) * 1e-6], rtol=1e-12
-        )
+        np.testing.assert_allclose(lat, [(1.2 + 0.3) * 1e-6, (1.2 + 3 * 0.3) * 1e-6], rtol=1e-12)
         np.testing.assert_allclose(dgx.path_bandwidth_bytes_per_s([3, 0], [14, 33]), [50e9, 50e9])
 
 
@@ -125,15 +117,10 @@ def test_pcie_tree_crosses_the_root_complex_only_between_switches():
         "node0.pcie1.down",
         "node0.gpu2.down",
     ]
-    assert names_of(eth, 2, 4) == [
-        "node0.gpu2.up",
-        "node0.nic0.up",
-        "node1.nic0.down",
-        "node1.gpu0.down",
-    ]
+    assert names_of(eth, 2, 4) == ["node0.nic0.up", "node1.nic0.down"]
     np.testing.assert_allclose(
         eth.path_latency_s([0, 0, 2], [1, 2, 4]),
-        [0.15e-6, 0.45e-6, (0.15 + 2.0 + 0.5) * 1e-6],
+        [0.15e-6, 0.45e-6, (2.0 + 0.5) * 1e-6],
         rtol=1e-12,
     )
     np.testing.assert_allclose(eth.path_bandwidth_bytes_per_s([0, 2], [2, 4]), [32e9, 12.5e9])
@@ -154,15 +141,13 @@ def test_torus_hops_are_the_manhattan_distance_on_the_torus():
     np.testing.assert_array_equal(hops, ring_distance(sx, dx, 4) + ring_distance(sy, dy, 4))
     # (0,0) -> (2,3): dimension 0 first, +2; then dimension 1 the short way, -1 (wrapping)
     assert names_of(topo, 0, 11) == [
-        "node0.gpu0.up",
         "node0.nic0.up",
         "node0.dim0+",
         "node4.dim0+",
         "node8.dim1-",
         "node11.nic0.down",
-        "node11.gpu0.down",
     ]
-    assert topo.path_latency_s([0], [11])[0] == pytest.approx((1 + 2 + 3 * 0.5) * 1e-6)
+    assert topo.path_latency_s([0], [11])[0] == pytest.approx((2 + 3 * 0.5) * 1e-6)
 
 
 def test_ring_is_a_one_dimensional_torus():
@@ -171,17 +156,15 @@ def test_ring_is_a_one_dimensional_torus():
     ring = topology.parse(data)
     # node 0 -> node 3 of 5: three steps forward or two back
     assert names_of(ring, 0, 2 * 3) == [
-        "node0.gpu0.up",
         "node0.nic0.up",
         "node0.dim0-",
         "node4.dim0-",
         "node3.nic0.down",
-        "node3.gpu0.down",
     ]
     # node 0 -> node 2 of 4 is a tie: the + way
     data = torus_example((4,))
     data["network"] = {"kind": "ring", "latency_us": 0.5}
-    assert names_of(topology.parse(data), 0, 2 * 2)[2:4] == ["node0.dim0+", "node1.dim0+"]
+    assert names_of(topology.parse(data), 0, 2 * 2)[1:3] == ["node0.dim0+", "node1.dim0+"]
 
 
 def test_single_switch_has_exactly_the_given_bandwidth_and_latency():
@@ -228,7 +211,7 @@ def test_routes_reject_gpus_that_do_not_exist():
 
 @settings(max_examples=150, deadline=None)
 @given(data=valid_dicts(), seed=st.integers(0, 2**32 - 1))
-def test_valid_dicts_parse_and_every_route_runs_from_up_link_to_down_link(data, seed):
+def test_valid_dicts_parse_and_every_route_runs_from_its_port_out_to_its_port_in(data, seed):
     topo = topology.parse(data)
     rng = np.random.default_rng(seed)
     src, dst = rng.integers(0, topo.gpus, (2, 64))
@@ -238,9 +221,11 @@ def test_valid_dicts_parse_and_every_route_runs_from_up_link_to_down_link(data, 
     for i, (s, d) in enumerate(zip(src, dst)):
         route = [topo.link_names[k] for k in links[indptr[i] : indptr[i + 1]]]
         assert route == reference_route(topo, s, d)
-        if s != d:
-            assert route[0] == f"node{s // topo.gpus_per_node}.gpu{s % topo.gpus_per_node}.up"
-            assert route[-1] == f"node{d // topo.gpus_per_node}.gpu{d % topo.gpus_per_node}.down"
+        (sn, sg), (dn, dg) = divmod(s, topo.gpus_per_node), divmod(d, topo.gpus_per_node)
+        if s != d and sn == dn:  # inside a node: out of the GPU's port, into the other's
+            assert route[0] == f"node{sn}.gpu{sg}.up" and route[-1] == f"node{dn}.gpu{dg}.down"
+        elif s != d:  # between nodes: NIC to NIC (a PXN hop first on rails)
+            assert route[-1].startswith(f"node{dn}.nic") and route[-1].endswith(".down")
     lat = topo.path_latency_s(src, dst)
     np.testing.assert_allclose(
         lat, [topo.latency_s[links[a:b]].sum() for a, b in zip(indptr, indptr[1:])]
@@ -263,7 +248,7 @@ def test_vectorised_routes_equal_the_reference_for_random_pairs(preset):
 
 def test_a_rail_optimised_fabric_keeps_traffic_on_the_destinations_rail():
     """PXN: GPU 3 of node 0 to GPU 5 of node 1 goes over NVLink to GPU 5 of node 0 and out
-    of NIC 5; to GPU 3 of node 1 straight out of its own NIC 3."""
+    of NIC 5; to GPU 3 of node 1 straight out of its own NIC 3 (no NVLink port used)."""
     data = torus_example((2,), gpus_per_node=8)
     data["nic"] = {"count": 8, "bandwidth_gbit_per_s": 400, "latency_us": 1.0}
     data["network"] = {"kind": "rails", "latency_us": 0.5}
@@ -273,12 +258,6 @@ def test_a_rail_optimised_fabric_keeps_traffic_on_the_destinations_rail():
         "node0.gpu5.down",
         "node0.nic5.up",
         "node1.nic5.down",
-        "node1.gpu5.down",
     ]
-    assert names_of(topo, 3, 11) == [
-        "node0.gpu3.up",
-        "node0.nic3.up",
-        "node1.nic3.down",
-        "node1.gpu3.down",
-    ]
+    assert names_of(topo, 3, 11) == ["node0.nic3.up", "node1.nic3.down"]
     assert not [n for n in topo.link_names if "spine" in n or "dim" in n]  # one switch per rail
