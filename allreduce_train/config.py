@@ -76,6 +76,11 @@ class Config:
             self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
         )
         need(self.allreduce in algorithms.ALGORITHMS, f"unknown all-reduce {self.allreduce!r}")
+        need(
+            algorithms.ALGORITHMS[self.allreduce].runs_over_mpi,
+            f"{self.allreduce} is simulated only: the switches add, and MPI here has none "
+            f"that do (python -m netsim nccl --algorithm {self.allreduce} models it)",
+        )
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
         need(self.lr > 0, f"--lr must be positive, got {self.lr:g}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum:g}")

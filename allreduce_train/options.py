@@ -153,7 +153,9 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         default=d.allreduce,
         choices=list(algorithms.ALGORITHMS),
         help="gradient all-reduce: a schedule executed point to point and recorded, "
-        "or mpi (the library's MPI_Allreduce, for comparison) (default: %(default)s)",
+        "or mpi (the library's MPI_Allreduce, for comparison); nvls, nvls-tree and "
+        "collnet need switches that add and are simulated only (python -m netsim nccl) "
+        "(default: %(default)s)",
     )
     g.add_argument(
         "--channels",

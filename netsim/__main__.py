@@ -1,4 +1,4 @@
-"""python -m netsim report | predict | sweep | replay | calibrate: see --help of each.
+"""python -m netsim report | predict | sweep | nccl | replay | calibrate: see --help of each.
 
 Bad input (a file that is not what it should be, a value out of range: InputError) is one
 line on stderr and exit code 2; anything else is a bug of ours and keeps its traceback.
@@ -12,7 +12,7 @@ import sys
 from . import algorithms, commands
 from .cluster import topology
 from .errors import InputError
-from .sim import measure
+from .sim import measure, nccl, nccl_tables
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,6 +102,47 @@ def parser() -> argparse.ArgumentParser:
         "--ranks", metavar="P,Q", help="rank counts (default: powers of two up to every GPU)"
     )
     c.add_argument("--plot", metavar="PNG", help="also draw the table (plot extra)")
+    c = modelled(
+        "nccl",
+        commands.nccl,
+        "what nccl-tests' all_reduce_perf would measure on a modelled cluster",
+        "NCCL's own tuning model (latency per hop, protocol shares and ceilings, from "
+        "its source) on netsim's links: per size, the algorithm and protocol NCCL would "
+        "pick, its time, algbw and busbw. Needs the topology's gpu.",
+    )
+    c.add_argument(
+        "--ranks", type=int, metavar="P", help="ranks (default: every GPU of the topology)"
+    )
+    c.add_argument(
+        "--sizes",
+        type=measure.byte_sizes,
+        default=measure.byte_sizes("8,1K,64K,1M,16M,256M,1G,8G"),
+        metavar="B,B",
+        help="buffer sizes, K/M/G suffixes (default: 8,1K,64K,1M,16M,256M,1G,8G)",
+    )
+    c.add_argument(
+        "--algorithm",
+        default="auto",
+        choices=("auto", *nccl.ALGORITHMS),
+        help="NCCL_ALGO: auto picks the fastest NCCL's model predicts (default: auto)",
+    )
+    c.add_argument(
+        "--protocol",
+        default="auto",
+        choices=("auto", *nccl_tables.PROTOCOLS),
+        help="NCCL_PROTO (default: auto)",
+    )
+    c.add_argument("--channels", type=int, metavar="C", help="channels (default: NCCL's count)")
+    c.add_argument(
+        "--gpus-per-thread",
+        type=int,
+        default=1,
+        metavar="G",
+        help="GPUs one process drives (nccl-tests -g G): G kernel launches per call (default: 1)",
+    )
+    c.add_argument(
+        "--all", action="store_true", help="every algorithm and protocol, not only the pick"
+    )
     c = modelled(
         "replay",
         commands.replay,

@@ -15,6 +15,7 @@ from netsim.record import rundir
 from netsim.report import summary, text, traffic
 from netsim.sim import calibrate as calibration
 from netsim.sim import measure
+from netsim.sim import nccl as nccl_model
 from netsim.sim import predict as prediction
 
 
@@ -71,6 +72,54 @@ def sweep(args) -> int:
     if args.plot:
         print(f"wrote {prediction.sweep_plot(args.plot, topo, rows)}")
     return 0
+
+
+def nccl(args) -> int:
+    topo = topology.load(args.topology)
+    ranks = topo.gpus if args.ranks is None else args.ranks
+    if not 2 <= ranks <= topo.gpus:
+        raise InputError(f"--ranks must be in 2..{topo.gpus} (the topology's GPUs), got {ranks}")
+    for option, value in (
+        ("--channels", args.channels),
+        ("--gpus-per-thread", args.gpus_per_thread),
+    ):
+        if value is not None and value < 1:
+            raise InputError(f"{option} must be positive, got {value}")
+    rows = []
+    for size in args.sizes:
+        found = nccl_model.estimates(
+            topo, ranks, size, args.algorithm, args.protocol, args.channels, args.gpus_per_thread
+        )
+        rows += found if args.all else found[:1]
+    if args.json:
+        print(json.dumps([_estimate_dict(e) for e in rows], indent=2))
+        return 0
+    print(
+        f'NCCL all-reduce (float32 sum) on {ranks} ranks of "{topo.name}": NCCL\'s tuning '
+        f"model on netsim's links, as nccl-tests reports it"
+    )
+    print(
+        f"{'size':>10}  {'algorithm':<10} {'protocol':<8} {'ch':>3} {'time':>11} "
+        f"{'algbw':>11} {'busbw':>11}  bottleneck"
+    )
+    for e in rows:
+        star = " *" if e.simulated_only else ""
+        print(
+            f"{text.nbytes(e.nbytes):>10}  {e.algorithm + star:<10} {e.protocol:<8} "
+            f"{e.channels:>3} {e.time_s * 1e6:>8.1f} us {text.gbps(e.algbw_bytes_per_s):>11} "
+            f"{text.gbps(e.busbw_bytes_per_s):>11}  {e.bottleneck}"
+        )
+    if any(e.simulated_only for e in rows):
+        print("* simulated only: the switches add; no MPI on this machine runs it")
+    return 0
+
+
+def _estimate_dict(e) -> dict:
+    return {
+        **{k: getattr(e, k) for k in e.__dataclass_fields__},
+        "algbw_bytes_per_s": e.algbw_bytes_per_s,
+        "busbw_bytes_per_s": e.busbw_bytes_per_s,
+    }
 
 
 def replay(args) -> int:

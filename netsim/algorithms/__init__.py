@@ -21,6 +21,8 @@ module gives the exact counts):
     hierarchical-ring   2(L-1) + 2(N-1)   2(L-1)/L * n inside a node + 2(N-1)/N * n/L between
     parameter-server    2                 2(p-1)/p * n        (one even segment per rank)
     mpi                 the library's     not observable      (MPI_Allreduce: no schedule)
+    nvls, nvls-tree,    none: the switches add (in_network.py; simulated only, not over
+    collnet             MPI): per link, the bytes their definitions say
 
 Every algorithm also runs as C channels side by side on slices of the buffer, and pipelined
 in K chunks (compose.py): the same bytes, other links and overlapping rounds.
@@ -40,6 +42,7 @@ from .base import Algorithm  # noqa: F401
 from .double_tree import DOUBLE_BINARY_TREE
 from .halving_doubling import HALVING_DOUBLING
 from .hierarchical_ring import HIERARCHICAL_RING
+from .in_network import COLLNET, NVLS, NVLS_TREE
 from .mpi import MPI
 from .parameter_server import PARAMETER_SERVER
 from .reference import execute  # noqa: F401
@@ -58,6 +61,9 @@ ALGORITHMS: dict[str, Algorithm] = {
         HIERARCHICAL_RING,
         PARAMETER_SERVER,
         MPI,
+        NVLS,
+        NVLS_TREE,
+        COLLNET,
     )
 }
 SCHEDULED = tuple(name for name, a in ALGORITHMS.items() if a.scheduled)  # what netsim simulates

@@ -33,6 +33,7 @@ class Algorithm(ABC):
     label: str  # as reports name it
     formula: str | None  # the elements each rank sends, as people write it
     scheduled = True  # its messages are a schedule of ours: recorded, counted, simulated
+    runs_over_mpi = True  # training can use it (in-network reduction cannot: the switches add)
 
     def schedule(
         self,

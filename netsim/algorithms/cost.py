@@ -77,3 +77,28 @@ def schedule_time_s(schedule, topology, itemsize: int = 1) -> float:
             seen[key] = round_alpha_beta(topology, r.src, r.dst, p)
         total += seen[key].message_s(r.span[1] * itemsize)
     return total
+
+
+def link_bytes(schedule, topology, itemsize: int = 1) -> np.ndarray:
+    """Bytes each link of the topology carries over the whole schedule: every transfer's
+    bytes on every link of its route. A pattern (a round's src and dst) is routed once and
+    its rounds' counts summed first, so a ring's 2(p-1) rounds on C channels route C times.
+    busiest_link_s(link_bytes) is the time no schedule of these bytes can beat, and the
+    time of a deep pipeline, whose links are all busy at once."""
+    gpu = topology.gpu_of_rank(schedule.world_size)
+    sums: dict[tuple[int, int], list] = {}
+    for r in schedule.rounds:
+        if len(r.src):
+            entry = sums.setdefault((id(r.src), id(r.dst)), [r.src, r.dst, 0])
+            entry[2] = entry[2] + r.count
+    loads = np.zeros(len(topology.bandwidth_bytes_per_s))
+    for src, dst, count in sums.values():
+        indptr, links = topology.routes(gpu[src], gpu[dst])
+        per_flow = np.broadcast_to(np.asarray(count, dtype=float) * itemsize, (len(src),))
+        np.add.at(loads, links, np.repeat(per_flow, np.diff(indptr)))
+    return loads
+
+
+def busiest_link_s(loads: np.ndarray, topology) -> float:
+    """The time the busiest link needs for its bytes."""
+    return float((loads / topology.bandwidth_bytes_per_s).max(initial=0.0))

@@ -110,14 +110,14 @@ def parents(chains: np.ndarray) -> list[np.ndarray]:
         parent = np.full(chains.size, -1, dtype=np.int64)
         parent[chains[:, 1:]] = chains[:, :-1]  # down the chain, toward the head
         for m in range(nnodes):
-            up = _node_parent(nnodes, m, mirror)
+            up = node_parent(nnodes, m, mirror)
             if up >= 0:
                 parent[chains[m, 0]] = chains[up, 0]
         out.append(parent)
     return out
 
 
-def _node_parent(nnodes: int, m: int, mirror: bool) -> int:
+def node_parent(nnodes: int, m: int, mirror: bool) -> int:
     if not mirror:
         return btree_parent(nnodes, m)
     if nnodes % 2 == 0:  # the mirror: node m is node N-1-m of tree 0

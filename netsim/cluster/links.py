@@ -36,7 +36,8 @@ links each carry the network latency), spine.up and spine.down one switch each. 
 all-to-all pair costs exactly intra_node.latency_us, and a fat-tree pair in two leaves
 nic + 3 network latencies (plus intra where a PXN hop crosses NVLink first).
 
-Optional keys for calibrated machines (a shared fabric, a cache, a [compute] table) are
+Optional keys for calibrated machines (a shared fabric, a cache, a [compute] table) and
+for measured GPU clusters (the share of a link's line rate that data achieves) are
 described in cluster.topofile.
 
 Simplifications, on purpose: a GPU reaches its own NIC at the NIC's rate (GPUDirect RDMA
@@ -139,12 +140,13 @@ class Layout:
         intra, nic, net = spec["intra_node"], spec.get("nic", {}), spec.get("network", {})
         bw, lat = np.empty(self.blocks["end"]), np.empty(self.blocks["end"])
         gbit, us = 1e9 / 8, 1e-6
-        nic_bw = nic.get("bandwidth_gbit_per_s", 0) * gbit
+        nic_bw = nic.get("bandwidth_gbit_per_s", 0) * gbit * nic.get("efficiency", 1.0)
+        gpu_bw = intra["bandwidth_gbit_per_s"] * gbit * intra.get("efficiency", 1.0)
         spine_bw = nic_bw * self.nics * self.per_leaf / net.get("oversubscription", 1)
         hop_lat = net.get("latency_us", 0) * us
         values = {
-            "gpu.up": (intra["bandwidth_gbit_per_s"] * gbit, intra["latency_us"] * us),
-            "gpu.down": (intra["bandwidth_gbit_per_s"] * gbit, 0.0),
+            "gpu.up": (gpu_bw, intra["latency_us"] * us),
+            "gpu.down": (gpu_bw, 0.0),
             "pcie.up": (
                 intra.get("uplink_bandwidth_gbit_per_s", 0) * gbit,
                 intra["latency_us"] * us,

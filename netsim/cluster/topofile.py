@@ -15,6 +15,15 @@ buffers of the collective on that node fit in the cache (Topology.bandwidth_for)
 `message_overhead_us`, the processor time a rank spends per round on top of the link
 latency (LogP's o); `cores`, how many the ranks of a node share, so that with more ranks
 than cores both of those take ceil(ranks / cores) times as long (netsim.sim.simulate).
+
+For GPU clusters, as measured libraries see them: `intra_node.efficiency` and
+`nic.efficiency` (0 < e <= 1) are the share of their line rates that data moves at (NCCL
+counts an H100 NVLink at 20.6 of its 25 GB/s and a NIC at 96% of its rate), so a link's
+bandwidth is rate x efficiency; `intra_node.multicast = true` says the NVSwitch reduces
+and multicasts (NVLS), `network.in_network_reduction = true` that the switches reduce
+(SHARP): the in-network algorithms need them. Top-level `gpu` (volta, ampere, hopper,
+blackwell) and `cpu` (intel, amd, arm) choose the rows of NCCL's tables that the NCCL
+model reads (netsim.sim.nccl); a topology without `gpu` has no NCCL model.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import numbers
 from netsim.errors import InputError
 
 PLACEMENTS = ("block", "round-robin")
+GPUS = ("volta", "ampere", "hopper", "blackwell")  # the generations NCCL's tables know
+CPUS = ("intel", "amd", "arm")
 
 
 class TopologyError(InputError):
@@ -65,6 +76,13 @@ def _number(problem: str, ok):
 _positive = _number("must be positive", lambda v: v > 0)
 _non_negative = _number("must be >= 0", lambda v: v >= 0)
 _oversubscription = _number("must be >= 1", lambda v: v >= 1)
+_fraction = _number("must be in (0, 1]", lambda v: 0 < v <= 1)
+
+
+def _flag(path, value) -> bool:
+    if not isinstance(value, bool):
+        raise bad(path, "must be true or false", value)
+    return value
 
 
 def _count(path, value) -> int:
@@ -79,10 +97,16 @@ def _text(path, value) -> str:
     return value
 
 
-def _placement(path, value) -> str:
-    if value not in PLACEMENTS:
-        raise bad(path, f"must be one of {', '.join(PLACEMENTS)}", value)
-    return value
+def _one_of(choices):
+    def check(path, value) -> str:
+        if value not in choices:
+            raise bad(path, f"must be one of {', '.join(choices)}", value)
+        return value
+
+    return check
+
+
+_placement = _one_of(PLACEMENTS)
 
 
 def _dims(path, value) -> list[int]:
@@ -117,18 +141,22 @@ _TABLES = {
     "compute": ({}, None),  # optional table, all its keys optional (_OPTIONAL)
 }
 _TOP = {"name": _text, "nodes": _count, "gpus_per_node": _count, "placement": _placement}
+_TOP_OPTIONAL = {"gpu": _one_of(GPUS), "cpu": _one_of(CPUS)}
 # table -> (optional keys of every kind, {kind: optional keys of that kind only})
 _OPTIONAL = {
     "intra_node": (
-        {},
+        {"efficiency": _fraction},
         {
             "all-to-all": {
                 "aggregate_bandwidth_gbit_per_s": _positive,
                 "cache_bytes": _count,
                 "cache_bandwidth_gbit_per_s": _positive,
+                "multicast": _flag,
             }
         },
     ),
+    "nic": ({"efficiency": _fraction}, None),
+    "network": ({"in_network_reduction": _flag}, None),
     "compute": (
         {"cores": _count, "message_overhead_us": _non_negative, "reduce_gbyte_per_s": _positive},
         None,
@@ -186,9 +214,10 @@ def check(data) -> dict:
     if not isinstance(data, dict):
         raise bad("the topology", "must be a table", data)
     for key in data:
-        if key not in _TOP and key not in _TABLES:
-            raise _unknown("", key, set(_TOP) | set(_TABLES))
+        if key not in _TOP and key not in _TOP_OPTIONAL and key not in _TABLES:
+            raise _unknown("", key, set(_TOP) | set(_TOP_OPTIONAL) | set(_TABLES))
     spec = _check_keys(data, _TOP)
+    spec.update({k: check(k, data[k]) for k, check in _TOP_OPTIONAL.items() if k in data})
     nodes, gpn = spec["nodes"], spec["gpus_per_node"]
     for name in _TABLES:
         if name in data:

@@ -121,12 +121,14 @@ def simulate(
         if len(rnd.src) == 0:
             continue
         pattern = _pattern(patterns, rnd, topology, gpu, p, bandwidth)
-        least, largest, total = rnd.span
+        least, largest, _ = rnd.span
         if lockstep is not None and pattern.everyone and largest - least <= 1:
             nbytes = largest * itemsize
             slowest = (pattern.lines[:, 0] + nbytes * pattern.lines[:, 1]).max()
             lockstep += slowest + overhead_s + (nbytes * gamma if rnd.any_adds else 0.0)
-            pattern.flow_bytes = pattern.flow_bytes + total * itemsize / len(rnd.src)
+            # bytes per flow, exactly: a scalar where the chunks are one size
+            sent = nbytes if least == largest else rnd.count * itemsize
+            pattern.flow_bytes = pattern.flow_bytes + sent
             continue
         if lockstep is not None:  # ranks part ways here
             ready[:] = lockstep

@@ -6,7 +6,7 @@ import pytest
 
 from netsim import algorithms
 from netsim.algorithms import DOUBLE_BINARY_TREE
-from netsim.algorithms.double_tree import _node_parent, btree_parent, parents
+from netsim.algorithms.double_tree import btree_parent, node_parent, parents
 
 from cases import integer_inputs
 
@@ -23,12 +23,12 @@ def test_on_an_even_count_of_nodes_no_node_is_inner_in_both_trees(nodes):
     double tree: every node's links carry the same load)."""
     children = [
         np.bincount(
-            [u for m in range(nodes) if (u := _node_parent(nodes, m, t)) >= 0], minlength=nodes
+            [u for m in range(nodes) if (u := node_parent(nodes, m, t)) >= 0], minlength=nodes
         )
         for t in (False, True)
     ]
     assert not ((children[0] > 0) & (children[1] > 0)).any()
-    assert [m for m in range(nodes) if _node_parent(nodes, m, True) < 0] == [nodes - 1]
+    assert [m for m in range(nodes) if node_parent(nodes, m, True) < 0] == [nodes - 1]
 
 
 def test_heads_meet_in_the_tree_and_chains_lead_to_their_heads():

@@ -164,6 +164,22 @@ def test_invalid_dicts_name_the_key_in_one_line(case):
             {"nic": {"count": 3, "bandwidth_gbit_per_s": 100, "latency_us": 1}},
             "nic.count must be <= gpus_per_node = 2",
         ),
+        ({"gpu": "pascal"}, "gpu must be one of volta, ampere, hopper, blackwell, got 'pascal'"),
+        (
+            {
+                "intra_node": {
+                    "kind": "all-to-all",
+                    "bandwidth_gbit_per_s": 100,
+                    "latency_us": 1,
+                    "efficiency": 1.2,
+                }
+            },
+            "intra_node.efficiency must be in (0, 1], got 1.2",
+        ),
+        (
+            {"network": {"kind": "switch", "latency_us": 1, "in_network_reduction": "yes"}},
+            "network.in_network_reduction must be true or false",
+        ),
     ],
 )
 def test_error_messages_read_well(change, message):
