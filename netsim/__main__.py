@@ -69,9 +69,17 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--channels",
             type=int,
-            default=1,
             metavar="C",
-            help="channels side by side on slices of the buffer (default: %(default)s)",
+            help="channels side by side on slices of the buffer (default: as many as "
+            "NCCL's graph search would run on the topology; 1 on a calibrated machine)",
+        )
+        c.add_argument(
+            "--chunks",
+            type=int,
+            default=1,
+            metavar="K",
+            help="pipeline the buffer in K pieces, so that an algorithm's phases overlap "
+            "as NCCL's do (default: %(default)s, the textbook algorithm)",
         )
         return c
 

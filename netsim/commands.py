@@ -14,7 +14,7 @@ from netsim.errors import InputError
 from netsim.record import rundir
 from netsim.report import summary, text, traffic
 from netsim.sim import calibrate as calibration
-from netsim.sim import measure
+from netsim.sim import measure, predict_text
 from netsim.sim import nccl as nccl_model
 from netsim.sim import predict as prediction
 
@@ -43,8 +43,9 @@ def predict(args) -> int:
         _itemsize(args),
         args.compute_ms / 1e3,
         channels=args.channels,
+        chunks=args.chunks,
     )
-    print(json.dumps(out, indent=2) if args.json else prediction.prediction_text(out))
+    print(json.dumps(out, indent=2) if args.json else predict_text.prediction_text(out))
     return 0
 
 
@@ -67,10 +68,11 @@ def sweep(args) -> int:
         _itemsize(args),
         args.compute_ms / 1e3,
         channels=args.channels,
+        chunks=args.chunks,
     )
-    print(json.dumps(rows, indent=2) if args.json else prediction.sweep_text(topo, rows, args))
+    print(json.dumps(rows, indent=2) if args.json else predict_text.sweep_text(topo, rows, args))
     if args.plot:
-        print(f"wrote {prediction.sweep_plot(args.plot, topo, rows)}")
+        print(f"wrote {predict_text.sweep_plot(args.plot, topo, rows)}")
     return 0
 
 
@@ -132,7 +134,7 @@ def replay(args) -> int:
     out["measured"] = {k: measured.get(k) for k in prediction.COMPARED}
     # the error of a prediction only where it predicts what was measured
     out["errors"] = prediction.errors(measured, out) if algorithm is merged.algorithm else {}
-    print(json.dumps(out, indent=2) if args.json else prediction.replay_text(out))
+    print(json.dumps(out, indent=2) if args.json else predict_text.replay_text(out))
     return 0
 
 

@@ -64,18 +64,33 @@ def path_alpha_beta(topology, src_rank, dst_rank, world_size: int) -> AlphaBeta:
 
 
 def schedule_time_s(schedule, topology, itemsize: int = 1) -> float:
-    """A schedule's rounds one after another, each as long as its largest transfer on its
-    own pattern (round_alpha_beta): the closed form of any schedule, exact where every rank
-    takes part in every round in step and a round's transfers are one size (a pipelined
-    tree in its steady state), and the simulator's bound otherwise."""
+    """A schedule's rounds one after another, each as long as its farthest path's latency
+    plus its busiest link's bytes at that link's bandwidth: the closed form of any schedule,
+    exact where a round's transfers are one size (then it is round_alpha_beta's alpha + m *
+    beta), and otherwise a lower bound of the round run in lock step, which a pipelined
+    step mixing big NVLink pieces with small NIC pieces needs (charging the largest piece at
+    the slowest share would not bound it). The simulator lets ranks run ahead of a round
+    and may beat the sum."""
     p, total, seen = schedule.world_size, 0.0, {}
+    gpu = topology.gpu_of_rank(p)
     for r in schedule.rounds:
         if not len(r.src):
             continue
         key = r.src.tobytes() + b"|" + r.dst.tobytes()
         if key not in seen:
-            seen[key] = round_alpha_beta(topology, r.src, r.dst, p)
-        total += seen[key].message_s(r.span[1] * itemsize)
+            src, dst = gpu[r.src], gpu[r.dst]
+            seen[key] = (
+                topology.routes(src, dst),
+                float(topology.path_latency_s(src, dst).max()),
+            )
+        (indptr, links), alpha = seen[key]
+        per_flow = np.broadcast_to(np.asarray(r.count, dtype=float) * itemsize, (len(r.src),))
+        loads = np.bincount(
+            links,
+            weights=np.repeat(per_flow, np.diff(indptr)),
+            minlength=len(topology.bandwidth_bytes_per_s),
+        )
+        total += alpha + busiest_link_s(loads, topology)
     return total
 
 

@@ -28,7 +28,10 @@ class Round:
     memory: never write into them. span is (least, largest, total) count, which a builder
     that knows its chunk table passes in; otherwise it is computed. reduce is one flag for
     every transfer, or one per transfer where a pipelined round moves chunks of different
-    phases (one up a tree, another down it) at once."""
+    phases (one up a tree, another down it) at once. window, where the builder sets it, is
+    (table, row): count is table[row:row + len(count) // table.shape[1]] flattened, a window
+    of a chunk table that many rounds share (ring_rounds), so that the simulator can total
+    a ring's chunks per flow from a few cumulative sums instead of once per round."""
 
     phase: str
     index: int  # round number within its phase
@@ -38,6 +41,7 @@ class Round:
     start: np.ndarray
     count: np.ndarray
     span: tuple[int, int, int] | None = None
+    window: tuple[np.ndarray, int] | None = None
 
     def __post_init__(self):
         if self.span is None:
@@ -112,7 +116,15 @@ def ring_rounds(rings: np.ndarray, bounds: np.ndarray, phases: tuple[str, str]):
             at = slice(m + first - k, 2 * m + first - k)  # rows (i + first - k) mod m
             rounds.append(
                 make_round(
-                    phase, k, reduce, src, dst, starts[at].reshape(-1), sizes[at].reshape(-1), span
+                    phase,
+                    k,
+                    reduce,
+                    src,
+                    dst,
+                    starts[at].reshape(-1),
+                    sizes[at].reshape(-1),
+                    span,
+                    (sizes, at.start),
                 )
             )
     return out
@@ -123,11 +135,11 @@ def whole(ranks: np.ndarray, nelems: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(len(ranks), dtype=np.int64), np.full(len(ranks), nelems, dtype=np.int64)
 
 
-def make_round(phase, index, reduce, src, dst, start, count, span=None) -> Round:
+def make_round(phase, index, reduce, src, dst, start, count, span=None, window=None) -> Round:
     """A Round of these transfers less the empty ones: empty chunks (nelems < p) need no
     message at all, and both ends see the same schedule, so dropping them here keeps sender
     and receiver in agreement. Arrays without an empty chunk are kept as they are (views)."""
-    rnd = Round(phase, index, reduce, src, dst, start, count, span)
+    rnd = Round(phase, index, reduce, src, dst, start, count, span, window)
     if rnd.span[0] > 0 or not len(count):
         return rnd
     keep = count > 0

@@ -126,26 +126,28 @@ def available(topology, ranks: int) -> list[tuple[str, str]]:
 
 
 def default_channels(topology, ranks: int, algorithm: str) -> int:
-    """NCCL's channel count for the algorithm here (see the module's text)."""
-    m = _machine(topology, ranks)
-    per_node = int(round(m.ppn))
+    """NCCL's channel count for the algorithm here (see the module's text); a topology
+    without gpu reads the speed steps of the GPUs before Hopper."""
+    gen = T.GEN.get(topology.spec.get("gpu"), T.GEN["ampere"])
+    nodes = len(np.unique(topology.node_of_rank(ranks)))
+    per_node = ranks // nodes
     nics = topology.spec.get("nic", {}).get("count", 0)
     if algorithm in ("nvls", "nvls-tree"):
         return per_node
     if algorithm == "collnet":
         return max(1, min(per_node, nics))
     intra = topology.spec["intra_node"]
-    if m.nodes == 1:
+    if nodes == 1:
         bw = intra["bandwidth_gbit_per_s"] / 8 * intra.get("efficiency", 1.0)
-        speed = _step(T.SPEEDS_INTRA[m.gen], bw)
+        speed = _step(T.SPEEDS_INTRA[gen], bw)
         count = max(1, int(bw // speed))
     else:
         nic = topology.spec["nic"]
         speed = _step(
-            T.SPEEDS_INTER[m.gen], nic["bandwidth_gbit_per_s"] / 8 * nic.get("efficiency", 1.0)
+            T.SPEEDS_INTER[gen], nic["bandwidth_gbit_per_s"] / 8 * nic.get("efficiency", 1.0)
         )
         count = nics
-    late = m.gen >= T.GEN["hopper"] and speed < 50 and count > 4
+    late = gen >= T.GEN["hopper"] and speed < 50 and count > 4
     return min(2 * count, 32) if speed >= 25 and not late else count
 
 

@@ -91,6 +91,26 @@ class _Pattern:
         None  # unique (latency, 1/rate) pairs: the slowest flow, for any size
     )
     flow_bytes: np.ndarray | float = 0.0  # bytes each flow carried over the rounds so far
+    windows: dict | None = None  # id(table) -> (table, rows): lockstep rounds' Round.window
+
+    def add_window(self, table: np.ndarray, row: int) -> None:
+        self.windows = self.windows or {}
+        self.windows.setdefault(id(table), (table, []))[1].append(row)
+
+    def total_bytes(self, itemsize: int):
+        """flow_bytes plus the windows' chunks: per flow, the sum over the rows r of
+        table[r + j], from cumulative sums over runs of consecutive rows (a ring's rounds
+        take consecutive windows), in O(table) per run rather than per round."""
+        total = self.flow_bytes
+        for table, rows in (self.windows or {}).values():
+            height = len(self.lengths) // table.shape[1]
+            cum = np.concatenate([np.zeros((1, table.shape[1]), np.int64), table.cumsum(axis=0)])
+            hits = np.bincount(rows, minlength=len(table) + 1)
+            for level in range(1, hits.max() + 1):  # a row used twice is two runs deep
+                edges = np.diff(np.concatenate([[0], hits >= level, [0]]).astype(np.int8))
+                for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+                    total = total + (cum[b : b + height] - cum[a : a + height]).ravel() * itemsize
+        return total
 
 
 def simulate(
@@ -127,8 +147,12 @@ def simulate(
             slowest = (pattern.lines[:, 0] + nbytes * pattern.lines[:, 1]).max()
             lockstep += slowest + overhead_s + (nbytes * gamma if rnd.any_adds else 0.0)
             # bytes per flow, exactly: a scalar where the chunks are one size
-            sent = nbytes if least == largest else rnd.count * itemsize
-            pattern.flow_bytes = pattern.flow_bytes + sent
+            if least == largest:
+                pattern.flow_bytes = pattern.flow_bytes + nbytes
+            elif rnd.window is not None:
+                pattern.add_window(*rnd.window)
+            else:
+                pattern.flow_bytes = pattern.flow_bytes + rnd.count * itemsize
             continue
         if lockstep is not None:  # ranks part ways here
             ready[:] = lockstep
@@ -151,7 +175,7 @@ def simulate(
         ready[:] = lockstep
     link_bytes = np.zeros(len(bandwidth))
     for pattern in patterns.values():
-        per_flow = np.broadcast_to(pattern.flow_bytes, pattern.lengths.shape)
+        per_flow = np.broadcast_to(pattern.total_bytes(itemsize), pattern.lengths.shape)
         link_bytes += np.bincount(
             pattern.links, weights=np.repeat(per_flow, pattern.lengths), minlength=len(bandwidth)
         )

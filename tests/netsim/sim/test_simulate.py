@@ -155,7 +155,7 @@ def test_bytes_per_link_equal_the_schedule():
 
 def test_predict_and_errors_share_the_measured_schema():
     topo = topology.load("single-node-8gpu")
-    out = predict.predict(topo, algorithms.get("ring"), 8, 10**6, compute_s=0.002)
+    out = predict.predict(topo, algorithms.get("ring"), 8, 10**6, compute_s=0.002, channels=1)
     assert out["allreduce_time_s_median"] == pytest.approx(out["closed_form_s"], rel=1e-9)
     assert out["busbw_bytes_per_s"] == pytest.approx(out["algbw_bytes_per_s"] * 2 * 7 / 8)
     assert out["bytes_sent_per_step_by_rank"] == [2 * 7 * 10**6 // 8 * 4] * 8
@@ -164,16 +164,23 @@ def test_predict_and_errors_share_the_measured_schema():
 
 
 def test_sweep_scaling_efficiency_falls_with_communication():
-    rows = predict.sweep(
-        topology.load("dgx-h100"),
-        [algorithms.get("ring"), algorithms.get("hierarchical-ring")],
-        [8, 64, 256],
-        10**8,
-        compute_s=0.05,
-    )
+    """One channel (the textbook rings): the hierarchical ring wins at scale, since only 1/L
+    of its bytes leave a node. NCCL's channels (8 here, one per rail): the flat ring uses
+    every NIC and streams NVLink and NIC traffic at once, and beats the hierarchical ring
+    whose phases run one after the other, as NCCL's rings beat hierarchical schemes."""
+    dgx = topology.load("dgx-h100")
+    algos = [algorithms.get("ring"), algorithms.get("hierarchical-ring")]
+    rows = predict.sweep(dgx, algos, [8, 64, 256], 10**8, compute_s=0.05, channels=1)
     eff = {(r["world_size"], r["algorithm"]): r["scaling_efficiency"] for r in rows}
     assert all(0 < e <= 1 for e in eff.values())
+    assert eff[(64, "ring")] < eff[(8, "ring")]
     assert eff[(256, "hierarchical-ring")] > eff[(256, "ring")]  # fewer slow inter-node rounds
+    rows = predict.sweep(dgx, algos, [256], 10**8, compute_s=0.05)
+    assert {r["channels"] for r in rows} == {8}
+    nccl = {r["algorithm"]: r["allreduce_time_s_median"] for r in rows}
+    assert nccl["ring"] < 0.9 * nccl["hierarchical-ring"]
+    piped = predict.predict(dgx, algos[1], 256, 10**8, chunks=16)["allreduce_time_s_median"]
+    assert nccl["ring"] < piped < 0.95 * nccl["hierarchical-ring"]  # its phases overlap
 
 
 def test_ranks_that_part_ways_are_followed_one_by_one_and_agree_with_lockstep_when_they_meet():

@@ -1,0 +1,120 @@
+"""What predict, sweep and replay print, and the sweep's plot: the text of netsim.sim.predict's
+dictionaries (whose keys are a measured run's)."""
+
+from __future__ import annotations
+
+from netsim.report import plots
+from netsim.report.text import gbps, ms, nbytes
+
+
+def prediction_text(o: dict) -> str:
+    closed = "" if o["closed_form_s"] is None else f" (closed form {ms(o['closed_form_s'])})"
+    lines = [
+        f"{o['algorithm']} all-reduce of {nbytes(o['buffer_bytes'])} on {o['world_size']} ranks of "
+        f'"{o["topology"]}", {o["channels"]} channel{"s" if o["channels"] > 1 else ""}',
+        f"  all-reduce {ms(o['allreduce_time_s_median'])}{closed}; algbw "
+        f"{gbps(o['algbw_bytes_per_s'])}, busbw {gbps(o['busbw_bytes_per_s'])}",
+        f"  bytes sent per rank: up to {nbytes(max(o['bytes_sent_per_step_by_rank']))}; "
+        f"{nbytes(o['total_link_bytes'])} crossed links in all",
+        _bottleneck(o),
+    ]
+    lines += [
+        f"    {link['link']:<28} {nbytes(link['bytes']):>12}  {link['utilisation']:>5.0%} busy"
+        for link in o["busiest_links"]
+    ]
+    compute = max(o["per_step_mean_by_rank"]["compute_s"])
+    if compute > 0:
+        lines.append(
+            f"  step with {ms(compute)} of compute: {ms(o['step_time_s'])}, communication "
+            f"{o['comm_share']:.0%} of it"
+        )
+    return "\n".join(lines)
+
+
+def sweep_text(topo, rows: list[dict], args) -> str:
+    head = (
+        f'weak scaling on "{topo.name}": {args.params:,} parameters ({args.dtype}), '
+        f"{args.compute_ms:g} ms compute per step"
+    )
+    lines = [
+        head,
+        f"{'ranks':>6}  {'algorithm':<18} {'ch':>3} {'all-reduce':>11} {'step':>11} {'comm':>6} "
+        f"{'efficiency':>10} {'busbw':>11}  bottleneck",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['world_size']:>6}  {r['algorithm']:<18} {r['error']}")
+            continue
+        lines.append(
+            f"{r['world_size']:>6}  {r['algorithm']:<18} {r['channels']:>3} "
+            f"{ms(r['allreduce_time_s_median']):>11} "
+            f"{ms(r['step_time_s']):>11} {r['comm_share']:>6.0%} {r['scaling_efficiency']:>10.0%} "
+            f"{gbps(r['busbw_bytes_per_s']):>11}  {r['bottleneck_link']}"
+        )
+    return "\n".join(lines)
+
+
+def replay_text(o: dict) -> str:
+    """pred/meas-1 is the prediction's error when the topology models the machine the run was
+    measured on (see calibrate); on another cluster it is how much faster or slower it would be."""
+    m, e = o["measured"], o["errors"]
+    lines = [
+        f"replay of {o['steps_replayed']} recorded steps: {o['algorithm']} all-reduce of "
+        f'{nbytes(o["buffer_bytes"])} on {o["world_size"]} ranks of "{o["topology"]}"',
+        f"  {'':<22} {'predicted':>12} {'measured':>12} {'pred/meas-1':>12}",
+    ]
+    for key, label, fmt in (
+        ("allreduce_time_s_median", "all-reduce (median)", ms),
+        ("algbw_bytes_per_s", "algbw", gbps),
+        ("busbw_bytes_per_s", "busbw", gbps),
+    ):
+        err = f"{e[key]:+.0%}" if key in e else "-"
+        lines.append(f"  {label:<22} {fmt(o[key]):>12} {fmt(m.get(key)):>12} {err:>12}")
+    lines.append(
+        f"  step time (median): predicted {ms(o['step_time_s'])}, measured "
+        f"{ms(o['measured_step_time_s'])}"
+    )
+    lines.append(_bottleneck(o))
+    return "\n".join(lines)
+
+
+def _bottleneck(o: dict) -> str:
+    busy = o["bottleneck_utilisation"]
+    return f"  bottleneck link {o['bottleneck_link']}, busy {busy:.0%} of the time"
+
+
+def sweep_plot(path: str, topology, rows: list[dict]) -> str:
+    """The scaling table of `python -m netsim sweep` as two panels against the rank count:
+    scaling efficiency, and the all-reduce's time, one line per algorithm."""
+    fig = plots.figure_class()(figsize=(9, 6.5))
+    eff_ax, time_ax = fig.subplots(2, 1, sharex=True)
+    algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
+    for algorithm in algorithms:
+        mine = [r for r in rows if r["algorithm"] == algorithm and "error" not in r]
+        ranks = [r["world_size"] for r in mine]
+        eff_ax.plot(
+            ranks, [100 * r["scaling_efficiency"] for r in mine], marker="o", label=algorithm
+        )
+        time_ax.plot(
+            ranks, [1e3 * r["allreduce_time_s_median"] for r in mine], marker="o", label=algorithm
+        )
+    eff_ax.set_ylabel("scaling efficiency (%)\ncompute / step time")
+    eff_ax.set_ylim(0, 105)
+    time_ax.set_ylabel("all-reduce time (ms)")
+    time_ax.set_yscale("log")
+    time_ax.set_xscale("log", base=2)
+    sizes = sorted({r["world_size"] for r in rows})
+    time_ax.set_xticks(sizes, [f"{p:,}" for p in sizes])
+    time_ax.set_xlabel("ranks")
+    for ax in (eff_ax, time_ax):
+        ax.grid(True, which="both", alpha=0.3)
+    eff_ax.legend(loc="lower left", fontsize=8)
+    first = rows[0] if rows else {}
+    fig.suptitle(
+        f"Weak scaling on {topology.name}\n{first.get('buffer_bytes', 0) / 2**20:,.1f} MiB "
+        f"gradient per step",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=plots.DPI)
+    return path
