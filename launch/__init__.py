@@ -1,8 +1,23 @@
 """How runs are started: finding the MPI launcher, building its argv, and running it with a
 hard timeout that kills every rank. The one copy that netsim's calibration, the benchmarks
-and the tests use. Imports nothing of ours (the
-standard library only), so everything may import it. Argv builders are pure functions,
-tested by asserting the argv they return.
+and the tests use. Imports nothing of ours (the standard library only), so everything may
+import it. Argv builders are pure functions, tested by asserting the argv they return.
+
+local.py starts ranks on this machine; clusters.py builds the argv (and the environment it
+needs) that starts N nodes x G ranks per node on real hosts through MPICH's mpiexec, Open
+MPI's mpirun or Slurm's srun, and reads and writes their hostfiles. `python -m launch`
+(__main__.py) prints or runs those; examples/ holds a hostfile and a Slurm batch script.
+emulate.py (`python -m launch.emulate`) runs a job on a cluster emulated on this machine:
+netns.py builds its network (namespaces, bridges, veth links capped by tc), hop.py is what
+MPICH's Hydra runs instead of ssh to start a rank inside a node's namespace.
 """
 
+from .clusters import (  # noqa: F401
+    Launch,
+    mpich_argv,
+    openmpi_argv,
+    read_hostfile,
+    srun_argv,
+    write_hostfile,
+)
 from .local import mpiexec, mpirun_argv, run  # noqa: F401

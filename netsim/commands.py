@@ -14,7 +14,7 @@ from netsim.errors import InputError
 from netsim.record import rundir
 from netsim.report import summary, text, traffic
 from netsim.sim import calibrate as calibration
-from netsim.sim import measure, predict_text
+from netsim.sim import emulated, measure, predict_text
 from netsim.sim import nccl as nccl_model
 from netsim.sim import predict as prediction
 
@@ -126,6 +126,9 @@ def _estimate_dict(e) -> dict:
 
 def replay(args) -> int:
     topo = topology.load(args.topology)
+    network = emulated.network_of(args.run_dir)
+    if network is not None and topo.nodes == 1 and "compute" in topo.spec:
+        topo = emulated.topology(topo, network)  # the calibrated node, K times, on its links
     config, records, totals = rundir.load(args.run_dir)
     merged = traffic.merge(config, records, complete=totals is not None)
     algorithm = algorithms.get(args.algorithm) if args.algorithm else merged.algorithm

@@ -1,0 +1,277 @@
+"""A multi-node cluster on one machine whose network is real: TCP over capped veth links.
+
+    python -m launch.emulate --topology T [--nodes K] [--ranks-per-node G] -- TRAINING ARGS
+    python -m launch.emulate --cleanup
+
+builds K emulated nodes from the topology file netsim reads (launch.netns: a network
+namespace per node, bridges, veth links capped by tbf at the node's NIC rate, count x
+bandwidth_gbit_per_s, and a fat-tree's oversubscribed leaf uplinks), starts MPICH's Hydra
+in node 0 with `-launcher ssh -launcher-exec WRAPPER` (launch.hop: each "host" is a
+namespace with its own host name), runs `python -m allreduce_train ARGS` on G ranks per
+node, and always removes every namespace, link, bridge and process it made: on success, on
+failure, on Ctrl-C and on SIGTERM. `--cleanup` removes what a killed earlier run left.
+
+Inside a node MPICH's ranks talk through shared memory, as on a real host; between nodes
+UCX is held to TCP (UCX_TLS=tcp,self: otherwise UCX, which sees one machine, would use
+shared memory across namespaces too) on eth0. Links add no latency (no netem in this
+kernel). After the run the qdisc counters of every link go into RUN_DIR/network.json
+beside the emulated network's description, and are printed against the inter-node bytes
+the recorder counted: the difference is protocol overhead (TCP/IP headers, MPI envelopes,
+acknowledgements, the run's own small collectives). Needs root, `ip` and `tc`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+from . import hop, netns
+from .local import mpiexec
+
+PRESETS = Path(__file__).resolve().parent.parent / "netsim" / "cluster" / "presets"
+UCX_ENV = {"UCX_TLS": "tcp,self", "UCX_NET_DEVICES": "eth0", "UCX_RNDV_THRESH": "inf"}
+
+
+class Stop(Exception):
+    """SIGTERM, raised where the main thread is, so that `finally` cleans up."""
+
+
+def read_topology(name: str) -> tuple[Path, dict]:
+    path = Path(name)
+    if not path.is_file() and (PRESETS / f"{name}.toml").is_file():
+        path = PRESETS / f"{name}.toml"
+    try:
+        return path, tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read topology {name!r}: {exc}") from None
+
+
+def plan_of(spec: dict, nodes: int | None, rate_mbit: float | None, mtu: int, tag: str):
+    """The emulated network of a topology: its first `nodes` nodes, each link at the node's
+    NIC rate (or rate_mbit), leaves and uplinks as a fat-tree's."""
+    try:
+        nic, network = spec.get("nic", {}), spec.get("network", {})
+        total = int(spec["nodes"])
+        node_mbit = rate_mbit or nic["count"] * nic["bandwidth_gbit_per_s"] * 1000.0
+        per_leaf = (
+            int(network.get("nodes_per_leaf", total))
+            if network.get("kind") == "fat-tree"
+            else total
+        )
+        over = float(network.get("oversubscription", 1.0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"topology lacks what an emulation needs ({exc})") from None
+    k = total if nodes is None else nodes
+    if not 1 <= k <= total:
+        raise ValueError(f"--nodes must be 1 to the topology's {total} nodes, got {k}")
+    per_leaf = max(1, min(per_leaf, k))
+    uplink = per_leaf * node_mbit / over if per_leaf < k else None
+    return netns.Plan(f"{netns.OWNED}{tag}", k, node_mbit, per_leaf, uplink, mtu)
+
+
+def hydra_argv(plan, ranks_per_node: int, hostfile: Path, wrapper: Path, command: list[str]):
+    """Hydra's argv, run in node 0 as node0."""
+    env = [x for name, value in UCX_ENV.items() for x in ("-genv", name, value)]
+    hydra = [*mpiexec(), "-launcher", "ssh", "-launcher-exec", str(wrapper), "-f", str(hostfile)]
+    hydra += ["-iface", "eth0", *env, "-n", str(plan.nodes * ranks_per_node), *command]
+    return hop.command({plan.host(0): plan.node_ns(0)}, [plan.host(0), *map(shlex.quote, hydra)])
+
+
+def check_machine() -> None:
+    if os.geteuid() != 0:
+        raise ValueError("an emulated cluster needs root (network namespaces, tc)")
+    for tool in ("ip", "tc", "unshare"):
+        if shutil.which(tool) is None:
+            raise ValueError(f"an emulated cluster needs `{tool}`, which is not on PATH")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m launch.emulate",
+        description=__doc__.splitlines()[0],
+        epilog="Everything after -- goes to python -m allreduce_train (or, with --exec, is "
+        "the command itself).",
+    )
+    ap.add_argument("--topology", help="a topology TOML file, or a netsim preset's name")
+    ap.add_argument("--nodes", type=int, help="emulate this many of its nodes (default: all)")
+    ap.add_argument("--ranks-per-node", type=int, help="default: the topology's gpus_per_node")
+    ap.add_argument(
+        "--rate-mbit",
+        type=float,
+        help="each node's link, Mbit/s each way (default: the topology's NIC count x rate)",
+    )
+    ap.add_argument("--mtu", type=int, default=1500, help="(default: %(default)s)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="end the job after S seconds (default: %(default)s)",
+    )
+    ap.add_argument("--exec", action="store_true", help="run the command after -- as it is")
+    ap.add_argument(
+        "--cleanup",
+        action="store_true",
+        help=f"remove every namespace named {netns.OWNED}* (a killed run's) and exit",
+    )
+    ap.add_argument("args", nargs=argparse.REMAINDER)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    rest = args.args[1:] if args.args[:1] == ["--"] else args.args
+    try:
+        check_machine()
+        if args.cleanup:
+            removed = [name for prefix in netns.stale() for name in netns.down(prefix)]
+            print(f"removed {len(removed)} namespaces{': ' if removed else ''}{' '.join(removed)}")
+            return 0
+        if not args.topology:
+            raise ValueError("--topology is required")
+        path, spec = read_topology(args.topology)
+        plan = plan_of(spec, args.nodes, args.rate_mbit, args.mtu, str(os.getpid()))
+        per_node = args.ranks_per_node or int(spec.get("gpus_per_node", 1))
+        if per_node < 1:
+            raise ValueError(f"--ranks-per-node must be >= 1, got {per_node}")
+    except ValueError as exc:
+        print(f"python -m launch.emulate: error: {exc}", file=sys.stderr)
+        return 2
+    run_dir = None
+    command = rest
+    if not args.exec:
+        if "--run-dir" not in rest:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run_dir = Path("runs") / f"{stamp}-emu{plan.nodes}x{per_node}"
+            rest = [*rest, "--run-dir", str(run_dir)]
+        else:
+            run_dir = Path(rest[rest.index("--run-dir") + 1])
+        command = [sys.executable, "-m", "allreduce_train", *rest]
+    return emulate(plan, per_node, command, run_dir, path, args.timeout)
+
+
+def emulate(
+    plan, per_node: int, command: list[str], run_dir, topology: Path, timeout_s: float
+) -> int:
+    """Build the network, run the job, report the links, and remove it all, whatever happens."""
+
+    def stop(signum, frame):
+        raise Stop()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    proc, rc = None, 1
+    with tempfile.TemporaryDirectory(prefix="atr-emulate-") as tmp:
+        try:
+            netns.up(plan)
+            hostfile, wrapper = Path(tmp) / "hosts", Path(tmp) / "ssh"
+            hostfile.write_text("".join(f"{plan.host(i)}:{per_node}\n" for i in range(plan.nodes)))
+            wrapper.write_text(
+                hop.script({plan.host(i): plan.node_ns(i) for i in range(plan.nodes)})
+            )
+            wrapper.chmod(0o755)
+            latency = netns.tcp_latency_us(plan) if plan.nodes > 1 else None
+            ranks, cores = plan.nodes * per_node, os.cpu_count() or 1
+            if ranks > cores:
+                print(
+                    f"python -m launch.emulate: warning: {ranks} ranks on {cores} cores: a rank "
+                    "that spin-waits takes the core its peer's TCP needs, so above about 100 "
+                    "Mbit/s the scheduler, not the link, may set the pace (bench/README.md)",
+                    file=sys.stderr,
+                )
+            print(
+                f"emulated cluster: {plan.nodes} nodes x {per_node} ranks, links "
+                f"{plan.node_mbit:g} Mbit/s each way"
+                + (f", leaf uplinks {plan.uplink_mbit:g} Mbit/s" if plan.uplink_mbit else "")
+                + (f"; TCP one-way {latency:.1f} us" if latency else "")
+                + f" (namespaces {plan.prefix}-*)",
+                flush=True,
+            )
+            proc = subprocess.Popen(
+                hydra_argv(plan, per_node, hostfile, wrapper, command), start_new_session=True
+            )
+            try:
+                rc = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                print(
+                    f"python -m launch.emulate: the job ran past {timeout_s:g} s; ended",
+                    file=sys.stderr,
+                )
+                rc = 124
+            links = netns.counters(plan)
+            if run_dir is not None and Path(run_dir).is_dir():
+                write_network(Path(run_dir), plan, per_node, topology, links, latency)
+            print(link_text(links, run_dir))
+        except (KeyboardInterrupt, Stop) as exc:
+            rc = 130 if isinstance(exc, KeyboardInterrupt) else 143
+            print(
+                "python -m launch.emulate: interrupted; removing the emulated cluster",
+                file=sys.stderr,
+            )
+        except OSError as exc:
+            print(f"python -m launch.emulate: error: {exc}", file=sys.stderr)
+            rc = 1
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not stop the cleanup
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+            netns.down(f"{plan.prefix}-")
+            signal.signal(signal.SIGTERM, previous)
+    return rc
+
+
+def write_network(run_dir: Path, plan, per_node, topology: Path, links: list, latency) -> None:
+    emulated = {
+        "topology": str(topology),
+        "nodes": plan.nodes,
+        "ranks_per_node": per_node,
+        "node_mbit_per_s": plan.node_mbit,
+        "nodes_per_leaf": plan.nodes_per_leaf,
+        "uplink_mbit_per_s": plan.uplink_mbit,
+        "mtu": plan.mtu,
+        "tcp_latency_us": latency,  # one way, 1 byte, node 0 to node 1 (netns.tcp_latency_us)
+        "transport": "MPICH shared memory inside a node, UCX TCP between nodes",
+    }
+    tmp = run_dir / "network.json.tmp"
+    tmp.write_text(json.dumps({"emulated": emulated, "links": links}, indent=2) + "\n")
+    tmp.replace(run_dir / "network.json")
+
+
+def link_text(links: list[dict], run_dir) -> str:
+    up = sum(
+        link["bytes"]
+        for link in links
+        if link["link"].startswith("node") and link["link"].endswith(".up")
+    )
+    lines = [f"emulated links: {up:,} bytes left the nodes (qdisc counters)"]
+    summary = Path(run_dir) / "summary.json" if run_dir is not None else None
+    if summary is not None and summary.is_file():
+        recorded = json.loads(summary.read_text()).get("traffic", {}).get("inter_node_bytes")
+        if recorded:
+            lines.append(
+                f"  the recorder's inter-node bytes: {recorded:,}; on the wire {up / recorded:.3f}x"
+                " (TCP/IP headers, MPI envelopes, acks, the run's own small collectives)"
+            )
+    for link in links:
+        lines.append(
+            f"    {link['link']:<20} {link['bytes']:>14,} B {link['packets']:>10,} packets"
+            f"  dropped {link['drops']}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

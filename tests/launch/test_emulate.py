@@ -1,0 +1,177 @@
+"""The emulated cluster: its plan as data (always), and real runs over namespaces, veth and
+tbf (root with `ip` and `tc` only; skipped with the reason otherwise)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launch import emulate, hop, netns
+
+ROOT = os.geteuid() == 0 and all(shutil.which(t) for t in ("ip", "tc", "unshare"))
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root with ip, tc and unshare")
+
+TWO_NODES = """
+name = "2 nodes x 2 ranks, 200 Mbit/s"
+nodes = 2
+gpus_per_node = 2
+placement = "block"
+[intra_node]
+kind = "all-to-all"
+bandwidth_gbit_per_s = 20
+latency_us = 1
+[nic]
+count = 1
+bandwidth_gbit_per_s = 0.2
+latency_us = 30
+[network]
+kind = "switch"
+latency_us = 0
+"""
+
+
+def test_a_topologys_nics_set_the_links_and_a_fat_trees_leaves_its_uplinks():
+    _, spec = emulate.read_topology("dgx-h100")  # a preset by name: 8 x 400G per node
+    plan = emulate.plan_of(spec, 8, None, 1500, "t")
+    assert plan.node_mbit == 8 * 400 * 1000
+    assert (plan.nodes_per_leaf, plan.leaves) == (4, 2)  # the preset's 4 nodes per leaf
+    assert plan.uplink_mbit == 4 * plan.node_mbit  # 1:1
+    spec["network"]["oversubscription"] = 2.0
+    plan = emulate.plan_of(spec, 8, 1000, 1500, "t")
+    assert (plan.node_mbit, plan.uplink_mbit) == (1000, 2000)
+    names = [name for name, *_ in plan.links()]
+    assert names[:2] == ["node0.up", "node0.down"] and "leaf1.spine.down" in names
+    assert len(names) == 2 * 8 + 2 * 2
+    one_leaf = emulate.plan_of(spec, 4, 1000, 1500, "t")  # fits in one leaf: no spine
+    assert one_leaf.uplink_mbit is None and len(one_leaf.links()) == 8
+    cmds = [" ".join(c) for c in plan.commands()]
+    assert all(c.split()[0] == "ip" for c in cmds)
+    assert sum("tbf rate 2000mbit" in c for c in cmds) == 4  # both ends of both uplinks
+    with pytest.raises(ValueError, match="--nodes must be 1 to the topology's 32"):
+        emulate.plan_of(spec, 33, None, 1500, "t")
+    with pytest.raises(ValueError, match="must start with 'atr-'"):
+        netns.Plan("mine", 2, 100, 2)
+
+
+def test_hydras_ssh_call_becomes_a_command_in_the_hosts_namespace():
+    seen = ["-x", "node1", '"/venv/bin/hydra_pmi_proxy"', "--control-port", "198.18.0.1:46781"]
+    assert hop.target(seen) == ("node1", seen[2:])
+    cmd = hop.command({"node1": "atr-1-n1"}, ["-o", "BatchMode=yes", *seen])
+    assert cmd[:8] == ["ip", "netns", "exec", "atr-1-n1", "unshare", "--uts", "sh", "-c"]
+    assert cmd[8].startswith("hostname node1 && exec ")
+    with pytest.raises(ValueError, match="unknown emulated host 'node9'"):
+        hop.command({"node1": "atr-1-n1"}, ["node9", "true"])
+
+
+def ours(pid: int) -> list[str]:
+    return netns.owned(f"{netns.OWNED}{pid}-")
+
+
+def start(tmp_path, *args, timeout=240):
+    topo = tmp_path / "two.toml"
+    topo.write_text(TWO_NODES)
+    argv = [sys.executable, "-m", "launch.emulate", "--topology", str(topo), *args]
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+
+
+@pytest.mark.mpi
+@needs_root
+def test_training_over_capped_links_is_counted_on_the_wire_and_runs_at_the_link_rate(tmp_path):
+    run_dir = tmp_path / "run"
+    # 64-256-256-10: 85,002 parameters, 340,008 bytes a step
+    proc = start(tmp_path, "--", "--layers", "64,256,256,10", "--steps", "12", "--run-dir",
+                 str(run_dir))  # fmt: skip
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert ours(proc.pid) == []
+    network = json.loads((run_dir / "network.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert network["emulated"]["node_mbit_per_s"] == 200
+    recorded = summary["traffic"]["inter_node_bytes"]
+    wire = sum(link["bytes"] for link in network["links"] if link["link"].endswith(".up"))
+    assert recorded > 0 and recorded <= wire <= 1.15 * recorded, (wire, recorded)
+    assert "on the wire" in out
+    # the ring's two crossing edges each carry 2(p-1)/p x n per all-reduce, so at 25 MB/s
+    # its algbw is at most 16.7 MB/s (shared memory: hundreds of MB/s)
+    algbw, cap = summary["traffic"]["algbw_bytes_per_s"], 200e6 / 8 / 1.5
+    assert 0.5 * cap < algbw < 1.05 * cap, (algbw, cap)
+    # netsim models the run as the calibrated machine's node twice over on those links
+    machine = Path(__file__).resolve().parents[2] / "docs/examples/calibrated-2vcpu-vm.toml"
+    replay = subprocess.run(
+        [sys.executable, "-m", "netsim", "replay", str(run_dir), "--topology", str(machine)]
+        + ["--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert replay.returncode == 0, replay.stderr
+    out = json.loads(replay.stdout)
+    assert out["topology"].startswith("2 emulated nodes x 2")
+    ratio = out["allreduce_time_s_median"] / out["measured"]["allreduce_time_s_median"]
+    assert 0.5 < ratio < 2, ratio  # bench/validate_emulated.py measures how close
+
+
+@pytest.mark.mpi
+@needs_root
+def test_a_failing_job_leaves_nothing_behind(tmp_path):
+    proc = start(tmp_path, "--", "--lr", "-1")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "lr" in err + out
+    assert ours(proc.pid) == []
+
+
+@pytest.mark.mpi
+@needs_root
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_job_leaves_nothing_behind(tmp_path, sig):
+    proc = start(tmp_path, "--", "--epochs", "100000", "--run-dir", str(tmp_path / "run"))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run" / "config.json").exists():  # training has started
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    namespaces = ours(proc.pid)
+    assert len(namespaces) == 3  # two nodes and the switch
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+    assert "removing the emulated cluster" in err
+    assert ours(proc.pid) == []
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "run")], capture_output=True, text=True)
+    assert left.stdout == "", left.stdout
+
+
+@needs_root
+def test_cleanup_removes_what_a_killed_run_left_and_nothing_of_a_live_one():
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True)
+    dead = netns.Plan(f"{netns.OWNED}{int(gone.stdout)}", 2, 100, 2)  # its process has ended
+    live = netns.Plan(f"{netns.OWNED}{os.getpid()}", 1, 100, 1)  # this one has not
+    try:
+        netns.up(dead)
+        netns.up(live)
+        out = subprocess.run(
+            [sys.executable, "-m", "launch.emulate", "--cleanup"], capture_output=True, text=True
+        )
+        assert out.returncode == 0 and dead.switch_ns in out.stdout
+        assert netns.owned(f"{dead.prefix}-") == []
+        assert netns.owned(f"{live.prefix}-") == [live.node_ns(0), live.switch_ns]
+    finally:
+        netns.down(f"{dead.prefix}-")
+        netns.down(f"{live.prefix}-")
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "launch.emulate", "--topology", str(tmp_path / "none.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "error:" in out.stderr
