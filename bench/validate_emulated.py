@@ -1,13 +1,14 @@
 """Does netsim predict a real network? Training on emulated clusters, measured against replayed.
 
     python bench/validate_emulated.py [--topology this-machine.toml] [--steps 40]
-        [--rates 200,1000] [--json]
+        [--rates 100,200] [--json]
 
 Needs root, `ip` and `tc` (python -m launch.emulate). 1. Calibrate this machine (`python -m
 netsim calibrate`, about a minute) unless --topology gives a calibrated TOML. 2. For 2 nodes
-x 2 ranks and 4 nodes x 1 rank, at every link rate, for the ring, the hierarchical ring
-and the ring on 2 channels, and for two models (the default 64-128-128-10, 102 KiB of
-gradient, and 64-512-512-10, 1.2 MiB), train `--steps` steps on the emulated cluster. 3.
+x 1 rank, 2 nodes x 2 ranks and 4 nodes x 1 rank, at every link rate, for the ring, the
+hierarchical ring and the ring on 2 channels, and for two models (the default
+64-128-128-10, 102 KiB of gradient, and 64-512-512-10, 1.2 MiB), train `--steps` steps on
+the emulated cluster. 3.
 Replay each run (`python -m netsim replay RUN --topology MACHINE`: the calibrated node K
 times on the emulated links, netsim.sim.emulated) and compare the predicted all-reduce
 time (the median, from the last rank's entry) and step time (start to next start) with the

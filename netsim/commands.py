@@ -23,6 +23,9 @@ def report(args) -> int:
     config, records, totals = rundir.load(args.run_dir)
     merged = traffic.merge(config, records, complete=totals is not None)
     figures = summary.summarize(config, merged)
+    network = rundir.network(args.run_dir)
+    if network is not None:  # an emulated cluster: what its links carried, beside ours
+        figures["network"] = text.wire(network, figures)
     print(json.dumps(figures, indent=2) if args.json else text.text(config, merged, figures))
     if args.plots:
         from netsim.report import plots

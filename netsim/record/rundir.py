@@ -6,6 +6,8 @@
     checkpoint.npz         final parameters and optimizer state (rank 0, at the end)
     steps.jsonl, links.csv, timeline.json   the merged records (rank 0, at the end:
                            netsim.report.files)
+    network.json           an emulated cluster's network and its links' qdisc counters
+                           (python -m launch.emulate, after the run)
 
 Step records: step, epoch, samples, loss (mean over this rank's samples), compute_s,
 comm_s, this rank's clock at step start, collective entry and exit, step end (t_start_ns,
@@ -106,6 +108,17 @@ def load(run_dir: str) -> tuple[dict, list[list[dict]], dict | None]:
     summary_path = os.path.join(run_dir, "summary.json")
     summary = _read_json(summary_path, run_dir) if os.path.exists(summary_path) else None
     return config, records, summary
+
+
+def network(run_dir: str) -> dict | None:
+    """network.json ({"emulated": ..., "links": [...]}), or None for a run on real hosts."""
+    path = os.path.join(run_dir, "network.json")
+    if not os.path.exists(path):
+        return None
+    value = _read_json(path, run_dir)
+    if not isinstance(value.get("emulated"), dict) or not isinstance(value.get("links"), list):
+        raise RunDirError(f"{path}: not an emulated network's description")
+    return value
 
 
 def _read_json(path: str, run_dir: str) -> dict:

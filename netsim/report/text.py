@@ -48,7 +48,40 @@ def text(config: dict, traffic: Traffic, s: dict) -> str:
     lines += _bytes_lines(config, traffic, s) + _time_lines(traffic, s)
     if traffic.observable:
         lines += _round_lines(traffic, s) + _link_lines(traffic, s)
+    if "network" in s:
+        lines += _wire_lines(s["network"])
     return "\n".join(lines)
+
+
+def wire(network: dict, s: dict) -> dict:
+    """An emulated run's links (network.json) beside the recorder's inter-node bytes: the
+    bytes that left the nodes through their capped links, and that over ours (> 1: the
+    headers, acknowledgements and envelopes of the protocols under the collective)."""
+    left = sum(k["bytes"] for k in network["links"] if k["link"].endswith(".up") and
+               k["link"].startswith("node"))  # fmt: skip
+    ours = s.get("inter_node_bytes")
+    return {
+        "emulated": network["emulated"],
+        "links": network["links"],
+        "bytes_left_nodes": left,
+        "wire_over_recorded": left / ours if ours else None,
+    }
+
+
+def _wire_lines(w: dict) -> list[str]:
+    e = w["emulated"]
+    ratio = w["wire_over_recorded"]
+    lines = [
+        f"  emulated network: {e['nodes']} nodes x {e['ranks_per_node']}, links "
+        f"{e['node_mbit_per_s']:g} Mbit/s; {nbytes(w['bytes_left_nodes'])} left the nodes "
+        + (f"({ratio:.3f}x the inter-node bytes above)" if ratio else "")
+    ]
+    lines += [
+        f"    {k['link']:<20} {nbytes(k['bytes']):>12} {k['packets']:>10,} packets  "
+        f"dropped {k['drops']}"
+        for k in w["links"]
+    ]
+    return lines
 
 
 def _bytes_lines(config, traffic, s) -> list[str]:

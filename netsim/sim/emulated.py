@@ -18,12 +18,11 @@ An emulated node is a network namespace on this one machine, so:
 from __future__ import annotations
 
 import copy
-import json
 import math
-from pathlib import Path
 
 from netsim.cluster import topology as topologies
 from netsim.errors import InputError
+from netsim.record import rundir
 
 TCP_IP_HEADERS = 52  # IPv4 20 + TCP 20 + timestamps option 12 (Linux's default)
 ETHERNET_HEADER = 14  # counted by tbf on a veth (the frame as handed to the device)
@@ -35,14 +34,9 @@ def payload_share(mtu: int) -> float:
 
 
 def network_of(run_dir) -> dict | None:
-    """The run's emulated network (network.json), or None for a run on real hosts."""
-    path = Path(run_dir) / "network.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())["emulated"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: not an emulated network's description ({exc})") from None
+    """The run's emulated network (network.json's "emulated"), or None for real hosts."""
+    found = rundir.network(str(run_dir))
+    return None if found is None else found["emulated"]
 
 
 def topology(machine, emulated: dict):

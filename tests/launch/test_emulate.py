@@ -103,6 +103,10 @@ def test_training_over_capped_links_is_counted_on_the_wire_and_runs_at_the_link_
     # its algbw is at most 16.7 MB/s (shared memory: hundreds of MB/s)
     algbw, cap = summary["traffic"]["algbw_bytes_per_s"], 200e6 / 8 / 1.5
     assert 0.5 * cap < algbw < 1.05 * cap, (algbw, cap)
+    report = subprocess.run(
+        [sys.executable, "-m", "netsim", "report", str(run_dir)], capture_output=True, text=True
+    )
+    assert "emulated network: 2 nodes x 2, links 200 Mbit/s" in report.stdout, report.stderr
     # netsim models the run as the calibrated machine's node twice over on those links
     machine = Path(__file__).resolve().parents[2] / "docs/examples/calibrated-2vcpu-vm.toml"
     replay = subprocess.run(

@@ -77,3 +77,20 @@ def test_only_a_calibrated_machine_models_an_emulated_node(tmp_path):
     (tmp_path / "network.json").write_text(json.dumps({"links": []}))
     with pytest.raises(InputError, match="not an emulated network"):
         emulated.network_of(tmp_path)
+
+
+def test_the_report_puts_what_left_the_nodes_beside_the_recorded_inter_node_bytes(tmp_path):
+    from netsim.record import rundir
+    from netsim.report import text
+
+    links = [
+        {"link": "node0.up", "bytes": 1060, "packets": 2, "drops": 0},
+        {"link": "node0.down", "bytes": 999, "packets": 2, "drops": 0},
+        {"link": "leaf0.spine.up", "bytes": 5000, "packets": 4, "drops": 0},  # not a node's
+        {"link": "node1.up", "bytes": 1060, "packets": 2, "drops": 0},
+    ]
+    (tmp_path / "network.json").write_text(json.dumps({"emulated": network(), "links": links}))
+    w = text.wire(rundir.network(str(tmp_path)), {"inter_node_bytes": 2000})
+    assert w["bytes_left_nodes"] == 2120 and w["wire_over_recorded"] == pytest.approx(1.06)
+    lines = text._wire_lines(w)
+    assert "1.060x the inter-node bytes" in lines[0] and len(lines) == 1 + len(links)
