@@ -14,8 +14,25 @@ import pytest
 
 from launch import emulate, hop, netns
 
-ROOT = os.geteuid() == 0 and all(shutil.which(t) for t in ("ip", "tc", "unshare"))
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root with ip, tc and unshare")
+
+def _can_emulate() -> bool:
+    """Root with ip, tc and unshare, and a kernel (or container) that lets us make a
+    namespace with a veth and a tbf: tried once, on a one-node network."""
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "tc", "unshare")):
+        return False
+    probe = netns.Plan(f"{netns.OWNED}{os.getpid()}probe", 1, 100, 1)
+    try:
+        netns.up(probe)
+    except OSError:
+        return False
+    netns.down(f"{probe.prefix}-")
+    return True
+
+
+ROOT = _can_emulate()
+needs_root = pytest.mark.skipif(
+    not ROOT, reason="needs root with ip, tc and unshare, and network namespaces with tbf"
+)
 
 TWO_NODES = """
 name = "2 nodes x 2 ranks, 200 Mbit/s"
