@@ -3,6 +3,7 @@ stalls that match an injected straggler, a valid timeline, crashed and malformed
 
 import csv
 import json
+import statistics
 import struct
 
 import numpy as np
@@ -130,12 +131,19 @@ def test_straggler_stalls_the_others_and_is_named(tmp_path):
         4, tmp_path, "--straggler", "2:0.2", "--steps", "6", "--global-batch", "16", timeout=120
     )
     assert result.returncode == 0, result.output
+    waits: dict[int, list[float]] = {}
     for row in merged_steps(tmp_path):
         if row["rank"] == 2:
             assert row["wait_s"] < 0.02, row
             assert row["compute_s"] >= 0.2
         else:
-            assert 0.15 <= row["wait_s"] <= 0.25, row
+            assert 0.1 <= row["wait_s"] <= 0.35, row
+            waits.setdefault(row["rank"], []).append(row["wait_s"])
+    # each rank stalls about the straggler's 0.2 s; one step may be off by the scheduling of
+    # 4 ranks on 2 cores (a stall of 0.284 s seen once in CI), so the tight bound is per rank
+    assert sorted(waits) == [0, 1, 3]
+    for rank, rank_waits in waits.items():
+        assert 0.15 <= statistics.median(rank_waits) <= 0.25, (rank, rank_waits)
     traffic = read_json(tmp_path / "summary.json")["traffic"]
     assert traffic["most_waited_for_rank"] == 2 and traffic["most_waited_for_share_of_steps"] == 1.0
     assert "most waited for: rank 2" in result.stdout
