@@ -183,9 +183,9 @@ def emulate(
             ranks, cores = plan.nodes * per_node, os.cpu_count() or 1
             if ranks > cores:
                 print(
-                    f"python -m launch.emulate: warning: {ranks} ranks on {cores} cores: a rank "
-                    "that spin-waits takes the core its peer's TCP needs, so above about 100 "
-                    "Mbit/s the scheduler, not the link, may set the pace (bench/README.md)",
+                    f"python -m launch.emulate: warning: {ranks} ranks on {cores} cores: here "
+                    "such runs were up to 37% slower than their links allow above 100 Mbit/s "
+                    "(bench/README.md)",
                     file=sys.stderr,
                 )
             print(
