@@ -147,17 +147,26 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"python -m launch.emulate: error: {exc}", file=sys.stderr)
         return 2
-    run_dir = None
-    command = rest
+    run_dir, command = None, rest
     if not args.exec:
-        if "--run-dir" not in rest:
+        run_dir = given_run_dir(rest)
+        if run_dir is None:  # ours, last, so that training takes it
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = Path("runs") / f"{stamp}-emu{plan.nodes}x{per_node}"
             rest = [*rest, "--run-dir", str(run_dir)]
-        else:
-            run_dir = Path(rest[rest.index("--run-dir") + 1])
         command = [sys.executable, "-m", "allreduce_train", *rest]
     return emulate(plan, per_node, command, run_dir, path, args.timeout)
+
+
+def given_run_dir(args: list[str]) -> Path | None:
+    """The --run-dir among the training arguments (the last, as argparse takes it)."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == "--run-dir" and i + 1 < len(args):
+            found = Path(args[i + 1])
+        elif arg.startswith("--run-dir="):
+            found = Path(arg.split("=", 1)[1])
+    return found
 
 
 def emulate(

@@ -143,10 +143,8 @@ def sweep(
                     nelems,
                     itemsize,
                     compute_s,
-                    None,
-                    None,
-                    channels,
-                    chunks,
+                    channels=channels,
+                    chunks=chunks,
                 )
             except InputError as exc:  # e.g. a hierarchical ring on uneven nodes
                 rows.append({"world_size": p, "algorithm": algorithm.name, "error": str(exc)})

@@ -86,6 +86,12 @@ def test_hydras_ssh_call_becomes_a_command_in_the_hosts_namespace():
         hop.command({"node1": "atr-1-n1"}, ["node9", "true"])
 
 
+def test_the_run_directory_is_the_one_training_will_take():
+    assert emulate.given_run_dir(["--steps", "4", "--run-dir", "a", "--run-dir=b"]) == Path("b")
+    assert emulate.given_run_dir(["--run-dir"]) is None  # training will say what is wrong
+    assert emulate.given_run_dir(["--steps", "4"]) is None
+
+
 def ours(pid: int) -> list[str]:
     return netns.owned(f"{netns.OWNED}{pid}-")
 
