@@ -80,11 +80,12 @@ def plan_of(spec: dict, nodes: int | None, rate_mbit: float | None, mtu: int, ta
 
 
 def hydra_argv(plan, ranks_per_node: int, hostfile: Path, wrapper: Path, command: list[str]):
-    """Hydra's argv, run in node 0 as node0."""
+    """Hydra's argv, run in node 0 as node0 by the WRAPPER, so on node 0's CPUs: Hydra starts
+    node 0's ranks itself, not through the WRAPPER."""
     env = [x for name, value in UCX_ENV.items() for x in ("-genv", name, value)]
     hydra = [*mpiexec(), "-launcher", "ssh", "-launcher-exec", str(wrapper), "-f", str(hostfile)]
     hydra += ["-iface", "eth0", *env, "-n", str(plan.nodes * ranks_per_node), *command]
-    return hop.command({plan.host(0): plan.node_ns(0)}, [plan.host(0), *map(shlex.quote, hydra)])
+    return [str(wrapper), plan.host(0), *map(shlex.quote, hydra)]
 
 
 def check_machine() -> None:
@@ -184,17 +185,21 @@ def emulate(
             netns.up(plan)
             hostfile, wrapper = Path(tmp) / "hosts", Path(tmp) / "ssh"
             hostfile.write_text("".join(f"{plan.host(i)}:{per_node}\n" for i in range(plan.nodes)))
+            hosts = [plan.host(i) for i in range(plan.nodes)]
+            cpus = hop.split_cpus(plan.nodes, os.sched_getaffinity(0))
             wrapper.write_text(
-                hop.script({plan.host(i): plan.node_ns(i) for i in range(plan.nodes)})
+                hop.script(
+                    {h: plan.node_ns(i) for i, h in enumerate(hosts)}, dict(zip(hosts, cpus))
+                )
             )
             wrapper.chmod(0o755)
             latency = netns.tcp_latency_us(plan) if plan.nodes > 1 else None
             ranks, cores = plan.nodes * per_node, os.cpu_count() or 1
             if ranks > cores:
                 print(
-                    f"python -m launch.emulate: warning: {ranks} ranks on {cores} cores: here "
-                    "such runs were up to 37% slower than their links allow above 100 Mbit/s "
-                    "(bench/README.md)",
+                    f"python -m launch.emulate: warning: {ranks} ranks on {cores} cores: the "
+                    "nodes share CPUs, so their compute is slower than separate machines' "
+                    "(netsim replay models it)",
                     file=sys.stderr,
                 )
             print(
@@ -218,7 +223,7 @@ def emulate(
                 rc = 124
             links = netns.counters(plan)
             if run_dir is not None and Path(run_dir).is_dir():
-                write_network(Path(run_dir), plan, per_node, topology, links, latency)
+                write_network(Path(run_dir), plan, per_node, topology, links, latency, cpus)
             print(link_text(links, run_dir))
         except (KeyboardInterrupt, Stop) as exc:
             rc = 130 if isinstance(exc, KeyboardInterrupt) else 143
@@ -242,7 +247,7 @@ def emulate(
     return rc
 
 
-def write_network(run_dir: Path, plan, per_node, topology: Path, links: list, latency) -> None:
+def write_network(run_dir: Path, plan, per_node, topology, links, latency, cpus) -> None:
     emulated = {
         "topology": str(topology),
         "nodes": plan.nodes,
@@ -253,6 +258,7 @@ def write_network(run_dir: Path, plan, per_node, topology: Path, links: list, la
         "mtu": plan.mtu,
         "tcp_latency_us": latency,  # one way, 1 byte, node 0 to node 1 (netns.tcp_latency_us)
         "transport": "MPICH shared memory inside a node, UCX TCP between nodes",
+        "node_cpus": cpus,  # each node's processes run on these (launch.hop.split_cpus)
     }
     tmp = run_dir / "network.json.tmp"
     tmp.write_text(json.dumps({"emulated": emulated, "links": links}, indent=2) + "\n")

@@ -5,7 +5,8 @@ An emulated node is a network namespace on this one machine, so:
 - inside a node, ranks move data as they do on the calibrated machine (MPICH's shared
   memory): its intra_node and [compute] tables, with the machine's shared resources (the
   memory fabric's aggregate bandwidth, the last-level cache, the cores) split over the K
-  nodes, because all of them run on the same ones;
+  nodes, because all of them run on the same ones (the emulator gives each node its share
+  of the CPUs, launch.hop.split_cpus; with more nodes than cores, nodes share one);
 - between nodes, TCP over a veth link that tbf caps at the emulated rate. tbf counts whole
   frames, so the payload moves at rate x (MTU - 52) / (MTU + 14): 52 bytes of IPv4, TCP and
   TCP timestamp headers per segment, 14 of Ethernet header per frame (1448 / 1514 = 95.6%

@@ -86,6 +86,14 @@ def test_hydras_ssh_call_becomes_a_command_in_the_hosts_namespace():
         hop.command({"node1": "atr-1-n1"}, ["node9", "true"])
 
 
+def test_every_node_gets_an_equal_share_of_the_cpus_or_shares_one():
+    assert hop.split_cpus(2, {1, 0}) == [[0], [1]]
+    assert hop.split_cpus(3, range(8)) == [[0, 1], [2, 3], [4, 5]]  # 6 and 7 idle: alike nodes
+    assert hop.split_cpus(4, [5, 3]) == [[3], [5], [3], [5]]
+    wrapper = hop.script({"node0": "atr-1-n0"}, {"node0": [1]})
+    assert "main({'node0': 'atr-1-n0'}, sys.argv[1:], {'node0': [1]})" in wrapper
+
+
 def test_the_run_directory_is_the_one_training_will_take():
     assert emulate.given_run_dir(["--steps", "4", "--run-dir", "a", "--run-dir=b"]) == Path("b")
     assert emulate.given_run_dir(["--run-dir"]) is None  # training will say what is wrong
@@ -118,6 +126,7 @@ def test_training_over_capped_links_is_counted_on_the_wire_and_runs_at_the_link_
     network = json.loads((run_dir / "network.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert network["emulated"]["node_mbit_per_s"] == 200
+    assert network["emulated"]["node_cpus"] == hop.split_cpus(2, os.sched_getaffinity(0))
     recorded = summary["traffic"]["inter_node_bytes"]
     wire = sum(link["bytes"] for link in network["links"] if link["link"].endswith(".up"))
     assert recorded > 0 and recorded <= wire <= 1.15 * recorded, (wire, recorded)
@@ -143,6 +152,31 @@ def test_training_over_capped_links_is_counted_on_the_wire_and_runs_at_the_link_
     assert out["topology"].startswith("2 emulated nodes x 2")
     ratio = out["allreduce_time_s_median"] / out["measured"]["allreduce_time_s_median"]
     assert 0.5 < ratio < 2, ratio  # bench/validate_emulated.py measures how close
+
+
+@pytest.mark.mpi
+@needs_root
+def test_every_nodes_processes_run_on_its_own_cpus(tmp_path):
+    # node 0's ranks are started by Hydra itself, the others' through the WRAPPER: both bound
+    show = "echo $(hostname) $(grep Cpus_allowed_list /proc/self/status | cut -f2)"
+    proc = start(tmp_path, "--ranks-per-node", "1", "--exec", "--", "sh", "-c", show)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    seen = dict(line.split() for line in out.splitlines() if line.startswith("node"))
+    cpus = hop.split_cpus(2, os.sched_getaffinity(0))
+    assert {host: cpu_list(text) for host, text in seen.items()} == {
+        "node0": cpus[0],
+        "node1": cpus[1],
+    }
+
+
+def cpu_list(text: str) -> list[int]:
+    """/proc's Cpus_allowed_list ("0-3,6") as the CPUs it names."""
+    out = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        out += range(int(first), int(last or first) + 1)
+    return out
 
 
 @pytest.mark.mpi
