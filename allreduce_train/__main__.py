@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from . import exits
 from .comm import MpiTransport, World, check_launcher, install_abort_hook
 from .config import Config, UsageError
 from .options import HelpShown, parser
-
-EXIT_USAGE = 2
-EXIT_DIVERGED = 3
 
 
 def main(argv=None) -> int:
@@ -21,7 +19,7 @@ def main(argv=None) -> int:
         return 0
     except UsageError as exc:
         world.log(f"allreduce_train: error: {exc}")
-        return EXIT_USAGE
+        return exc.code
     from .run import run
     from .train import ReplicasDiverged
 
@@ -29,7 +27,7 @@ def main(argv=None) -> int:
         run(cfg, world, backend, dataset, run_dir, MpiTransport(world))
     except ReplicasDiverged as exc:  # raised on every rank at once: they compared together
         world.log(f"allreduce_train: error: {exc}")
-        return EXIT_DIVERGED
+        return exits.DIVERGED
     return 0
 
 
@@ -41,7 +39,8 @@ def setup(world: World, argv):
 
     from . import backend, data, train
 
-    error = check_launcher(world.world_size)
+    launcher = check_launcher(world.world_size)
+    error = None if launcher is None else (exits.USAGE, launcher)
     cfg = dataset = dev = None
     if error is None:
         try:
@@ -67,12 +66,15 @@ def setup(world: World, argv):
             )
             cfg.check_dataset(dataset.nfeatures, dataset.nclasses, len(dataset.y_train))
         except UsageError as exc:
-            error = str(exc)
+            error = (exc.code, str(exc))
     error = world.agree_on_error(error)
     if error is None and len(set(world.allgather(cfg.fingerprint()))) > 1:
-        error = "ranks were started with different arguments (configuration fingerprints differ)"
+        error = (
+            exits.USAGE,
+            "ranks were started with different arguments (configuration fingerprints differ)",
+        )
     if error is not None:
-        raise UsageError(error)
+        raise agreed(*error)
     run_dir = None
     if world.is_root:
         try:
@@ -83,6 +85,13 @@ def setup(world: World, argv):
     if error is not None:
         raise UsageError(error)
     return cfg, dataset, dev, run_dir
+
+
+def agreed(code: int, message: str) -> UsageError:
+    """The error every rank raises once they agreed on it, with the code it came with."""
+    exc = UsageError(message)
+    exc.code = code
+    return exc
 
 
 if __name__ == "__main__":

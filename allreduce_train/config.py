@@ -12,13 +12,18 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from . import exits
+
 DEFAULT_HIDDEN = (128, 128)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "gpu")
 
 
 class UsageError(Exception):
-    """Bad input: every rank ends with exit code 2 and one line naming the problem."""
+    """Bad input: every rank ends with exit code `code` (exits.USAGE) and one line naming
+    the problem."""
+
+    code = exits.USAGE
 
 
 @dataclass(frozen=True)

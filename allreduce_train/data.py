@@ -23,11 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import exits
 from .config import UsageError
 
 
 class DataError(UsageError):
-    pass
+    """A dataset that cannot be used: exit code exits.DATA."""
+
+    code = exits.DATA
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,7 +91,7 @@ def load(
         return _synthetic(seed, samples, features, classes, test_fraction)
     if name == "mnist":
         return _mnist(data_dir)
-    raise DataError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+    raise UsageError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
 
 
 DATASETS = ("digits", "synthetic", "mnist")
@@ -131,9 +134,9 @@ _IDX_FILES = {
 
 def _mnist(data_dir: str | None) -> Dataset:
     if not data_dir:
-        raise DataError("dataset mnist needs --data-dir with the MNIST IDX files or mnist.npz")
+        raise UsageError("dataset mnist needs --data-dir with the MNIST IDX files or mnist.npz")
     if not os.path.isdir(data_dir):
-        raise DataError(f"--data-dir {data_dir}: no such directory")
+        raise UsageError(f"--data-dir {data_dir}: no such directory")
     npz = os.path.join(data_dir, "mnist.npz")
     if os.path.exists(npz):
         arrays = _read_npz(npz)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from allreduce_train import data
+from allreduce_train.config import UsageError
 from allreduce_train.data import DataError
 
 from idx import idx_bytes, write_mnist
@@ -136,7 +137,7 @@ def test_bad_mnist_directories(tmp_path, setup, message):
 
 
 def test_mnist_needs_existing_data_dir(tmp_path):
-    with pytest.raises(DataError, match="needs --data-dir"):
+    with pytest.raises(UsageError, match="needs --data-dir"):  # arguments: exit 2
         data.load("mnist", seed=0)
-    with pytest.raises(DataError, match="no such directory"):
+    with pytest.raises(UsageError, match="no such directory"):
         data.load("mnist", seed=0, data_dir=str(tmp_path / "nope"))

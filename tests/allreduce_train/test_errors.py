@@ -1,7 +1,9 @@
-"""Bad input ends every rank with exit code 2 and one line; failures never hang."""
+"""Bad input ends every rank with exit code 2 (a bad dataset 4) and one line; failures never
+hang."""
 
 import pytest
 
+from allreduce_train import exits
 from netsim.record import rundir
 
 from conftest import mpirun, program, train
@@ -10,8 +12,8 @@ from idx import write_mnist
 pytestmark = pytest.mark.mpi
 
 
-def one_line_error(result, *words):
-    assert result.returncode == 2, result.output
+def one_line_error(result, *words, code=exits.USAGE):
+    assert result.returncode == code, result.output
     lines = [x for x in result.output.splitlines() if x.strip()]
     assert len(lines) == 1, result.output  # said once (rank 0), one line, no traceback
     assert lines[0].startswith("allreduce_train: error: ")
@@ -69,7 +71,7 @@ def test_missing_or_corrupt_mnist_file(damage, tmp_path):
     else:
         victim.write_bytes(victim.read_bytes()[:20])
     result = train(2, tmp_path / "run", "--dataset", "mnist", "--data-dir", str(tmp_path))
-    one_line_error(result, "train-labels-idx1-ubyte")
+    one_line_error(result, "train-labels-idx1-ubyte", code=exits.DATA)
 
 
 def test_existing_run_directory_is_never_overwritten(tmp_path):
@@ -123,7 +125,7 @@ def test_diverged_replica_is_named(tmp_path):
         ],
         timeout=60,
     )
-    assert result.returncode == 3, result.output
+    assert result.returncode == exits.DIVERGED, result.output
     assert "weights diverged after step 4: rank 1 differs from rank 0" in result.stdout
     assert result.stdout.count("weights diverged") == 1
 
