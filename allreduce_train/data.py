@@ -17,6 +17,7 @@ Data sets:
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -140,18 +141,38 @@ def _mnist(data_dir: str | None) -> Dataset:
     npz = os.path.join(data_dir, "mnist.npz")
     if os.path.exists(npz):
         arrays = _read_npz(npz)
+        where = {k: f"{npz} ({k})" for k in _IDX_FILES}
     else:
-        arrays = {key: read_idx(_find_idx(data_dir, stem)) for key, stem in _IDX_FILES.items()}
+        where = {key: _find_idx(data_dir, stem) for key, stem in _IDX_FILES.items()}
+        arrays = {key: read_idx(path) for key, path in where.items()}
     x_train, y_train, x_test, y_test = (arrays[k] for k in _IDX_FILES)
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"MNIST {split} images {x.shape} and labels {y.shape} do not match")
-    labels = np.concatenate([np.asarray(y_train), np.asarray(y_test)])
-    if labels.size and labels.max() > 9:
-        raise DataError(f"MNIST labels must be 0..9, found {labels.max()}")
+    for key, array in arrays.items():
+        _check_values(where[key], array, "pixel" if key[0] == "x" else "label")
     # (n, 28, 28) -> (n, 784) is a view, so a memory-mapped file stays memory-mapped.
-    flat = [x.reshape(len(x), -1) for x in (x_train, x_test)]
+    flat = [x.reshape(len(x), math.prod(x.shape[1:])) for x in (x_train, x_test)]
     return Dataset("mnist", flat[0], y_train, flat[1], y_test, 10, 1 / 255)
+
+
+def _check_values(name: str, array: np.ndarray, kind: str) -> None:
+    """Pixels must be finite numbers, labels integers 0..9. Read a block of rows at a time,
+    so that a memory-mapped file is never copied whole (integer pixels are not read)."""
+    if array.dtype.kind not in "uif":
+        raise DataError(f"{name}: {kind} values of type {array.dtype} (expected numbers)")
+    if kind == "pixel" and array.dtype.kind != "f":
+        return
+    rows = max(1, (1 << 22) // max(1, array[:1].nbytes))
+    for lo in range(0, len(array), rows):
+        block = np.asarray(array[lo : lo + rows])
+        if not np.isfinite(block).all():
+            raise DataError(f"{name}: non-finite {kind} values (NaN or Inf)")
+        bad = (
+            block[(block < 0) | (block > 9) | (block != np.round(block))] if kind == "label" else []
+        )
+        if len(bad):
+            raise DataError(f"{name}: MNIST labels must be 0..9, found {bad[0]}")
 
 
 def _find_idx(data_dir: str, stem: str) -> str:
@@ -194,15 +215,15 @@ def read_idx(path: str) -> np.ndarray:
     try:
         if path.endswith(".gz"):
             with gzip.open(path, "rb") as f:
-                raw = f.read()
-            header, ndim, dtype, shape = _idx_header(raw[:4], raw, path)
-            _check_size(path, header + int(np.prod(shape)) * dtype.itemsize, len(raw))
+                raw = f.read()  # as large as the data, whatever the header says
+            header, dtype, shape = _idx_header(raw[:4], raw, path)
+            _check_size(path, header + math.prod(shape) * dtype.itemsize, len(raw))
             return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
         with open(path, "rb") as f:
             head = f.read(4)
             rest = f.read(4 * head[3]) if len(head) == 4 else b""
-        header, ndim, dtype, shape = _idx_header(head, head + rest, path)
-        _check_size(path, header + int(np.prod(shape)) * dtype.itemsize, os.path.getsize(path))
+        header, dtype, shape = _idx_header(head, head + rest, path)
+        _check_size(path, header + math.prod(shape) * dtype.itemsize, os.path.getsize(path))
         return np.memmap(path, dtype=dtype, mode="r", offset=header, shape=shape)
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read IDX file ({exc})") from None
@@ -223,4 +244,6 @@ def _idx_header(magic: bytes, raw: bytes, path: str):
     if len(raw) < header:
         raise DataError(f"{path}: corrupt IDX file: truncated header")
     shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">i4"))
-    return header, ndim, np.dtype(_IDX_DTYPES[magic[2]]), shape
+    if any(d < 0 for d in shape):
+        raise DataError(f"{path}: corrupt IDX file: negative dimension in {shape}")
+    return header, np.dtype(_IDX_DTYPES[magic[2]]), shape

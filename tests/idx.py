@@ -5,12 +5,17 @@ import struct
 
 import numpy as np
 
+CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
 
-def idx_bytes(array: np.ndarray) -> bytes:
-    codes = {np.dtype(np.uint8): 0x08}
-    header = struct.pack(">BBBB", 0, 0, codes[array.dtype], array.ndim)
-    header += struct.pack(f">{array.ndim}i", *array.shape)
-    return header + array.tobytes()
+
+def idx_bytes(array: np.ndarray, shape=None) -> bytes:
+    """The IDX file of an array; `shape` (if given) is written in the header instead of the
+    array's own, to make corrupt files."""
+    shape = array.shape if shape is None else shape
+    header = struct.pack(">BBBB", 0, 0, CODES[array.dtype], len(shape))
+    header += struct.pack(f">{len(shape)}i", *shape)
+    big_endian = array.astype(array.dtype.newbyteorder(">"))
+    return header + big_endian.tobytes()
 
 
 def write_mnist(directory, ntrain=120, ntest=40, gz=False, seed=0):

@@ -141,3 +141,75 @@ def test_mnist_needs_existing_data_dir(tmp_path):
         data.load("mnist", seed=0)
     with pytest.raises(UsageError, match="no such directory"):
         data.load("mnist", seed=0, data_dir=str(tmp_path / "nope"))
+
+
+IMAGES = "train-images-idx3-ubyte"
+
+
+@pytest.mark.parametrize(
+    "shape,message",
+    [
+        ((-120, -28, 28), "negative dimension"),  # product matches the payload
+        ((-1, 28, 28), "negative dimension"),
+        ((2**31 - 1, 28, 28), "promises 1683627179264 bytes"),  # refused before any allocation
+        ((2**31 - 1,) * 3, "corrupt IDX file"),  # overflows int64: Python's ints do not
+        ((121, 28, 28), "corrupt IDX file"),  # product disagrees with the payload
+        ((120, 28, 27), "corrupt IDX file"),
+    ],
+)
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_bad_dimensions_named_in_one_line(tmp_path, shape, message, gz):
+    images = write_mnist(tmp_path)[IMAGES]
+    raw = idx_bytes(images, shape=shape)
+    (tmp_path / IMAGES).unlink()
+    (tmp_path / (IMAGES + ".gz" if gz else IMAGES)).write_bytes(gzip.compress(raw) if gz else raw)
+    with pytest.raises(DataError, match=message) as info:
+        data.load("mnist", seed=0, data_dir=str(tmp_path))
+    assert IMAGES in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_idx_with_non_finite_pixels_refused(tmp_path, dtype, bad):
+    images = write_mnist(tmp_path)[IMAGES].astype(dtype)
+    (tmp_path / IMAGES).write_bytes(idx_bytes(images))
+    x = data.load("mnist", seed=0, data_dir=str(tmp_path)).x_train  # finite: read
+    assert x.dtype == np.dtype(dtype).newbyteorder(">") and x[117, 3 * 28 + 4] == images[117, 3, 4]
+    images[117, 3, 4] = bad
+    (tmp_path / IMAGES).write_bytes(idx_bytes(images))
+    with pytest.raises(DataError, match="non-finite pixel values") as info:
+        data.load("mnist", seed=0, data_dir=str(tmp_path))
+    assert IMAGES in str(info.value)
+
+
+def npz(tmp_path, **arrays):
+    rng = np.random.default_rng(0)
+    fields = {
+        "x_train": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        "y_train": np.arange(10) % 10,
+        "x_test": np.zeros((3, 28, 28), np.uint8),
+        "y_test": np.arange(3),
+        **arrays,
+    }
+    np.savez(tmp_path / "mnist.npz", **fields)
+
+
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        ({"x_test": np.full((3, 28, 28), np.nan)}, r"mnist.npz \(x_test\): non-finite pixel"),
+        ({"y_train": np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, np.inf])}, "non-finite label"),
+        ({"y_train": np.arange(10) - 1}, "labels must be 0..9, found -1"),
+        ({"y_test": np.array([0, 1.5, 2])}, "labels must be 0..9, found 1.5"),
+        ({"x_train": np.full((10, 28, 28), "a")}, "values of type <U1"),
+    ],
+)
+def test_npz_bad_values_refused(tmp_path, arrays, message):
+    npz(tmp_path, **arrays)
+    with pytest.raises(DataError, match=message):
+        data.load("mnist", seed=0, data_dir=str(tmp_path))
+
+
+def test_empty_idx_files_load(tmp_path):
+    write_mnist(tmp_path, ntest=0)  # no test images: the configuration decides if that will do
+    assert data.load("mnist", seed=0, data_dir=str(tmp_path)).x_test.shape == (0, 784)
