@@ -21,13 +21,16 @@ def main(argv=None) -> int:
         world.log(f"allreduce_train: error: {exc}")
         return exc.code
     from .run import run
-    from .train import ReplicasDiverged
+    from .train import NonFinite, ReplicasDiverged
 
     try:
         run(cfg, world, backend, dataset, run_dir, MpiTransport(world))
     except ReplicasDiverged as exc:  # raised on every rank at once: they compared together
         world.log(f"allreduce_train: error: {exc}")
         return exits.DIVERGED
+    except NonFinite as exc:  # also every rank at once: the averaged gradient is the same
+        world.log(f"allreduce_train: error: {exc}")
+        return exits.NONFINITE
     return 0
 
 

@@ -17,6 +17,7 @@ from . import exits
 DEFAULT_HIDDEN = (128, 128)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "gpu")
+NONFINITE = ("stop", "skip")
 
 
 class UsageError(Exception):
@@ -60,6 +61,11 @@ class Config:
     ranks_per_node: int | None = None  # pretend nodes of this many ranks (default: real hosts)
     channels: int = 1  # rings (or trees, ...) side by side on slices of the buffer, as NCCL's
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
+    # failures
+    comm_timeout: float = 300.0  # seconds without progress in a collective that end the job
+    stall_warn: float = 60.0  # seconds of waiting that get a warning naming the late ranks
+    nonfinite: str = "stop"  # a NaN/Inf loss or gradient: stop the run, or skip the step
+    inject: str | None = None  # "kind=K,rank=R,step=S[,secs=T]": a fault on purpose (faults.py)
 
     def __post_init__(self):
         from netsim import algorithms
@@ -107,6 +113,17 @@ class Config:
             f"--ranks-per-node must be positive, got {self.ranks_per_node}",
         )
         need(self.channels >= 1, f"--channels must be positive, got {self.channels}")
+        for name in ("comm_timeout", "stall_warn"):
+            value = getattr(self, name)
+            need(
+                0 <= value < 1e9,  # NaN fails too
+                f"--{name.replace('_', '-')} must be seconds >= 0 (0: never), got {value:g}",
+            )
+        need(
+            self.nonfinite in NONFINITE,
+            f"--nonfinite must be one of {', '.join(NONFINITE)}, got {self.nonfinite!r}",
+        )
+        _ = self.injection
         _ = self.traced_steps, self.straggler_spec  # parsed, or a UsageError naming the option
         if self.layers is not None:
             need(
@@ -152,10 +169,29 @@ class Config:
         return rank, seconds, factor
 
     @property
+    def injection(self):
+        """The --inject fault (faults.Injection), or None."""
+        from . import faults
+
+        if self.inject is None:
+            return None
+        try:
+            return faults.parse(self.inject)
+        except ValueError as exc:
+            raise UsageError(
+                f"--inject wants kind=K,rank=R,step=S[,secs=T] (K: {', '.join(faults.KINDS)}):"
+                f" {exc}"
+            ) from None
+
+    @property
     def init_scheme(self) -> str:
         return self.init or ("he" if self.activation == "relu" else "xavier")
 
     def check_world(self, world_size: int) -> None:
+        if self.injection and self.injection.rank >= world_size:
+            raise UsageError(
+                f"--inject names rank {self.injection.rank} but the world has {world_size}"
+            )
         if self.straggler_spec and self.straggler_spec[0] >= world_size:
             raise UsageError(
                 f"--straggler names rank {self.straggler_spec[0]} but the world has "

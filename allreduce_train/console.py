@@ -65,4 +65,11 @@ def final_report(s: dict) -> str:
         f"  replicas: bit-identical on {p} rank{'s' * (p > 1)} (weights blake2b "
         f"{s['weights_blake2b']})"
     )
+    skipped = s.get("nonfinite_skipped_steps")
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+        lines.append(
+            f"  skipped {len(skipped)} step{'s' * (len(skipped) > 1)} whose gradient was not "
+            f"finite: {shown}"
+        )
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import DEFAULT_HIDDEN, DEVICES, DTYPES, Config, UsageError
+from .config import DEFAULT_HIDDEN, DEVICES, DTYPES, NONFINITE, Config, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -217,6 +217,36 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         action="store_false",
         help="keep no per-step records and print no traffic report (only to "
         "measure what recording costs)",
+    )
+    g = p.add_argument_group("failures")
+    g.add_argument(
+        "--comm-timeout",
+        type=float,
+        default=d.comm_timeout,
+        metavar="SECONDS",
+        help="end the job when a collective makes no progress this long, naming the ranks "
+        "that do not answer; 0: wait for ever (default: %(default)g)",
+    )
+    g.add_argument(
+        "--stall-warn",
+        type=float,
+        default=d.stall_warn,
+        metavar="SECONDS",
+        help="warn, naming the late ranks, when a collective waits this long; 0: never "
+        "(default: %(default)g)",
+    )
+    g.add_argument(
+        "--nonfinite",
+        default=d.nonfinite,
+        choices=NONFINITE,
+        help="a NaN or infinite loss or gradient: stop naming the step and ranks (exit 5), or "
+        "skip the step's update and count it (default: %(default)s)",
+    )
+    g.add_argument(
+        "--inject",
+        metavar="kind=K,rank=R,step=S",
+        help="a fault on purpose, in rank R's step S: K is exception, exit, kill, stop, "
+        "sleep (,secs=T) or nan",
     )
     return p
 

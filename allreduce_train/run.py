@@ -16,9 +16,10 @@ from netsim.report import files, summary, text, traffic
 from . import console, data
 from .backend import Backend
 from .collectives import Transport
-from .comm import World, library_version
+from .comm import WatchChannel, World, library_version
 from .config import Config
 from .train import Totals, Trainer
+from .watchdog import Watchdog
 
 
 def run(
@@ -37,23 +38,13 @@ def run(
     if cfg.record:
         trainer.record_into(trainer.new_recorder(run_dir))
     trainer.verify_replicas(-1)  # same seed, same init: prove it before spending time
-    meter = EpochMeter(trainer)
-    wall_start = time.perf_counter()
-    for step in range(trainer.total_steps):
-        if step % trainer.steps_per_epoch == 0:
-            order = data.epoch_order(
-                len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch
-            )
-        trainer.step(step, order)
-        done = step + 1
-        if cfg.check_every and done % cfg.check_every == 0:
-            trainer.verify_replicas(step)
-        end_of_epoch = done % trainer.steps_per_epoch == 0 or done == trainer.total_steps
-        if (cfg.eval_every and done % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch):
-            meter.accuracy, meter.test_loss = trainer.evaluate()
-        if end_of_epoch:
-            meter.end_epoch(step)
-    wall_s = time.perf_counter() - wall_start
+    dog = trainer.watchdog = Watchdog(
+        WatchChannel(world), world.rank, world.world_size, cfg.stall_warn, cfg.comm_timeout
+    ).start()
+    try:
+        wall_s, meter = train_loop(trainer, dataset)
+    finally:
+        dog.close()
     if trainer.recorder is not None:
         trainer.recorder.close()
     if cfg.eval_every and trainer.total_steps % cfg.eval_every:
@@ -75,6 +66,35 @@ def run(
         if report:
             world.log(report)
     return totals
+
+
+def train_loop(trainer: Trainer, dataset: data.Dataset) -> tuple[float, EpochMeter]:
+    """Every step, with the checks and evaluations between; returns its wall time and the
+    progress meter."""
+    cfg, dog = trainer.cfg, trainer.watchdog
+    meter = EpochMeter(trainer)
+    wall_start = time.perf_counter()
+    for step in range(trainer.total_steps):
+        if step % trainer.steps_per_epoch == 0:
+            order = data.epoch_order(
+                len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch
+            )
+        trainer.step(step, order)
+        done = step + 1
+        if cfg.check_every and done % cfg.check_every == 0:
+            dog.enter(step, "the weight check")
+            trainer.verify_replicas(step)
+            dog.leave()
+        end_of_epoch = done % trainer.steps_per_epoch == 0 or done == trainer.total_steps
+        if (cfg.eval_every and done % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch):
+            dog.enter(step, "the evaluation")
+            meter.accuracy, meter.test_loss = trainer.evaluate()
+            dog.leave()
+        if end_of_epoch:
+            dog.enter(step, "the epoch's figures")
+            meter.end_epoch(step)
+            dog.leave()
+    return time.perf_counter() - wall_start, meter
 
 
 class EpochMeter:
@@ -124,6 +144,7 @@ def config_record(trainer: Trainer, run_dir: str) -> dict:
         "run_dir": run_dir,
         "world_size": world.world_size,
         "hostnames": list(world.hostnames),
+        "pid_by_rank": world.allgather(os.getpid()),  # mpiexec names a dead rank by its PID
         "nodes": len(set(world.hostnames)),
         "mpi_library": library_version(),
         "device": trainer.backend.description,
@@ -170,6 +191,7 @@ def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -
         "comm_share": comm / (compute + comm) if compute + comm else 0.0,
         "weights_blake2b": f"{digest:016x}",
         "replicas_identical": True,
+        "nonfinite_skipped_steps": t.skipped,  # --nonfinite skip: steps not applied
     }
 
 

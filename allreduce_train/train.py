@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,10 +25,15 @@ from .comm import World
 from .config import Config
 from .model import MLP
 from .optim import SGD
+from .watchdog import Watchdog
 
 
 class ReplicasDiverged(Exception):
     """Weights differ between ranks: the all-reduce (or the hardware) is broken."""
+
+
+class NonFinite(Exception):
+    """The averaged gradient is NaN or infinite: raised on every rank at once."""
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Totals:
     compute_s: float = 0.0
     comm_s: float = 0.0
     loss_sum: float = 0.0
+    skipped: list = field(default_factory=list)  # steps whose update --nonfinite skip skipped
 
 
 class Trainer:
@@ -83,8 +89,10 @@ class Trainer:
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         straggler = cfg.straggler_spec
         self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
+        self.injection = cfg.injection
         self.totals = Totals()
         self.recorder = None  # what record_into gave: every step's record goes there
+        self.watchdog = Watchdog(None, world.rank, 1, 0, 0)  # run() gives a live one
 
     def new_recorder(self, run_dir: str) -> Recorder:
         """This rank's step file in run_dir, open for record_into."""
@@ -106,24 +114,28 @@ class Trainer:
     def step(self, step: int, order: np.ndarray) -> tuple[int, int, int, int]:
         """One training step; returns its clock readings (perf_counter_ns, the recorder's
         clock): start, all-reduce entry and exit, end. Recording, its record is committed."""
-        xp, b = self.backend.xp, self.cfg.global_batch
-        s = step % self.steps_per_epoch
         # Clock readings in integer nanoseconds, stored as they are in the step file.
         t0 = time.perf_counter_ns()
-        x, y = self.dataset.rows("train", order[s * b : (s + 1) * b][self.mine], self.dtype)
-        loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
-        self.backend.to_host(self.model.grads, self.host_grads)
+        loss_sum, n = self.local_gradient(step, order)
         if self.straggle is not None:  # a deliberately slow rank: its compute takes longer
             seconds, factor = self.straggle
             time.sleep(seconds + (factor - 1) * (time.perf_counter_ns() - t0) / 1e9)
+        if self.injection is not None and self.injection.kind != "nan":
+            self.injection.strike(self.world.rank, step, None)
         t1 = time.perf_counter_ns()
+        self.watchdog.where = (step, "the all-reduce", t1)  # tuples: no cost to speak of
         self.allreduce(self.host_grads)
         t2 = time.perf_counter_ns()
-        self.backend.from_host(self.host_grads, self.model.grads)
-        self.optimizer.step()
+        self.watchdog.where = (step, None, t2)
+        g = self.host_grads
+        if np.isfinite(np.dot(g, g)):  # one BLAS pass: NaN, Inf, or a norm past the dtype's
+            self.backend.from_host(self.host_grads, self.model.grads)
+            self.optimizer.step()
+        else:  # every rank holds the same sum, so every rank gets here, or none
+            self.nonfinite(step, order, loss_sum / n)
         self.backend.synchronize()
         t3 = time.perf_counter_ns()
-        compute_s, comm_s, n = ((t1 - t0) + (t3 - t2)) / 1e9, (t2 - t1) / 1e9, len(y)
+        compute_s, comm_s = ((t1 - t0) + (t3 - t2)) / 1e9, (t2 - t1) / 1e9
         t = self.totals
         t.steps += 1
         t.samples += n
@@ -136,6 +148,42 @@ class Trainer:
             # offsets. No dict, no copies: on the default job every 100 ns here is 0.2% of a step.
             self.recorder.commit(step, loss_sum / n, t0, t1, t2, t3)
         return t0, t1, t2, t3
+
+    def local_gradient(self, step: int, order: np.ndarray) -> tuple[float, int]:
+        """This rank's gradient of its rows of the step's batch, into host_grads; returns the
+        rows' loss sum and count."""
+        xp, b = self.backend.xp, self.cfg.global_batch
+        s = step % self.steps_per_epoch
+        x, y = self.dataset.rows("train", order[s * b : (s + 1) * b][self.mine], self.dtype)
+        loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
+        self.backend.to_host(self.model.grads, self.host_grads)
+        if self.injection is not None and self.injection.kind == "nan":
+            self.injection.strike(self.world.rank, step, self.host_grads)
+        return loss_sum, len(y)
+
+    def nonfinite(self, step: int, order: np.ndarray, loss: float) -> None:
+        """The averaged gradient is not finite: find whose local one was (recomputed: the
+        weights have not moved), then stop (NonFinite) or skip the update."""
+        self.local_gradient(step, order)
+        g = self.host_grads
+        mine = (bool(np.isfinite(np.dot(g, g))), float(loss))
+        seen = self.world.allgather(mine)
+        bad = [r for r, (finite, _) in enumerate(seen) if not finite]
+        if self.cfg.nonfinite == "skip":
+            self.totals.skipped.append(step)
+            return
+        losses = ", ".join(f"{seen[r][1]:.4g}" for r in bad)
+        if len(bad) == 1:
+            whose = f"rank {bad[0]}'s local gradient was not finite (its loss {losses})"
+        elif bad:
+            ranks = ", ".join(map(str, bad))
+            whose = f"the local gradients of ranks {ranks} were not finite (losses {losses})"
+        else:
+            whose = "every local gradient was finite: their sum overflowed"
+        raise NonFinite(
+            f"step {step}: the averaged gradient is not finite: {whose} (--nonfinite skip "
+            "skips such steps; a smaller --lr may avoid them)"
+        )
 
     # --- checks and evaluation ------------------------------------------------------------
 

@@ -4,7 +4,6 @@ hang."""
 import pytest
 
 from allreduce_train import exits
-from netsim.record import rundir
 
 from conftest import mpirun, program, train
 from idx import write_mnist
@@ -40,6 +39,10 @@ BAD_INPUT = [
     (["--dataset", "mnist"], ["needs --data-dir"]),
     (["--dataset", "mnist", "--data-dir", "/nonexistent"], ["no such directory"]),
     (["--device", "gpu"], ["--device gpu", "CuPy"]),
+    (["--comm-timeout", "-1"], ["--comm-timeout must be seconds >= 0", "-1"]),
+    (["--stall-warn", "nan"], ["--stall-warn must be seconds >= 0", "nan"]),
+    (["--inject", "kind=boom,rank=0,step=1"], ["--inject wants kind=K", "got 'boom'"]),
+    (["--inject", "kind=exit,rank=3,step=1"], ["--inject names rank 3", "world has 3"]),
     (
         ["--allreduce", "hierarchical-ring", "--ranks-per-node", "2"],
         [
@@ -79,32 +82,6 @@ def test_existing_run_directory_is_never_overwritten(tmp_path):
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     one_line_error(train(2, tmp_path, "--steps", "2"), "already holds a run")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-
-
-def test_exception_on_one_rank_ends_all_ranks(tmp_path):
-    result = mpirun(
-        4,
-        [
-            program("inject.py"),
-            "raise",
-            "2",
-            "3",
-            "--",
-            "--run-dir",
-            str(tmp_path),
-            "--steps",
-            "1000",
-        ],
-        timeout=30,
-    )
-    assert result.returncode != 0
-    assert "rank 2 failed" in result.stderr and "injected fault" in result.stderr
-    assert result.seconds < 10, f"took {result.seconds:.1f} s to end"
-    # the records of the steps finished before the crash are on disk, on the rank that
-    # raised (in step 2's update: steps 0 and 1 finished) and on those MPI_Abort killed
-    assert [r["step"] for r in rundir.read_steps(str(tmp_path), 2)] == [0, 1]
-    for rank in (0, 1, 3):
-        assert [r["step"] for r in rundir.read_steps(str(tmp_path), rank)][:2] == [0, 1]
 
 
 def test_diverged_replica_is_named(tmp_path):

@@ -1,0 +1,116 @@
+"""Failures end every rank, soon, in one line naming the rank: faults injected on purpose
+(--inject) into real multi-rank runs."""
+
+import json
+import subprocess
+
+import pytest
+
+from allreduce_train import exits
+from allreduce_train.faults import Injection, parse
+from allreduce_train.watchdog import verdict
+from netsim.record import rundir
+
+from conftest import train
+
+pytestmark = pytest.mark.mpi
+
+
+def errors(result) -> list[str]:
+    return [x for x in result.output.splitlines() if x.startswith("allreduce_train: error")]
+
+
+def left_behind(run_dir) -> str:
+    return subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout
+
+
+def test_an_exception_on_one_rank_ends_every_rank_naming_it(tmp_path):
+    result = train(4, tmp_path, "--steps", "1000", "--inject", "kind=exception,rank=2,step=5")
+    assert result.returncode == exits.INTERNAL, result.output
+    assert errors(result) == [
+        "allreduce_train: error: rank 2: InjectedFault: fault injected by --inject at step 5"
+    ]
+    assert "Traceback" not in result.output and "Abort(" not in result.output
+    assert result.seconds < 10, f"took {result.seconds:.1f} s to end"
+    # every step finished before the fault is on disk: all of them on the rank that raised,
+    # and on the others all but, at most, the one MPI_Abort cut short
+    steps = [[r["step"] for r in rundir.read_steps(str(tmp_path), rank)] for rank in range(4)]
+    assert steps[2] == [0, 1, 2, 3, 4]
+    assert all(s in ([0, 1, 2, 3], [0, 1, 2, 3, 4]) for s in steps), steps
+    assert left_behind(tmp_path) == ""
+
+
+def test_a_stopped_rank_is_named_and_the_job_ends_at_the_timeout(tmp_path):
+    result = train(
+        4, tmp_path, "--steps", "1000", "--inject", "kind=stop,rank=2,step=5",
+        "--comm-timeout", "5", "--stall-warn", "1", timeout=60,
+    )  # fmt: skip
+    assert result.returncode == exits.TIMEOUT, result.output
+    line = "no progress in the all-reduce of step 5"
+    warned = [x for x in result.output.splitlines() if "warning" in x and line in x]
+    assert len(warned) == 1 and "rank 2 does not answer" in warned[0], result.output
+    [error] = errors(result)
+    assert line in error and "rank 2 does not answer (stopped" in error, error
+    assert result.seconds < 25
+    assert left_behind(tmp_path) == ""  # the stopped process too
+
+
+def test_a_late_rank_is_named_in_a_warning_and_the_run_goes_on(tmp_path):
+    result = train(
+        3, tmp_path, "--steps", "12", "--inject", "kind=sleep,rank=1,step=5,secs=3",
+        "--stall-warn", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    warned = [x for x in result.output.splitlines() if "warning" in x]
+    assert len(warned) == 1, result.output
+    assert "rank 0: no progress in the all-reduce of step 5" in warned[0]
+    assert "rank 1 has not joined it (busy outside collectives" in warned[0]
+
+
+def test_a_nonfinite_gradient_stops_every_rank_naming_the_step_and_rank(tmp_path):
+    result = train(3, tmp_path, "--steps", "30", "--inject", "kind=nan,rank=1,step=7")
+    assert result.returncode == exits.NONFINITE, result.output
+    [error] = errors(result)
+    assert "step 7: the averaged gradient is not finite: rank 1's local gradient" in error
+    assert [r["step"] for r in rundir.read_steps(str(tmp_path), 0)] == list(range(7))
+
+
+def test_divergence_is_caught_not_trained_through(tmp_path):
+    result = train(2, tmp_path, "--steps", "200", "--lr", "1000")
+    assert result.returncode == exits.NONFINITE, result.output
+    assert "not finite: the local gradients of ranks 0, 1 were not finite" in errors(result)[0]
+
+
+def test_skip_leaves_the_bad_steps_out_and_counts_them(tmp_path):
+    result = train(
+        3, tmp_path, "--steps", "30", "--nonfinite", "skip", "--inject", "kind=nan,rank=2,step=7"
+    )
+    assert result.returncode == 0, result.output
+    assert "skipped 1 step whose gradient was not finite: 7" in result.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["nonfinite_skipped_steps"] == [7] and summary["replicas_identical"]
+
+
+def test_injections_parse_or_say_what_is_wrong():
+    assert parse("kind=sleep, rank=1,step=4,secs=0.5") == Injection("sleep", 1, 4, 0.5)
+    for text, words in [
+        ("kind=boom,rank=1,step=2", "kind must be one of"),
+        ("kind=exit,rank=1", "missing step"),
+        ("kind=exit,rank=x,step=1", "must be integers"),
+        ("kind=exit,rank=-1,step=1", "count from 0"),
+        ("kind=sleep,rank=0,step=1,secs=nan", "secs must be"),
+        ("kind=exit,rank=0,step=1,when=now", "unexpected 'when=now'"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            parse(text)
+
+
+def test_the_verdict_names_silent_ranks_and_those_elsewhere():
+    key = (5, "the all-reduce")
+    replies = {0: ((5, "the all-reduce", 0), 30.0), 3: ((4, None, 10e9), 30.0)}
+    line = verdict(0, key, 30.2, replies, 4)
+    assert line == (
+        "rank 0: no progress in the all-reduce of step 5 for 30 s: ranks 1, 2 do not answer"
+        " (stopped, or hung outside Python); rank 3 has not joined it (busy outside "
+        "collectives for 20 s)"
+    )
