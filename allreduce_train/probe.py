@@ -21,7 +21,6 @@ during it), not only the median; `netsim.sim.calibrate` takes the medians.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ import time
 import numpy as np
 
 from netsim.algorithms import RING
+from netsim.record import rundir
 from netsim.sim.measure import ALLREDUCE_SIZES, PINGPONG_SIZES, byte_sizes
 
 from .collectives import Transport, make_allreduce
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     transport.free()
     if world.is_root:
         with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+            f.write(rundir.dumps(result, indent=1))
     return 0
 
 

@@ -20,6 +20,7 @@ the names; bytes are payload bytes of the collective's point-to-point messages.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -59,12 +60,28 @@ def create(run_dir: str | None, world_size: int) -> str:
     raise FileExistsError(f"cannot find a free run directory name near {stem}")
 
 
+def finite(obj):
+    """obj with every NaN or infinite float (numpy's too) as None, dicts and lists within."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **options) -> str:
+    """Strict JSON, the project's one way to write it: a non-finite float is null (json's
+    default would write NaN or Infinity, which strict parsers refuse)."""
+    return json.dumps(finite(obj), allow_nan=False, **options)
+
+
 def write_json(path: str, obj) -> None:
-    """Written whole or not at all (temporary file, then rename)."""
+    """Strict JSON (dumps), written whole or not at all (temporary file, then rename)."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+        f.write(dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
 
 

@@ -5,7 +5,6 @@ is written whole or not at all."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 
 import numpy as np
@@ -58,7 +57,7 @@ def _write_steps(path: str, traffic: Traffic) -> None:
                         for k, (ph, ix) in enumerate(traffic.round_labels)
                         if not np.isnan(traffic.peer_not_ready_s[s, rank, k])
                     ]
-                f.write(json.dumps(row, separators=(",", ":")) + "\n")
+                f.write(rundir.dumps(row, separators=(",", ":")) + "\n")
     os.replace(tmp, path)
 
 
