@@ -104,27 +104,102 @@ _REQUIRED = ("world_size", "config", "nparams", "buffer_bytes", "node_of_rank")
 
 
 def load(run_dir: str) -> tuple[dict, list[list[dict]], dict | None]:
-    """(config, step records per rank, summary or None if the run did not finish)."""
+    """(config, step records per rank, summary or None if the run did not finish).
+
+    A damaged run is read as far as it can be: config gains `damage`, one line per file that
+    is damaged, missing or short of the steps the run recorded (empty for a sound run), and
+    each rank's records are those before its file's damage."""
     if not os.path.isdir(run_dir):
         raise RunDirError(f"{run_dir}: no such directory")
-    config = _read_json(os.path.join(run_dir, "config.json"), run_dir)
+    config_path = os.path.join(run_dir, "config.json")
+    config = _read_json(config_path, run_dir)
+    _check_config(config_path, config)
+    damage = []
+    summary_path = os.path.join(run_dir, "summary.json")
+    summary = None
+    if os.path.exists(summary_path):
+        try:
+            summary = _read_json(summary_path, run_dir)
+        except RunDirError as exc:  # the run ended; what its ranks recorded is still there
+            damage.append(str(exc))
+    records = [_rank_records(run_dir, rank, config, damage) for rank in range(config["world_size"])]
+    if os.path.exists(summary_path) and config["config"].get("record", True):
+        steps = (summary or {}).get("steps", config.get("total_steps"))
+        if not _count(steps, 0):
+            damage.append(f"{summary_path}: steps is {steps!r}, not a count")
+        for rank, recs in enumerate(records):
+            path = step_file(run_dir, rank)
+            if _count(steps, 0) and len(recs) < steps and not any(path in d for d in damage):
+                missing = "missing" if not os.path.exists(path) else "truncated"
+                damage.append(f"{path}: {missing}, holds {len(recs)} of the run's {steps} steps")
+    config["damage"] = damage
+    return config, records, summary
+
+
+def _rank_records(run_dir: str, rank: int, config: dict, damage: list) -> list[dict]:
+    path = step_file(run_dir, rank)
+    if not os.path.exists(path):  # a rank that died before its first step
+        return []
+    try:
+        records, problem = stepfile.scan(path)
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    p = config["world_size"]
+    for k, rec in enumerate(records):
+        if any(not (src < p and dst < p) for src, dst, *_ in rec["links"] or ()):
+            problem = f"{path}: step {rec['step']} sends to ranks outside a world of {p}"
+            records = records[:k]
+            break
+    if problem is not None:
+        damage.append(f"{problem}; {len(records)} steps readable before it")
+    return records
+
+
+def _check_config(path: str, config: dict) -> None:
     missing = [k for k in _REQUIRED if k not in config]
     if missing:
-        raise RunDirError(f"{run_dir}/config.json: missing {', '.join(missing)}")
-    records = []
-    for rank in range(config["world_size"]):
-        if not os.path.exists(step_file(run_dir, rank)):  # a rank that died before its first step
-            records.append([])
-            continue
-        try:
-            records.append(read_steps(run_dir, rank))
-        except OSError as exc:
-            raise RunDirError(
-                f"{step_file(run_dir, rank)}: cannot read: {exc.strerror or exc}"
-            ) from None
-    summary_path = os.path.join(run_dir, "summary.json")
-    summary = _read_json(summary_path, run_dir) if os.path.exists(summary_path) else None
-    return config, records, summary
+        raise RunDirError(f"{path}: missing {', '.join(missing)}")
+    p, cfg, nodes = config["world_size"], config["config"], config["node_of_rank"]
+    offsets, segments = config.get("clock_offsets_s"), config.get("segments")
+    valid = {
+        "world_size": _count(p, 1),
+        "config": isinstance(cfg, dict)
+        and isinstance(cfg.get("allreduce"), str)
+        and isinstance(cfg.get("dtype"), str)
+        and _count(cfg.get("channels", 1), 1),
+        "nparams": _count(config["nparams"], 0),
+        "buffer_bytes": _count(config["buffer_bytes"], 0),
+        "node_of_rank": isinstance(nodes, list)
+        and len(nodes) == p
+        and all(_count(n, 0) for n in nodes),
+        "clock_offsets_s": offsets is None
+        or (isinstance(offsets, list) and len(offsets) == p and all(map(_number, offsets))),
+        "total_steps": _count(config.get("total_steps", 0), 0),
+        "segments": segments is None or _segments(segments, config["nparams"]),
+    }
+    bad = [k for k, ok in valid.items() if not ok]
+    if bad:
+        raise RunDirError(f"{path}: not a run's configuration (bad {', '.join(bad)})")
+
+
+def _segments(segments, nparams) -> bool:
+    """[[start, count], ...], one after another, covering the parameters."""
+    end = 0
+    for segment in segments if isinstance(segments, list) else [None]:
+        if not (isinstance(segment, list) and len(segment) == 2 and segment[0] == end):
+            return False
+        if not _count(segment[1], 0):
+            return False
+        end += segment[1]
+    return end == nparams
+
+
+def _count(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def network(run_dir: str) -> dict | None:
@@ -133,9 +208,26 @@ def network(run_dir: str) -> dict | None:
     if not os.path.exists(path):
         return None
     value = _read_json(path, run_dir)
-    if not isinstance(value.get("emulated"), dict) or not isinstance(value.get("links"), list):
+    emulated, links = value.get("emulated"), value.get("links")
+    if not (
+        isinstance(emulated, dict)
+        and _count(emulated.get("nodes"), 1)
+        and _count(emulated.get("ranks_per_node"), 1)
+        and _number(emulated.get("node_mbit_per_s"))
+        and isinstance(links, list)
+        and all(map(_link, links))
+    ):
         raise RunDirError(f"{path}: not an emulated network's description")
     return value
+
+
+def _link(link) -> bool:
+    """A capped link's counters as network.json holds them."""
+    return (
+        isinstance(link, dict)
+        and isinstance(link.get("link"), str)
+        and all(_count(link.get(k), 0) for k in ("bytes", "packets", "drops"))
+    )
 
 
 def _read_json(path: str, run_dir: str) -> dict:

@@ -52,6 +52,7 @@ FRAME = struct.Struct("<II")  # size, kind
 SIZE = struct.Struct("<I")  # the closing size
 FIELDS = ("step", "loss", "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns")
 FIELDS_FORMAT = "qdqqqq4x"  # a step's fields, after its readings
+_STEP_READ = FIELDS_FORMAT.replace("4x", "I")  # the 4 zero bytes read, to be checked
 TALLY = ("bytes_sent", "bytes_recv", "messages", "links", "round_labels")
 
 
@@ -80,21 +81,42 @@ def header(rank: int, steps_per_epoch: int, samples: int) -> bytes:
     return frame(
         HEADER,
         json.dumps(
-            {**FORMAT, "rank": rank, "steps_per_epoch": steps_per_epoch, "samples": samples}
+            {**FORMAT, "rank": rank, "steps_per_epoch": steps_per_epoch, "samples": samples},
+            allow_nan=False,
         ).encode(),
     )
 
 
 def messages(tally) -> bytes:
-    return frame(MESSAGES, json.dumps({k: getattr(tally, k) for k in TALLY}).encode())
+    return frame(
+        MESSAGES, json.dumps({k: getattr(tally, k) for k in TALLY}, allow_nan=False).encode()
+    )
 
 
 def read(path: str) -> list[dict]:
     """The step records of one rank's file, as netsim merges them (rounds as [phase, index,
     posted_ns, completed_ns] per labelled round). A last frame cut short is left out."""
+    records, damage = scan(path)
+    if damage is not None:
+        raise StepFileError(damage)
+    return records
+
+
+def scan(path: str) -> tuple[list[dict], str | None]:
+    """(the records read, the damage met in one line or None): a damaged file still gives
+    every step before its damage."""
     with open(path, "rb") as f:
         data = f.read()
-    records, tally, layout, head, offset = [], None, None, None, 0
+    records = []
+    try:
+        _parse(path, data, records)
+    except StepFileError as exc:
+        return records, str(exc)
+    return records, None
+
+
+def _parse(path: str, data: bytes, records: list) -> None:
+    tally, layout, head, offset = None, None, None, 0
     while offset + FRAME.size <= len(data):
         size, kind = FRAME.unpack_from(data, offset)
         if size == 0:
@@ -112,18 +134,19 @@ def read(path: str) -> list[dict]:
         if offset == 0:
             head = _header(path, payload if kind == HEADER else b"")
         elif kind == MESSAGES:
-            tally = _json(path, payload, offset)
+            tally = _tally(path, payload, offset)
             nreadings = readings(len(tally["round_labels"] or ()))
-            layout = struct.Struct("<" + "q" * nreadings + FIELDS_FORMAT)
+            layout = struct.Struct("<" + "q" * nreadings + _STEP_READ)
         elif kind == STEP:
             if tally is None or layout.size != len(payload):
                 raise StepFileError(
                     f"{path}: step at byte {offset} does not match its messages frame"
                 )
             values = layout.unpack_from(payload)
-            records.append(
-                _record(dict(zip(FIELDS, values[nreadings:])), head, tally, values[:nreadings])
-            )
+            fields = dict(zip(FIELDS, values[nreadings:]))
+            if not _plausible(fields, values[-1], records[-1:]):
+                raise StepFileError(f"{path}: damaged at byte {offset} (step values out of order)")
+            records.append(_record(fields, head, tally, values[:nreadings]))
         elif kind == HEADER:
             raise StepFileError(f"{path}: a second header at byte {offset}")
         else:
@@ -131,7 +154,6 @@ def read(path: str) -> list[dict]:
         offset = end
     if offset == 0 and data.strip(b"\0"):
         raise StepFileError(f"{path}: not a step record file")
-    return records
 
 
 def rounds(labels, times) -> list | None:
@@ -167,11 +189,52 @@ def _record(fields: dict, head: dict, tally: dict, times: tuple) -> dict:
     }
 
 
-def _json(path: str, payload: bytes, offset: int):
+def _plausible(fields: dict, zero: int, last: list) -> bool:
+    """What a step file without checksums can check: steps count up, a clock never goes
+    back (the last step's end, this step's start, entry, exit and end), and the padding
+    is zero. Damaged round readings go unseen."""
+    clock = [last[0]["t_end_ns"]] if last else []
+    clock += [fields[k] for k in FIELDS[2:]]
+    return (
+        zero == 0
+        and fields["step"] > (last[0]["step"] if last else -1)
+        and all(a <= b for a, b in zip(clock, clock[1:]))
+    )
+
+
+def _tally(path: str, payload: bytes, offset: int) -> dict:
+    """A messages frame's JSON, checked: counts are integers (or all null), links
+    [src, dst, bytes, messages] and round labels [phase, index] or null."""
     try:
-        return json.loads(payload)
+        tally = json.loads(payload)
     except ValueError:
-        raise StepFileError(f"{path}: damaged at byte {offset}") from None
+        tally = None
+    if (
+        not isinstance(tally, dict)
+        or any(k not in tally for k in TALLY)
+        or not all(tally[k] is None or _count(tally[k], 0) for k in TALLY[:3])
+        or not (tally["links"] is None or _listed(tally["links"], _link))
+        or not (tally["round_labels"] is None or _listed(tally["round_labels"], _label))
+    ):
+        raise StepFileError(f"{path}: damaged at byte {offset} (its messages frame)")
+    return tally
+
+
+def _listed(values, valid) -> bool:
+    return isinstance(values, list) and all(valid(v) for v in values)
+
+
+def _link(value) -> bool:
+    return _listed(value, lambda v: _count(v, 0)) and len(value) == 4
+
+
+def _label(value) -> bool:
+    return value is None or (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and _count(value[1], 0)
+    )
 
 
 def _header(path: str, payload: bytes) -> dict:

@@ -27,6 +27,8 @@ def summarize(config: dict, traffic: Traffic) -> dict:
         "nodes": traffic.nodes,
         "node_of_rank": traffic.node_of_rank.tolist(),
     }
+    if traffic.damage:  # only then: a sound run's summary.json is unchanged
+        out["damage"] = traffic.damage
     mean = (lambda a: np.nanmean(a, axis=0).tolist()) if steps else (lambda a: [None] * p)
     out["per_step_mean_by_rank"] = {
         k: mean(t[k]) for k in ("compute_s", "transfer_s", "wait_s", "caused_wait_s", "comm_s")

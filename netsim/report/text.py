@@ -38,7 +38,13 @@ def text(config: dict, traffic: Traffic, s: dict) -> str:
         f"{nbytes(config['buffer_bytes'])} ({cfg['dtype']})"
     )
     lines = [head]
-    if not traffic.complete:
+    if traffic.damage:
+        lines.append(
+            f"  DAMAGED RUN: records per rank {traffic.steps_by_rank}, steps recorded on "
+            f"every rank reported below; what is damaged:"
+        )
+        lines += [f"    {note}" for note in traffic.damage]
+    elif not traffic.complete:
         lines.append(
             f"  INCOMPLETE RUN: no summary.json; records per rank {traffic.steps_by_rank}, "
             f"steps recorded on every rank reported below"

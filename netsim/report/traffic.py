@@ -46,7 +46,7 @@ class Traffic:
     node_of_rank: np.ndarray  # (p,)
     steps: np.ndarray  # (S,) step numbers recorded on every rank
     steps_by_rank: list[int]  # records found per rank (differ only for a crashed run)
-    complete: bool
+    complete: bool  # the run ended (summary.json) and no file of it is damaged
     observable: bool  # False for MPI_Allreduce: bytes and rounds unknown
     table: dict[str, np.ndarray]  # name -> (S, p): compute_s, comm_s, wait_s, transfer_s, ...
     round_labels: list[tuple[str, int]] = field(default_factory=list)
@@ -58,6 +58,7 @@ class Traffic:
     # per rank, per step: [[phase, index, posted, completed]] on the global clock
     raw_rounds: list | None = None
     schedule: algorithms.Schedule | None = None  # the run's schedule (None for MPI_Allreduce)
+    damage: list[str] = field(default_factory=list)  # rundir.load's, one line per file
 
     @property
     def nodes(self) -> int:
@@ -117,10 +118,11 @@ def merge(config: dict, records: list[list[dict]], complete: bool) -> Traffic:
         np.asarray(config["node_of_rank"]),
         np.array(common, dtype=np.int64),
         [len(r) for r in records],
-        complete,
+        complete and not config.get("damage"),
         observable,
         table,
         times=times,
+        damage=list(config.get("damage", [])),
     )
     if observable:
         traffic.links = np.array(
@@ -151,7 +153,12 @@ def _rounds(traffic: Traffic, schedule: algorithms.Schedule, rows, offsets) -> N
     for s, row in enumerate(rows):
         for rank, rec in enumerate(row):
             for phase, index, t_post, t_done in rec["rounds"]:
-                k = position[(phase, index)]
+                k = position.get((phase, index))
+                if k is None:
+                    raise rundir.RunDirError(
+                        f"rank {rank}'s step {rec['step']} has round {phase} {index}, which the "
+                        f"schedule of config.json's {schedule.algorithm} does not"
+                    )
                 posted[s, rank, k] = t_post / 1e9 + offsets[rank]
                 completed[s, rank, k] = t_done / 1e9 + offsets[rank]
     partners_posted = np.full_like(posted, -np.inf)

@@ -1,4 +1,5 @@
-"""The run directory's JSON is strict: no NaN or Infinity tokens."""
+"""The run directory's JSON is strict (no NaN or Infinity tokens), and a run's damage is found
+where it is read."""
 
 import json
 import math
@@ -35,3 +36,26 @@ def test_non_finite_values_are_written_as_null(tmp_path):
     with pytest.raises(ValueError, match="not strict JSON: NaN"):  # the parser does refuse
         strict(json.dumps(summary))
     assert strict(rundir.dumps([float("nan")], separators=(",", ":"))) == [None]
+
+
+def test_sound_directory_loads_without_damage(tmp_path):
+    config = {
+        "world_size": 1,
+        "config": {"allreduce": "ring", "dtype": "float32", "record": True},
+        "nparams": 4,
+        "buffer_bytes": 16,
+        "node_of_rank": [0],
+        "total_steps": 0,
+    }
+    rundir.write_json(str(tmp_path / "config.json"), config)
+    assert rundir.load(str(tmp_path))[0]["damage"] == []
+    rundir.write_json(str(tmp_path / "summary.json"), {"steps": 2})
+    config, records, summary = rundir.load(str(tmp_path))
+    assert records == [[]] and summary == {"steps": 2}
+    assert config["damage"] == [
+        f"{rundir.step_file(str(tmp_path), 0)}: missing, holds 0 of the run's 2 steps"
+    ]
+    config["segments"] = [[0, 3], [3, 2]]  # covers 5 parameters, not 4
+    rundir.write_json(str(tmp_path / "config.json"), config)
+    with pytest.raises(rundir.RunDirError, match="bad segments"):
+        rundir.load(str(tmp_path))
