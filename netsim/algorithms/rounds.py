@@ -88,8 +88,12 @@ class Schedule:
 
 def chunk_bounds(nelems: int, nchunks: int) -> np.ndarray:
     """Offsets of nchunks near-equal chunks (sizes differ by at most one): chunk c is
-    [bounds[c], bounds[c+1]). Chunks may be empty when nelems < nchunks."""
-    return (np.arange(nchunks + 1, dtype=np.int64) * nelems) // nchunks
+    [bounds[c], bounds[c+1]). Chunks may be empty when nelems < nchunks. Computed as
+    c*q + c*r // nchunks (nelems = q*nchunks + r), the same as c*nelems // nchunks without
+    its int64 overflow (a trillion elements in a million chunks)."""
+    whole, rest = divmod(int(nelems), int(nchunks))
+    c = np.arange(nchunks + 1, dtype=np.int64)
+    return c * whole + c * rest // nchunks
 
 
 def ring_rounds(rings: np.ndarray, bounds: np.ndarray, phases: tuple[str, str]):

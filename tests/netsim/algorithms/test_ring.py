@@ -77,6 +77,12 @@ def test_chunk_bounds_cover_buffer_evenly():
     assert np.ptp(np.diff(b)) <= 1
 
 
+def test_chunk_bounds_of_a_trillion_elements_in_a_million_chunks_do_not_overflow():
+    n, k = 2**40 + 7, 2**29  # c * n overflows int64 from c = 2**23
+    b = algorithms.chunk_bounds(n, k)
+    assert b[-1] == n and b[k // 2] == k // 2 * n // k and np.ptp(np.diff(b)) <= 1
+
+
 @pytest.mark.parametrize("bad", [(0, 10), (-1, 10), (2, -1)])
 def test_ring_rejects_bad_arguments(bad):
     with pytest.raises(InputError):
