@@ -27,6 +27,7 @@ from netsim.errors import InputError
 PROBE = "allreduce_train.probe"
 PINGPONG_SIZES = (8, 64, 512, 4 << 10, 32 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20)
 ALLREDUCE_SIZES = tuple(64 << 10 << 2 * k for k in range(6))  # 64 KiB, 256 KiB, ..., 64 MiB
+MAX_BYTES = 1 << 40  # a buffer size beyond 1 TiB is a typo
 MIN_CPU_SHARE = 0.9  # a round in which the ranks had less of the cores was disturbed
 
 
@@ -36,7 +37,7 @@ class CalibrationError(InputError):
 
 def byte_sizes(text: str) -> tuple[int, ...]:
     """'8,4K,64M' -> bytes (K, M, G: powers of 1024), each a positive multiple of 4 (float32
-    buffers); 'none' -> (). An argparse type, shared with the probe."""
+    buffers) up to MAX_BYTES; 'none' -> (). An argparse type, shared with the probe."""
     if text.strip().lower() == "none":
         return ()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -47,9 +48,9 @@ def byte_sizes(text: str) -> tuple[int, ...]:
             n = int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a byte count: {item!r}") from None
-        if n < 4 or n % 4:
+        if not 4 <= n <= MAX_BYTES or n % 4:
             raise argparse.ArgumentTypeError(
-                f"sizes must be positive multiples of 4 bytes, got {item!r}"
+                f"sizes must be positive multiples of 4 bytes up to 1024G, got {item!r}"
             )
         out.append(n)
     return tuple(out)

@@ -151,6 +151,7 @@ def test_fit_refuses_files_it_cannot_use():
 def test_byte_sizes():
     assert measure.byte_sizes("8, 4K,64MiB,1G") == (8, 4096, 64 * MIB, 1 << 30)
     assert measure.byte_sizes("none") == ()
-    for bad in ("7", "0", "4Q", ""):
+    assert measure.byte_sizes("1024G") == (1 << 40,)
+    for bad in ("7", "0", "4Q", "", "1025G", "99999999999999999999999G"):
         with pytest.raises(Exception, match="byte count|multiples of 4"):
             measure.byte_sizes(bad)
