@@ -38,6 +38,9 @@ from netsim.errors import InputError
 PLACEMENTS = ("block", "round-robin")
 GPUS = ("volta", "ampere", "hopper", "blackwell")  # the generations NCCL's tables know
 CPUS = ("intel", "amd", "arm")
+# the most GPUs in a topology: 131,072, the largest netsim is measured to simulate (seconds
+# and a GiB, bench/simulate_speed.py); 10^8 would take all memory in building the links
+MAX_GPUS = 2**17
 
 
 class TopologyError(InputError):
@@ -219,6 +222,11 @@ def check(data) -> dict:
     spec = _check_keys(data, _TOP)
     spec.update({k: check(k, data[k]) for k, check in _TOP_OPTIONAL.items() if k in data})
     nodes, gpn = spec["nodes"], spec["gpus_per_node"]
+    if nodes * gpn > MAX_GPUS:
+        raise TopologyError(
+            f"nodes x gpus_per_node must be at most {MAX_GPUS:,} GPUs (the most netsim is "
+            f"measured to simulate), got {nodes:,} x {gpn:,}"
+        )
     for name in _TABLES:
         if name in data:
             spec[name] = _check_table(name, data[name])
