@@ -163,8 +163,9 @@ def replay(
     algorithm = algorithm or traffic.algorithm
     if not algorithm.scheduled:
         raise InputError(
-            f"the run used {algorithm.label}, whose messages are unknown: choose the "
-            f"algorithm to replay it with (--algorithm)"
+            f"the run used {algorithm.label} (the library's own algorithm: its messages are "
+            f"unknown), which netsim cannot replay: name one to replay it with (--algorithm "
+            f"ring, for instance), or record the run with --allreduce ring"
         )
     itemsize = config["buffer_bytes"] // config["nparams"]
     compute = traffic.table["compute_s"]
