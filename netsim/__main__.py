@@ -12,6 +12,7 @@ import sys
 from . import algorithms, commands
 from .cluster import topology
 from .errors import InputError
+from .options import MAX_CHANNELS, MAX_CHUNKS, MAX_PARAMS, MAX_TIMEOUT_S, integer, real
 from .sim import measure, nccl, nccl_tables
 
 
@@ -53,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     def sized(c):
         c.add_argument(
             "--params",
-            type=int,
+            type=integer(1, MAX_PARAMS),
             required=True,
             metavar="N",
             help="parameters in the gradient buffer",
@@ -61,21 +62,21 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--dtype", default="float32", choices=("float32", "float64"))
         c.add_argument(
             "--compute-ms",
-            type=float,
+            type=real(0),
             default=0.0,
             metavar="MS",
             help="compute time per step before the all-reduce (default: 0)",
         )
         c.add_argument(
             "--channels",
-            type=int,
+            type=integer(1, MAX_CHANNELS),
             metavar="C",
             help="channels side by side on slices of the buffer (default: as many as "
             "NCCL's graph search would run on the topology; 1 on a calibrated machine)",
         )
         c.add_argument(
             "--chunks",
-            type=int,
+            type=integer(1, MAX_CHUNKS),
             default=1,
             metavar="K",
             help="pipeline the buffer in K pieces, so that an algorithm's phases overlap "
@@ -140,10 +141,15 @@ def parser() -> argparse.ArgumentParser:
         choices=("auto", *nccl_tables.PROTOCOLS),
         help="NCCL_PROTO (default: auto)",
     )
-    c.add_argument("--channels", type=int, metavar="C", help="channels (default: NCCL's count)")
+    c.add_argument(
+        "--channels",
+        type=integer(1, MAX_CHANNELS),
+        metavar="C",
+        help="channels (default: NCCL's count)",
+    )
     c.add_argument(
         "--gpus-per-thread",
-        type=int,
+        type=integer(1),
         default=1,
         metavar="G",
         help="GPUs one process drives (nccl-tests -g G): G kernel launches per call (default: 1)",
@@ -181,14 +187,14 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--rounds",
-        type=int,
+        type=integer(1),
         default=3,
         metavar="N",
         help="timed rounds per size and pass (default: 3)",
     )
     c.add_argument(
         "--passes",
-        type=int,
+        type=integer(1),
         default=5,
         metavar="N",
         help="times over all rank counts in turn: the machine's state changes from run "
@@ -210,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--timeout-s",
-        type=float,
+        type=real(0, MAX_TIMEOUT_S, low_open=True),
         default=300,
         metavar="S",
         help="hard limit per mpirun (default: 300)",

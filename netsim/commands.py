@@ -37,7 +37,7 @@ def report(args) -> int:
 
 def predict(args) -> int:
     topo = topology.load(args.topology)
-    ranks = topo.gpus if args.ranks is None else args.ranks
+    ranks = _ranks(args.ranks, topo, 1)
     out = prediction.predict(
         topo,
         algorithms.get(args.algorithm),
@@ -54,7 +54,9 @@ def predict(args) -> int:
 
 def sweep(args) -> int:
     topo = topology.load(args.topology)
-    _check_directory("--plot", args.plot)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise InputError(f"--plot wants a .png file name, got {args.plot!r}")
+    _check_output("--plot", args.plot)
     names = [a.strip() for a in args.algorithms.split(",")]
     unknown = [a for a in names if a not in algorithms.SCHEDULED]
     if unknown:
@@ -75,21 +77,14 @@ def sweep(args) -> int:
     )
     print(json.dumps(rows, indent=2) if args.json else predict_text.sweep_text(topo, rows, args))
     if args.plot:
-        print(f"wrote {predict_text.sweep_plot(args.plot, topo, rows)}")
+        _write("--plot", args.plot, lambda tmp: predict_text.sweep_plot(tmp, topo, rows))
+        print(f"wrote {args.plot}")
     return 0
 
 
 def nccl(args) -> int:
     topo = topology.load(args.topology)
-    ranks = topo.gpus if args.ranks is None else args.ranks
-    if not 2 <= ranks <= topo.gpus:
-        raise InputError(f"--ranks must be in 2..{topo.gpus} (the topology's GPUs), got {ranks}")
-    for option, value in (
-        ("--channels", args.channels),
-        ("--gpus-per-thread", args.gpus_per_thread),
-    ):
-        if value is not None and value < 1:
-            raise InputError(f"{option} must be positive, got {value}")
+    ranks = _ranks(args.ranks, topo, 2)
     rows = []
     for size in args.sizes:
         found = nccl_model.estimates(
@@ -148,8 +143,19 @@ def _itemsize(args) -> int:
     return 4 if args.dtype == "float32" else 8
 
 
+def _ranks(ranks: int | None, topo, least: int) -> int:
+    """--ranks of predict and nccl: every GPU of the topology by default."""
+    if ranks is None:
+        return topo.gpus
+    if not least <= ranks <= topo.gpus:
+        raise InputError(
+            f"--ranks must be in {least}..{topo.gpus} (the topology's GPUs), got {ranks}"
+        )
+    return ranks
+
+
 def _sizes(spec, gpus: int) -> list[int]:
-    if spec:
+    if spec is not None:
         sizes = _integers("--ranks", spec)
         if sizes[0] < 2 or sizes[-1] > gpus:
             raise InputError(f"--ranks must lie in 2..{gpus} (the topology's GPUs), got {spec}")
@@ -167,23 +173,54 @@ def _integers(option: str, spec: str) -> list[int]:
         raise InputError(f"{option} wants comma-separated integers, got {spec!r}") from None
 
 
-def _write(option: str, path: str, content: str) -> None:
+def _cannot(option: str, path: str, exc: OSError) -> InputError:
+    return InputError(f"{option}: cannot write {path}: {exc.strerror or exc}")
+
+
+def _check_output(option: str, path: str | None) -> None:
+    """An output file can be written (tried before the work, not after it): its directory
+    exists and takes a new file, and it is not a directory itself."""
+    if not path:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"{option}: no such directory: {directory}")
+    if os.path.isdir(path):
+        raise InputError(f"{option}: {path} is a directory")
+    _write(option, path, lambda tmp: None, keep=False)
+
+
+def _write(option: str, path: str, write, keep: bool = True) -> None:
+    """write(tmp) makes a file beside path, moved onto path once complete (keep) or removed:
+    a failed or interrupted write leaves neither a partial file nor the temporary one."""
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.getpid()}-{name}")  # the same suffix: plots' format
     try:
-        with open(path, "w") as f:
-            f.write(content)
+        open(tmp, "x").close()
     except OSError as exc:
-        raise InputError(f"{option}: cannot write {path}: {exc.strerror or exc}") from None
+        raise _cannot(option, path, exc) from None
+    try:
+        write(tmp)
+        if keep:
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise _cannot(option, path, exc) from None
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
-def _check_directory(option: str, path: str | None) -> None:
-    """An output path's directory exists (checked before the work, not after it)."""
-    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise InputError(f"{option}: no such directory: {os.path.dirname(os.path.abspath(path))}")
+def _write_text(option: str, path: str, content: str) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(content)
+
+    _write(option, path, write)
 
 
 def calibrate(args) -> int:
     for option, path in (("--out", args.out), ("--save-measurements", args.save_measurements)):
-        _check_directory(option, path)
+        _check_output(option, path)
     if args.from_measurements:
         try:
             with open(args.from_measurements) as f:
@@ -202,16 +239,14 @@ def calibrate(args) -> int:
             raise InputError(
                 f"--ranks must be at least 2 (the probe needs two ranks), got {args.ranks}"
             )
-        if args.rounds < 1 or args.passes < 1:
-            raise InputError("--rounds and --passes must be positive")
         log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
         measurements = measure.measure(
             ranks, args.rounds, args.passes, args.pingpong_sizes, args.sizes, args.timeout_s, log
         )
         if args.save_measurements:
-            _write("--save-measurements", args.save_measurements, json.dumps(measurements))
+            _write_text("--save-measurements", args.save_measurements, json.dumps(measurements))
     result = calibration.fit(measurements, args.name)
-    _write("--out", args.out, calibration.toml_text(result, measurements))
+    _write_text("--out", args.out, calibration.toml_text(result, measurements))
     if args.json:
         print(
             json.dumps(

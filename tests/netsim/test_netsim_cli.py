@@ -100,8 +100,11 @@ def test_replay_of_an_mpi_allreduce_run_asks_for_the_algorithm(tmp_path):
     result = netsim("replay", str(tmp_path), "--topology", "single-node-8gpu")
     assert (
         result.returncode == 2
+        and len(result.stderr.splitlines()) == 1
         and "MPI_Allreduce" in result.stderr
-        and "--algorithm" in result.stderr
+        and "cannot replay" in result.stderr
+        and "--algorithm ring" in result.stderr
+        and "--allreduce ring" in result.stderr
     )
     result = netsim(
         "replay", str(tmp_path), "--topology", "single-node-8gpu", "--algorithm", "ring"
@@ -128,7 +131,10 @@ def test_replay_of_an_mpi_allreduce_run_asks_for_the_algorithm(tmp_path):
         ),
         (["replay", "/nonexistent", "--topology", "dgx-h100"], "no such directory"),
         (["predict", "--params", "10"], "--topology"),
-        (["predict", "--topology", "dgx-h100", "--params", "10", "--ranks", "0"], "world_size"),
+        (
+            ["predict", "--topology", "dgx-h100", "--params", "10", "--ranks", "0"],
+            "--ranks must be in 1..256",
+        ),
         (
             ["predict", "--topology", "dgx-h100", "--params", "10", "--algorithm", "mpi"],
             "invalid choice",
