@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from . import exits
 from .comm import MpiTransport, World, check_launcher, install_abort_hook
 from .config import Config, UsageError
@@ -12,6 +14,9 @@ from .options import HelpShown, parser
 
 def main(argv=None) -> int:
     install_abort_hook()
+    # Overflow and NaN are caught where they matter, after the all-reduce on every rank at
+    # once (Trainer.nonfinite), not as p copies of numpy's RuntimeWarning.
+    np.seterr(all="ignore")
     world = World.create()
     try:
         cfg, dataset, backend, run_dir = setup(world, argv)
@@ -20,7 +25,7 @@ def main(argv=None) -> int:
     except UsageError as exc:
         world.log(f"allreduce_train: error: {exc}")
         return exc.code
-    from .run import run
+    from .run import OutputError, run
     from .train import NonFinite, ReplicasDiverged
 
     try:
@@ -28,6 +33,9 @@ def main(argv=None) -> int:
     except ReplicasDiverged as exc:  # raised on every rank at once: they compared together
         world.log(f"allreduce_train: error: {exc}")
         return exits.DIVERGED
+    except OutputError as exc:
+        world.log(f"allreduce_train: error: {exc}")
+        return exits.OUTPUT
     except NonFinite as exc:  # also every rank at once: the averaged gradient is the same
         world.log(f"allreduce_train: error: {exc}")
         return exits.NONFINITE
@@ -40,7 +48,7 @@ def setup(world: World, argv):
     from netsim.errors import InputError
     from netsim.record import rundir
 
-    from . import backend, data, train
+    from . import backend, budget, data, train
 
     launcher = check_launcher(world.world_size)
     error = None if launcher is None else (exits.USAGE, launcher)
@@ -57,6 +65,7 @@ def setup(world: World, argv):
                 algorithms.get(cfg.allreduce).schedule(world.world_size, 0, node_of_rank=nodes)
             except InputError as exc:
                 raise UsageError(f"--allreduce {cfg.allreduce}: {exc}") from None
+            budget.check(cfg, world.world_size, world.local_size)  # before anything is made
             dev = backend.select(cfg.device, world.local_rank, world.local_size)
             dataset = data.load(
                 cfg.dataset,

@@ -8,6 +8,7 @@ plain pytest with no MPI at all and a test can hand it another transport.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -209,6 +210,13 @@ def abort(code: int) -> None:
     MPI.COMM_WORLD.Abort(code)
 
 
+# A file we write cannot be: the disk, not our code (exits.OUTPUT, one line naming it).
+_DISK_ERRORS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+    errno.EIO, errno.ENOENT,
+}  # fmt: skip
+
+
 class PeerLost(Exception):
     """An MPI call failed under a rank: a peer's process ended (or its link broke)."""
 
@@ -233,6 +241,8 @@ def install_abort_hook(comm: MPI.Comm = MPI.COMM_WORLD) -> None:
             code = exits.PEER_LOST
             if issubclass(exc_type, MPI.Exception):
                 line = f"MPI failed: {exc.Get_error_string().splitlines()[0]} (a peer died?)"
+        elif issubclass(exc_type, OSError) and exc.errno in _DISK_ERRORS and exc.filename:
+            code, line = exits.OUTPUT, f"{exc.filename}: {exc.strerror}"  # full, read-only, ...
         elif not issubclass(exc_type, InjectedFault):
             sys.stderr.write("".join(traceback.format_exception(exc_type, exc, tb)))
         sys.stderr.write(f"allreduce_train: error: rank {comm.rank}: {line}\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from . import exits
@@ -18,6 +19,7 @@ DEFAULT_HIDDEN = (128, 128)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "gpu")
 NONFINITE = ("stop", "skip")
+MAX_CHANNELS = 64
 
 
 class UsageError(Exception):
@@ -93,9 +95,13 @@ class Config:
             f"that do (python -m netsim nccl --algorithm {self.allreduce} models it)",
         )
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
-        need(self.lr > 0, f"--lr must be positive, got {self.lr:g}")
+        need(0 < self.lr < math.inf, f"--lr must be positive and finite, got {self.lr:g}")
+        need(0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum:g}")
-        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay:g}")
+        need(
+            0 <= self.weight_decay < math.inf,
+            f"--weight-decay must be >= 0 and finite, got {self.weight_decay:g}",
+        )
         need(self.global_batch >= 1, f"--global-batch must be positive, got {self.global_batch}")
         need(self.epochs >= 1, f"--epochs must be positive, got {self.epochs}")
         need(self.steps is None or self.steps >= 1, f"--steps must be positive, got {self.steps}")
@@ -112,7 +118,10 @@ class Config:
             self.ranks_per_node is None or self.ranks_per_node >= 1,
             f"--ranks-per-node must be positive, got {self.ranks_per_node}",
         )
-        need(self.channels >= 1, f"--channels must be positive, got {self.channels}")
+        need(
+            1 <= self.channels <= MAX_CHANNELS,
+            f"--channels must be 1 to {MAX_CHANNELS} (NCCL's most), got {self.channels}",
+        )
         for name in ("comm_timeout", "stall_warn"):
             value = getattr(self, name)
             need(
@@ -140,7 +149,13 @@ class Config:
         try:
             for part in self.trace_steps.split(","):
                 first, _, last = part.partition("-")
-                steps.update(range(int(first), int(last or first) + 1))
+                first, last = int(first), int(last or first)
+                if not first <= last <= first + 10**5:
+                    raise UsageError(
+                        f"--trace-steps: {part.strip()} must run forwards, over at most 100,000 "
+                        "steps (a timeline of more could not be read)"
+                    )
+                steps.update(range(first, last + 1))
         except ValueError:
             raise UsageError(
                 f"--trace-steps wants steps like 1-3,10 or none, got {self.trace_steps!r}"
@@ -161,10 +176,10 @@ class Config:
             seconds = 0.0 if amount.startswith("x") else float(amount)
         except ValueError:
             rank = -1
-        if rank < 0 or seconds < 0 or factor < 1:
+        if rank < 0 or not (0 <= seconds <= 3600 and 1 <= factor <= 1000):  # NaN fails too
             raise UsageError(
-                f"--straggler wants RANK:SECONDS (e.g. 2:0.2) or RANK:xFACTOR "
-                f"(e.g. 2:x1.5, at least 1), got {self.straggler!r}"
+                f"--straggler wants RANK:SECONDS (e.g. 2:0.2, at most 3600) or RANK:xFACTOR "
+                f"(e.g. 2:x1.5, 1 to 1000), got {self.straggler!r}"
             )
         return rank, seconds, factor
 

@@ -32,11 +32,19 @@ def run(
 ) -> dict:
     trainer = Trainer(cfg, world, backend, dataset, transport)
     description = config_record(trainer, run_dir)
-    if world.is_root:
-        rundir.write_json(os.path.join(run_dir, "config.json"), description)
+    error, recorder = None, None
+    try:  # the first writes: a full or read-only disk shows here, and all ranks agree on it
+        if world.is_root:
+            rundir.write_json(os.path.join(run_dir, "config.json"), description)
+        if cfg.record:
+            recorder = trainer.new_recorder(run_dir)
+    except OSError as exc:
+        error = f"rank {world.rank}: {exc.filename}: {exc.strerror}"
+    error = world.agree_on_error(error)
+    if error is not None:
+        raise OutputError(error)
     world.log(console.banner(description))
-    if cfg.record:
-        trainer.record_into(trainer.new_recorder(run_dir))
+    trainer.record_into(recorder)
     trainer.verify_replicas(-1)  # same seed, same init: prove it before spending time
     dog = trainer.watchdog = Watchdog(
         WatchChannel(world), world.rank, world.world_size, cfg.stall_warn, cfg.comm_timeout
@@ -66,6 +74,10 @@ def run(
         if report:
             world.log(report)
     return totals
+
+
+class OutputError(Exception):
+    """The run directory cannot be written: raised on every rank at once (exits.OUTPUT)."""
 
 
 def train_loop(trainer: Trainer, dataset: data.Dataset) -> tuple[float, EpochMeter]:
@@ -206,7 +218,5 @@ def save_checkpoint(path: str, trainer: Trainer) -> None:
     }
     if trainer.optimizer.velocity is not None:
         arrays["velocity"] = host(trainer.optimizer.velocity)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with rundir.atomic(path, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)

@@ -85,6 +85,7 @@ class Recorder:
     ):
         self.rank = rank
         self.clock = time.perf_counter_ns  # the clock of every reading (the trainer's too)
+        self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self.map, self.capacity = None, 0
         self.size = 0  # the end of the last closed frame
@@ -172,7 +173,10 @@ class Recorder:
         pages are faulted in here and not one by one in later steps. Only ever between steps
         or in `bind`, before the step's first reading: executors take `slots` every step."""
         old = self.capacity
-        os.ftruncate(self.fd, capacity)
+        try:  # blocks on disk now: a page of the map past a full disk would be SIGBUS later
+            os.posix_fallocate(self.fd, old, capacity - old)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, self.path) from None
         self._release()
         self.map, self.capacity = mmap.mmap(self.fd, capacity), capacity
         self.map[old:capacity] = bytes(capacity - old)

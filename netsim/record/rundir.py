@@ -19,6 +19,7 @@ the names; bytes are payload bytes of the collective's point-to-point messages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -78,11 +79,30 @@ def dumps(obj, **options) -> str:
 
 
 def write_json(path: str, obj) -> None:
-    """Strict JSON (dumps), written whole or not at all (temporary file, then rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Strict JSON (dumps), written whole or not at all (atomic)."""
+    with atomic(path) as f:
         f.write(dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic(path: str, mode: str = "w", **options):
+    """A file written whole or not at all: into a temporary file beside `path`, flushed to
+    disk, then renamed over it. On any failure (a full disk, a read-only directory) the
+    temporary file is removed, the old `path` (if any) is left as it was, and the error goes
+    on to the caller."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {}), **options) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write: say which file
+            raise OSError(exc.errno, exc.strerror, path) from None
+        raise
 
 
 def read_steps(run_dir: str, rank: int) -> list[dict]:

@@ -38,8 +38,7 @@ def write_outputs(run_dir: str, config: dict, traffic: Traffic, traced_steps) ->
 
 
 def _write_steps(path: str, traffic: Traffic) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with rundir.atomic(path) as f:
         for s, step in enumerate(traffic.steps):
             for rank in range(traffic.world_size):
                 row = {"step": int(step), "rank": rank, "node": int(traffic.node_of_rank[rank])}
@@ -58,15 +57,13 @@ def _write_steps(path: str, traffic: Traffic) -> None:
                         if not np.isnan(traffic.peer_not_ready_s[s, rank, k])
                     ]
                 f.write(rundir.dumps(row, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
 
 
 _INTS = {"epoch", "samples", "bytes_sent", "bytes_recv", "messages"}
 
 
 def _write_links(path: str, traffic: Traffic) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with rundir.atomic(path, newline="") as f:
         out = csv.writer(f)
         out.writerow(
             ["step", "src", "dst", "src_node", "dst_node", "intra_node", "sent_bytes", "messages"]
@@ -74,4 +71,3 @@ def _write_links(path: str, traffic: Traffic) -> None:
         for step, src, dst, nbytes, messages in traffic.links if traffic.links is not None else []:
             a, b = traffic.node_of_rank[src], traffic.node_of_rank[dst]
             out.writerow([step, src, dst, a, b, int(a == b), nbytes, messages])
-    os.replace(tmp, path)

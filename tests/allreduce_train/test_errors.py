@@ -54,6 +54,25 @@ BAD_INPUT = [
 ]
 
 
+# values each checked where they enter (one process, no launcher: a rank's own check)
+BAD_VALUES = [
+    (["--seed", "-1"], ["--seed must be in [0, 2**32)"]),
+    (["--lr", "inf"], ["--lr must be positive and finite"]),
+    (["--weight-decay", "inf"], ["--weight-decay must be >= 0 and finite"]),
+    (["--straggler", "0:nan"], ["--straggler wants"]),
+    (["--straggler", "0:x1e300"], ["--straggler wants", "1 to 1000"]),
+    (["--trace-steps", "5-1"], ["--trace-steps: 5-1 must run forwards"]),
+    (["--channels", "100000"], ["--channels must be 1 to 64"]),
+    (["--layers", "64,100000000,10"], ["needs about", "GiB", "more than the"]),
+    (["--dataset", "synthetic", "--samples", "10000000000"], ["needs about", "GiB"]),
+]
+
+
+@pytest.mark.parametrize("args,words", BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
+def test_bad_values_one_process(args, words, tmp_path):
+    one_line_error(train(0, tmp_path / "run", *args, timeout=60), *words)
+
+
 @pytest.mark.parametrize("args,words", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_three_ranks(args, words, tmp_path):
     one_line_error(train(3, tmp_path / "run", *args, timeout=60), *words)
