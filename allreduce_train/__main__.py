@@ -80,11 +80,12 @@ def setup(world: World, argv):
         except UsageError as exc:
             error = (exc.code, str(exc))
     error = world.agree_on_error(error)
-    if error is None and len(set(world.allgather(cfg.fingerprint()))) > 1:
-        error = (
-            exits.USAGE,
-            "ranks were started with different arguments (configuration fingerprints differ)",
-        )
+    if error is None:  # MPMD launches can give ranks different arguments, or different data
+        layout = {**cfg.to_dict(), "data (features, classes, training samples)": (
+            dataset.nfeatures, dataset.nclasses, len(dataset.y_train))}  # fmt: skip
+        layout["layers"] = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
+        differ = disagreement(world.allgather(layout))
+        error = None if differ is None else (exits.USAGE, differ)
     if error is not None:
         raise agreed(*error)
     run_dir = None
@@ -97,6 +98,26 @@ def setup(world: World, argv):
     if error is not None:
         raise UsageError(error)
     return cfg, dataset, dev, run_dir
+
+
+def disagreement(layouts: list[dict]) -> str | None:
+    """The first setting on which some ranks differ from rank 0, and which ranks."""
+    for key, mine in layouts[0].items():
+        ranks = [r for r, other in enumerate(layouts) if other.get(key) != mine]
+        if ranks:
+            name = key if key.startswith("data") else "--" + key.replace("_", "-")
+            theirs = layouts[ranks[0]].get(key)
+            return (
+                f"ranks were started with different arguments: {name} is {show(mine)} on rank "
+                f"0 but {show(theirs)} on rank{'s' * (len(ranks) > 1)} {', '.join(map(str, ranks))}"
+            )
+    return None
+
+
+def show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return "not given" if value is None else str(value)
 
 
 def agreed(code: int, message: str) -> UsageError:

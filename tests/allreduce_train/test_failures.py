@@ -3,6 +3,7 @@
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +12,7 @@ from allreduce_train.faults import Injection, parse
 from allreduce_train.watchdog import verdict
 from netsim.record import rundir
 
-from conftest import train
+from conftest import launcher, run, train
 
 pytestmark = pytest.mark.mpi
 
@@ -114,3 +115,32 @@ def test_the_verdict_names_silent_ranks_and_those_elsewhere():
         " (stopped, or hung outside Python); rank 3 has not joined it (busy outside "
         "collectives for 20 s)"
     )
+
+
+@pytest.mark.parametrize(
+    "option,value,words",
+    [
+        ("--layers", "64,100,10", "--layers is 64,128,128,10 on rank 0 but 64,100,10 on rank 2"),
+        ("--seed", "3", "--seed is 0 on rank 0 but 3 on rank 2"),
+        ("--dtype", "float64", "--dtype is float32 on rank 0 but float64 on rank 2"),
+    ],
+)
+def test_ranks_started_with_different_arguments_are_refused_naming_both(
+    option, value, words, tmp_path
+):
+    train_cmd = [
+        sys.executable,
+        "-m",
+        "allreduce_train",
+        "--run-dir",
+        str(tmp_path),
+        "--steps",
+        "3",
+    ]
+    argv = [*launcher(), "-n", "2", *train_cmd, ":", "-n", "1", *train_cmd, option, value]
+    result = run(argv, timeout=60)
+    assert result.returncode == exits.USAGE, result.output
+    assert errors(result) == [
+        f"allreduce_train: error: ranks were started with different arguments: {words}"
+    ]
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # refused before anything
