@@ -59,7 +59,10 @@ def bad(path: str, problem: str, value) -> TopologyError:
     return TopologyError(f"{path} {problem}, got {_show(value)}")
 
 
-def _number(problem: str, ok):
+def _number(problem: str, ok, least: float = 0.0):
+    """A checker of a finite number that passes `ok`, at most MAX_NUMBER, and 0 or at least
+    `least`: a rate (or what scales one) is divided by, and a tiny one overflows a time."""
+
     def check(path, value):
         # bool is an int to Python; in a topology True is a typo, never a number
         if (
@@ -71,15 +74,20 @@ def _number(problem: str, ok):
             raise bad(path, "must be a finite number", value)
         if not ok(value):
             raise bad(path, problem, value)
+        if value > MAX_NUMBER:
+            raise bad(path, f"must be at most {MAX_NUMBER:g}", value)
+        if 0 < value < least:
+            raise bad(path, f"must be at least {least:g}", value)
         return int(value) if isinstance(value, numbers.Integral) else float(value)
 
     return check
 
 
-_positive = _number("must be positive", lambda v: v > 0)
+MAX_NUMBER = 1e12  # Gbit/s: 10^21 bit/s; us: 11 days
+_positive = _number("must be positive", lambda v: v > 0, least=1e-9)  # a rate: 1 bit/s
 _non_negative = _number("must be >= 0", lambda v: v >= 0)
 _oversubscription = _number("must be >= 1", lambda v: v >= 1)
-_fraction = _number("must be in (0, 1]", lambda v: 0 < v <= 1)
+_fraction = _number("must be in (0, 1]", lambda v: 0 < v <= 1, least=1e-9)
 
 
 def _flag(path, value) -> bool:
