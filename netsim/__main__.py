@@ -244,8 +244,9 @@ def main(argv=None) -> int:
     try:
         args = parser().parse_args(argv)
         return args.run(args)
-    except InputError as exc:
-        print(f"netsim: error: {exc}", file=sys.stderr)
+    except InputError as exc:  # one line whatever a key or a path holds (a newline shows as \n)
+        line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+        print(f"netsim: error: {line}", file=sys.stderr)
         return 2
 
 
