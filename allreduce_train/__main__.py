@@ -19,17 +19,20 @@ def main(argv=None) -> int:
     np.seterr(all="ignore")
     world = World.create()
     try:
-        cfg, dataset, backend, run_dir = setup(world, argv)
+        cfg, dataset, backend, run_dir, state = setup(world, argv)
     except HelpShown:
         return 0
     except UsageError as exc:
         world.log(f"allreduce_train: error: {exc}")
         return exc.code
-    from .run import OutputError, run
+    from .run import Interrupted, OutputError, run
     from .train import NonFinite, ReplicasDiverged
 
     try:
-        run(cfg, world, backend, dataset, run_dir, MpiTransport(world))
+        run(cfg, world, backend, dataset, run_dir, MpiTransport(world), state)
+    except Interrupted as exc:  # every rank, after the same step: they agreed on it
+        world.log(f"allreduce_train: {exc}")
+        return exc.code
     except ReplicasDiverged as exc:  # raised on every rank at once: they compared together
         world.log(f"allreduce_train: error: {exc}")
         return exits.DIVERGED
@@ -48,14 +51,18 @@ def setup(world: World, argv):
     from netsim.errors import InputError
     from netsim.record import rundir
 
-    from . import backend, budget, data, train
+    from . import backend, budget, checkpoint, data, train
 
     launcher = check_launcher(world.world_size)
     error = None if launcher is None else (exits.USAGE, launcher)
-    cfg = dataset = dev = None
+    cfg = dataset = dev = state = None
     if error is None:
         try:
             args = vars(parser(speak=world.is_root).parse_args(argv))
+            if args["resume"]:  # its settings, from its newest checkpoint (on every rank)
+                state = checkpoint.latest(args["resume"])
+                defaults = vars(parser(speak=False).parse_args([]))
+                args = checkpoint.resumed_config(state["config"], args, defaults)
             cfg = Config(**args)
             cfg.check_world(world.world_size)
             # An algorithm refuses a layout it cannot run (a hierarchical ring on nodes of
@@ -77,6 +84,13 @@ def setup(world: World, argv):
                 test_fraction=cfg.test_fraction,
             )
             cfg.check_dataset(dataset.nfeatures, dataset.nclasses, len(dataset.y_train))
+            if state is not None:
+                total = cfg.steps or cfg.epochs * (len(dataset.y_train) // cfg.global_batch)
+                if state["step"] >= total:
+                    raise checkpoint.CheckpointError(
+                        f"--resume {cfg.resume}: its checkpoint has all {state['step']} steps "
+                        f"already; ask for more with --steps or --epochs"
+                    )
         except UsageError as exc:
             error = (exc.code, str(exc))
     error = world.agree_on_error(error)
@@ -97,7 +111,7 @@ def setup(world: World, argv):
     error, run_dir = world.bcast((error, run_dir))
     if error is not None:
         raise UsageError(error)
-    return cfg, dataset, dev, run_dir
+    return cfg, dataset, dev, run_dir, state
 
 
 def disagreement(layouts: list[dict]) -> str | None:

@@ -175,6 +175,32 @@ class MpiTransport:
         self._comm.Free()
 
 
+class Agreement:
+    """Whether any rank raised a flag (a signal came), agreed without a blocking collective:
+    each post completes the previous one's MAX over the ranks (started a step earlier, so
+    long done) and starts the next. Every rank posts once a step, so every rank reads the
+    same answer after the same step."""
+
+    def __init__(self, world: World):
+        self._comm = world._comm.Dup()
+        self._mine, self._all = np.zeros(1, np.int32), np.zeros(1, np.int32)
+        self._request = None
+
+    def post(self, flag: int) -> int:
+        got = 0
+        if self._request is not None:
+            self._request.Wait()
+            got = int(self._all[0])
+        self._mine[0] = flag
+        self._request = self._comm.Iallreduce(self._mine, self._all, op=MPI.MAX)
+        return got
+
+    def close(self) -> None:
+        if self._request is not None:
+            self._request.Wait()
+            self._request = None
+
+
 class WatchChannel:
     """The watchdogs' own messages (watchdog.Watchdog): small pickled tuples on a
     communicator of their own, sent without blocking, received by polling. MPI here runs

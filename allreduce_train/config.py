@@ -68,6 +68,9 @@ class Config:
     stall_warn: float = 60.0  # seconds of waiting that get a warning naming the late ranks
     nonfinite: str = "stop"  # a NaN/Inf loss or gradient: stop the run, or skip the step
     inject: str | None = None  # "kind=K,rank=R,step=S[,secs=T]": a fault on purpose (faults.py)
+    checkpoint_every: int = 0  # steps between checkpoints (checkpoint.py); 0: only at the end
+    keep_checkpoints: int = 2  # the newest K stay
+    resume: str | None = None  # a run directory whose newest checkpoint this run goes on from
 
     def __post_init__(self):
         from netsim import algorithms
@@ -133,6 +136,14 @@ class Config:
             f"--nonfinite must be one of {', '.join(NONFINITE)}, got {self.nonfinite!r}",
         )
         _ = self.injection
+        need(
+            self.checkpoint_every >= 0,
+            f"--checkpoint-every must be >= 0, got {self.checkpoint_every}",
+        )
+        need(
+            self.keep_checkpoints >= 1,
+            f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}",
+        )
         _ = self.traced_steps, self.straggler_spec  # parsed, or a UsageError naming the option
         if self.layers is not None:
             need(

@@ -243,6 +243,27 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         "skip the step's update and count it (default: %(default)s)",
     )
     g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        metavar="N",
+        help="write a checkpoint every N steps (and on SIGINT or SIGTERM); 0: only at the end "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=d.keep_checkpoints,
+        metavar="K",
+        help="how many of the newest checkpoints stay (default: %(default)s)",
+    )
+    g.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="go on from RUN_DIR's newest checkpoint, with its settings, on any rank count, "
+        "into a new run directory",
+    )
+    g.add_argument(
         "--inject",
         metavar="kind=K,rank=R,step=S",
         help="a fault on purpose, in rank R's step S: K is exception, exit, kill, stop, "

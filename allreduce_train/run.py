@@ -6,6 +6,7 @@ summary.json and the traffic report at the end).
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -13,10 +14,10 @@ import numpy as np
 from netsim.record import rundir
 from netsim.report import files, summary, text, traffic
 
-from . import console, data
+from . import checkpoint, console, data
 from .backend import Backend
 from .collectives import Transport
-from .comm import WatchChannel, World, library_version
+from .comm import Agreement, WatchChannel, World, library_version
 from .config import Config
 from .train import Totals, Trainer
 from .watchdog import Watchdog
@@ -29,9 +30,14 @@ def run(
     dataset: data.Dataset,
     run_dir: str,
     transport: Transport,
+    state: dict | None = None,
 ) -> dict:
     trainer = Trainer(cfg, world, backend, dataset, transport)
+    if state is not None:
+        trainer.restore(state)
     description = config_record(trainer, run_dir)
+    if state is not None:
+        description["resumed_from"] = {"checkpoint": state["path"], "step": state["step"]}
     error, recorder = None, None
     try:  # the first writes: a full or read-only disk shows here, and all ranks agree on it
         if world.is_root:
@@ -50,7 +56,7 @@ def run(
         WatchChannel(world), world.rank, world.world_size, cfg.stall_warn, cfg.comm_timeout
     ).start()
     try:
-        wall_s, meter = train_loop(trainer, dataset)
+        wall_s, meter = train_loop(trainer, dataset, run_dir, Agreement(world))
     finally:
         dog.close()
     if trainer.recorder is not None:
@@ -62,7 +68,7 @@ def run(
     # Every rank's records to rank 0 over MPI: run directories on node-local disks work too.
     records = world.gather(rundir.read_steps(run_dir, world.rank)) if cfg.record else None
     if world.is_root:
-        save_checkpoint(os.path.join(run_dir, "checkpoint.npz"), trainer)
+        checkpoint.write(os.path.join(run_dir, "checkpoint.npz"), trainer)
         report = ""
         if records is not None:
             merged = traffic.merge(description, records, complete=True)
@@ -80,33 +86,80 @@ class OutputError(Exception):
     """The run directory cannot be written: raised on every rank at once (exits.OUTPUT)."""
 
 
-def train_loop(trainer: Trainer, dataset: data.Dataset) -> tuple[float, EpochMeter]:
-    """Every step, with the checks and evaluations between; returns its wall time and the
-    progress meter."""
-    cfg, dog = trainer.cfg, trainer.watchdog
+class Interrupted(Exception):
+    """SIGINT or SIGTERM, agreed by every rank after the same step, checkpoint written."""
+
+    def __init__(self, signum: int, step: int, path: str):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} after step {step}: checkpoint {path}; go on with --resume "
+            f"{os.path.dirname(os.path.dirname(path))}"
+        )
+        self.code = 128 + signum
+
+
+def train_loop(trainer: Trainer, dataset: data.Dataset, run_dir: str, agreement: Agreement):
+    """Every step from the first not done, with the checks, evaluations and checkpoints
+    between; returns its wall time and the progress meter. SIGINT and SIGTERM stop it after
+    a step that every rank agrees on, with a checkpoint: the ranks compare their flags about
+    every AGREE_S seconds (a step count fixed after the second step: a small collective
+    every step cost the default job 5-30% here)."""
+    cfg, dog, world = trainer.cfg, trainer.watchdog, trainer.world
     meter = EpochMeter(trainer)
-    wall_start = time.perf_counter()
-    for step in range(trainer.total_steps):
-        if step % trainer.steps_per_epoch == 0:
-            order = data.epoch_order(
-                len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch
-            )
-        trainer.step(step, order)
-        done = step + 1
-        if cfg.check_every and done % cfg.check_every == 0:
-            dog.enter(step, "the weight check")
-            trainer.verify_replicas(step)
-            dog.leave()
-        end_of_epoch = done % trainer.steps_per_epoch == 0 or done == trainer.total_steps
-        if (cfg.eval_every and done % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch):
-            dog.enter(step, "the evaluation")
-            meter.accuracy, meter.test_loss = trainer.evaluate()
-            dog.leave()
-        if end_of_epoch:
-            dog.enter(step, "the epoch's figures")
-            meter.end_epoch(step)
-            dog.leave()
+    caught = []
+    handlers = {s: signal.signal(s, lambda n, f: caught.append(n)) for s in _STOPS}
+    wall_start, first, every = time.perf_counter(), trainer.totals.steps, 0
+    try:
+        for step in range(first, trainer.total_steps):
+            if step % trainer.steps_per_epoch == 0 or step == first:
+                order = data.epoch_order(
+                    len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch
+                )
+            trainer.step(step, order)
+            between_steps(trainer, meter, step)
+            done, stop = step + 1, 0
+            if done - first == 2:  # the same count on every rank: rank 0's clock decides
+                per_step = world.bcast((time.perf_counter() - wall_start) / 2)
+                every = max(1, min(1000, round(AGREE_S / max(per_step, 1e-6))))
+            if every and (done - first) % every == 0:
+                stop = agreement.post(caught[0] if caught else 0)
+            if stop or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
+                dog.enter(step, "the checkpoint")
+                trainer.verify_replicas(step)  # every rank here, every replica the same
+                path = None
+                if world.is_root:
+                    path = checkpoint.save(run_dir, trainer, cfg.keep_checkpoints)
+                path = world.bcast(path)
+                dog.leave()
+                if stop:
+                    raise Interrupted(stop, step, path)
+    finally:
+        agreement.close()
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
     return time.perf_counter() - wall_start, meter
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+AGREE_S = 0.1
+
+
+def between_steps(trainer: Trainer, meter: EpochMeter, step: int) -> None:
+    """The weight check, the evaluation and the epoch's line, where they fall due."""
+    cfg, dog, done = trainer.cfg, trainer.watchdog, step + 1
+    if cfg.check_every and done % cfg.check_every == 0:
+        dog.enter(step, "the weight check")
+        trainer.verify_replicas(step)
+        dog.leave()
+    end_of_epoch = done % trainer.steps_per_epoch == 0 or done == trainer.total_steps
+    if (cfg.eval_every and done % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch):
+        dog.enter(step, "the evaluation")
+        meter.accuracy, meter.test_loss = trainer.evaluate()
+        dog.leave()
+    if end_of_epoch:
+        dog.enter(step, "the epoch's figures")
+        meter.end_epoch(step)
+        dog.leave()
 
 
 class EpochMeter:
@@ -116,7 +169,7 @@ class EpochMeter:
         self.trainer = trainer
         self.accuracy = self.test_loss = float("nan")
         self.start = time.perf_counter()
-        self.mark = Totals()
+        self.mark = Totals(**vars(trainer.totals))  # a resumed run's start
 
     def end_epoch(self, step: int) -> None:
         tr, t, m = self.trainer, self.trainer.totals, self.mark
@@ -193,7 +246,8 @@ def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -
         "steps": t.steps,
         "global_batch": cfg.global_batch,
         "wall_s": wall,
-        "samples_per_s": t.steps * cfg.global_batch / wall,
+        "samples_per_s": (t.steps - trainer.start_step) * cfg.global_batch / wall,
+        "first_step": trainer.start_step,  # > 0: resumed from a checkpoint
         "test_accuracy": meter.accuracy,
         "test_loss": meter.test_loss,
         "allreduce": cfg.allreduce,
@@ -205,18 +259,3 @@ def summarize(trainer: Trainer, wall_s: float, meter: EpochMeter, digest: int) -
         "replicas_identical": True,
         "nonfinite_skipped_steps": t.skipped,  # --nonfinite skip: steps not applied
     }
-
-
-def save_checkpoint(path: str, trainer: Trainer) -> None:
-    xp = trainer.backend.xp
-    host = (lambda a: xp.asnumpy(a)) if trainer.backend.on_gpu else (lambda a: a)
-    arrays = {
-        "params": host(trainer.model.params),
-        "step": np.array(trainer.totals.steps),
-        "layers": np.array(trainer.model.widths),
-        "fingerprint": np.array(trainer.cfg.fingerprint()),
-    }
-    if trainer.optimizer.velocity is not None:
-        arrays["velocity"] = host(trainer.optimizer.velocity)
-    with rundir.atomic(path, "wb") as f:
-        np.savez(f, **arrays)

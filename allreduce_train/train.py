@@ -90,6 +90,7 @@ class Trainer:
         straggler = cfg.straggler_spec
         self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
         self.injection = cfg.injection
+        self.start_step = 0  # the first step this run trains (restore: the checkpoint's)
         self.totals = Totals()
         self.recorder = None  # what record_into gave: every step's record goes there
         self.watchdog = Watchdog(None, world.rank, 1, 0, 0)  # run() gives a live one
@@ -108,6 +109,18 @@ class Trainer:
         """Record every later step into `recorder` (None: record nothing)."""
         self.recorder = recorder
         self.allreduce.record_into(recorder)
+
+    def restore(self, state: dict) -> None:
+        """Go on from a checkpoint (checkpoint.read): weights, velocity, totals, step."""
+        xp = self.backend.xp
+        self.model.params[...] = xp.asarray(state["params"])
+        if self.optimizer.velocity is not None:
+            self.optimizer.velocity[...] = xp.asarray(state["velocity"])
+        t = self.totals
+        t.steps = self.start_step = state["step"]
+        t.samples, t.compute_s, t.comm_s, t.loss_sum = state["totals"].tolist()
+        t.samples = int(t.samples)
+        t.skipped = state["skipped"].tolist()
 
     # --- one step ---------------------------------------------------------------------
 

@@ -1,0 +1,133 @@
+"""Checkpoints: what a run needs to go on from a step as if it had never stopped.
+
+A checkpoint holds the parameters, the optimizer's velocity, the number of steps done, the
+running totals, the configuration it was trained with and a format version. The data
+position and every random draw are functions of (seed, epoch, step) (data.epoch_order,
+the initial weights), so the step count is the whole of the RNG state: a resumed run
+computes exactly what the uninterrupted one would have.
+
+Rank 0 writes, after every rank has agreed on the step (the weight check before it: all
+replicas bit-identical), into RUN_DIR/checkpoints/step-NNNNNNNN.npz, atomically (temporary
+file, fsync, rename, fsync of the directory); the last `keep` stay. `--resume RUN_DIR`
+takes the newest one that loads; a damaged newest (a kill mid-write leaves at most a
+temporary file, which is never picked) falls back to the one before.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from netsim.record import rundir
+
+from .config import UsageError
+from .exits import CHECKPOINT
+
+FORMAT = 1
+# What the maths depends on: a resume must keep these (the rest may change: how long to
+# train, how often to check, the rank count, the all-reduce algorithm, records, ...).
+MATHS = (
+    "dataset", "data_dir", "samples", "features", "classes", "test_fraction", "layers",
+    "activation", "loss", "init", "dtype", "lr", "momentum", "weight_decay", "global_batch",
+    "seed",
+)  # fmt: skip
+
+
+class CheckpointError(UsageError):
+    """A checkpoint that cannot be used (exit code exits.CHECKPOINT)."""
+
+    code = CHECKPOINT
+
+
+def directory(run_dir: str) -> str:
+    return os.path.join(run_dir, "checkpoints")
+
+
+def save(run_dir: str, trainer, keep: int) -> str:
+    """The trainer's state after trainer.totals.steps steps; returns its path."""
+    os.makedirs(directory(run_dir), exist_ok=True)
+    t = trainer.totals
+    path = os.path.join(directory(run_dir), f"step-{t.steps:08d}.npz")
+    write(path, trainer)
+    fd = os.open(directory(run_dir), os.O_RDONLY)  # the rename itself survives a crash
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for old in sorted(glob.glob(os.path.join(directory(run_dir), "step-*.npz")))[:-keep]:
+        os.unlink(old)
+    return path
+
+
+def write(path: str, trainer) -> None:
+    xp = trainer.backend.xp
+    host = (lambda a: xp.asnumpy(a)) if trainer.backend.on_gpu else (lambda a: a)
+    t = trainer.totals
+    arrays = {
+        "format": np.array(FORMAT),
+        "params": host(trainer.model.params),
+        "step": np.array(t.steps),
+        "layers": np.array(trainer.model.widths),
+        "fingerprint": np.array(trainer.cfg.fingerprint()),
+        "config": np.array(json.dumps(trainer.cfg.to_dict())),
+        "totals": np.array([t.samples, t.compute_s, t.comm_s, t.loss_sum]),
+        "skipped": np.array(t.skipped, dtype=np.int64),
+    }
+    if trainer.optimizer.velocity is not None:
+        arrays["velocity"] = host(trainer.optimizer.velocity)
+    with rundir.atomic(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def latest(run_dir: str) -> dict:
+    """The newest checkpoint of run_dir that loads, as a dict of arrays and values."""
+    found = sorted(glob.glob(os.path.join(directory(run_dir), "step-*.npz")), reverse=True)
+    final = os.path.join(run_dir, "checkpoint.npz")
+    if not found and os.path.isfile(final):
+        found = [final]
+    if not found:
+        raise CheckpointError(
+            f"--resume {run_dir}: no checkpoint there (train with --checkpoint-every N)"
+        )
+    problems = []
+    for path in found:
+        try:
+            return read(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            problems.append(f"{os.path.basename(path)}: {exc}")
+    raise CheckpointError(f"--resume {run_dir}: no checkpoint loads ({'; '.join(problems)})")
+
+
+def read(path: str) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        if int(z["format"]) != FORMAT:
+            raise ValueError(f"format {int(z['format'])}, this version reads {FORMAT}")
+        state = {k: z[k] for k in z.files}
+    state["path"] = path
+    state["step"] = int(state["step"])
+    state["config"] = json.loads(str(state["config"]))
+    return state
+
+
+def resumed_config(saved: dict, given: dict, defaults: dict) -> dict:
+    """The configuration of a resumed run: the checkpoint's maths, with what the user gave
+    for the rest. A maths setting given with another value is refused, naming it."""
+    out = dict(given)
+    for key in MATHS:
+        was = saved.get(key)
+        if isinstance(was, list):
+            was = tuple(was)
+        if given[key] != defaults[key] and given[key] != was:
+            raise CheckpointError(
+                f"--resume: --{key.replace('_', '-')} was {was} when the checkpoint was "
+                f"written; a resumed run keeps it (got {given[key]})"
+            )
+        out[key] = was
+    for key in ("epochs", "steps"):  # how long: the old run's, unless given
+        if given[key] == defaults[key]:
+            out[key] = saved.get(key, defaults[key])
+    return out
