@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -231,16 +232,15 @@ def abort(code: int) -> None:
     """End every rank with exit code `code` (MPI_Abort), once our own line is out: MPICH's
     "Abort(code) on node ..." line would only repeat it, so stderr goes quiet first."""
     sys.stderr.flush()
+    time.sleep(0.5)  # mpiexec forwards our output through pipes: give it time to, first
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     MPI.COMM_WORLD.Abort(code)
 
 
 # A file we write cannot be: the disk, not our code (exits.OUTPUT, one line naming it).
-_DISK_ERRORS = {
-    errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
-    errno.EIO, errno.ENOENT,
-}  # fmt: skip
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.EIO, errno.ENOENT}  # fmt: skip
 
 
 class PeerLost(Exception):

@@ -261,7 +261,9 @@ def write_network(run_dir: Path, plan, per_node, topology, links, latency, cpus)
         "node_cpus": cpus,  # each node's processes run on these (launch.hop.split_cpus)
     }
     tmp = run_dir / "network.json.tmp"
-    tmp.write_text(json.dumps({"emulated": emulated, "links": links}, indent=2) + "\n")
+    tmp.write_text(
+        json.dumps({"emulated": emulated, "links": links}, indent=2, allow_nan=False) + "\n"
+    )
     tmp.replace(run_dir / "network.json")
 
 

@@ -26,7 +26,7 @@ def report(args) -> int:
     network = rundir.network(args.run_dir)
     if network is not None:  # an emulated cluster: what its links carried, beside ours
         figures["network"] = text.wire(network, figures)
-    print(json.dumps(figures, indent=2) if args.json else text.text(config, merged, figures))
+    print(rundir.dumps(figures, indent=2) if args.json else text.text(config, merged, figures))
     if args.plots:
         from netsim.report import plots
 
@@ -48,7 +48,7 @@ def predict(args) -> int:
         channels=args.channels,
         chunks=args.chunks,
     )
-    print(json.dumps(out, indent=2) if args.json else predict_text.prediction_text(out))
+    print(rundir.dumps(out, indent=2) if args.json else predict_text.prediction_text(out))
     return 0
 
 
@@ -75,7 +75,7 @@ def sweep(args) -> int:
         channels=args.channels,
         chunks=args.chunks,
     )
-    print(json.dumps(rows, indent=2) if args.json else predict_text.sweep_text(topo, rows, args))
+    print(rundir.dumps(rows, indent=2) if args.json else predict_text.sweep_text(topo, rows, args))
     if args.plot:
         _write("--plot", args.plot, lambda tmp: predict_text.sweep_plot(tmp, topo, rows))
         print(f"wrote {args.plot}")
@@ -92,7 +92,7 @@ def nccl(args) -> int:
         )
         rows += found if args.all else found[:1]
     if args.json:
-        print(json.dumps([_estimate_dict(e) for e in rows], indent=2))
+        print(rundir.dumps([_estimate_dict(e) for e in rows], indent=2))
         return 0
     print(
         f'NCCL all-reduce (float32 sum) on {ranks} ranks of "{topo.name}": NCCL\'s tuning '
@@ -135,7 +135,7 @@ def replay(args) -> int:
     out["measured"] = {k: measured.get(k) for k in prediction.COMPARED}
     # the error of a prediction only where it predicts what was measured
     out["errors"] = prediction.errors(measured, out) if algorithm is merged.algorithm else {}
-    print(json.dumps(out, indent=2) if args.json else predict_text.replay_text(out))
+    print(rundir.dumps(out, indent=2) if args.json else predict_text.replay_text(out))
     return 0
 
 
@@ -244,12 +244,12 @@ def calibrate(args) -> int:
             ranks, args.rounds, args.passes, args.pingpong_sizes, args.sizes, args.timeout_s, log
         )
         if args.save_measurements:
-            _write_text("--save-measurements", args.save_measurements, json.dumps(measurements))
+            _write_text("--save-measurements", args.save_measurements, rundir.dumps(measurements))
     result = calibration.fit(measurements, args.name)
     _write_text("--out", args.out, calibration.toml_text(result, measurements))
     if args.json:
         print(
-            json.dumps(
+            rundir.dumps(
                 {
                     "topology": result.spec,
                     "parameters": result.parameters,
