@@ -32,9 +32,9 @@ class Counting:
 out, args = sys.argv[1], sys.argv[sys.argv.index("--") + 1 :]
 install_abort_hook()
 world = World.create()
-cfg, dataset, backend, run_dir = cli.setup(world, args)
+cfg, dataset, backend, run_dir, state = cli.setup(world, args)
 transport = Counting(MpiTransport(world))
-run.run(cfg, world, backend, dataset, run_dir, transport)
+run.run(cfg, world, backend, dataset, run_dir, transport, state)
 with open(f"{out}.{world.rank}", "w") as f:
     json.dump(
         {
