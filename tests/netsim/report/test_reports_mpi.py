@@ -265,7 +265,7 @@ def test_bad_straggler_and_trace_options(tmp_path):
     for options, words in (
         (["--straggler", "7:0.1"], "names rank 7"),
         (["--straggler", "2"], "RANK:SECONDS"),
-        (["--straggler", "1:x0.5"], "at least 1"),
+        (["--straggler", "1:x0.5"], "1 to 1000"),
         (["--trace-steps", "a-b"], "--trace-steps"),
     ):
         result = train(3, tmp_path / "run", *options)
