@@ -147,6 +147,8 @@ def load(run_dir: str) -> tuple[dict, list[list[dict]], dict | None]:
         steps = (summary or {}).get("steps", config.get("total_steps"))
         if not _count(steps, 0):
             damage.append(f"{summary_path}: steps is {steps!r}, not a count")
+        elif _count(first := (summary or {}).get("first_step", 0), 0) and first <= steps:
+            steps -= first  # a resumed run records from the checkpoint's step on
         for rank, recs in enumerate(records):
             path = step_file(run_dir, rank)
             if _count(steps, 0) and len(recs) < steps and not any(path in d for d in damage):

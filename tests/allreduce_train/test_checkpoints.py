@@ -59,6 +59,11 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(whole, tmp_path):
     assert all(ref[k] == v for k, v in resumed.items())  # exactly, not approximately
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert config["resumed_from"]["step"] == 20
+    report = subprocess.run(
+        [sys.executable, "-m", "netsim", "report", str(tmp_path / "b"), "--json"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert report.returncode == 0 and json.loads(report.stdout)["complete"], report.stdout[-500:]
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(whole, tmp_path):
