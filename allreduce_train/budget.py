@@ -9,7 +9,11 @@ import os
 from .config import DEFAULT_HIDDEN, Config, UsageError
 
 # (samples, features, classes, bytes a value) of the datasets that come in a known size
-KNOWN = {"digits": (1797, 64, 10, 8), "mnist": (70000, 784, 10, 1)}
+KNOWN = {
+    "digits": (1797, 64, 10, 8),
+    "mnist": (70000, 784, 10, 1),
+    "fashion-mnist": (70000, 784, 10, 1),
+}
 MODEL_COPIES = 6  # params, grads, velocity, scratch, the host mirror, the checkpoint's copy
 ACTIVATION_COPIES = 3  # pre-activations, activations, their gradients
 

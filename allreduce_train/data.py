@@ -12,6 +12,9 @@ Data sets:
              for scaling studies.
   mnist      local IDX files (train-images-idx3-ubyte etc., gzipped or not) or mnist.npz
              (x_train, y_train, x_test, y_test) in --data-dir.
+  fashion-mnist
+             Zalando's clothing images in MNIST's format and size (the IDX files), from
+             --data-dir or else Debian's package dataset-fashion-mnist (FASHION_MNIST_DIR).
 """
 
 from __future__ import annotations
@@ -92,10 +95,13 @@ def load(
         return _synthetic(seed, samples, features, classes, test_fraction)
     if name == "mnist":
         return _mnist(data_dir)
+    if name == "fashion-mnist":
+        return _fashion_mnist(data_dir)
     raise UsageError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
 
 
-DATASETS = ("digits", "synthetic", "mnist")
+DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # apt-get install dataset-fashion-mnist
 
 
 def _digits(seed: int, test_fraction: float) -> Dataset:
@@ -133,13 +139,23 @@ _IDX_FILES = {
 }
 
 
-def _mnist(data_dir: str | None) -> Dataset:
+def _fashion_mnist(data_dir: str | None) -> Dataset:
+    directory = data_dir or FASHION_MNIST_DIR
+    if not all(_idx_path(directory, stem) for stem in _IDX_FILES.values()):
+        raise DataError(
+            f"dataset fashion-mnist: no IDX files in {directory} (apt-get install "
+            f"dataset-fashion-mnist, or give --data-dir with its four IDX files)"
+        )
+    return _mnist(directory, "fashion-mnist")
+
+
+def _mnist(data_dir: str | None, name: str = "mnist") -> Dataset:
     if not data_dir:
         raise UsageError("dataset mnist needs --data-dir with the MNIST IDX files or mnist.npz")
     if not os.path.isdir(data_dir):
         raise UsageError(f"--data-dir {data_dir}: no such directory")
     npz = os.path.join(data_dir, "mnist.npz")
-    if os.path.exists(npz):
+    if name == "mnist" and os.path.exists(npz):
         arrays = _read_npz(npz)
         where = {k: f"{npz} ({k})" for k in _IDX_FILES}
     else:
@@ -153,7 +169,7 @@ def _mnist(data_dir: str | None) -> Dataset:
         _check_values(where[key], array, "pixel" if key[0] == "x" else "label")
     # (n, 28, 28) -> (n, 784) is a view, so a memory-mapped file stays memory-mapped.
     flat = [x.reshape(len(x), math.prod(x.shape[1:])) for x in (x_train, x_test)]
-    return Dataset("mnist", flat[0], y_train, flat[1], y_test, 10, 1 / 255)
+    return Dataset(name, flat[0], y_train, flat[1], y_test, 10, 1 / 255)
 
 
 def _check_values(name: str, array: np.ndarray, kind: str) -> None:
@@ -175,14 +191,21 @@ def _check_values(name: str, array: np.ndarray, kind: str) -> None:
             raise DataError(f"{name}: MNIST labels must be 0..9, found {bad[0]}")
 
 
-def _find_idx(data_dir: str, stem: str) -> str:
+def _idx_path(data_dir: str, stem: str) -> str | None:
     # Both spellings are in circulation: train-images-idx3-ubyte and train-images.idx3-ubyte.
     for name in (stem, stem.replace("-idx", ".idx")):
         for suffix in ("", ".gz"):
             path = os.path.join(data_dir, name + suffix)
             if os.path.exists(path):
                 return path
-    raise DataError(f"--data-dir {data_dir}: missing {stem}[.gz] (or mnist.npz)")
+    return None
+
+
+def _find_idx(data_dir: str, stem: str) -> str:
+    path = _idx_path(data_dir, stem)
+    if path is None:
+        raise DataError(f"--data-dir {data_dir}: missing {stem}[.gz] (or mnist.npz)")
+    return path
 
 
 def _read_npz(path: str) -> dict:

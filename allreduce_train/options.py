@@ -58,7 +58,8 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
     g.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="mnist: directory with the IDX files (gzipped or not) or mnist.npz",
+        help="mnist: directory with the IDX files (gzipped or not) or mnist.npz; "
+        f"fashion-mnist: its IDX files (default: {data.FASHION_MNIST_DIR})",
     )
     g.add_argument(
         "--samples",
