@@ -62,7 +62,7 @@ def run(
     if trainer.recorder is not None:
         trainer.recorder.close()
     if cfg.eval_every and trainer.total_steps % cfg.eval_every:
-        meter.accuracy, meter.test_loss = trainer.evaluate()
+        meter.evaluate(trainer.total_steps - 1)
     digest = trainer.verify_replicas(trainer.total_steps - 1)
     totals = summarize(trainer, wall_s, meter, digest)
     # Every rank's records to rank 0 over MPI: run directories on node-local disks work too.
@@ -105,7 +105,7 @@ def train_loop(trainer: Trainer, dataset: data.Dataset, run_dir: str, agreement:
     every AGREE_S seconds (a step count fixed after the second step: a small collective
     every step cost the default job 5-30% here)."""
     cfg, dog, world = trainer.cfg, trainer.watchdog, trainer.world
-    meter = EpochMeter(trainer)
+    meter = EpochMeter(trainer, run_dir)
     caught = []
     handlers = {s: signal.signal(s, lambda n, f: caught.append(n)) for s in _STOPS}
     wall_start, first, every = time.perf_counter(), trainer.totals.steps, 0
@@ -154,7 +154,7 @@ def between_steps(trainer: Trainer, meter: EpochMeter, step: int) -> None:
     end_of_epoch = done % trainer.steps_per_epoch == 0 or done == trainer.total_steps
     if (cfg.eval_every and done % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch):
         dog.enter(step, "the evaluation")
-        meter.accuracy, meter.test_loss = trainer.evaluate()
+        meter.evaluate(step)
         dog.leave()
     if end_of_epoch:
         dog.enter(step, "the epoch's figures")
@@ -165,11 +165,25 @@ def between_steps(trainer: Trainer, meter: EpochMeter, step: int) -> None:
 class EpochMeter:
     """Per-epoch progress: rank 0 prints one line, with figures agreed over all ranks."""
 
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
+    def __init__(self, trainer: Trainer, run_dir: str):
+        self.trainer, self.run_dir = trainer, run_dir
         self.accuracy = self.test_loss = float("nan")
-        self.start = time.perf_counter()
+        self.start = self.run_start = time.perf_counter()
         self.mark = Totals(**vars(trainer.totals))  # a resumed run's start
+
+    def evaluate(self, step: int) -> None:
+        """Test accuracy and loss after `step`, and (rank 0) a line of evaluations.jsonl with
+        the time since training began: the running time against accuracy of the classic
+        studies (python -m netsim compare)."""
+        tr = self.trainer
+        wall = tr.world.max_(np.array([time.perf_counter() - self.run_start]))[0]
+        self.accuracy, self.test_loss = tr.evaluate()
+        if tr.world.is_root and self.run_dir is not None:
+            row = {"step": step, "epoch": (step + 1) / tr.steps_per_epoch, "wall_s": wall}
+            row.update(test_accuracy=self.accuracy, test_loss=self.test_loss)
+            path = os.path.join(self.run_dir, "evaluations.jsonl")
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(rundir.dumps(row) + "\n")
 
     def end_epoch(self, step: int) -> None:
         tr, t, m = self.trainer, self.trainer.totals, self.mark

@@ -38,6 +38,18 @@ def parser() -> argparse.ArgumentParser:
         help="also write PNG plots into RUN_DIR (needs the plot extra: matplotlib)",
     )
     r.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
+    r = sub.add_parser(
+        "compare",
+        help="runs side by side: test accuracy against time and bytes, time to a target",
+        description="For each run directory: its test evaluations against the wall time "
+        "since training began and the bytes its all-reduces moved, and the step, time and "
+        "bytes at which it first reached --target.",
+    )
+    r.set_defaults(run=commands.compare)
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--target", type=real(0.0, 1.0, low_open=True), help="an accuracy, e.g. 0.9")
+    r.add_argument("--plot", metavar="PNG", help="draw accuracy against time (plot extra)")
+    r.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     def modelled(name, command, help_text, description):
         c = sub.add_parser(name, help=help_text, description=description)

@@ -35,6 +35,20 @@ def report(args) -> int:
     return 0
 
 
+def compare(args) -> int:
+    from netsim.report import compare as comparison
+
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise InputError(f"--plot wants a .png file name, got {args.plot!r}")
+    _check_output("--plot", args.plot)
+    rows = comparison.compare(args.run_dirs, args.target)
+    print(rundir.dumps(rows, indent=2) if args.json else comparison.text(rows))
+    if args.plot:
+        _write("--plot", args.plot, lambda tmp: comparison.plot(tmp, rows))
+        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)  # JSON stays JSON
+    return 0
+
+
 def predict(args) -> int:
     topo = topology.load(args.topology)
     ranks = _ranks(args.ranks, topo, 1)
