@@ -1,4 +1,4 @@
-"""python -m netsim report | predict | sweep | nccl | replay | calibrate: see --help of each.
+"""python -m netsim report | compare | predict | sweep | nccl | replay | calibrate: --help of each.
 
 Bad input (a file that is not what it should be, a value out of range: InputError) is one
 line on stderr and exit code 2; anything else is a bug of ours and keeps its traceback.
