@@ -35,7 +35,7 @@ OPTIONS = {
         st.sampled_from(["exception", "exit", "kill", "stop", "sleep", "nan", "boom"]),
         NUMBERS, NUMBERS, NUMBERS,
     )),
-    "--dataset": st.sampled_from(["digits", "synthetic", "mnist", "cifar"]),
+    "--dataset": st.sampled_from(["digits", "synthetic", "mnist", "fashion-mnist", "cifar"]),
     "--dtype": st.sampled_from(["float32", "float64", "float16"]),
     "--allreduce": st.sampled_from(["ring", "hierarchical-ring", "mpi", "nvls", "tree", "x"]),
     "--activation": st.sampled_from(["relu", "tanh", "sigmoid", "gelu"]),
