@@ -98,6 +98,7 @@ def setup(world: World, argv):
         layout = {**cfg.to_dict(), "data (features, classes, training samples)": (
             dataset.nfeatures, dataset.nclasses, len(dataset.y_train))}  # fmt: skip
         layout["layers"] = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
+        layout["checkpoint step"] = None if state is None else state["step"]  # one file for all
         differ = disagreement(world.allgather(layout))
         error = None if differ is None else (exits.USAGE, differ)
     if error is not None:
@@ -119,7 +120,7 @@ def disagreement(layouts: list[dict]) -> str | None:
     for key, mine in layouts[0].items():
         ranks = [r for r, other in enumerate(layouts) if other.get(key) != mine]
         if ranks:
-            name = key if key.startswith("data") else "--" + key.replace("_", "-")
+            name = key if " " in key else "--" + key.replace("_", "-")
             theirs = layouts[ranks[0]].get(key)
             return (
                 f"ranks were started with different arguments: {name} is {show(mine)} on rank "

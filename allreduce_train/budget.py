@@ -14,13 +14,14 @@ KNOWN = {
     "mnist": (70000, 784, 10, 1),
     "fashion-mnist": (70000, 784, 10, 1),
 }
-MODEL_COPIES = 6  # params, grads, velocity, scratch, the host mirror, the checkpoint's copy
+MODEL_COPIES = 3  # params, grads, the optimizer's scratch; + velocity with momentum
 ACTIVATION_COPIES = 3  # pre-activations, activations, their gradients
 
 
 def rank_bytes(cfg: Config, world_size: int) -> int:
-    """What one rank holds: its dataset, its model with the optimizer's state, and the
-    activations of its share of the batch."""
+    """What one rank holds in host memory: its dataset, its model with the optimizer's state
+    (and, on a GPU, the gradient's host mirror), and the activations of its share of the
+    batch. (A GPU's own memory is not checked here.)"""
     if cfg.dataset == "synthetic":
         samples = cfg.samples + max(1, round(cfg.samples * cfg.test_fraction))
         features, classes, item = cfg.features, cfg.classes, 4
@@ -32,7 +33,7 @@ def rank_bytes(cfg: Config, world_size: int) -> int:
     rows = -(-cfg.global_batch // world_size)
     return (
         samples * (features * item + 8)
-        + MODEL_COPIES * nparams * itemsize
+        + (MODEL_COPIES + (cfg.momentum > 0) + (cfg.device == "gpu")) * nparams * itemsize
         + ACTIVATION_COPIES * rows * sum(widths) * itemsize
     )
 

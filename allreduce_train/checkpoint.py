@@ -37,6 +37,9 @@ MATHS = (
 )  # fmt: skip
 
 
+NEVER_INHERITED = ("run_dir", "resume", "inject")  # a new directory; a fault is not carried
+
+
 class CheckpointError(UsageError):
     """A checkpoint that cannot be used (exit code exits.CHECKPOINT)."""
 
@@ -56,6 +59,8 @@ def save(run_dir: str, trainer, keep: int) -> str:
     fd = os.open(directory(run_dir), os.O_RDONLY)  # the rename itself survives a crash
     try:
         os.fsync(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, directory(run_dir)) from None
     finally:
         os.close(fd)
     for old in sorted(glob.glob(os.path.join(directory(run_dir), "step-*.npz")))[:-keep]:
@@ -87,8 +92,8 @@ def latest(run_dir: str) -> dict:
     """The newest checkpoint of run_dir that loads, as a dict of arrays and values."""
     found = sorted(glob.glob(os.path.join(directory(run_dir), "step-*.npz")), reverse=True)
     final = os.path.join(run_dir, "checkpoint.npz")
-    if not found and os.path.isfile(final):
-        found = [final]
+    if os.path.isfile(final):  # the end of a finished run: newer than any periodic one
+        found.insert(0, final)
     if not found:
         raise CheckpointError(
             f"--resume {run_dir}: no checkpoint there (train with --checkpoint-every N)"
@@ -114,9 +119,16 @@ def read(path: str) -> dict:
 
 
 def resumed_config(saved: dict, given: dict, defaults: dict) -> dict:
-    """The configuration of a resumed run: the checkpoint's maths, with what the user gave
-    for the rest. A maths setting given with another value is refused, naming it."""
+    """The configuration of a resumed run: the checkpoint's, with what the user gave in its
+    place where the maths allows (how long, how often to check or checkpoint, the rank
+    count, the algorithm, ...). A maths setting given with another value is refused,
+    naming it. --steps and --epochs are one setting, how long: either given replaces both."""
     out = dict(given)
+    for key, value in saved.items():
+        if key in defaults and key not in NEVER_INHERITED and given[key] == defaults[key]:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    if (given["steps"], given["epochs"]) != (defaults["steps"], defaults["epochs"]):
+        out["steps"], out["epochs"] = given["steps"], given["epochs"]
     for key in MATHS:
         was = saved.get(key)
         if isinstance(was, list):
@@ -127,7 +139,4 @@ def resumed_config(saved: dict, given: dict, defaults: dict) -> dict:
                 f"written; a resumed run keeps it (got {given[key]})"
             )
         out[key] = was
-    for key in ("epochs", "steps"):  # how long: the old run's, unless given
-        if given[key] == defaults[key]:
-            out[key] = saved.get(key, defaults[key])
     return out

@@ -8,7 +8,6 @@ plain pytest with no MPI at all and a test can hand it another transport.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import time
@@ -25,6 +24,8 @@ warnings.filterwarnings("ignore", message="suspicious MPI execution environment"
 # mpi4py initialises MPI on import; keep that the first thing a rank does so that even a
 # failing import or a bad argument later can still be reported by rank 0 only.
 from mpi4py import MPI  # noqa: E402
+
+from . import exits  # noqa: E402
 
 # Launcher variables that say how many processes `mpirun` started, by MPI family.
 # (SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is set for a whole allocation, even
@@ -149,10 +150,12 @@ class MpiTransport:
         try:
             self._exchange(sends, recvs, tag)
         except MPI.Exception as exc:
+            if not lost(exc):
+                raise  # a bug of ours (a wrong size, a bad rank): its traceback
             peers = sorted({peer for peer, _ in sends + recvs})
-            raise PeerLost(
+            raise exits.PeerLost(
                 f"the exchange with rank{'s' * (len(peers) > 1)} {', '.join(map(str, peers))} "
-                f"failed: {exc.Get_error_string().splitlines()[0]} (its process ended?)"
+                f"failed: {one_line(exc)} (its process ended?)"
             ) from None
 
     def _exchange(self, sends, recvs, tag: int) -> None:
@@ -177,10 +180,9 @@ class MpiTransport:
 
 
 class Agreement:
-    """Whether any rank raised a flag (a signal came), agreed without a blocking collective:
-    each post completes the previous one's MAX over the ranks (started a step earlier, so
-    long done) and starts the next. Every rank posts once a step, so every rank reads the
-    same answer after the same step."""
+    """Whether any rank raised a flag (a signal came): `now` at once, or `post`, which reads
+    the previous post's MAX (long done) and starts the next. Every rank posts at the same
+    steps, so every rank reads the same answer after the same step."""
 
     def __init__(self, world: World):
         self._comm = world._comm.Dup()
@@ -196,6 +198,13 @@ class Agreement:
         self._request = self._comm.Iallreduce(self._mine, self._all, op=MPI.MAX)
         return got
 
+    def now(self, flag: int) -> int:
+        """The MAX of every rank's flag, now (blocking: for steps long enough not to mind)."""
+        self.close()
+        self._mine[0] = flag
+        self._comm.Allreduce(self._mine, self._all, op=MPI.MAX)
+        return int(self._all[0])
+
     def close(self) -> None:
         if self._request is not None:
             self._request.Wait()
@@ -203,10 +212,9 @@ class Agreement:
 
 
 class WatchChannel:
-    """The watchdogs' own messages (watchdog.Watchdog): small pickled tuples on a
-    communicator of their own, sent without blocking, received by polling. MPI here runs
-    with MPI_THREAD_MULTIPLE (mpi4py's default), so the watchdog's thread may use it while
-    the main thread waits inside a collective."""
+    """The watchdogs' own messages: small pickled tuples on a communicator of their own,
+    sent without blocking, received by polling; MPI_THREAD_MULTIPLE (mpi4py's default) lets
+    the watchdog's thread use it while the main thread waits in a collective."""
 
     _TAG = 7002
 
@@ -238,40 +246,33 @@ def abort(code: int) -> None:
     MPI.COMM_WORLD.Abort(code)
 
 
-# A file we write cannot be: the disk, not our code (exits.OUTPUT, one line naming it).
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
-                errno.EIO, errno.ENOENT}  # fmt: skip
+# MPI's error classes for a peer gone (MPICH reports a dead process's broken channel as
+# ERR_OTHER); the others (a truncated message, a bad rank) are bugs of ours.
+_LOST = {MPI.ERR_OTHER} | {
+    getattr(MPI, name) for name in ("ERR_PROC_FAILED", "ERR_REVOKED") if hasattr(MPI, name)
+}
 
 
-class PeerLost(Exception):
-    """An MPI call failed under a rank: a peer's process ended (or its link broke)."""
+def lost(exc) -> bool:
+    return exc.Get_error_class() in _LOST
+
+
+def one_line(exc) -> str:  # MPICH's error stacks span lines
+    return " ".join(exc.Get_error_string().split())
 
 
 def install_abort_hook(comm: MPI.Comm = MPI.COMM_WORLD) -> None:
-    """An uncaught exception on any rank ends every rank.
-
-    Without this a rank that dies leaves its peers blocked in the next collective for ever
-    (mpirun does not notice an exit with a normal status). MPI_Abort makes the launcher
-    kill them all; measured here: all 4 ranks gone within 0.4 s of the exception. A failure
-    we know (an injected fault, a lost peer, Ctrl-C) is one line `rank R: cause` and its
-    exit code (exits.py); anything else is a bug and shows its traceback (exit code 1).
-    """
-    from . import exits
-    from .faults import InjectedFault
+    """An uncaught exception on any rank ends every rank (MPI_Abort: the launcher kills
+    them all, measured: 4 ranks gone within 0.4 s), where without it the others would block
+    in the next collective for ever. What it says and the exit code: exits.classify."""
 
     def hook(exc_type, exc, tb):
-        code, line = exits.INTERNAL, f"{exc_type.__name__}: {exc}"
-        if issubclass(exc_type, KeyboardInterrupt):
-            code, line = exits.INTERRUPTED, "interrupted"
-        elif issubclass(exc_type, (PeerLost, MPI.Exception)):
-            code = exits.PEER_LOST
-            if issubclass(exc_type, MPI.Exception):
-                line = f"MPI failed: {exc.Get_error_string().splitlines()[0]} (a peer died?)"
-        elif issubclass(exc_type, OSError) and exc.errno in _DISK_ERRORS and exc.filename:
-            code, line = exits.OUTPUT, f"{exc.filename}: {exc.strerror}"  # full, read-only, ...
-        elif not issubclass(exc_type, InjectedFault):
+        mpi_lost = issubclass(exc_type, MPI.Exception) and lost(exc)
+        code, line, show = exits.classify(exc_type, exc, one_line(exc) if mpi_lost else None)
+        if show:
             sys.stderr.write("".join(traceback.format_exception(exc_type, exc, tb)))
-        sys.stderr.write(f"allreduce_train: error: rank {comm.rank}: {line}\n")
+        if line is not None and (code != exits.INTERRUPTED or comm.rank == 0):
+            sys.stderr.write(f"allreduce_train: error: rank {comm.rank}: {line}\n")
         abort(code)
 
     sys.excepthook = hook

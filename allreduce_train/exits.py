@@ -4,6 +4,8 @@ Every rank of a failed run ends with the same code and rank 0 (or the rank that 
 prints one line saying why. A traceback means a bug of ours: exit code 1.
 """
 
+import errno
+
 OK = 0
 INTERNAL = 1  # a bug: the traceback is shown
 USAGE = 2  # a bad argument or configuration, or ranks started with different ones
@@ -12,7 +14,7 @@ DATA = 4  # a dataset that cannot be used: missing, truncated, corrupt, non-fini
 NONFINITE = 5  # a loss or gradient went NaN or infinite (--nonfinite stop)
 TIMEOUT = 6  # a peer did not answer inside a collective for --comm-timeout seconds
 PEER_LOST = 7  # a peer's process ended in the middle of the run
-CHECKPOINT = 8  # a checkpoint could not be written, or --resume could not use one
+CHECKPOINT = 8  # --resume could not use a checkpoint (one that cannot be written: OUTPUT)
 OUTPUT = 9  # the run directory could not be written (full disk, read-only, removed)
 INTERRUPTED = 130  # SIGINT (Ctrl-C); SIGTERM gives 143; both checkpoint first
 
@@ -25,7 +27,36 @@ MEANING = {
     NONFINITE: "a loss or gradient became NaN or infinite",
     TIMEOUT: "a peer stopped answering for --comm-timeout seconds",
     PEER_LOST: "a peer's process died",
-    CHECKPOINT: "a checkpoint could not be written or resumed",
+    CHECKPOINT: "--resume could not use a checkpoint",
     OUTPUT: "the run directory could not be written",
     INTERRUPTED: "interrupted (SIGINT; SIGTERM exits 143)",
 }
+
+
+class PeerLost(Exception):
+    """An MPI call failed under a rank: a peer's process ended (or its link broke)."""
+
+
+# A file we write cannot be: the disk, not our code (OUTPUT, one line naming it).
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+               errno.EIO, errno.ENOENT}  # fmt: skip
+
+
+def classify(exc_type, exc, mpi_lost: str | None) -> tuple[int, str | None, bool]:
+    """What the abort hook makes of an uncaught exception: (exit code, the line after
+    "rank R: ", whether its traceback is shown). A failure we know (an injected fault, a
+    lost peer, a full or read-only disk, Ctrl-C) is one line; anything else is a bug of ours
+    and shows its traceback (INTERNAL). mpi_lost: an MPI error that means a lost peer, as one
+    line (comm.py decides; this module has no MPI)."""
+    from .faults import InjectedFault
+
+    if issubclass(exc_type, KeyboardInterrupt):
+        return INTERRUPTED, "interrupted", False
+    if mpi_lost is not None:
+        return PEER_LOST, f"MPI failed: {mpi_lost} (a peer died?)", False
+    if issubclass(exc_type, PeerLost):
+        return PEER_LOST, str(exc), False
+    if issubclass(exc_type, OSError) and exc.errno in DISK_ERRORS and exc.filename:
+        return OUTPUT, f"{exc.filename}: {exc.strerror}", False
+    line = f"{exc_type.__name__}: {exc}"
+    return INTERNAL, line, not issubclass(exc_type, InjectedFault)

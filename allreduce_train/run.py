@@ -117,12 +117,16 @@ def train_loop(trainer: Trainer, dataset: data.Dataset, run_dir: str, agreement:
                 )
             trainer.step(step, order)
             between_steps(trainer, meter, step)
-            done, stop = step + 1, 0
+            done, flag = step + 1, caught[0] if caught else 0
+            if every <= 1:  # the first steps, and steps of AGREE_S or more: agree now
+                stop = agreement.now(flag)
+            else:  # short steps: a compare every `every` steps, read `every` steps later
+                stop = agreement.post(flag) if (done - first) % every == 0 else 0
             if done - first == 2:  # the same count on every rank: rank 0's clock decides
                 per_step = world.bcast((time.perf_counter() - wall_start) / 2)
                 every = max(1, min(1000, round(AGREE_S / max(per_step, 1e-6))))
-            if every and (done - first) % every == 0:
-                stop = agreement.post(caught[0] if caught else 0)
+            if stop and done == trainer.total_steps:
+                stop = 0  # the last step: the run ends as it would have, whole
             if stop or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
                 dog.enter(step, "the checkpoint")
                 trainer.verify_replicas(step)  # every rank here, every replica the same
@@ -182,8 +186,11 @@ class EpochMeter:
             row = {"step": step, "epoch": (step + 1) / tr.steps_per_epoch, "wall_s": wall}
             row.update(test_accuracy=self.accuracy, test_loss=self.test_loss)
             path = os.path.join(self.run_dir, "evaluations.jsonl")
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(rundir.dumps(row) + "\n")
+            try:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(rundir.dumps(row) + "\n")
+            except OSError as exc:  # a full disk: name the file (one line, exit 9)
+                raise OSError(exc.errno, exc.strerror, path) from None
 
     def end_epoch(self, step: int) -> None:
         tr, t, m = self.trainer, self.trainer.totals, self.mark

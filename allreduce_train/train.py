@@ -36,6 +36,9 @@ class NonFinite(Exception):
     """The averaged gradient is NaN or infinite: raised on every rank at once."""
 
 
+MAX_SKIPS_IN_A_ROW = 10
+
+
 @dataclass
 class Totals:
     """Sums over the training steps of one rank (evaluation and checks excluded)."""
@@ -91,6 +94,7 @@ class Trainer:
         self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
         self.injection = cfg.injection
         self.start_step = 0  # the first step this run trains (restore: the checkpoint's)
+        self.skips_in_a_row = 0  # --nonfinite skip: past MAX_SKIPS_IN_A_ROW the run stops
         self.totals = Totals()
         self.recorder = None  # what record_into gave: every step's record goes there
         self.watchdog = Watchdog(None, world.rank, 1, 0, 0)  # run() gives a live one
@@ -144,17 +148,19 @@ class Trainer:
         if np.isfinite(np.dot(g, g)):  # one BLAS pass: NaN, Inf, or a norm past the dtype's
             self.backend.from_host(self.host_grads, self.model.grads)
             self.optimizer.step()
+            self.skips_in_a_row, counted = 0, n
         else:  # every rank holds the same sum, so every rank gets here, or none
             self.nonfinite(step, order, loss_sum / n)
+            counted = 0  # a skipped step's loss is not the model's: left out of the means
         self.backend.synchronize()
         t3 = time.perf_counter_ns()
         compute_s, comm_s = ((t1 - t0) + (t3 - t2)) / 1e9, (t2 - t1) / 1e9
         t = self.totals
         t.steps += 1
-        t.samples += n
+        t.samples += counted
         t.compute_s += compute_s
         t.comm_s += comm_s
-        t.loss_sum += loss_sum
+        t.loss_sum += loss_sum if counted else 0.0
         if self.recorder is not None:
             # Straight into the step file, whose open frame holds the all-reduce's readings
             # already: raw clock readings, which netsim puts on one clock with the start-up
@@ -184,7 +190,15 @@ class Trainer:
         bad = [r for r, (finite, _) in enumerate(seen) if not finite]
         if self.cfg.nonfinite == "skip":
             self.totals.skipped.append(step)
-            return
+            self.skips_in_a_row += 1
+            if self.skips_in_a_row < MAX_SKIPS_IN_A_ROW:
+                return
+        if self.cfg.nonfinite == "skip":
+            raise NonFinite(
+                f"step {step}: {MAX_SKIPS_IN_A_ROW} steps in a row had a non-finite gradient "
+                "(--nonfinite skip): the weights themselves have diverged; a smaller --lr may "
+                "avoid it"
+            )
         losses = ", ".join(f"{seen[r][1]:.4g}" for r in bad)
         if len(bad) == 1:
             whose = f"rank {bad[0]}'s local gradient was not finite (its loss {losses})"

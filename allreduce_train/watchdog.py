@@ -6,8 +6,10 @@ whose wait passes --stall-warn asks every rank, over a communicator of the watch
 where it is; the ranks that do not answer within GRACE_S are stopped or hung (a SIGSTOPped
 process's threads are stopped too), and one that answers from outside the collective has
 not joined it. The lowest waiting rank that answered says so, once per collective, Horovod
-style, and the run goes on. Past --comm-timeout it says so as an error and ends the job
-(MPI_Abort with exits.TIMEOUT). Should that rank be the silent one, the others speak a
+style, and the run goes on. Past --comm-timeout, if a rank does not answer or has stayed
+away from the collective that long, it says so as an error and ends the job (MPI_Abort
+with exits.TIMEOUT); when all answer from inside it (a slow evaluation, a big checkpoint)
+the job is alive and goes on. Should the speaker be the silent one, the others speak a
 little later. A rank's answer is its watchdog's, so a main thread that is busy (in
 compute, in a sleep) is still seen as alive.
 """
@@ -35,6 +37,7 @@ class Watchdog:
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
         self._asked = None  # (deadline, collective key, replies) while asking
         self._said = set()  # (collective key, "warn" | "error") already said
+        self._hold_until = 0.0  # no timeout verdict before then (all answered, lately)
 
     def start(self) -> Watchdog:
         if self.size > 1 and (self.stall_warn_s > 0 or self.timeout_s > 0):
@@ -72,7 +75,7 @@ class Watchdog:
             return
         key, waited = (step, name), now - since / 1e9
         level = None
-        if self.timeout_s > 0 and waited > self.timeout_s:
+        if self.timeout_s > 0 and waited > self.timeout_s and now >= self._hold_until:
             level = "error"
         elif self.stall_warn_s > 0 and waited > self.stall_warn_s:
             level = "warn"
@@ -89,11 +92,20 @@ class Watchdog:
             return
         waiting = sorted(r for r, (where, _) in replies.items() if where[:2] == key)
         speaker = waiting[0] if waiting else self.rank
-        late = (self.rank != speaker) * 2 * GRACE_S  # the speaker first; others if it fails
+        late = (self.rank != speaker) * 3 * GRACE_S  # the speaker first; others if it fails
         if level == "error" and late and waited < self.timeout_s + late:
             return
         self._said.add((key, level))
         self._asked = None
+        if level == "error" and not stuck(key, replies, self.size, self.timeout_s):
+            # every rank answers, none away for the timeout: slow, not stuck; look again
+            # after another timeout (a rank may stop, or stay away, later)
+            self._said.discard((key, "error"))
+            self._hold_until = now + self.timeout_s
+            level = "warn"
+            if (key, level) in self._said:
+                return
+            self._said.add((key, level))
         if level == "warn" and self.rank != speaker:
             return
         line = verdict(self.rank, key, waited, replies, self.size)
@@ -102,6 +114,18 @@ class Watchdog:
             return
         print(f"allreduce_train: error: {line}", file=sys.stderr, flush=True)
         self.channel.abort(exits.TIMEOUT)
+
+
+def stuck(key, replies: dict, size: int, timeout_s: float) -> bool:
+    """A rank does not answer, or has stayed away from the collective for the timeout. (All
+    answering from inside it, or busy for less: a slow step, an evaluation of a big test
+    set, a big checkpoint; the job is alive and the wait goes on.)"""
+    if len(replies) < size:
+        return True
+    return any(
+        where[:2] != key and asked_at - where[2] / 1e9 > timeout_s
+        for where, asked_at in replies.values()
+    )
 
 
 def verdict(rank: int, key, waited: float, replies: dict, size: int) -> str:
@@ -124,5 +148,5 @@ def verdict(rank: int, key, waited: float, replies: dict, size: int) -> str:
         )
     where = f"{name} of step {step}" if step is not None else name
     return f"rank {rank}: no progress in {where} for {waited:.0f} s: " + (
-        "; ".join(causes) or "every rank is in it (a message lost?)"
+        "; ".join(causes) or "every rank is in it, still working"
     )

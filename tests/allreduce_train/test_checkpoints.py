@@ -59,6 +59,7 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(whole, tmp_path):
     assert all(ref[k] == v for k, v in resumed.items())  # exactly, not approximately
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert config["resumed_from"]["step"] == 20
+    assert config["config"]["checkpoint_every"] == 10  # the settings not given go on too
     report = subprocess.run(
         [sys.executable, "-m", "netsim", "report", str(tmp_path / "b"), "--json"],
         capture_output=True, text=True, cwd=ROOT,
@@ -69,9 +70,9 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(whole, tmp_path):
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(whole, tmp_path):
     assert train(2, tmp_path / "a", "--steps", "30", "--checkpoint-every", "10").returncode == 0
     points = tmp_path / "a" / "checkpoints"
-    newest = points / "step-00000030.npz"
-    newest.write_bytes(newest.read_bytes()[:500])  # a kill mid-write leaves at most a .tmp,
-    (points / "step-00000040.npz.tmp123").write_bytes(b"PK")  # but a disk may lie
+    for newest in (points / "step-00000030.npz", tmp_path / "a" / "checkpoint.npz"):
+        newest.write_bytes(newest.read_bytes()[:500])  # a kill mid-write leaves a .tmp at
+    (points / "step-00000040.npz.tmp123").write_bytes(b"PK")  # most, but a disk may lie
     done = train(2, tmp_path / "b", "--resume", str(tmp_path / "a"), *STEPS)
     assert done.returncode == 0, done.output
     assert json.loads((tmp_path / "b" / "config.json").read_text())["resumed_from"]["step"] == 20
@@ -112,7 +113,8 @@ def test_sigint_writes_a_checkpoint_and_the_run_goes_on_from_it(tmp_path):
 
 
 def test_a_resume_that_cannot_be_is_one_line(tmp_path):
-    assert train(2, tmp_path / "a", "--steps", "10").returncode == 0
+    # periodic checkpoints at 4 and 8, the final one at 10: the final one is the newest
+    assert train(2, tmp_path / "a", "--steps", "10", "--checkpoint-every", "4").returncode == 0
     for args, words, code in [
         (["--resume", str(tmp_path / "none")], "no checkpoint there", exits.CHECKPOINT),
         (["--resume", str(tmp_path / "a")], "has all 10 steps already", exits.CHECKPOINT),

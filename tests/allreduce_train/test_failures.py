@@ -9,7 +9,7 @@ import pytest
 
 from allreduce_train import exits
 from allreduce_train.faults import Injection, parse
-from allreduce_train.watchdog import verdict
+from allreduce_train.watchdog import stuck, verdict
 from netsim.record import rundir
 
 from conftest import launcher, run, train
@@ -32,7 +32,7 @@ def test_an_exception_on_one_rank_ends_every_rank_naming_it(tmp_path):
         "allreduce_train: error: rank 2: InjectedFault: fault injected by --inject at step 5"
     ]
     assert "Traceback" not in result.output and "Abort(" not in result.output
-    assert result.seconds < 10, f"took {result.seconds:.1f} s to end"
+    assert result.seconds < 15, f"took {result.seconds:.1f} s to end"  # start-up included
     # every step finished before the fault is on disk: all of them on the rank that raised,
     # and on the others all but, at most, the one MPI_Abort cut short
     steps = [[r["step"] for r in rundir.read_steps(str(tmp_path), rank)] for rank in range(4)]
@@ -144,3 +144,25 @@ def test_ranks_started_with_different_arguments_are_refused_naming_both(
         f"allreduce_train: error: ranks were started with different arguments: {words}"
     ]
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # refused before anything
+
+
+def test_a_slow_collective_is_not_a_stuck_one():
+    key = (5, "the evaluation")
+    inside = {0: ((5, "the evaluation", 0), 40.0), 1: ((5, "the evaluation", 0), 40.0)}
+    assert not stuck(key, inside, 2, 30)  # both answer from inside it: alive, slow
+    assert stuck(key, {0: inside[0]}, 2, 30)  # rank 1 does not answer
+    away = {**inside, 1: ((4, None, 5e9), 40.0)}  # rank 1 away for 35 s
+    assert stuck(key, away, 2, 30) and not stuck(key, away, 2, 60)
+
+
+def test_an_mpi_error_of_ours_keeps_its_traceback_and_a_lost_peer_does_not():
+    class Truncated(Exception):  # as an MPI.Exception whose class is not a lost peer's
+        pass
+
+    assert exits.classify(Truncated, Truncated("Message truncated"), None) == (
+        exits.INTERNAL, "Truncated: Message truncated", True)  # fmt: skip
+    code, line, show = exits.classify(Truncated, Truncated("x"), "Other MPI error")
+    assert (code, show) == (exits.PEER_LOST, False) and "a peer died?" in line
+    full = OSError(28, "No space left on device", "/run/evaluations.jsonl")
+    assert exits.classify(OSError, full, None) == (
+        exits.OUTPUT, "/run/evaluations.jsonl: No space left on device", False)  # fmt: skip
