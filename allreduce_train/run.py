@@ -55,18 +55,21 @@ def run(
     dog = trainer.watchdog = Watchdog(
         WatchChannel(world), world.rank, world.world_size, cfg.stall_warn, cfg.comm_timeout
     ).start()
-    try:
+    last = trainer.total_steps - 1
+    try:  # the watchdog sees the end's collectives too
         wall_s, meter = train_loop(trainer, dataset, run_dir, Agreement(world))
+        if trainer.recorder is not None:
+            trainer.recorder.close()
+        dog.enter(last, "the end of the run")
+        if cfg.eval_every and trainer.total_steps % cfg.eval_every:
+            meter.evaluate(last)
+        digest = trainer.verify_replicas(last)
+        totals = summarize(trainer, wall_s, meter, digest)
+        # Every rank's records to rank 0 over MPI: node-local run directories work too.
+        records = world.gather(rundir.read_steps(run_dir, world.rank)) if cfg.record else None
+        dog.leave()
     finally:
         dog.close()
-    if trainer.recorder is not None:
-        trainer.recorder.close()
-    if cfg.eval_every and trainer.total_steps % cfg.eval_every:
-        meter.evaluate(trainer.total_steps - 1)
-    digest = trainer.verify_replicas(trainer.total_steps - 1)
-    totals = summarize(trainer, wall_s, meter, digest)
-    # Every rank's records to rank 0 over MPI: run directories on node-local disks work too.
-    records = world.gather(rundir.read_steps(run_dir, world.rank)) if cfg.record else None
     if world.is_root:
         checkpoint.write(os.path.join(run_dir, "checkpoint.npz"), trainer)
         report = ""
