@@ -36,7 +36,7 @@ class HelpShown(Exception):
 def parser(speak: bool = True) -> argparse.ArgumentParser:
     from netsim import algorithms
 
-    from . import data, model
+    from . import data, exits, model
 
     d = Config()
     p = _Parser(
@@ -47,6 +47,8 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         "averages them. Run under mpirun, e.g. `mpirun -n 4 python -m "
         "allreduce_train`. Each run writes per-step traffic and timing records "
         "to a run directory.",
+        epilog="exit codes: "
+        + "; ".join(f"{code} {meaning}" for code, meaning in exits.MEANING.items()),
     )
     g = p.add_argument_group("data")
     g.add_argument(
