@@ -29,7 +29,12 @@ def main(argv=None) -> int:
     from .train import NonFinite, ReplicasDiverged
 
     try:
-        run(cfg, world, backend, dataset, run_dir, MpiTransport(world), state)
+        if cfg.mode == "async":
+            from .async_run import run_async
+
+            run_async(cfg, world, backend, dataset, run_dir, MpiTransport(world))
+        else:
+            run(cfg, world, backend, dataset, run_dir, MpiTransport(world), state)
     except Interrupted as exc:  # every rank, after the same step: they agreed on it
         world.log(f"allreduce_train: {exc}")
         return exc.code
@@ -68,7 +73,7 @@ def setup(world: World, argv):
             # An algorithm refuses a layout it cannot run (a hierarchical ring on nodes of
             # unequal size) here, where the ranks agree on errors, not inside the run.
             nodes = train.node_of_rank(cfg, world)
-            try:
+            try:  # (an async run has no all-reduce: its replicas' slot is ignored)
                 algorithms.get(cfg.allreduce).schedule(world.world_size, 0, node_of_rank=nodes)
             except InputError as exc:
                 raise UsageError(f"--allreduce {cfg.allreduce}: {exc}") from None

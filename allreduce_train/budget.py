@@ -25,6 +25,8 @@ def rank_bytes(cfg: Config, world_size: int) -> int:
     if cfg.dataset == "synthetic":
         samples = cfg.samples + max(1, round(cfg.samples * cfg.test_fraction))
         features, classes, item = cfg.features, cfg.classes, 4
+    elif cfg.dataset == "xor":  # --samples rows of two uint8 features, and the four points
+        samples, features, classes, item = cfg.samples + 4, 2, 2, 1
     else:
         samples, features, classes, item = KNOWN[cfg.dataset]
     widths = cfg.layers or (features, *DEFAULT_HIDDEN, classes)
@@ -33,7 +35,13 @@ def rank_bytes(cfg: Config, world_size: int) -> int:
     rows = -(-cfg.global_batch // world_size)
     return (
         samples * (features * item + 8)
-        + (MODEL_COPIES + (cfg.momentum > 0) + (cfg.device == "gpu")) * nparams * itemsize
+        + (
+            MODEL_COPIES
+            + (cfg.momentum_value > 0 or cfg.optimizer == "adagrad")
+            + (cfg.device == "gpu")
+        )
+        * nparams
+        * itemsize
         + ACTIVATION_COPIES * rows * sum(widths) * itemsize
     )
 

@@ -32,8 +32,8 @@ FORMAT = 1
 # train, how often to check, the rank count, the all-reduce algorithm, records, ...).
 MATHS = (
     "dataset", "data_dir", "samples", "features", "classes", "test_fraction", "layers",
-    "activation", "loss", "init", "dtype", "lr", "momentum", "weight_decay", "global_batch",
-    "seed",
+    "activation", "loss", "init", "dtype", "lr", "optimizer", "momentum", "weight_decay",
+    "global_batch", "seed",
 )  # fmt: skip
 
 
@@ -82,8 +82,8 @@ def write(path: str, trainer) -> None:
         "totals": np.array([t.samples, t.compute_s, t.comm_s, t.loss_sum]),
         "skipped": np.array(t.skipped, dtype=np.int64),
     }
-    if trainer.optimizer.velocity is not None:
-        arrays["velocity"] = host(trainer.optimizer.velocity)
+    for name, array in trainer.optimizer.state.items():  # velocity (SGD), sum_sq (Adagrad)
+        arrays[name] = host(array)
     with rundir.atomic(path, "wb") as f:
         np.savez(f, **arrays)
 

@@ -13,12 +13,15 @@ import json
 import math
 from dataclasses import dataclass
 
-from . import exits
+from . import exits, specs
 
 DEFAULT_HIDDEN = (128, 128)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "gpu")
 NONFINITE = ("stop", "skip")
+MODES = ("sync", "async")
+OPTIMIZERS = ("sgd", "adagrad")
+SGD_MOMENTUM = 0.9  # --momentum's default for SGD (Adagrad has none)
 MAX_CHANNELS = 64
 
 
@@ -40,13 +43,14 @@ class Config:
     test_fraction: float = 0.2  # digits and synthetic: held-out share
     # model; layers None means (features of the data, *DEFAULT_HIDDEN, classes)
     layers: tuple[int, ...] | None = None
-    activation: str = "relu"
+    activation: str | None = None  # None: sigmoid for xor (the blog's 2-2-1 net), else relu
     loss: str = "cross-entropy"
     init: str | None = None  # None: he for relu, xavier for sigmoid/tanh
     dtype: str = "float32"
     # optimisation
     lr: float = 0.05
-    momentum: float = 0.9
+    optimizer: str = "sgd"  # sgd, or adagrad (Downpour's on the servers; Duchi et al. 2011)
+    momentum: float | None = None  # None: SGD_MOMENTUM for sgd, none for adagrad
     weight_decay: float = 0.0
     global_batch: int = 64
     epochs: int = 20
@@ -61,6 +65,10 @@ class Config:
     record: bool = True  # per-step records and reports (off only to measure their cost)
     trace_steps: str = "1-3"  # steps drawn in timeline.json: "A-B,C", or "none"
     ranks_per_node: int | None = None  # pretend nodes of this many ranks (default: real hosts)
+    mode: str = "sync"  # sync: the all-reduce; async: Downpour SGD against parameter servers
+    servers: int = 1  # async: the last S ranks serve the parameters, in balanced shards
+    fetch_every: int = 1  # async: a replica fetches the parameters every n_fetch steps
+    push_every: int = 1  # async: and pushes its accumulated gradient every n_push steps
     channels: int = 1  # rings (or trees, ...) side by side on slices of the buffer, as NCCL's
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
     # failures
@@ -85,6 +93,8 @@ class Config:
             self.dataset in data.DATASETS,
             f"unknown dataset {self.dataset!r} (choose from {', '.join(data.DATASETS)})",
         )
+        if self.activation is None:  # resolved once: config.json and checkpoints say which
+            object.__setattr__(self, "activation", "sigmoid" if self.dataset == "xor" else "relu")
         need(self.activation in model.ACTIVATIONS, f"unknown activation {self.activation!r}")
         need(self.loss in model.LOSSES, f"unknown loss {self.loss!r}")
         need(self.init is None or self.init in model.INITS, f"unknown init {self.init!r}")
@@ -100,7 +110,38 @@ class Config:
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
         need(0 < self.lr < math.inf, f"--lr must be positive and finite, got {self.lr:g}")
         need(0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}")
-        need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum:g}")
+        need(
+            self.optimizer in OPTIMIZERS,
+            f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+        )
+        need(
+            self.momentum is None or 0 <= self.momentum < 1,
+            f"--momentum must be in [0, 1), got {self.momentum}",
+        )
+        need(
+            self.optimizer == "sgd" or not self.momentum,
+            "--momentum is SGD's: Adagrad scales each parameter's step by its gradients' history"
+            " and has no momentum",
+        )
+        need(self.mode in MODES, f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name in ("servers", "fetch_every", "push_every"):
+            value = getattr(self, name)
+            need(value >= 1, f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.mode == "async":
+            for name, value, why in (
+                ("checkpoint-every", self.checkpoint_every, "checkpoints"),
+                ("resume", self.resume, "resuming"),
+            ):
+                need(
+                    not value,
+                    f"--{name}: --mode async has no {why} yet (its servers' and replicas' "
+                    "states are not taken at one moment)",
+                )
+            need(
+                self.nonfinite == "stop",
+                "--nonfinite skip: --mode async stops at a non-finite gradient (a replica "
+                "cannot skip an update the others never wait for)",
+            )
         need(
             0 <= self.weight_decay < math.inf,
             f"--weight-decay must be >= 0 and finite, got {self.weight_decay:g}",
@@ -154,45 +195,12 @@ class Config:
 
     @property
     def traced_steps(self) -> frozenset[int]:
-        if self.trace_steps.strip().lower() == "none":
-            return frozenset()
-        steps = set()
-        try:
-            for part in self.trace_steps.split(","):
-                first, _, last = part.partition("-")
-                first, last = int(first), int(last or first)
-                if not first <= last <= first + 10**5:
-                    raise UsageError(
-                        f"--trace-steps: {part.strip()} must run forwards, over at most 100,000 "
-                        "steps (a timeline of more could not be read)"
-                    )
-                steps.update(range(first, last + 1))
-        except ValueError:
-            raise UsageError(
-                f"--trace-steps wants steps like 1-3,10 or none, got {self.trace_steps!r}"
-            ) from None
-        if any(s < 0 for s in steps):
-            raise UsageError(f"--trace-steps: steps count from 0, got {self.trace_steps!r}")
-        return frozenset(steps)
+        return specs.trace_steps(self.trace_steps)
 
     @property
     def straggler_spec(self) -> tuple[int, float, float] | None:
         """(rank, extra seconds per step, compute slowdown factor), or None."""
-        if self.straggler is None:
-            return None
-        rank, _, amount = self.straggler.partition(":")
-        try:
-            rank = int(rank)
-            factor = float(amount[1:]) if amount.startswith("x") else 1.0
-            seconds = 0.0 if amount.startswith("x") else float(amount)
-        except ValueError:
-            rank = -1
-        if rank < 0 or not (0 <= seconds <= 3600 and 1 <= factor <= 1000):  # NaN fails too
-            raise UsageError(
-                f"--straggler wants RANK:SECONDS (e.g. 2:0.2, at most 3600) or RANK:xFACTOR "
-                f"(e.g. 2:x1.5, 1 to 1000), got {self.straggler!r}"
-            )
-        return rank, seconds, factor
+        return None if self.straggler is None else specs.straggler(self.straggler)
 
     @property
     def injection(self):
@@ -210,6 +218,16 @@ class Config:
             ) from None
 
     @property
+    def momentum_value(self) -> float:
+        if self.momentum is None:  # Downpour's servers run plain SGD
+            return SGD_MOMENTUM if self.optimizer == "sgd" and self.mode == "sync" else 0.0
+        return self.momentum
+
+    def replicas_of(self, world_size: int) -> int:
+        """Ranks that train: all in sync mode, all but the servers in async mode."""
+        return world_size - self.servers if self.mode == "async" else world_size
+
+    @property
     def init_scheme(self) -> str:
         return self.init or ("he" if self.activation == "relu" else "xavier")
 
@@ -223,7 +241,12 @@ class Config:
                 f"--straggler names rank {self.straggler_spec[0]} but the world has "
                 f"{world_size} rank{'s' * (world_size > 1)}"
             )
-        if self.global_batch < world_size:
+        if self.mode == "async" and world_size <= self.servers:
+            raise UsageError(
+                f"--mode async with --servers {self.servers} needs at least one more rank, a "
+                f"replica; the world has {world_size} (e.g. mpirun -n {self.servers + 1})"
+            )
+        if self.mode == "sync" and self.global_batch < world_size:
             raise UsageError(
                 f"--global-batch {self.global_batch} is smaller than the {world_size} "
                 f"ranks: every rank needs at least one sample per step"
@@ -240,16 +263,19 @@ class Config:
     def widths_for(self, nfeatures: int, nclasses: int) -> tuple[int, ...]:
         """The layer widths for data of this shape; a mismatch is a usage error."""
         if self.layers is None:
+            if self.dataset == "xor":  # the DistBelief-in-Akka demo's net: one sigmoid output
+                return (nfeatures, 2, 1)
             return (nfeatures, *DEFAULT_HIDDEN, nclasses)
         if self.layers[0] != nfeatures:
             raise UsageError(
                 f"--layers starts with {self.layers[0]} but dataset {self.dataset} "
                 f"has {nfeatures} features"
             )
-        if self.layers[-1] != nclasses:
+        if self.layers[-1] != nclasses and not (nclasses == 2 and self.layers[-1] == 1):
+            binary = " (end with 2, or 1 for one sigmoid unit: P(class 1))" * (nclasses == 2)
             raise UsageError(
                 f"--layers ends with {self.layers[-1]} but dataset {self.dataset} "
-                f"has {nclasses} classes"
+                f"has {nclasses} classes{binary}"
             )
         return self.layers
 

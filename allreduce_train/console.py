@@ -7,6 +7,8 @@ from collections import Counter
 from netsim import algorithms
 from netsim.report.text import nbytes
 
+from .config import SGD_MOMENTUM
+
 
 def banner(d: dict) -> str:
     cfg, ds = d["config"], d["dataset"]
@@ -14,6 +16,10 @@ def banner(d: dict) -> str:
     batches = sorted(set(d["local_batch_by_rank"]))
     per_rank = "-".join(map(str, batches)) if len(batches) > 1 else str(batches[0])
     algorithm = algorithms.get(cfg["allreduce"]).label
+    batch = f"global batch {cfg['global_batch']} ({per_rank} per rank)"
+    if cfg.get("mode") == "async":
+        algorithm = "Downpour SGD against parameter servers"
+        batch = f"batch {cfg['global_batch']} per replica step"
     return "\n".join(
         [
             f"allreduce_train: {d['world_size']} rank{'s' * (d['world_size'] > 1)} on {d['nodes']} "
@@ -23,13 +29,22 @@ def banner(d: dict) -> str:
             f"loss, {d['nparams']:,} parameters ({nbytes(d['buffer_bytes'])} {cfg['dtype']}), "
             f"{algorithm}",
             f"  data     {ds['name']}: {ds['train_samples']:,} train / {ds['test_samples']:,} "
-            f"test; global batch {cfg['global_batch']} ({per_rank} per rank), "
+            f"test; {batch}, "
             f"{d['steps_per_epoch']} steps per epoch, {d['total_steps']} steps",
-            f"  optim    SGD lr {cfg['lr']:g}, momentum {cfg['momentum']:g}, weight decay "
-            f"{cfg['weight_decay']:g}, seed {cfg['seed']}",
+            f"  optim    {optimizer(cfg)}, weight decay {cfg['weight_decay']:g}, seed "
+            f"{cfg['seed']}",
             f"  records  {d['run_dir']}",
         ]
     )
+
+
+def optimizer(cfg: dict) -> str:
+    if cfg.get("optimizer") == "adagrad":
+        return f"Adagrad lr {cfg['lr']:g}"
+    momentum = cfg["momentum"]
+    if momentum is None:
+        momentum = SGD_MOMENTUM if cfg.get("mode", "sync") == "sync" else 0.0
+    return f"SGD lr {cfg['lr']:g}, momentum {momentum:g}"
 
 
 def epoch_line(

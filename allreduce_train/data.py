@@ -15,6 +15,10 @@ Data sets:
   fashion-mnist
              Zalando's clothing images in MNIST's format and size (the IDX files), from
              --data-dir or else Debian's package dataset-fashion-mnist (FASHION_MNIST_DIR).
+  xor        the four points of XOR, (0,0)->0, (0,1)->1, (1,0)->1, (1,1)->0, repeated in
+             this order to --samples training rows (the epoch's shuffle mixes them); the
+             test set is the four points once each. The DistBelief-in-Akka blog demo's task,
+             for its 2-2-1 sigmoid network (config: the default layers and activation).
 """
 
 from __future__ import annotations
@@ -97,10 +101,12 @@ def load(
         return _mnist(data_dir)
     if name == "fashion-mnist":
         return _fashion_mnist(data_dir)
+    if name == "xor":
+        return _xor(samples)
     raise UsageError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
 
 
-DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist")
+DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist", "xor")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # apt-get install dataset-fashion-mnist
 
 
@@ -129,6 +135,20 @@ def _synthetic(
     w2 = rng.standard_normal((64, classes), dtype=np.float32) / 8
     y = np.argmax(np.tanh(x @ w1) @ w2, axis=1)
     return Dataset("synthetic", x[:samples], y[:samples], x[samples:], y[samples:], classes, 1.0)
+
+
+XOR_POINTS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.uint8)
+XOR_LABELS = np.array([0, 1, 1, 0], dtype=np.int64)
+
+
+def _xor(samples: int) -> Dataset:
+    """XOR's truth table, rows i of the training set being point i mod 4. The test set is
+    the four points once each: a network is a deterministic function of its input, so
+    repeating them would change neither the accuracy nor the mean loss, and once each the
+    accuracy reads directly as how many of the four cases are right (0, 1/4, ..., 1)."""
+    rows = np.arange(samples) % len(XOR_LABELS)
+    x, y = XOR_POINTS.copy(), XOR_LABELS.copy()
+    return Dataset("xor", x[rows], y[rows], x, y, 2, 1.0)
 
 
 _IDX_FILES = {

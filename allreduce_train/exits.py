@@ -33,6 +33,15 @@ MEANING = {
 }
 
 
+class Fatal(Exception):
+    """A failure one rank finds alone and the run cannot go on from (an asynchronous replica's
+    non-finite gradient): one line, and every rank ends with `code`."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
 class PeerLost(Exception):
     """An MPI call failed under a rank: a peer's process ended (or its link broke)."""
 
@@ -56,6 +65,8 @@ def classify(exc_type, exc, mpi_lost: str | None) -> tuple[int, str | None, bool
         return PEER_LOST, f"MPI failed: {mpi_lost} (a peer died?)", False
     if issubclass(exc_type, PeerLost):
         return PEER_LOST, str(exc), False
+    if issubclass(exc_type, Fatal):
+        return exc.code, str(exc), False
     if issubclass(exc_type, OSError) and exc.errno in DISK_ERRORS and exc.filename:
         return OUTPUT, f"{exc.filename}: {exc.strerror}", False
     line = f"{exc_type.__name__}: {exc}"

@@ -7,7 +7,9 @@ optimizer updates all layers in a handful of whole-buffer operations (as llm.c d
 
 Shapes: x is (batch, features); layer l maps width[l] -> width[l+1] with W of shape
 (width[l], width[l+1]) and b of shape (width[l+1],). Hidden layers use the activation;
-the output layer is linear and the loss takes its logits.
+the output layer is linear and the loss takes its logits. An output layer of ONE unit is a
+binary classifier: its logit z gives P(class 1) = sigmoid(z), and the losses are their
+one-unit forms (BINARY_LOSSES).
 """
 
 from __future__ import annotations
@@ -85,6 +87,37 @@ def mean_squared_error(logits, labels):
 LOSSES = {"cross-entropy": softmax_cross_entropy, "mse": mean_squared_error}
 
 
+# --- the same losses for ONE output unit, logits (batch, 1), labels 0 or 1: sigmoid(z) is
+# P(class 1), which is softmax over the logits (0, z), so cross-entropy is the logistic loss.
+
+
+def _stable_sigmoid(z):
+    """sigmoid(z) from exp(-|z|) only, which never overflows."""
+    xp = _xp_of(z)
+    e = xp.exp(-xp.abs(z))
+    return (xp.where(z >= 0, 1, e) / (1 + e)).astype(z.dtype, copy=False)
+
+
+def logistic_loss(logits, labels):
+    """-log P(y) = softplus(z) - y z, as max(z, 0) - y z + log1p(exp(-|z|)) so that no exp
+    overflows; gradient sigmoid(z) - y."""
+    xp = _xp_of(logits)
+    y = labels.astype(logits.dtype)[:, None]
+    loss = (xp.maximum(logits, 0) - logits * y + xp.log1p(xp.exp(-xp.abs(logits)))).sum()
+    return float(loss), _stable_sigmoid(logits) - y
+
+
+def sigmoid_squared_error(logits, labels):
+    """0.5 (sigmoid(z) - y)^2 (a sigmoid output unit with squared error, as in the
+    DistBelief-in-Akka XOR demo); gradient (s - y) s (1 - s)."""
+    s = _stable_sigmoid(logits)
+    diff = s - labels.astype(logits.dtype)[:, None]
+    return 0.5 * float((diff * diff).sum()), diff * s * (1 - s)
+
+
+BINARY_LOSSES = {"cross-entropy": logistic_loss, "mse": sigmoid_squared_error}
+
+
 # --- initialisation (on the host from one seeded generator, so every rank and every
 # backend starts from the same bits).
 
@@ -110,7 +143,8 @@ class MLP:
         self.widths = tuple(int(w) for w in widths)
         self.xp, self.dtype = xp, np.dtype(dtype)
         self.activation, self.activation_grad = ACTIVATIONS[activation]
-        self.loss = LOSSES[loss]
+        self.binary = self.widths[-1] == 1  # one output unit: P(class 1) = sigmoid(logit)
+        self.loss = (BINARY_LOSSES if self.binary else LOSSES)[loss]
         shapes = [s for a, b in zip(self.widths, self.widths[1:]) for s in ((a, b), (b,))]
         sizes = [math.prod(s) for s in shapes]
         offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -175,7 +209,14 @@ class MLP:
         return loss
 
     def predict(self, x):
-        return self.forward(x).argmax(axis=1)
+        return self.classify(self.forward(x))
+
+    def classify(self, logits):
+        """The predicted classes of these logits: z > 0 (P(class 1) > 1/2) for one output
+        unit, the largest logit otherwise."""
+        if self.binary:
+            return (logits[:, 0] > 0).astype(np.int64)
+        return logits.argmax(axis=1)
 
 
 def _xp_of(a):

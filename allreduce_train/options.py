@@ -1,13 +1,24 @@
 """The command line of `python -m allreduce_train`: every option, its default (the Config's)
 and its help. A bad argument is one line (UsageError), never a usage block; no rank exits on
-its own, and only rank 0 prints --help.
+its own, and only rank 0 prints --help. (Past 300 lines: one declaration per option, with
+its help; a split would split --help's groups.)
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .config import DEFAULT_HIDDEN, DEVICES, DTYPES, NONFINITE, Config, UsageError
+from .config import (
+    DEFAULT_HIDDEN,
+    DEVICES,
+    DTYPES,
+    MODES,
+    NONFINITE,
+    OPTIMIZERS,
+    SGD_MOMENTUM,
+    Config,
+    UsageError,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,9 +112,8 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--activation",
-        default=d.activation,
         choices=list(model.ACTIVATIONS),
-        help="hidden-layer activation (default: %(default)s)",
+        help="hidden-layer activation (default: sigmoid for xor, relu otherwise)",
     )
     g.add_argument(
         "--loss",
@@ -121,7 +131,17 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
     g.add_argument(
-        "--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)"
+        "--optimizer",
+        default=d.optimizer,
+        choices=OPTIMIZERS,
+        help="sgd, or adagrad (as PyTorch's); with --mode async the servers run it "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--momentum",
+        type=float,
+        help=f"SGD's momentum (default: {SGD_MOMENTUM}, and 0 with --mode async as "
+        "Downpour's servers; Adagrad has none)",
     )
     g.add_argument(
         "--weight-decay",
@@ -194,6 +214,38 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         metavar="N",
         help="steps between checks that all ranks hold bit-identical weights; "
         "0: only at start and end (default: %(default)s)",
+    )
+    g = p.add_argument_group("asynchronous training: Downpour SGD (DistBelief, Dean et al. 2012)")
+    g.add_argument(
+        "--mode",
+        default=d.mode,
+        choices=MODES,
+        help="sync: every rank a replica, gradients all-reduced every step; async: the last "
+        "--servers ranks hold the parameters in shards and apply each replica's gradient as it "
+        "comes, the other ranks are replicas that never wait for each other (default: %(default)s)",
+    )
+    g.add_argument(
+        "--servers",
+        type=int,
+        default=d.servers,
+        metavar="S",
+        help="async: parameter-server ranks, each serving a balanced slice (default: %(default)s)",
+    )
+    g.add_argument(
+        "--fetch-every",
+        type=int,
+        default=d.fetch_every,
+        metavar="N",
+        help="async: a replica fetches the parameters every N steps (n_fetch; default: "
+        "%(default)s)",
+    )
+    g.add_argument(
+        "--push-every",
+        type=int,
+        default=d.push_every,
+        metavar="N",
+        help="async: and pushes its gradient, summed over N steps, every N (n_push; default: "
+        "%(default)s)",
     )
     g = p.add_argument_group("traffic and synchronisation records")
     g.add_argument(

@@ -18,13 +18,12 @@ from netsim import algorithms
 from netsim.record import rundir
 from netsim.record.recorder import Recorder
 
-from . import collectives, data
+from . import collectives, data, optim
 from .backend import Backend
 from .collectives import Transport
 from .comm import World
 from .config import Config
 from .model import MLP
-from .optim import SGD
 from .watchdog import Watchdog
 
 
@@ -71,9 +70,7 @@ class Trainer:
         self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
         self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype)
         self.model.init(cfg.init_scheme, cfg.seed)
-        self.optimizer = SGD(
-            self.model.params, self.model.grads, backend.xp, cfg.lr, cfg.momentum, cfg.weight_decay
-        )
+        self.optimizer = optim.make(cfg, self.model.params, self.model.grads, backend.xp)
         self.host_grads = backend.host_mirror(self.model.grads)
         self.node_of_rank = node_of_rank(cfg, world)
         self.algorithm = algorithms.get(cfg.allreduce)
@@ -118,8 +115,8 @@ class Trainer:
         """Go on from a checkpoint (checkpoint.read): weights, velocity, totals, step."""
         xp = self.backend.xp
         self.model.params[...] = xp.asarray(state["params"])
-        if self.optimizer.velocity is not None:
-            self.optimizer.velocity[...] = xp.asarray(state["velocity"])
+        for name, array in self.optimizer.state.items():
+            array[...] = xp.asarray(state[name])
         t = self.totals
         t.steps = self.start_step = state["step"]
         t.samples, t.compute_s, t.comm_s, t.loss_sum = state["totals"].tolist()
@@ -218,9 +215,7 @@ class Trainer:
         host = (
             self.backend.xp.asnumpy(self.model.params) if self.backend.on_gpu else self.model.params
         )
-        return int.from_bytes(
-            hashlib.blake2b(memoryview(host).cast("B"), digest_size=8).digest(), "little"
-        )
+        return digest(host)
 
     def verify_replicas(self, step: int) -> int:
         """Every rank compares a hash of its weights with everyone's; any difference is fatal."""
@@ -239,12 +234,24 @@ class Trainer:
         rows = np.arange(len(ds.y_test))[
             data.local_slice(len(ds.y_test), self.world.world_size, self.world.rank)
         ]
-        x, y = ds.rows("test", rows, self.dtype)
-        logits = self.model.forward(xp.asarray(x))
-        loss, _ = self.model.loss(logits, xp.asarray(y))
-        correct = int((logits.argmax(axis=1) == xp.asarray(y)).sum())
-        total = self.world.sum_(np.array([correct, loss, len(y)], dtype=np.float64))
+        total = self.world.sum_(score(self.model, ds, rows, xp, self.dtype))
         return total[0] / total[2], total[1] / total[2]
+
+
+def score(model: MLP, dataset: data.Dataset, rows, xp, dtype) -> np.ndarray:
+    """[correct, loss sum, count] of the model on the test rows `rows`."""
+    x, y = dataset.rows("test", rows, dtype)
+    logits = model.forward(xp.asarray(x))
+    loss, _ = model.loss(logits, xp.asarray(y))
+    correct = int((model.classify(logits) == xp.asarray(y)).sum())
+    return np.array([correct, loss, len(y)], dtype=np.float64)
+
+
+def digest(host: np.ndarray) -> int:
+    """A 64-bit hash of an array's bytes: equal weights, equal digests."""
+    return int.from_bytes(
+        hashlib.blake2b(memoryview(host).cast("B"), digest_size=8).digest(), "little"
+    )
 
 
 def node_of_rank(cfg: Config, world: World) -> list[int]:

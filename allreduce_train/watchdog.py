@@ -90,7 +90,8 @@ class Watchdog:
         deadline, _, replies = self._asked
         if len(replies) < self.size and now < deadline:
             return
-        waiting = sorted(r for r, (where, _) in replies.items() if where[:2] == key)
+        # the lowest rank waiting anywhere speaks (async ranks wait in different places)
+        waiting = sorted(r for r, (where, _) in replies.items() if where[1] is not None)
         speaker = waiting[0] if waiting else self.rank
         late = (self.rank != speaker) * 3 * GRACE_S  # the speaker first; others if it fails
         if level == "error" and late and waited < self.timeout_s + late:
@@ -134,7 +135,8 @@ def verdict(rank: int, key, waited: float, replies: dict, size: int) -> str:
     silent = [r for r in range(size) if r not in replies]
     elsewhere = [
         f"rank {r} has not joined it ("
-        + (f"in {where[1]} of step {where[0]}" if where[1] else "busy outside collectives")
+        + (f"in {where[1]}" if where[1] else "busy outside collectives")
+        + (f" of step {where[0]}" if where[1] and where[0] is not None else "")
         + f" for {asked_at - where[2] / 1e9:.0f} s)"
         for r, (where, asked_at) in sorted(replies.items())
         if where[:2] != key

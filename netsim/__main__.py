@@ -102,13 +102,20 @@ def parser() -> argparse.ArgumentParser:
             commands.predict,
             "one training step's all-reduce on a modelled cluster",
             "Simulates the all-reduce of a gradient buffer on a topology and gives its "
-            "closed-form time beside.",
+            "closed-form time beside; --algorithm downpour: asynchronous Downpour SGD, its "
+            "parameter servers' incast and its steady step time.",
         )
     )
-    c.add_argument("--algorithm", default="ring", choices=algorithms.SCHEDULED)
+    c.add_argument("--algorithm", default="ring", choices=(*algorithms.SCHEDULED, "downpour"))
     c.add_argument(
         "--ranks", type=int, metavar="P", help="ranks (default: every GPU of the topology)"
     )
+    for flag, n, does in (
+        ("--servers", "S", "the last S ranks serve the parameters (default: 1)"),
+        ("--fetch-every", "N", "a replica fetches the parameters every N steps (default: 1)"),
+        ("--push-every", "N", "a replica pushes its gradient every N steps (default: 1)"),
+    ):
+        c.add_argument(flag, type=integer(1), metavar=n, help=f"downpour: {does}")
     c = sized(
         modelled(
             "sweep",

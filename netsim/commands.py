@@ -14,13 +14,15 @@ from netsim.errors import InputError
 from netsim.record import rundir
 from netsim.report import summary, text, traffic
 from netsim.sim import calibrate as calibration
-from netsim.sim import emulated, measure, predict_text
+from netsim.sim import downpour, emulated, measure, predict_text
 from netsim.sim import nccl as nccl_model
 from netsim.sim import predict as prediction
 
 
 def report(args) -> int:
     config, records, totals = rundir.load(args.run_dir)
+    if "downpour" in config:  # an async run: replicas and parameter servers
+        return _report_async(args, totals)
     merged = traffic.merge(config, records, complete=totals is not None)
     figures = summary.summarize(config, merged)
     network = rundir.network(args.run_dir)
@@ -32,6 +34,16 @@ def report(args) -> int:
 
         for path in plots.write_plots(args.run_dir, config, merged):
             print(f"wrote {path}")
+    return 0
+
+
+def _report_async(args, totals) -> int:
+    from netsim.report import downpour as async_report
+
+    if args.plots:
+        raise InputError("--plots draws a sync run's figures; an async run's are in its text")
+    figures, lines = async_report.report(args.run_dir, totals)
+    print(rundir.dumps(figures, indent=2) if args.json else lines)
     return 0
 
 
@@ -52,6 +64,9 @@ def compare(args) -> int:
 def predict(args) -> int:
     topo = topology.load(args.topology)
     ranks = _ranks(args.ranks, topo, 1)
+    if (out := downpour.from_args(topo, ranks, args, _itemsize(args))) is not None:  # async
+        print(rundir.dumps(out, indent=2) if args.json else downpour.text(out))
+        return 0
     out = prediction.predict(
         topo,
         algorithms.get(args.algorithm),

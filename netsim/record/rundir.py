@@ -149,13 +149,30 @@ def load(run_dir: str) -> tuple[dict, list[list[dict]], dict | None]:
             damage.append(f"{summary_path}: steps is {steps!r}, not a count")
         elif _count(first := (summary or {}).get("first_step", 0), 0) and first <= steps:
             steps -= first  # a resumed run records from the checkpoint's step on
+        expected = [steps] * config["world_size"]
+        if "downpour" in config:  # async: each replica its own steps, none for servers
+            expected = _async_steps(config)
         for rank, recs in enumerate(records):
-            path = step_file(run_dir, rank)
+            path, steps = step_file(run_dir, rank), expected[rank]
             if _count(steps, 0) and len(recs) < steps and not any(path in d for d in damage):
                 missing = "missing" if not os.path.exists(path) else "truncated"
                 damage.append(f"{path}: {missing}, holds {len(recs)} of the run's {steps} steps")
     config["damage"] = damage
     return config, records, summary
+
+
+def _async_steps(config: dict) -> list[int]:
+    lay = config["downpour"]
+    steps = lay.get("steps_by_replica") if isinstance(lay, dict) else None
+    servers = lay.get("servers") if isinstance(lay, dict) else None
+    if not (
+        isinstance(steps, list)
+        and isinstance(servers, list)
+        and len(steps) + len(servers) == config["world_size"]
+        and all(_count(n, 0) for n in steps)
+    ):
+        raise RunDirError(f"{config.get('run_dir')}: config.json's downpour layout is damaged")
+    return steps + [0] * len(servers)
 
 
 def _rank_records(run_dir: str, rank: int, config: dict, damage: list) -> list[dict]:

@@ -4,7 +4,8 @@ classic "running time against accuracy" study, with the network's bill beside it
 
 A run's evaluations are its evaluations.jsonl (rank 0, one line per test evaluation: the
 step after which it ran, the wall time since training began, accuracy, loss); its bytes
-are its step records' bytes_sent, summed over ranks and steps up to each evaluation.
+are its step records' bytes_sent, summed over ranks and steps up to each evaluation (an
+async run's: every message of the replica steps that took a batch up to the evaluated one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from netsim.errors import InputError
 from netsim.record import rundir
 
-from . import traffic
+from . import downpour, traffic
 
 
 def evaluations(run_dir: str) -> list[dict]:
@@ -44,18 +45,26 @@ def evaluations(run_dir: str) -> list[dict]:
 def run_row(run_dir: str, target: float | None) -> dict:
     """One run's curve and its figures."""
     config, records, totals = rundir.load(run_dir)
-    merged = traffic.merge(config, records, complete=totals is not None)
-    sent = merged.table["bytes_sent"].sum(axis=1)  # per step, all ranks
-    recorded = dict(zip(merged.steps.tolist(), np.cumsum(sent).tolist()))
+    cfg = config["config"]
+    if "downpour" in config:  # async: the bytes of every replica step up to that batch
+        _, merged, _ = downpour.load(run_dir)
+        upto = downpour.bytes_upto(merged)
+        lay = config["downpour"]
+        how = f"async {lay['replicas']}+{len(lay['servers'])}"
+        if (lay["fetch_every"], lay["push_every"]) != (1, 1):
+            how += f" n{lay['fetch_every']}/{lay['push_every']}"
+    else:
+        merged = traffic.merge(config, records, complete=totals is not None)
+        sent = merged.table["bytes_sent"].sum(axis=1)  # per step, all ranks
+        upto = dict(zip(merged.steps.tolist(), np.cumsum(sent).tolist())).get
+        how = cfg.get("allreduce", "?")
     curve = []
     for row in evaluations(run_dir):
-        moved = recorded.get(row["step"])
+        moved = upto(row["step"])
         curve.append({**row, "bytes": None if moved is None or np.isnan(moved) else int(moved)})
-    cfg = config["config"]
     out = {
         "run_dir": run_dir,
-        "label": f"{os.path.basename(os.path.normpath(run_dir))}: p={config['world_size']} "
-        f"{cfg.get('allreduce', '?')}",
+        "label": f"{os.path.basename(os.path.normpath(run_dir))}: p={config['world_size']} {how}",
         "world_size": config["world_size"],
         "allreduce": cfg.get("allreduce"),
         "curve": curve,

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from allreduce_train.model import ACTIVATIONS, INITS, LOSSES, MLP
+from allreduce_train.model import ACTIVATIONS, BINARY_LOSSES, INITS, LOSSES, MLP
 from allreduce_train.optim import SGD
 
 
@@ -34,6 +34,54 @@ def test_gradients_match_finite_differences(activation, loss):
     assert loss_sum == pytest.approx(model.loss(model.forward(x), y)[0])
     expected = numeric_grad(model, x, y) * scale
     np.testing.assert_allclose(model.grads, expected, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("loss", list(BINARY_LOSSES))
+def test_one_output_unit_gradients_match_finite_differences(activation, loss):
+    rng = np.random.default_rng(11)
+    model = MLP([3, 4, 1], activation, loss, dtype=np.float64)
+    assert model.loss is BINARY_LOSSES[loss]
+    model.init("xavier", seed=5)
+    model.params += rng.normal(0, 0.5, model.nparams)
+    x, y = rng.standard_normal((8, 3)), np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    loss_sum = model.loss_and_grad(x, y, 1 / 8)
+    assert loss_sum == pytest.approx(model.loss(model.forward(x), y)[0])
+    np.testing.assert_allclose(model.grads, numeric_grad(model, x, y) / 8, rtol=1e-6, atol=1e-9)
+
+
+def test_one_output_unit_losses_are_logistic_and_sigmoid_squared_error():
+    z, y = np.array([[-2.0], [0.0], [3.0]]), np.array([1, 0, 1])
+    p = 1 / (1 + np.exp(-z[:, 0]))
+    loss, grad = BINARY_LOSSES["cross-entropy"](z, y)
+    assert loss == pytest.approx(-np.log(np.where(y == 1, p, 1 - p)).sum())
+    # the same as softmax cross-entropy over the logits (0, z): one unit is two classes
+    assert loss == pytest.approx(LOSSES["cross-entropy"](np.hstack([0 * z, z]), y)[0])
+    np.testing.assert_allclose(grad[:, 0], p - y)
+    loss, grad = BINARY_LOSSES["mse"](z, y)
+    assert loss == pytest.approx(0.5 * ((p - y) ** 2).sum())
+    np.testing.assert_allclose(grad[:, 0], (p - y) * p * (1 - p))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_output_unit_losses_are_stable_for_huge_logits(dtype):
+    z, y = np.array([[1e4], [-1e4], [1e4]], dtype=dtype), np.array([1, 0, 0])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+        loss, grad = BINARY_LOSSES["cross-entropy"](z, y)
+        assert loss == pytest.approx(1e4) and grad.dtype == dtype
+        np.testing.assert_array_equal(grad[:, 0], [0, 0, 1])
+        loss, grad = BINARY_LOSSES["mse"](z, y)
+        assert loss == pytest.approx(0.5) and np.isfinite(grad).all() and grad.dtype == dtype
+
+
+def test_predict_is_sign_of_one_logit_and_argmax_of_several():
+    binary = MLP([2, 1], dtype=np.float64)
+    binary.weights[0][:, 0] = [1.0, -1.0]
+    x = np.array([[2.0, 1.0], [1.0, 2.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(binary.predict(x), [1, 0, 0])  # z = 0 is P = 1/2: class 0
+    several = MLP([2, 2], dtype=np.float64)
+    several.weights[0][...] = np.eye(2)
+    np.testing.assert_array_equal(several.predict(x), [0, 1, 0])
 
 
 def test_parameters_and_gradients_are_views_into_one_buffer():
