@@ -2,7 +2,6 @@
 exact bytes per link, staleness where it is predictable, and failures that end every rank."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -12,7 +11,7 @@ from allreduce_train import exits
 from netsim.algorithms import downpour
 from netsim.record import rundir, serverfile
 
-from conftest import mpirun, read_json, run, train
+from conftest import left_behind, mpirun, read_json, run, train
 
 pytestmark = pytest.mark.mpi
 
@@ -150,7 +149,7 @@ def test_a_killed_replica_ends_every_rank(tmp_path):
     assert "Killed (signal 9)" in result.output, result.output
     assert "Traceback" not in result.output
     assert result.seconds < 20
-    assert subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout == b""
+    assert left_behind(tmp_path) == ""
     # what was written is kept, and reads back as an incomplete run
     assert len(rundir.read_steps(str(tmp_path), 1)) == 5
     report = mpirun(0, ["-m", "netsim", "report", str(tmp_path), "--json"])
@@ -166,7 +165,7 @@ def test_a_stopped_replica_is_named_and_the_job_ends_at_the_timeout(tmp_path):
     assert result.returncode == exits.TIMEOUT, result.output
     errors = [x for x in result.output.splitlines() if x.startswith("allreduce_train: error")]
     assert len(errors) == 1 and "rank 1 does not answer (stopped" in errors[0], result.output
-    assert subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout == b""
+    assert left_behind(tmp_path) == ""
 
 
 def test_a_replicas_nonfinite_gradient_ends_the_run_in_one_line(tmp_path):

@@ -2,7 +2,6 @@
 (--inject) into real multi-rank runs."""
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -12,17 +11,13 @@ from allreduce_train.faults import Injection, parse
 from allreduce_train.watchdog import stuck, verdict
 from netsim.record import rundir
 
-from conftest import launcher, run, train
+from conftest import launcher, left_behind, run, train
 
 pytestmark = pytest.mark.mpi
 
 
 def errors(result) -> list[str]:
     return [x for x in result.output.splitlines() if x.startswith("allreduce_train: error")]
-
-
-def left_behind(run_dir) -> str:
-    return subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout
 
 
 def test_an_exception_on_one_rank_ends_every_rank_naming_it(tmp_path):
