@@ -28,7 +28,7 @@ from netsim.report import downpour as report
 from . import checkpoint, console, data, train
 from .comm import WatchChannel, World
 from .downpour import Layout, Replica, Server
-from .run import OutputError, config_record
+from .run import append_evaluation, config_record, first_writes
 from .watchdog import Watchdog
 
 
@@ -45,27 +45,23 @@ def run_async(cfg, world: World, backend, dataset, run_dir: str, transport) -> d
         cfg, world.rank, layout, backend, dataset, transport, dog
     )
     description = describe(cfg, world, backend, dataset, role.model, layout, run_dir, spe)
-    error = None
-    try:  # the first writes: a full or read-only disk shows here, and all ranks agree on it
-        if world.is_root:
-            rundir.write_json(os.path.join(run_dir, "config.json"), description)
-        if cfg.record and is_replica:
-            role.recorder = Recorder(
+
+    def open_records():
+        if not cfg.record:
+            return None
+        if is_replica:
+            return Recorder(
                 rundir.step_file(run_dir, world.rank), world.rank, spe, cfg.global_batch
             )
-        elif cfg.record:
-            role.log = serverfile.ServerLog(
-                serverfile.path(run_dir, world.rank),
-                world.rank,
-                world.rank - layout.replicas,
-                role.lo_hi,
-                role.model.dtype.itemsize,
-            )
-    except OSError as exc:
-        error = f"rank {world.rank}: {exc.filename}: {exc.strerror}"
-    error = world.agree_on_error(error)
-    if error is not None:
-        raise OutputError(error)
+        return serverfile.ServerLog(
+            serverfile.path(run_dir, world.rank), world.rank, world.rank - layout.replicas,
+            role.lo_hi, role.model.dtype.itemsize)  # fmt: skip
+
+    records = first_writes(world, run_dir, description, open_records)
+    if is_replica:
+        role.recorder = records
+    else:
+        role.log = records
     world.log(console.banner(description))
     world.log(
         f"  async    Downpour SGD: replicas 0-{layout.replicas - 1}, servers "
@@ -196,18 +192,6 @@ class Meter:
             flush=True,
         )
         self.mark = (role.loss_sum, role.samples, role.compute_s, role.comm_s, time.perf_counter())
-
-
-def append_evaluation(run_dir, step, epoch, wall_s, accuracy, loss) -> None:
-    """A line of evaluations.jsonl (the format of run.EpochMeter's, read by netsim compare)."""
-    row = {"step": step, "epoch": epoch, "wall_s": wall_s, "test_accuracy": accuracy,
-           "test_loss": loss}  # fmt: skip
-    path = os.path.join(run_dir, "evaluations.jsonl")
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(rundir.dumps(row) + "\n")
-    except OSError as exc:  # a full disk: name the file (one line, exit 9)
-        raise OSError(exc.errno, exc.strerror, path) from None
 
 
 def write_results(cfg, run_dir, description, role, totals, records, states) -> None:

@@ -112,6 +112,7 @@ class Replica:
         self.recorder = None
         self.loss_sum, self.samples, self.comm_s, self.compute_s = 0.0, 0, 0.0, 0.0
         self._order, self._epoch = None, -1
+        self._bound = None  # the (push, fetch) pattern the recorder was last bound to
 
     def batch(self, step: int) -> int:
         """The run's batch number that step `step` of this replica takes."""
@@ -150,7 +151,9 @@ class Replica:
         t1 = clock()
         rec = self.recorder
         if rec is not None:
-            rec.bind(self.messages[(push, fetch)])
+            if (push, fetch) != self._bound:  # the recorder counts a step's messages anew
+                rec.bind(self.messages[(push, fetch)])
+                self._bound = (push, fetch)
             slots, base = rec.slots, rec.base
         k = 0
         if push or fetch:

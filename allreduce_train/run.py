@@ -38,17 +38,9 @@ def run(
     description = config_record(trainer, run_dir)
     if state is not None:
         description["resumed_from"] = {"checkpoint": state["path"], "step": state["step"]}
-    error, recorder = None, None
-    try:  # the first writes: a full or read-only disk shows here, and all ranks agree on it
-        if world.is_root:
-            rundir.write_json(os.path.join(run_dir, "config.json"), description)
-        if cfg.record:
-            recorder = trainer.new_recorder(run_dir)
-    except OSError as exc:
-        error = f"rank {world.rank}: {exc.filename}: {exc.strerror}"
-    error = world.agree_on_error(error)
-    if error is not None:
-        raise OutputError(error)
+    recorder = first_writes(
+        world, run_dir, description, lambda: trainer.new_recorder(run_dir) if cfg.record else None
+    )
     world.log(console.banner(description))
     trainer.record_into(recorder)
     trainer.verify_replicas(-1)  # same seed, same init: prove it before spending time
@@ -83,6 +75,22 @@ def run(
         if report:
             world.log(report)
     return totals
+
+
+def first_writes(world: World, run_dir: str, description: dict, open_records):
+    """config.json (rank 0) and this rank's record file (`open_records()`, returned): a full
+    or read-only disk shows here, and every rank agrees on it (OutputError on all)."""
+    error, records = None, None
+    try:
+        if world.is_root:
+            rundir.write_json(os.path.join(run_dir, "config.json"), description)
+        records = open_records()
+    except OSError as exc:
+        error = f"rank {world.rank}: {exc.filename}: {exc.strerror}"
+    error = world.agree_on_error(error)
+    if error is not None:
+        raise OutputError(error)
+    return records
 
 
 class OutputError(Exception):
@@ -186,14 +194,8 @@ class EpochMeter:
         wall = tr.world.max_(np.array([time.perf_counter() - self.run_start]))[0]
         self.accuracy, self.test_loss = tr.evaluate()
         if tr.world.is_root and self.run_dir is not None:
-            row = {"step": step, "epoch": (step + 1) / tr.steps_per_epoch, "wall_s": wall}
-            row.update(test_accuracy=self.accuracy, test_loss=self.test_loss)
-            path = os.path.join(self.run_dir, "evaluations.jsonl")
-            try:
-                with open(path, "a", encoding="utf-8") as f:
-                    f.write(rundir.dumps(row) + "\n")
-            except OSError as exc:  # a full disk: name the file (one line, exit 9)
-                raise OSError(exc.errno, exc.strerror, path) from None
+            epoch = (step + 1) / tr.steps_per_epoch
+            append_evaluation(self.run_dir, step, epoch, wall, self.accuracy, self.test_loss)
 
     def end_epoch(self, step: int) -> None:
         tr, t, m = self.trainer, self.trainer.totals, self.mark
@@ -221,6 +223,18 @@ class EpochMeter:
         )
         self.mark = Totals(**vars(t))
         self.start = time.perf_counter()
+
+
+def append_evaluation(run_dir, step, epoch, wall_s, accuracy, loss) -> None:
+    """A line of evaluations.jsonl (read by netsim compare), sync and async runs alike."""
+    row = {"step": step, "epoch": epoch, "wall_s": wall_s, "test_accuracy": accuracy,
+           "test_loss": loss}  # fmt: skip
+    path = os.path.join(run_dir, "evaluations.jsonl")
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(rundir.dumps(row) + "\n")
+    except OSError as exc:  # a full disk: name the file (one line, exit 9)
+        raise OSError(exc.errno, exc.strerror, path) from None
 
 
 def config_record(trainer: Trainer, run_dir: str) -> dict:

@@ -40,13 +40,16 @@ def merge(config: dict, records: list, events: list) -> Downpour:
     lay = config["downpour"]
     itemsize = config["buffer_bytes"] // max(config["nparams"], 1)
     rows = [[r["step"], *link] for recs in records for r in recs for link in r["links"]]
+    parts = [np.array(rows, dtype=np.int64).reshape(-1, 5)]
     bounds = lay["shard_bounds"]
-    for s, (rank, ev) in enumerate(zip(lay["servers"], events)):
-        shard = (bounds[s + 1] - bounds[s]) * itemsize
-        for e in ev[ev["kind"] == serverfile.FETCH]:
-            step = downpour.fetch_step(int(e["index"]), lay["fetch_every"])
-            rows.append([step, rank, int(e["replica"]), shard, 1])
-    links = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    for s, (rank, ev) in enumerate(zip(lay["servers"], events)):  # the servers' replies
+        fetch = ev[ev["kind"] == serverfile.FETCH]
+        part = np.empty((len(fetch), 5), dtype=np.int64)
+        part[:, 0] = downpour.fetch_step(fetch["index"], lay["fetch_every"])
+        part[:, 1], part[:, 2] = rank, fetch["replica"]
+        part[:, 3], part[:, 4] = (bounds[s + 1] - bounds[s]) * itemsize, 1
+        parts.append(part)
+    links = np.concatenate(parts)
     offsets = np.asarray(config.get("clock_offsets_s") or [0.0] * config["world_size"])
     return Downpour(lay, itemsize, np.asarray(config["node_of_rank"]), records, events, links,
                     offsets)  # fmt: skip
