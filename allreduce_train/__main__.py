@@ -56,7 +56,7 @@ def setup(world: World, argv):
     from netsim.errors import InputError
     from netsim.record import rundir
 
-    from . import backend, budget, checkpoint, data, train
+    from . import autoselect, backend, budget, checkpoint, data, train
 
     launcher = check_launcher(world.world_size)
     error = None if launcher is None else (exits.USAGE, launcher)
@@ -74,7 +74,8 @@ def setup(world: World, argv):
             # unequal size) here, where the ranks agree on errors, not inside the run.
             nodes = train.node_of_rank(cfg, world)
             try:  # (an async run has no all-reduce: its replicas' slot is ignored)
-                algorithms.get(cfg.allreduce).schedule(world.world_size, 0, node_of_rank=nodes)
+                if cfg.allreduce != "auto":  # auto only picks what this layout can run
+                    algorithms.get(cfg.allreduce).schedule(world.world_size, 0, node_of_rank=nodes)
             except InputError as exc:
                 raise UsageError(f"--allreduce {cfg.allreduce}: {exc}") from None
             budget.check(cfg, world.world_size, world.local_size)  # before anything is made
@@ -108,10 +109,15 @@ def setup(world: World, argv):
         error = None if differ is None else (exits.USAGE, differ)
     if error is not None:
         raise agreed(*error)
+    choice = None
+    if cfg.mode == "sync":  # (auto in an async run stays auto: it has no all-reduce)
+        widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
+        cfg, choice = autoselect.resolve(cfg, world, train.node_of_rank(cfg, world), widths)
     run_dir = None
     if world.is_root:
         try:
             run_dir = rundir.create(cfg.run_dir, world.world_size)
+            autoselect.write(run_dir, choice)
         except OSError as exc:
             error = str(exc) if isinstance(exc, FileExistsError) else f"--run-dir: {exc}"
     error, run_dir = world.bcast((error, run_dir))

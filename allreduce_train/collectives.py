@@ -3,9 +3,10 @@
 Its simplest sibling is `netsim.algorithms.execute`, which runs the same rounds for every
 rank in one process and is the oracle this executor is tested against. Here the schedule is
 compiled once into this rank's own rounds, holding views of the buffer, so a step is one
-transport call per round plus an in-place add for reduced slices. Nothing copies the whole
-buffer: copy rounds receive straight into their slice, and reduce rounds receive into one
-scratch array no longer than the largest round's incoming data. A round may give a rank
+transport call per round (prepared once per buffer: MPI's persistent requests) plus an
+in-place add for reduced slices. Nothing copies the whole buffer: copy rounds receive
+straight into their slice, and reduce rounds receive into one scratch array no longer than
+the largest round's incoming data. A round may give a rank
 several messages for the same slice (a tree parent hears from both children): each lands in
 its own part of the scratch and is added in the schedule's order, so every rank that forms a
 sum forms it the same way. A round may also give a rank nothing to receive, or nothing to send.
@@ -33,6 +34,10 @@ class Transport(Protocol):
     def native_allreduce(self, buf) -> None:
         """The library's own in-place sum of buf over all ranks (MPI_Allreduce)."""
 
+    # Optional: prepare(sends, recvs, tag) -> a callable doing that exchange on those views,
+    # made once per buffer (MPI: persistent requests). A transport without it is called
+    # through exchange every round (prepared() below).
+
 
 @dataclass(frozen=True)
 class _RankRound:
@@ -56,8 +61,8 @@ class ScheduleAllreduce:
         scratch = max(
             (sum(hi - lo for _, lo, hi, off in r.recvs if off >= 0) for r in self.rounds), default=0
         )
-        self.scratch = xp.empty(scratch, dtype=dtype)
-        self._buf = self._exchange = None  # the buffer bound, and the transport's exchange
+        self.scratch, self._add = xp.empty(scratch, dtype=dtype), xp.add
+        self._buf = None  # the buffer bound
         self._bound = self._messages = ()
 
     def record_into(self, recorder) -> None:
@@ -69,21 +74,21 @@ class ScheduleAllreduce:
     def __call__(self, buf) -> None:
         if buf is not self._buf:
             self._bind(buf)
-        exchange, recorder = self._exchange, self.recorder
+        add, recorder = self._add, self.recorder
         if recorder is None:
-            for sends, recvs, tag, adds, _ in self._bound:
-                exchange(sends, recvs, tag)
+            for run, adds, _ in self._bound:
+                run()
                 for dst, src in adds:
-                    dst += src
+                    add(dst, src, out=dst)
             return
         if self._bound:  # a world of one rank has no rounds, and nothing to read
             # Reading k of the step goes to slots[base + k]: the open frame of the step file.
             slots, base, clock = recorder.slots, recorder.base, recorder.clock
             slots[base] = clock()
-            for sends, recvs, tag, adds, k in self._bound:
-                exchange(sends, recvs, tag)
+            for run, adds, k in self._bound:
+                run()
                 for dst, src in adds:
-                    dst += src
+                    add(dst, src, out=dst)
                 slots[base + k] = clock()
 
     def _bind(self, buf) -> None:
@@ -104,10 +109,10 @@ class ScheduleAllreduce:
             adds = tuple(
                 (buf[lo:hi], scratch[off : off + hi - lo]) for _, lo, hi, off in r.recvs if off >= 0
             )
-            bound.append((sends, recvs, r.tag, adds, k))  # k: the slot of the reading after it
+            # k: the slot of the reading after it
+            bound.append((prepared(self.transport, sends, recvs, r.tag), adds, k))
             messages.append((r.label, sends, recvs))
         self._buf, self._bound, self._messages = buf, tuple(bound), tuple(messages)
-        self._exchange = self.transport.exchange
         if self.recorder is not None:
             self.recorder.bind(self._messages)
 
@@ -126,6 +131,16 @@ class NativeAllreduce:
 
     def __call__(self, buf) -> None:
         self.transport.native_allreduce(buf)
+
+
+def prepared(transport: Transport, sends, recvs, tag: int):
+    """A callable of no arguments that does this round's exchange: the transport's own
+    prepared form where it has one, else a call of its exchange."""
+    prepare = getattr(transport, "prepare", None)
+    if prepare is not None:
+        return prepare(sends, recvs, tag)
+    exchange = transport.exchange
+    return lambda: exchange(sends, recvs, tag)
 
 
 def make_allreduce(

@@ -143,6 +143,7 @@ class MpiTransport:
         # A private communicator keeps collective traffic apart from anything else on
         # COMM_WORLD (evaluation, checksums), whatever tags either side uses.
         self._comm = world._comm.Dup()
+        self._persistent: list = []  # prepare()'s requests, freed with the communicator
 
     def exchange(self, sends, recvs, tag: int = 0) -> None:
         """sends: [(dst, view)], recvs: [(src, view)]; returns when all have completed. The
@@ -151,13 +152,30 @@ class MpiTransport:
         try:
             self._exchange(sends, recvs, tag)
         except MPI.Exception as exc:
-            if not lost(exc):
-                raise  # a bug of ours (a wrong size, a bad rank): its traceback
-            peers = sorted({peer for peer, _ in sends + recvs})
-            raise exits.PeerLost(
-                f"the exchange with rank{'s' * (len(peers) > 1)} {', '.join(map(str, peers))} "
-                f"failed: {one_line(exc)} (its process ended?)"
-            ) from None
+            _peer_lost(exc, sends, recvs)
+
+    def prepare(self, sends, recvs, tag: int = 0):
+        """The same exchange on these same views, made once and run many times: persistent
+        requests (MPI_Send_init, MPI_Recv_init; one MPI_Startall and MPI_Waitall a call).
+        Measured on 2 ranks (bench/README.md): 0.4-0.9 us less per round than Sendrecv, which
+        in turn beats Isend/Irecv/Waitall by 1.3 us; at 4 KiB that is the difference between
+        behind and ahead of MPI_Allreduce. Returns a callable of no arguments."""
+        comm = self._comm
+        requests = [comm.Recv_init(buf, src, tag) for src, buf in recvs]
+        requests += [comm.Send_init(buf, dst, tag) for dst, buf in sends]
+        self._persistent += requests
+        if not requests:
+            return _nothing
+        start, wait = MPI.Prequest.Startall, MPI.Request.Waitall
+
+        def run() -> None:
+            try:
+                start(requests)
+                wait(requests)
+            except MPI.Exception as exc:
+                _peer_lost(exc, sends, recvs)
+
+        return run
 
     def _exchange(self, sends, recvs, tag: int) -> None:
         if len(sends) == 1 and len(recvs) == 1:
@@ -189,7 +207,24 @@ class MpiTransport:
         self._comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
 
     def free(self) -> None:
+        for request in self._persistent:
+            request.Free()
+        self._persistent = []
         self._comm.Free()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _peer_lost(exc, sends, recvs):
+    if not lost(exc):
+        raise exc  # a bug of ours (a wrong size, a bad rank): its traceback
+    peers = sorted({peer for peer, _ in [*sends, *recvs]})
+    raise exits.PeerLost(
+        f"the exchange with rank{'s' * (len(peers) > 1)} {', '.join(map(str, peers))} "
+        f"failed: {one_line(exc)} (its process ended?)"
+    ) from None
 
 
 class Agreement:

@@ -57,7 +57,7 @@ class Config:
     steps: int | None = None  # if set, train exactly this many steps instead of epochs
     seed: int = 0
     # parallelism and reporting
-    allreduce: str = "ring"
+    allreduce: str = "ring"  # or "auto": netsim's model picks, per machine (autoselect.py)
     device: str = "auto"
     run_dir: str | None = None  # None: runs/<date>-<time>-p<world size>
     eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch
@@ -69,7 +69,9 @@ class Config:
     servers: int = 1  # async: the last S ranks serve the parameters, in balanced shards
     fetch_every: int = 1  # async: a replica fetches the parameters every n_fetch steps
     push_every: int = 1  # async: and pushes its accumulated gradient every n_push steps
-    channels: int = 1  # rings (or trees, ...) side by side on slices of the buffer, as NCCL's
+    # rings (or trees, ...) side by side on slices of the buffer, as NCCL's; None: 1, or
+    # what --allreduce auto picks
+    channels: int | None = None
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
     # failures
     comm_timeout: float = 300.0  # seconds without progress in a collective that end the job
@@ -101,9 +103,14 @@ class Config:
         need(
             self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
         )
-        need(self.allreduce in algorithms.ALGORITHMS, f"unknown all-reduce {self.allreduce!r}")
         need(
-            algorithms.ALGORITHMS[self.allreduce].runs_over_mpi,
+            self.allreduce == "auto" or self.allreduce in algorithms.ALGORITHMS,
+            f"unknown all-reduce {self.allreduce!r}",
+        )
+        if self.channels is None and self.allreduce != "auto":  # auto picks its own
+            object.__setattr__(self, "channels", 1)
+        need(
+            self.allreduce == "auto" or algorithms.ALGORITHMS[self.allreduce].runs_over_mpi,
             f"{self.allreduce} is simulated only: the switches add, and MPI here has none "
             f"that do (python -m netsim nccl --algorithm {self.allreduce} models it)",
         )
@@ -163,7 +170,7 @@ class Config:
             f"--ranks-per-node must be positive, got {self.ranks_per_node}",
         )
         need(
-            1 <= self.channels <= MAX_CHANNELS,
+            self.channels is None or 1 <= self.channels <= MAX_CHANNELS,
             f"--channels must be 1 to {MAX_CHANNELS} (NCCL's most), got {self.channels}",
         )
         for name in ("comm_timeout", "stall_warn"):

@@ -167,9 +167,7 @@ class MLP:
     def layer_segments(self) -> list[tuple[int, int]]:
         """(start, count) of each layer's weights and biases in the flat buffers: the shards
         of a parameter server sharded by layer."""
-        sizes = [a * b + b for a, b in zip(self.widths, self.widths[1:])]
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        return [(int(s), int(n)) for s, n in zip(starts, sizes)]
+        return layer_segments(self.widths)
 
     def init(self, scheme: str, seed: int) -> None:
         rng = np.random.default_rng(seed)
@@ -222,3 +220,11 @@ class MLP:
 def _xp_of(a):
     # NumPy or CuPy, whichever owns the array (cupy.get_array_module without importing cupy).
     return np if isinstance(a, np.ndarray) else sys.modules[type(a).__module__.split(".")[0]]
+
+
+def layer_segments(widths) -> list[tuple[int, int]]:
+    """(start, count) of each layer's weights and biases in the flat buffer of an MLP of
+    these widths."""
+    sizes = [a * b + b for a, b in zip(widths, widths[1:])]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return [(int(s), int(n)) for s, n in zip(starts, sizes)]

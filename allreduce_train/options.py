@@ -174,19 +174,22 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
     g.add_argument(
         "--allreduce",
         default=d.allreduce,
-        choices=list(algorithms.ALGORITHMS),
+        choices=["auto", *algorithms.ALGORITHMS],
         help="gradient all-reduce: a schedule executed point to point and recorded, "
-        "or mpi (the library's MPI_Allreduce, for comparison); nvls, nvls-tree and "
-        "collnet need switches that add and are simulated only (python -m netsim nccl) "
+        "or mpi (the library's MPI_Allreduce, for comparison); auto: the schedule netsim's "
+        "model predicts fastest for this buffer and these ranks on this machine (python -m "
+        "netsim calibrate measures it once; a built-in estimate until then); nvls, nvls-tree "
+        "and collnet need switches that add and are simulated only (python -m netsim nccl) "
         "(default: %(default)s)",
     )
     g.add_argument(
         "--channels",
         type=int,
-        default=d.channels,
+        default=None,
         metavar="C",
         help="run the all-reduce as C channels side by side on slices of the gradient, each "
-        "ring leaving every node through another NIC, as NCCL's channels (default: %(default)s)",
+        "ring leaving every node through another NIC, as NCCL's channels (default: 1; with "
+        "--allreduce auto, its pick)",
     )
     g.add_argument(
         "--device",

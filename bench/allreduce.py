@@ -1,11 +1,14 @@
-"""Ring all-reduce against MPI_Allreduce: time, algbw and busbw per buffer size.
+"""Our all-reduces, and auto's pick, against MPI_Allreduce: time and busbw per buffer size.
 
-    python bench/allreduce.py [--ranks 2,4] [--sizes 4K,16K,...,64M] [--rounds 5]
+    python bench/allreduce.py [--ranks 2,4] [--sizes 4K,16K,...,64M] [--rounds 11]
+                              [--algorithms ring,recursive-doubling,...,auto,mpi]
 
 The driver (plain python) starts `mpirun -n p python bench/allreduce.py --worker ...` once
-per rank count, with a hard timeout. The worker checks both algorithms once per size, then
-times them in interleaved rounds, so that machine noise hits both alike, and writes JSON.
-Bandwidths follow nccl-tests: algbw = buffer bytes / time, busbw = algbw * 2(p-1)/p.
+per rank count, with a hard timeout. The worker checks every algorithm once per size, then
+times them in interleaved rounds, so that machine noise hits all alike, and writes JSON.
+`auto` is what `--allreduce auto` would run for this buffer (netsim.sim.choose on this
+host's calibration, or the built-in estimate), picked on rank 0 and broadcast. Bandwidths
+follow nccl-tests: algbw = buffer bytes / time, busbw = algbw * 2(p-1)/p.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import launch
 from launch import mpirun_argv  # $MPIEXEC, else the mpirun beside this Python
 
-ALGORITHMS = ("ring", "mpi")
+ALGORITHMS = "ring,halving-doubling,recursive-doubling,tree,parameter-server,auto,mpi"
 DEFAULT_SIZES = "4K,16K,64K,256K,1M,4M,16M,64M"
 WARMUP_ITERS = 3
 ROUND_BYTES = 256 << 20  # each timed round moves about this many buffer bytes...
@@ -66,33 +69,53 @@ def timed_round(allreduce, buf, iters: int, world, wtime) -> float:
     return float(world.max_(np.array([wtime() - t0]))[0]) / iters
 
 
-def bench_size(nbytes: int, rounds: int, world, transport) -> dict:
+def picked(world, nelems: int) -> tuple[str, int]:
+    """(algorithm, channels) --allreduce auto would run here, agreed from rank 0."""
+    from netsim.sim import choose
+
+    if world.is_root:
+        spec, source = choose.machine_spec()
+        c = choose.choose(spec, world.world_size, nelems, 4, source=source)
+        return world.bcast((c.algorithm, c.channels))
+    return world.bcast(None)
+
+
+def bench_size(nbytes: int, rounds: int, names: list[str], world, transport) -> dict:
     from allreduce_train.collectives import make_allreduce
     from allreduce_train.comm import wtime
     from netsim import algorithms
 
     nelems = nbytes // 4
+    auto = picked(world, nelems)
     algs = {
         a: make_allreduce(
-            algorithms.get(a), world.world_size, world.rank, nelems, transport, np, np.float32
+            algorithms.get(auto[0] if a == "auto" else a),
+            world.world_size,
+            world.rank,
+            nelems,
+            transport,
+            np,
+            np.float32,
+            channels=auto[1] if a == "auto" else 1,
         )
-        for a in ALGORITHMS
+        for a in names
     }
     ok = {a: check(f, nelems, world.rank, world.world_size) for a, f in algs.items()}
-    wrong = world.max_(np.array([not ok[a] for a in ALGORITHMS], dtype=np.float64))
-    ok = {a: not w for a, w in zip(ALGORITHMS, wrong)}  # wrong on any rank is wrong
+    wrong = world.max_(np.array([not ok[a] for a in names], dtype=np.float64))
+    ok = {a: not w for a, w in zip(names, wrong)}  # wrong on any rank is wrong
     # Zeros stay zeros under summation: no overflow or denormals after many iterations.
     buf = np.zeros(nelems, dtype=np.float32)
     for f in algs.values():
         for _ in range(WARMUP_ITERS):
             f(buf)
     iters = iterations_for(nbytes)
-    times_s = {a: [] for a in ALGORITHMS}
+    times_s = {a: [] for a in names}
     for r in range(rounds):
-        # Alternate which algorithm leads, so neither always follows the other's cache state.
-        for a in ALGORITHMS if r % 2 == 0 else ALGORITHMS[::-1]:
+        # Rotate which algorithm leads, so none always follows another's cache state.
+        for a in names[r % len(names) :] + names[: r % len(names)]:
             times_s[a].append(timed_round(algs[a], buf, iters, world, wtime))
-    return {"nbytes": nbytes, "iters": iters, "ok": ok, "times_s": times_s}
+    label = auto[0] if auto[1] == 1 else f"{auto[0]} x{auto[1]}"
+    return {"nbytes": nbytes, "iters": iters, "ok": ok, "times_s": times_s, "auto": label}
 
 
 def worker(args) -> None:
@@ -101,8 +124,10 @@ def worker(args) -> None:
     install_abort_hook()
     world = World.create()
     transport = MpiTransport(world)
+    names = args.algorithms.split(",")
     results = [
-        bench_size(parse_nbytes(s), args.rounds, world, transport) for s in args.sizes.split(",")
+        bench_size(parse_nbytes(s), args.rounds, names, world, transport)
+        for s in args.sizes.split(",")
     ]
     if world.is_root:
         with open(args.out, "w") as f:
@@ -125,6 +150,8 @@ def run_world(world_size: int, args) -> dict | None:
                 args.sizes,
                 "--rounds",
                 str(args.rounds),
+                "--algorithms",
+                args.algorithms,
                 "--out",
                 out,
             ],
@@ -145,36 +172,37 @@ def gbytes_per_s(nbytes: float, time_s: float) -> float:
     return nbytes / time_s / 1e9
 
 
+SHORT = {"halving-doubling": "hd", "recursive-doubling": "rd", "parameter-server": "ps"}
+
+
 def print_table(result: dict, rounds: int, wall_s: float) -> None:
     p = result["world_size"]
     bus_factor = 2 * (p - 1) / p
+    names = list(result["sizes"][0]["times_s"])
     print(
-        f"\np = {p}: time per all-reduce (slowest rank), median of {rounds} rounds; "
-        f"GB/s = 1e9 B/s; busbw = algbw * {bus_factor:.2f}  [{wall_s:.0f} s, "
-        f"load average {os.getloadavg()[0]:.1f}]"
+        f"\np = {p}: us per all-reduce (slowest rank), median of {rounds} rounds; x/mpi = busbw "
+        f"ratio against MPI_Allreduce (>1: faster); busbw = algbw * {bus_factor:.2f}, GB/s  "
+        f"[{wall_s:.0f} s, load average {os.getloadavg()[0]:.1f}]"
     )
+    cols = "".join(f"{SHORT.get(a, a):>9}" for a in names)
+    ratios = [a for a in ("ring", "auto") if a in names and "mpi" in names]
     print(
-        f"{'size':>8} {'iters':>5} {'ring_us':>10} {'mpi_us':>10} {'ring_algbw':>10} "
-        f"{'mpi_algbw':>10} {'ring_busbw':>10} {'mpi_busbw':>10} {'ring/mpi':>8} "
-        f"{'spread':>11}  check"
+        f"{'size':>8} {'iters':>5}{cols} {'mpi_busbw':>9}"
+        + "".join(f" {a + '/mpi':>8}" for a in ratios)
+        + f"  {'auto picked':<22} {'fastest':<18} check"
     )
     for s in result["sizes"]:
-        nbytes, med = s["nbytes"], {a: statistics.median(s["times_s"][a]) for a in ALGORITHMS}
-        alg = {a: gbytes_per_s(nbytes, med[a]) for a in ALGORITHMS}
-        # spread: (max - min) / median over the rounds, a quick read on how noisy a row is.
-        spread = "/".join(
-            f"{(max(t) - min(t)) / statistics.median(t):.0%}" for t in s["times_s"].values()
-        )
-        check = (
-            "ok"
-            if all(s["ok"].values())
-            else "WRONG: " + ",".join(a for a, v in s["ok"].items() if not v)
-        )
+        nbytes, med = s["nbytes"], {a: statistics.median(s["times_s"][a]) for a in names}
+        fastest = min((a for a in names if a not in ("auto", "mpi")), key=med.get, default="-")
+        wrong = [a for a, v in s["ok"].items() if not v]
+        check = "ok" if not wrong else "WRONG: " + ",".join(wrong)
+        mpi = f"{gbytes_per_s(nbytes, med['mpi']) * bus_factor:>9.3f}" if "mpi" in med else ""
         print(
-            f"{size_label(nbytes):>8} {s['iters']:>5} {med['ring'] * 1e6:>10.1f} "
-            f"{med['mpi'] * 1e6:>10.1f} {alg['ring']:>10.3f} {alg['mpi']:>10.3f} "
-            f"{alg['ring'] * bus_factor:>10.3f} {alg['mpi'] * bus_factor:>10.3f} "
-            f"{alg['ring'] / alg['mpi']:>8.2f} {spread:>11}  {check}"
+            f"{size_label(nbytes):>8} {s['iters']:>5}"
+            + "".join(f"{med[a] * 1e6:>9.1f}" for a in names)
+            + f" {mpi}"
+            + "".join(f" {med['mpi'] / med[a]:>8.2f}" for a in ratios)
+            + f"  {s['auto']:<22} {fastest:<18} {check}"
         )
 
 
@@ -192,6 +220,9 @@ def main() -> None:
         "--sizes", default=DEFAULT_SIZES, help="float32 buffer sizes in bytes (K, M suffixes)"
     )
     ap.add_argument("--rounds", type=int, default=11, help="timed rounds per algorithm and size")
+    ap.add_argument(
+        "--algorithms", default=ALGORITHMS, help="comma-separated (auto: --allreduce auto's pick)"
+    )
     ap.add_argument("--timeout-s", type=float, default=300, help="hard limit per mpirun")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -199,8 +230,8 @@ def main() -> None:
     if args.worker:
         return worker(args)
     print(
-        f"all-reduce bench: ring (netsim schedule over MPI point-to-point) vs MPI_Allreduce, "
-        f"float32, sum; {os.cpu_count()} CPUs; ring/mpi = ring busbw / MPI busbw (>1: ring faster)"
+        f"all-reduce bench: netsim schedules over MPI point to point, and auto's pick, vs "
+        f"MPI_Allreduce; float32, sum; {os.cpu_count()} CPUs"
     )
     for p in (int(r) for r in args.ranks.split(",")):
         start_s = time.perf_counter()

@@ -13,7 +13,7 @@ from . import algorithms, commands
 from .cluster import topology
 from .errors import InputError
 from .options import MAX_CHANNELS, MAX_CHUNKS, MAX_PARAMS, MAX_TIMEOUT_S, integer, real
-from .sim import measure, nccl, nccl_tables
+from .sim import choose, measure, nccl, nccl_tables
 
 
 class _Parser(argparse.ArgumentParser):
@@ -224,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
         type=measure.byte_sizes,
         default=measure.ALLREDUCE_SIZES,
         metavar="B,B",
-        help="all-reduce buffer sizes, K/M suffixes (default: 64K,256K,...,64M)",
+        help="all-reduce buffer sizes, K/M suffixes (default: 4K,16K,...,64M)",
     )
     c.add_argument(
         "--pingpong-sizes",
@@ -242,9 +242,10 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--out",
-        default="this-machine.toml",
+        default=str(choose.cache_file()),
         metavar="FILE",
-        help="the topology written (default: %(default)s)",
+        help="the topology written; the default is where --allreduce auto looks for this "
+        "host's (default: %(default)s; $NETSIM_CACHE_DIR moves it)",
     )
     c.add_argument(
         "--name", default="this machine", help="the topology's name (default: %(default)s)"

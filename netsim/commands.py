@@ -14,7 +14,7 @@ from netsim.errors import InputError
 from netsim.record import rundir
 from netsim.report import summary, text, traffic
 from netsim.sim import calibrate as calibration
-from netsim.sim import downpour, emulated, measure, predict_text
+from netsim.sim import choose, downpour, emulated, measure, predict_text
 from netsim.sim import nccl as nccl_model
 from netsim.sim import predict as prediction
 
@@ -248,6 +248,8 @@ def _write_text(option: str, path: str, content: str) -> None:
 
 
 def calibrate(args) -> int:
+    if args.out == str(choose.cache_file()):  # the per-host cache: its directory is ours
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
     for option, path in (("--out", args.out), ("--save-measurements", args.save_measurements)):
         _check_output(option, path)
     if args.from_measurements:

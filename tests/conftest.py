@@ -25,6 +25,13 @@ import launch
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
+# --allreduce auto reads this host's calibration from here (netsim.sim.choose): tests see
+# none, so every run, here and in CI, picks by the built-in estimate; a test that wants a
+# calibration writes one into a directory of its own and points the variable there.
+os.environ["NETSIM_CACHE_DIR"] = os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"allreduce-train-tests-{os.getpid()}-no-calibration"
+)
+
 
 def launcher() -> list[str]:
     argv = launch.mpiexec()

@@ -26,7 +26,9 @@ from netsim.errors import InputError
 
 PROBE = "allreduce_train.probe"
 PINGPONG_SIZES = (8, 64, 512, 4 << 10, 32 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20)
-ALLREDUCE_SIZES = tuple(64 << 10 << 2 * k for k in range(6))  # 64 KiB, 256 KiB, ..., 64 MiB
+# 4 KiB, 16 KiB, ..., 64 MiB: the small ones pin the cost per round, which decides what
+# --allreduce auto picks below 1 MiB
+ALLREDUCE_SIZES = tuple(4 << 10 << 2 * k for k in range(8))
 MAX_BYTES = 1 << 40  # a buffer size beyond 1 TiB is a typo
 MIN_CPU_SHARE = 0.9  # a round in which the ranks had less of the cores was disturbed
 

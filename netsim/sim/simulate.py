@@ -7,11 +7,13 @@ finishes the rest are re-shared. A flow takes its path latency plus its bytes at
 rate; a receiver that reduces spends gamma seconds per byte adding.
 
 What the processors add, from the topology's [compute] table (netsim.cluster.topofile): gamma
-(unless given) is 1 / reduce_gbyte_per_s; every transfer costs message_overhead_us on top
-of its path latency; and where a node holds more ranks than its `cores`, ranks time-share
-them, so both of those take ceil(ranks / cores) times as long (a round waits for the
-busiest core). A node with a cache (intra_node.cache_bytes) moves data at the cache
-bandwidth while its ranks' buffers (the buffer and the reduce scratch of each) fit in it.
+(unless given) is 1 / reduce_gbyte_per_s; a round costs message_overhead_us on top of its
+path latency for each message of the rank with the most (one processor posts and completes
+them one after another: C channels side by side cost C times the ring's); and where a node
+holds more ranks than its `cores`, ranks time-share them, so both of those take
+ceil(ranks / cores) times as long (a round waits for the busiest core). A node with a
+cache (intra_node.cache_bytes) moves data at the cache bandwidth while its ranks' buffers
+(the buffer and the reduce scratch of each) fit in it.
 
 Ranks are not globally in lock-step: a rank begins a round when it and its partners in
 that round have finished their previous one (as the MPI executor does), so per-rank start
@@ -85,6 +87,7 @@ class _Pattern:
     latency_s: np.ndarray  # per flow
     everyone: bool  # every rank sends or receives in it
     distinct: bool  # no rank sends twice, none receives twice: plain indexing updates ready
+    messages: int = 1  # the most messages one rank sends, or receives, in the round
     contention_free: bool = False  # no link carries two of its flows
     rates: np.ndarray | None = None  # max-min fair rates with every flow active
     lines: np.ndarray | None = (
@@ -145,7 +148,9 @@ def simulate(
         if lockstep is not None and pattern.everyone and largest - least <= 1:
             nbytes = largest * itemsize
             slowest = (pattern.lines[:, 0] + nbytes * pattern.lines[:, 1]).max()
-            lockstep += slowest + overhead_s + (nbytes * gamma if rnd.any_adds else 0.0)
+            lockstep += (
+                slowest + overhead_s * pattern.messages + (nbytes * gamma if rnd.any_adds else 0.0)
+            )
             # bytes per flow, exactly: a scalar where the chunks are one size
             if least == largest:
                 pattern.flow_bytes = pattern.flow_bytes + nbytes
@@ -162,7 +167,7 @@ def simulate(
             took = pattern.latency_s + nbytes / pattern.rates
         else:
             took = _transfer_s(pattern, nbytes.astype(float), bandwidth) + pattern.latency_s
-        took = took + overhead_s + nbytes * gamma * rnd.adds
+        took = took + overhead_s * pattern.messages + nbytes * gamma * rnd.adds
         end = np.maximum(ready[rnd.src], ready[rnd.dst]) + took
         if pattern.distinct:
             ready[rnd.src] = np.maximum(ready[rnd.src], end)
@@ -231,6 +236,7 @@ def _route(topology, gpu, src, dst, p: int, bandwidth) -> _Pattern:
         latency_s=np.asarray(topology.path_latency_s(src_gpu, dst_gpu), dtype=float),
         everyone=len(np.union1d(src, dst)) == p,
         distinct=len(np.unique(src)) == len(src) and len(np.unique(dst)) == len(dst),
+        messages=int(max(np.bincount(src).max(initial=1), np.bincount(dst).max(initial=1))),
     )
     pattern.rates = _max_min_rates(pattern, pattern.routed.copy(), bandwidth)
     pattern.rates[~pattern.routed] = np.inf

@@ -3,8 +3,9 @@
     handed_transport.py OUT -- CLI ARGS
 
 The transport keeps collectives.Transport's contract by passing every call on to
-MpiTransport, and counts what it is handed: exchanges, bytes sent. Each rank writes its
-counts to OUT.<rank> as JSON; the test compares them with the run's own records.
+MpiTransport, and counts what it is handed: exchanges (a prepared one each time it runs),
+bytes sent. Each rank writes its counts to OUT.<rank> as JSON; the test compares them with
+the run's own records.
 """
 
 import json
@@ -23,6 +24,16 @@ class Counting:
         self.exchanges += 1
         self.bytes_sent += sum(view.nbytes for _, view in sends)
         self.transport.exchange(sends, recvs, tag)
+
+    def prepare(self, sends, recvs, tag=0):  # the executor's path: counted per call
+        run, nbytes = self.transport.prepare(sends, recvs, tag), sum(v.nbytes for _, v in sends)
+
+        def counted():
+            self.exchanges += 1
+            self.bytes_sent += nbytes
+            run()
+
+        return counted
 
     def native_allreduce(self, buf):
         self.native += 1
