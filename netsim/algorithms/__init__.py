@@ -8,14 +8,16 @@ and whether the receiver adds the slice into its own buffer (reduce) or overwrit
 slice with it (copy). It is written once and executed three times: in one process
 (`reference.execute`, the oracle), over MPI (`allreduce_train.collectives`), and on a
 modelled network (`netsim.sim.simulate`); so measured and modelled runs are the same traffic
-by construction. Every scheduled algorithm is a sum and leaves all ranks bit-identical (each
-piece's sum is formed on one rank, in one order, then copied). Rounds model time: one Round
-per communication step. For p ranks, n elements, N nodes of L ranks and even chunks (each
-module gives the exact counts):
+by construction. Every scheduled algorithm is a sum and leaves all ranks bit-identical: each
+piece's sum is formed on one rank, in one order, then copied, except in recursive doubling,
+where two partners form a + b and b + a, equal because IEEE addition is commutative. Rounds
+model time: one Round per communication step. For p ranks, n elements, N nodes of L ranks
+and even chunks (each module gives the exact counts):
 
     algorithm           rounds            elements each rank sends (and receives)
     ring                2(p-1)            2(p-1)/p * n
     halving-doubling    2 log2 p          2(p-1)/p * n        (p a power of two)
+    recursive-doubling  log2 p            log2 p * n          (p a power of two)
     tree                2 floor(log2 p)   n on a leaf .. 3n on a parent of two
     double-binary-tree  2 (L-1+log2 N)    per half n/2 to the parent and to each child
     hierarchical-ring   2(L-1) + 2(N-1)   2(L-1)/L * n inside a node + 2(N-1)/N * n/L between
@@ -45,6 +47,7 @@ from .hierarchical_ring import HIERARCHICAL_RING
 from .in_network import COLLNET, NVLS, NVLS_TREE
 from .mpi import MPI
 from .parameter_server import PARAMETER_SERVER
+from .recursive_doubling import RECURSIVE_DOUBLING
 from .reference import execute  # noqa: F401
 from .ring import RING
 from .rounds import ALL_GATHER, REDUCE_SCATTER, Round, Schedule, chunk_bounds  # noqa: F401
@@ -56,6 +59,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     for a in (
         RING,
         HALVING_DOUBLING,
+        RECURSIVE_DOUBLING,
         TREE,
         DOUBLE_BINARY_TREE,
         HIERARCHICAL_RING,

@@ -12,7 +12,8 @@ from netsim.errors import InputError
 # Phase names (Round.phase), as the recorder, the reports and the timeline show them.
 REDUCE_SCATTER = "reduce-scatter"
 ALL_GATHER = "all-gather"
-FOLD, UNFOLD = "fold", "unfold"  # halving-doubling for p not a power of two
+FOLD, UNFOLD = "fold", "unfold"  # halving- and recursive doubling for p not a power of two
+EXCHANGE = "exchange"  # recursive doubling: partners swap whole buffers and both add
 REDUCE, BROADCAST = "reduce", "broadcast"  # tree
 INTRA_REDUCE_SCATTER, INTRA_ALL_GATHER = "intra-reduce-scatter", "intra-all-gather"
 INTER_REDUCE_SCATTER, INTER_ALL_GATHER = "inter-reduce-scatter", "inter-all-gather"

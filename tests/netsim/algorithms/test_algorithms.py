@@ -233,6 +233,7 @@ def test_every_algorithm_is_listed_by_its_name():
     assert NAMES == [
         "ring",
         "halving-doubling",
+        "recursive-doubling",
         "tree",
         "double-binary-tree",
         "hierarchical-ring",
@@ -246,7 +247,7 @@ def test_every_algorithm_is_listed_by_its_name():
         )
     with pytest.raises(
         InputError,
-        match="choose one of ring, halving-doubling, tree, double-binary-tree, "
+        match="choose one of ring, halving-doubling, recursive-doubling, tree, double-binary-tree, "
         "hierarchical-ring, parameter-server, mpi",
     ):
         algorithms.get("butterfly")
