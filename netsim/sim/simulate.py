@@ -4,7 +4,8 @@ Each round's transfers become flows along their routes. Flows that share a link 
 bandwidth max-min fairly (progressive filling: the most constrained link fixes the rate of
 its flows, the capacity left is shared among the rest, and so on), and every time a flow
 finishes the rest are re-shared. A flow takes its path latency plus its bytes at that
-rate; a receiver that reduces spends gamma seconds per byte adding.
+rate; a receiver that reduces spends gamma seconds per byte adding (all it receives in the
+round, one message after another).
 
 What the processors add, from the topology's [compute] table (netsim.cluster.topofile): gamma
 (unless given) is 1 / reduce_gbyte_per_s; a round costs message_overhead_us on top of its
@@ -88,6 +89,7 @@ class _Pattern:
     everyone: bool  # every rank sends or receives in it
     distinct: bool  # no rank sends twice, none receives twice: plain indexing updates ready
     messages: int = 1  # the most messages one rank sends, or receives, in the round
+    received: int = 1  # the most messages one rank receives in it
     contention_free: bool = False  # no link carries two of its flows
     rates: np.ndarray | None = None  # max-min fair rates with every flow active
     lines: np.ndarray | None = (
@@ -148,9 +150,9 @@ def simulate(
         if lockstep is not None and pattern.everyone and largest - least <= 1:
             nbytes = largest * itemsize
             slowest = (pattern.lines[:, 0] + nbytes * pattern.lines[:, 1]).max()
-            lockstep += (
-                slowest + overhead_s * pattern.messages + (nbytes * gamma if rnd.any_adds else 0.0)
-            )
+            # a rank adds every message it receives: one after another, on its core
+            adding = nbytes * gamma * pattern.received if rnd.any_adds else 0.0
+            lockstep += slowest + overhead_s * pattern.messages + adding
             # bytes per flow, exactly: a scalar where the chunks are one size
             if least == largest:
                 pattern.flow_bytes = pattern.flow_bytes + nbytes
@@ -167,7 +169,8 @@ def simulate(
             took = pattern.latency_s + nbytes / pattern.rates
         else:
             took = _transfer_s(pattern, nbytes.astype(float), bandwidth) + pattern.latency_s
-        took = took + overhead_s * pattern.messages + nbytes * gamma * rnd.adds
+        adding = np.bincount(rnd.dst, weights=nbytes * gamma * rnd.adds, minlength=p)[rnd.dst]
+        took = took + overhead_s * pattern.messages + adding
         end = np.maximum(ready[rnd.src], ready[rnd.dst]) + took
         if pattern.distinct:
             ready[rnd.src] = np.maximum(ready[rnd.src], end)
@@ -237,6 +240,7 @@ def _route(topology, gpu, src, dst, p: int, bandwidth) -> _Pattern:
         everyone=len(np.union1d(src, dst)) == p,
         distinct=len(np.unique(src)) == len(src) and len(np.unique(dst)) == len(dst),
         messages=int(max(np.bincount(src).max(initial=1), np.bincount(dst).max(initial=1))),
+        received=int(np.bincount(dst).max(initial=1)),
     )
     pattern.rates = _max_min_rates(pattern, pattern.routed.copy(), bandwidth)
     pattern.rates[~pattern.routed] = np.inf
