@@ -109,20 +109,19 @@ def setup(world: World, argv):
         error = None if differ is None else (exits.USAGE, differ)
     if error is not None:
         raise agreed(*error)
-    choice = None
-    if cfg.mode == "sync":  # (auto in an async run stays auto: it has no all-reduce)
-        widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
-        cfg, choice = autoselect.resolve(cfg, world, train.node_of_rank(cfg, world), widths)
+    widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
+    cfg, picked = autoselect.resolve(cfg, world, train.node_of_rank(cfg, world), widths)
     run_dir = None
     if world.is_root:
         try:
             run_dir = rundir.create(cfg.run_dir, world.world_size)
-            autoselect.write(run_dir, choice)
         except OSError as exc:
             error = str(exc) if isinstance(exc, FileExistsError) else f"--run-dir: {exc}"
     error, run_dir = world.bcast((error, run_dir))
     if error is not None:
         raise UsageError(error)
+    if picked is not None:
+        world.log(picked)
     return cfg, dataset, dev, run_dir, state
 
 

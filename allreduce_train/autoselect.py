@@ -4,37 +4,38 @@ Rank 0 reads this machine's calibration (netsim.sim.choose.machine_spec: the fil
 -m netsim calibrate` keeps per host, or the built-in estimate) and simulates every
 candidate for the run's buffer, rank count and node layout; the choice goes to every rank by
 broadcast, so all run the same schedule even if their files or clocks differ. The run's
-config then names the algorithm picked (config.json, summary.json, every report read it as
-if it had been asked for), and `allreduce-choice.json` in the run directory keeps why: the
-candidates' predicted times and the model's source.
+config then names the algorithm picked (config.json, summary.json and every report read it
+as if it had been asked for), and its `allreduce_choice` keeps why: the candidates'
+predicted times and the model's source.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
 from . import model
 from .config import Config, UsageError
 
-CHOICE_FILE = "allreduce-choice.json"
 
-
-def resolve(cfg: Config, world, node_of_rank, widths) -> tuple[Config, dict | None]:
-    """(cfg with the algorithm and channels auto picked, the choice as a dict); cfg and None
-    unchanged when the run asked for an algorithm by name. Collective: every rank calls it."""
+def resolve(cfg: Config, world, node_of_rank, widths) -> tuple[Config, str | None]:
+    """(cfg with the algorithm and channels auto picked, the line saying so); cfg and None
+    when the run asked for an algorithm by name. Collective: every rank calls it."""
     if cfg.allreduce != "auto":
         return cfg, None
+    if cfg.mode == "async":  # no all-reduce: the ring is what its reports compare with
+        return dataclasses.replace(cfg, allreduce="ring", channels=cfg.channels or 1), None
     error, choice = world.bcast(
         _on_root(cfg, world, node_of_rank, widths) if world.is_root else None
     )
     if error is not None:
         raise UsageError(f"--allreduce auto: {error}")
-    cfg = dataclasses.replace(cfg, allreduce=choice["algorithm"], channels=choice["channels"])
-    world.log(choice.pop("line"))
-    return cfg, choice
+    line = choice.pop("line")
+    cfg = dataclasses.replace(
+        cfg, allreduce=choice["algorithm"], channels=choice["channels"], allreduce_choice=choice
+    )
+    return cfg, line
 
 
 def _on_root(cfg: Config, world, node_of_rank, widths) -> tuple[str | None, dict | None]:
@@ -63,11 +64,3 @@ def _on_root(cfg: Config, world, node_of_rank, widths) -> tuple[str | None, dict
         "world_size": world.world_size,
         "line": picked.line(nelems * itemsize, world.world_size),
     }
-
-
-def write(run_dir: str, choice: dict | None) -> None:
-    """Rank 0: the choice into the run directory (nothing when none was made)."""
-    if choice is not None:
-        from netsim.record import rundir
-
-        rundir.write_json(os.path.join(run_dir, CHOICE_FILE), choice)

@@ -20,6 +20,7 @@ from .config import UsageError
 class Backend:
     xp: object
     description: str
+    threads: int = 1  # the cores this rank owns: its BLAS threads and the optimizer's
 
     @property
     def on_gpu(self) -> bool:
@@ -66,7 +67,9 @@ def _numpy(local_size: int) -> Backend:
     threads = max(1, len(os.sched_getaffinity(0)) // local_size)
     threadpool_limits(threads)
     return Backend(
-        np, f"cpu (NumPy {np.__version__}, {threads} BLAS thread{'s' * (threads > 1)} per rank)"
+        np,
+        f"cpu (NumPy {np.__version__}, {threads} thread{'s' * (threads > 1)} per rank)",
+        threads,
     )
 
 

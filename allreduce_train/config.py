@@ -57,7 +57,7 @@ class Config:
     steps: int | None = None  # if set, train exactly this many steps instead of epochs
     seed: int = 0
     # parallelism and reporting
-    allreduce: str = "ring"  # or "auto": netsim's model picks, per machine (autoselect.py)
+    allreduce: str = "auto"  # netsim's model picks, per machine (autoselect.py); or a name
     device: str = "auto"
     run_dir: str | None = None  # None: runs/<date>-<time>-p<world size>
     eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch
@@ -72,6 +72,7 @@ class Config:
     # rings (or trees, ...) side by side on slices of the buffer, as NCCL's; None: 1, or
     # what --allreduce auto picks
     channels: int | None = None
+    allreduce_choice: dict | None = None  # set by --allreduce auto: what it picked, and why
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
     # failures
     comm_timeout: float = 300.0  # seconds without progress in a collective that end the job

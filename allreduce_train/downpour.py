@@ -200,7 +200,7 @@ class Server:
         host = backend.xp.asnumpy(self.model.params) if backend.on_gpu else self.model.params
         self.shard = np.array(host[lo:hi])
         self.grad = np.empty_like(self.shard)
-        self.optimizer = optim.make(cfg, self.shard, self.grad, np)
+        self.optimizer = optim.make(cfg, self.shard, self.grad, np, backend.threads)
         self.version = 0  # updates applied
         self.fetched_at = np.zeros(layout.replicas, dtype=np.int64)  # version at last fetch
         self.counts = np.zeros((2, layout.replicas), dtype=np.int64)  # fetches, pushes

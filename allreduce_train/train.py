@@ -70,7 +70,9 @@ class Trainer:
         self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
         self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype)
         self.model.init(cfg.init_scheme, cfg.seed)
-        self.optimizer = optim.make(cfg, self.model.params, self.model.grads, backend.xp)
+        self.optimizer = optim.make(
+            cfg, self.model.params, self.model.grads, backend.xp, backend.threads
+        )
         self.host_grads = backend.host_mirror(self.model.grads)
         self.node_of_rank = node_of_rank(cfg, world)
         self.algorithm = algorithms.get(cfg.allreduce)

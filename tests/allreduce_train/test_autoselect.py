@@ -115,8 +115,8 @@ def test_a_training_run_says_what_auto_picked_and_records_why(tmp_path):
     assert result.returncode == 0, result.output
     lines = [line for line in result.stdout.splitlines() if line.startswith("all-reduce auto:")]
     assert len(lines) == 1 and "built-in estimate" in lines[0]  # the tests have no calibration
-    choice = read_json(tmp_path / "allreduce-choice.json")
     config = read_json(tmp_path / "config.json")
+    choice = config["config"]["allreduce_choice"]
     assert config["config"]["allreduce"] == choice["algorithm"] in lines[0]
     assert config["config"]["channels"] == choice["channels"]
     assert choice["predicted_s"] and choice["world_size"] == 3

@@ -61,7 +61,10 @@ def test_n_ranks_give_the_weights_of_one_rank(p, allreduce, one_rank, tmp_path):
 @pytest.mark.parametrize("p", [2, 3, 4])
 def test_recorded_bytes_equal_ring_analytic_count(p, tmp_path):
     # 64-17-10 has 64*17+17+17*10+10 = 1285 parameters: odd, and not a multiple of 2, 3 or 4
-    result = train(p, tmp_path, "--layers", "64,17,10", "--steps", "6", "--global-batch", "12")
+    result = train(
+        p, tmp_path, "--layers", "64,17,10", "--steps", "6", "--global-batch", "12", "--allreduce",
+        "ring",
+    )  # fmt: skip
     assert result.returncode == 0, result.output
     n, itemsize = 1285, 4
     sizes = np.diff(algorithms.chunk_bounds(n, p)) * itemsize

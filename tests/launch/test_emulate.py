@@ -119,7 +119,7 @@ def test_training_over_capped_links_is_counted_on_the_wire_and_runs_at_the_link_
     run_dir = tmp_path / "run"
     # 64-256-256-10: 85,002 parameters, 340,008 bytes a step
     proc = start(tmp_path, "--", "--layers", "64,256,256,10", "--steps", "12", "--run-dir",
-                 str(run_dir))  # fmt: skip
+                 str(run_dir), "--allreduce", "ring")  # fmt: skip
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     assert ours(proc.pid) == []

@@ -43,9 +43,7 @@ def run(name, channels, segments, x):
 report = []
 for net in nets:
     widths = [int(w) for w in net.split("-")]
-    cfg, choice = autoselect.resolve(
-        Config(allreduce="auto"), world, [0] * world.world_size, widths
-    )
+    cfg, _ = autoselect.resolve(Config(allreduce="auto"), world, [0] * world.world_size, widths)
     segments = layer_segments(widths)
     n = sum(c for _, c in segments)
     rng = np.random.default_rng(world.rank)
@@ -61,8 +59,8 @@ for net in nets:
             "nelems": n,
             "algorithm": cfg.allreduce,
             "channels": cfg.channels,
-            "predicted_s": choice["predicted_s"],
-            "topology": choice["topology"],
+            "predicted_s": cfg.allreduce_choice["predicted_s"],
+            "topology": cfg.allreduce_choice["topology"],
             "equals_ring": same_as_ring,
             "identical_on_all_ranks": all(d == digests[0] for d in digests),
         }

@@ -36,7 +36,7 @@ def check_png(path):
 def ring_run(tmp_path_factory):
     pytest.importorskip("matplotlib")
     run_dir = tmp_path_factory.mktemp("ring")
-    result = train(3, run_dir, "--steps", "6", "--ranks-per-node", "2")
+    result = train(3, run_dir, "--steps", "6", "--ranks-per-node", "2", "--allreduce", "ring")
     assert result.returncode == 0, result.output
     return run_dir
 

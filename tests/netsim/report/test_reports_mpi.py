@@ -80,14 +80,8 @@ def test_bytes_per_rank_and_per_link_equal_the_ring_count(p, tmp_path):
     result = train(
         p,
         tmp_path,
-        "--layers",
-        "64,17,10",
-        "--steps",
-        "5",
-        "--global-batch",
-        "12",
-        "--ranks-per-node",
-        "2",
+        *"--layers 64,17,10 --steps 5 --global-batch 12 --ranks-per-node 2".split(),
+        *"--allreduce ring".split(),
     )
     assert result.returncode == 0, result.output
     n, itemsize = 1285, 4
@@ -278,6 +272,8 @@ def test_ring_channels_are_recorded_and_counted_as_their_own_rings(tmp_path):
     result = train(
         4,
         tmp_path,
+        "--allreduce",
+        "ring",
         "--channels",
         "3",
         "--ranks-per-node",
