@@ -110,7 +110,7 @@ def setup(world: World, argv):
     if error is not None:
         raise agreed(*error)
     widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
-    cfg, picked = autoselect.resolve(cfg, world, train.node_of_rank(cfg, world), widths)
+    cfg = autoselect.resolve(cfg, world, train.node_of_rank(cfg, world), widths)
     run_dir = None
     if world.is_root:
         try:
@@ -120,8 +120,6 @@ def setup(world: World, argv):
     error, run_dir = world.bcast((error, run_dir))
     if error is not None:
         raise UsageError(error)
-    if picked is not None:
-        world.log(picked)
     return cfg, dataset, dev, run_dir, state
 
 

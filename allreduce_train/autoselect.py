@@ -19,23 +19,22 @@ from . import model
 from .config import Config, UsageError
 
 
-def resolve(cfg: Config, world, node_of_rank, widths) -> tuple[Config, str | None]:
-    """(cfg with the algorithm and channels auto picked, the line saying so); cfg and None
-    when the run asked for an algorithm by name. Collective: every rank calls it."""
+def resolve(cfg: Config, world, node_of_rank, widths) -> Config:
+    """cfg with the algorithm and channels auto picked, and why (`allreduce_choice`, whose
+    `why` is the line the banner prints); cfg itself when the run asked for an algorithm by
+    name. Collective: every rank calls it."""
     if cfg.allreduce != "auto":
-        return cfg, None
+        return cfg
     if cfg.mode == "async":  # no all-reduce: the ring is what its reports compare with
-        return dataclasses.replace(cfg, allreduce="ring", channels=cfg.channels or 1), None
+        return dataclasses.replace(cfg, allreduce="ring", channels=cfg.channels or 1)
     error, choice = world.bcast(
         _on_root(cfg, world, node_of_rank, widths) if world.is_root else None
     )
     if error is not None:
         raise UsageError(f"--allreduce auto: {error}")
-    line = choice.pop("line")
-    cfg = dataclasses.replace(
+    return dataclasses.replace(
         cfg, allreduce=choice["algorithm"], channels=choice["channels"], allreduce_choice=choice
     )
-    return cfg, line
 
 
 def _on_root(cfg: Config, world, node_of_rank, widths) -> tuple[str | None, dict | None]:
@@ -62,5 +61,5 @@ def _on_root(cfg: Config, world, node_of_rank, widths) -> tuple[str | None, dict
         **picked.to_dict(),
         "nbytes": nelems * itemsize,
         "world_size": world.world_size,
-        "line": picked.line(nelems * itemsize, world.world_size),
+        "why": picked.line(nelems * itemsize, world.world_size),
     }

@@ -28,6 +28,11 @@ def banner(d: dict) -> str:
             f"  model    {'-'.join(map(str, d['layers']))} {cfg['activation']}, {cfg['loss']} "
             f"loss, {d['nparams']:,} parameters ({nbytes(d['buffer_bytes'])} {cfg['dtype']}), "
             f"{algorithm}",
+            *(
+                [f"  auto     {cfg['allreduce_choice']['why']}"]
+                if cfg.get("allreduce_choice")
+                else []
+            ),
             f"  data     {ds['name']}: {ds['train_samples']:,} train / {ds['test_samples']:,} "
             f"test; {batch}, "
             f"{d['steps_per_epoch']} steps per epoch, {d['total_steps']} steps",

@@ -74,7 +74,7 @@ class Choice:
         }
 
     def line(self, size: int, world_size: int) -> str:
-        """One line for the log: what was picked, against the best of each other algorithm."""
+        """Why, in one line: what was picked, against the best of each other algorithm."""
         best: dict[str, float] = {}
         for key, t in self.predicted_s.items():
             name = key.split(" x")[0]
@@ -83,7 +83,7 @@ class Choice:
         others = ", ".join(f"{name} {ms(t)}" for name, t in ranked if name != self.algorithm)
         picked = _key(self.algorithm, self.channels)
         return (
-            f"all-reduce auto: {picked} for {nbytes(size)} on {world_size} ranks, "
+            f"{picked} for {nbytes(size)} on {world_size} ranks, "
             f"predicted {ms(self.predicted_s[picked])} (the others at best: {others}; "
             f"model: {self.source})"
         )

@@ -113,11 +113,12 @@ def test_every_rank_runs_rank_0s_pick_and_it_sums_as_the_ring_does(tmp_path, p):
 def test_a_training_run_says_what_auto_picked_and_records_why(tmp_path):
     result = train(3, tmp_path, "--allreduce", "auto", "--steps", "4", timeout=120)
     assert result.returncode == 0, result.output
-    lines = [line for line in result.stdout.splitlines() if line.startswith("all-reduce auto:")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("  auto     ")]
     assert len(lines) == 1 and "built-in estimate" in lines[0]  # the tests have no calibration
     config = read_json(tmp_path / "config.json")
     choice = config["config"]["allreduce_choice"]
     assert config["config"]["allreduce"] == choice["algorithm"] in lines[0]
+    assert lines[0] == "  auto     " + choice["why"]
     assert config["config"]["channels"] == choice["channels"]
     assert choice["predicted_s"] and choice["world_size"] == 3
     summary = read_json(tmp_path / "summary.json")

@@ -88,6 +88,8 @@ def test_resuming_on_another_rank_count_keeps_the_maths(whole, tmp_path):
     resumed, ref = losses(tmp_path / "b"), losses(whole)
     mean = {s: np.mean([v for (t, _), v in resumed.items() if t == s]) for s in range(20, 40)}
     assert all(abs(mean[s] - np.mean([ref[s, 0], ref[s, 1]])) < 0.05 for s in mean)
+    config = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
+    assert config["allreduce_choice"]["world_size"] == 3  # auto chose again, for 3 ranks
 
 
 def test_sigint_writes_a_checkpoint_and_the_run_goes_on_from_it(tmp_path):

@@ -43,7 +43,7 @@ def run(name, channels, segments, x):
 report = []
 for net in nets:
     widths = [int(w) for w in net.split("-")]
-    cfg, _ = autoselect.resolve(Config(allreduce="auto"), world, [0] * world.world_size, widths)
+    cfg = autoselect.resolve(Config(allreduce="auto"), world, [0] * world.world_size, widths)
     segments = layer_segments(widths)
     n = sum(c for _, c in segments)
     rng = np.random.default_rng(world.rank)
