@@ -122,7 +122,8 @@ def resumed_config(saved: dict, given: dict, defaults: dict) -> dict:
     """The configuration of a resumed run: the checkpoint's, with what the user gave in its
     place where the maths allows (how long, how often to check or checkpoint, the rank
     count, the algorithm, ...). A maths setting given with another value is refused,
-    naming it. A run that auto picked its all-reduce picks again (the rank count may differ). --steps and --epochs are one setting, how long: either given replaces both."""
+    naming it. --steps and --epochs are one setting, how long: either given replaces both.
+    A run whose all-reduce auto picked picks again (the rank count may differ)."""
     out = dict(given)
     for key, value in saved.items():
         if key in defaults and key not in NEVER_INHERITED and given[key] == defaults[key]:

@@ -51,8 +51,9 @@ def test_small_buffers_take_few_messages_and_large_ones_few_bytes():
     assert steps[small.algorithm] == min(steps.values()) < steps["ring"]
     sent = {name: ALGORITHMS[name].elements_sent(4, 4 << 20).max() for name in names}
     assert sent[large.algorithm] == min(sent.values()) < sent["tree"]  # the fewest bytes
-    for c in (small, large):  # the pick is the least predicted time of all candidates
-        assert c.predicted_s[choose._key(c.algorithm, c.channels)] == min(c.predicted_s.values())
+    for c in (small, large):  # the pick is within MARGIN of the least predicted time
+        t = c.predicted_s[choose._key(c.algorithm, c.channels)]
+        assert t * (1 - choose.MARGIN) <= min(c.predicted_s.values())
 
 
 def test_the_choice_is_deterministic_and_lists_every_runnable_candidate():
@@ -66,7 +67,11 @@ def test_the_choice_is_deterministic_and_lists_every_runnable_candidate():
     assert fixed.channels == 2 and all(key.endswith(" x2") for key in fixed.predicted_s)
 
 
-def test_ties_go_to_the_first_listed_and_one_rank_runs_the_ring():
+def test_a_later_candidate_must_be_margin_faster_and_one_rank_runs_the_ring():
+    assert choose.fastest({"ring": 1.0, "hd": 0.96, "rd": 0.97}) == "ring"  # within 5%
+    assert choose.fastest({"ring": 1.0, "hd": 0.96, "rd": 0.94}) == "rd"
+    assert choose.fastest({"ring": 1.0, "hd": 0.90, "rd": 0.87}) == "hd"  # 3% of the best
+    assert choose.fastest({"ring": 1.0, "hd": 0.90, "rd": 0.85}) == "rd"
     one = choose.choose(spec(5.0), 1, 1000)
     assert (one.algorithm, one.channels) == ("ring", 1) and set(one.predicted_s.values()) == {0.0}
 
