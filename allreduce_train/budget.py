@@ -14,7 +14,7 @@ KNOWN = {
     "mnist": (70000, 784, 10, 1),
     "fashion-mnist": (70000, 784, 10, 1),
 }
-MODEL_COPIES = 3  # params, grads, the optimizer's scratch; + velocity with momentum
+MODEL_COPIES = 3  # params, grads, the all-reduce's scratch (up to a buffer); + velocity or sum_sq
 ACTIVATION_COPIES = 3  # pre-activations, activations, their gradients
 
 

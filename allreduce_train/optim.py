@@ -12,10 +12,16 @@ an existing buffer, so a step allocates nothing: with a 7 MB model a temporary p
 operation would be a fresh page-faulted 7 MB each time.
 
 On NumPy the update runs on the cores the rank owns (`threads`, the backend's share): the
-buffers are cut once into that many contiguous slices, and each slice is updated by its own
-thread (NumPy's ufuncs release the GIL), the calling thread taking the first. Every element
-sees the same operations in the same order, so the result is bit-identical whatever the
-thread count. Below MIN_PER_THREAD elements a slice is not worth a thread's wake-up.
+buffers are cut once into that many contiguous slices, each updated by its own thread
+(NumPy's ufuncs release the GIL), the calling thread taking the first; and each slice is
+walked in blocks of BLOCK elements, every operation of the update done on one block before
+the next, so the arrays of a block stay in the core's cache between operations (the
+temporary too: one block-sized scratch per thread). Measured on the 1.86 M-parameter MLP:
+SGD with momentum 3.2 ms in whole-array passes, 2.4 ms in blocks of 64 Ki (bench/optimizer.py
+has the figures against PyTorch). Every element sees the same operations in the same order,
+so the result is bit-identical whatever the thread count or block size. Below
+MIN_PER_THREAD elements a slice is not worth a thread's wake-up. CuPy: one kernel per
+operation on the whole buffer (the GPU has no use for the blocks).
 """
 
 from __future__ import annotations
@@ -23,27 +29,50 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 MIN_PER_THREAD = 1 << 16  # elements; a 256 KiB float32 slice takes ~20 us, a wake-up ~10 us
+BLOCK = 1 << 16  # elements: four float32 arrays of a block (1 MiB) fit a core's L2 here
 
 
-class _Sliced:
-    """Runs an update on `threads` slices of equal-length flat buffers at once."""
+class _Blocks:
+    """Runs an update over flat buffers the length of `like`: `threads` slices at once, each
+    slice block by block, with a block-sized scratch array of its own."""
 
-    def __init__(self, xp, n: int, threads: int):
-        threads = max(1, min(threads, n // MIN_PER_THREAD)) if xp.__name__ == "numpy" else 1
+    def __init__(self, xp, like, threads: int):
+        numpy, n = xp.__name__ == "numpy", like.size
+        threads = max(1, min(threads, n // MIN_PER_THREAD)) if numpy else 1
         cuts = [n * k // threads // 64 * 64 for k in range(threads)] + [n]  # cache-line aligned
-        self.slices = [slice(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
+        block = BLOCK if numpy else max(n, 1)
+        self.blocks = [
+            [slice(i, min(i + block, hi)) for i in range(lo, hi, block)]
+            for lo, hi in zip(cuts, cuts[1:])
+        ]
+        self.scratch = [xp.empty(min(block, hi - lo), like.dtype) for lo, hi in zip(cuts, cuts[1:])]
         self.pool = ThreadPoolExecutor(threads - 1, "optimizer") if threads > 1 else None
 
+    @property
+    def slices(self) -> list[slice]:
+        """Each thread's part of the buffers."""
+        return [slice(b[0].start, b[-1].stop) for b in self.blocks]
+
     def views(self, *arrays):
-        """Per slice, the tuple of each array's view (None stays None)."""
-        return [tuple(None if a is None else a[s] for a in arrays) for s in self.slices]
+        """Per thread, per block: each array's view (None stays None), then the scratch's."""
+        return [
+            [
+                (*(None if a is None else a[b] for a in arrays), scratch[: b.stop - b.start])
+                for b in blocks
+            ]
+            for blocks, scratch in zip(self.blocks, self.scratch)
+        ]
 
     def run(self, update, parts) -> None:
+        def walk(blocks):
+            for block in blocks:
+                update(*block)
+
         if self.pool is None:
-            update(*parts[0])
+            walk(parts[0])
             return
-        futures = [self.pool.submit(update, *part) for part in parts[1:]]
-        update(*parts[0])
+        futures = [self.pool.submit(walk, part) for part in parts[1:]]
+        walk(parts[0])
         for f in futures:
             f.result()  # an exception in a slice is raised here, with its traceback
 
@@ -64,10 +93,9 @@ class SGD:
             params.dtype.type(v) for v in (lr, momentum, weight_decay)
         )
         self.velocity = xp.zeros_like(params) if momentum else None
-        self.scratch = xp.empty_like(params)
         self.state = {} if self.velocity is None else {"velocity": self.velocity}
-        self.sliced = _Sliced(xp, params.size, threads)
-        self.parts = self.sliced.views(params, grads, self.velocity, self.scratch)
+        self.sliced = _Blocks(xp, params, threads)
+        self.parts = self.sliced.views(params, grads, self.velocity)
 
     def step(self) -> None:
         self.sliced.run(self._update, self.parts)
@@ -90,10 +118,9 @@ class Adagrad:
         self.params, self.grads, self.xp = params, grads, xp
         self.lr, self.weight_decay = (params.dtype.type(v) for v in (lr, weight_decay))
         self.sum_sq = xp.zeros_like(params)
-        self.scratch = xp.empty_like(params)
         self.state = {"sum_sq": self.sum_sq}
-        self.sliced = _Sliced(xp, params.size, threads)
-        self.parts = self.sliced.views(params, grads, self.sum_sq, self.scratch)
+        self.sliced = _Blocks(xp, params, threads)
+        self.parts = self.sliced.views(params, grads, self.sum_sq)
 
     def step(self) -> None:
         self.sliced.run(self._update, self.parts)

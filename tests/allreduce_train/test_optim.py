@@ -42,6 +42,15 @@ def test_threads_give_the_one_thread_result_to_the_bit(name, momentum, threads):
     assert one.tobytes() == many.tobytes()
 
 
+@pytest.mark.parametrize("name", ["sgd", "adagrad"])
+def test_the_block_size_does_not_change_a_bit(name, monkeypatch):
+    whole, _ = trajectory(config(name), 1)
+    monkeypatch.setattr(optim, "BLOCK", 1000)  # not a multiple of 64 either
+    blocked, opt = trajectory(config(name), 2)
+    assert sum(len(b) for b in opt.sliced.blocks) > 100
+    assert whole.tobytes() == blocked.tobytes()
+
+
 def test_small_buffers_stay_on_the_calling_thread():
     _, opt = trajectory(config("sgd"), 8, n=1000)
     assert len(opt.sliced.slices) == 1 and opt.sliced.pool is None
@@ -89,7 +98,7 @@ def test_an_error_in_a_slice_is_raised_with_its_traceback():
     _, opt = trajectory(config("sgd"), 2, steps=0)
 
     def broken(p, *rest):
-        if p is opt.parts[1][0]:
+        if p is opt.parts[1][0][0]:  # thread 1's first block
             raise RuntimeError("slice 1 failed")
 
     opt._update = broken
