@@ -235,7 +235,7 @@ def main() -> None:
     ap.add_argument(
         "--warmup-steps", type=int, default=10, help="left out of the compute/comm split"
     )
-    ap.add_argument("--allreduce", default="ring", help="ring or mpi")
+    ap.add_argument("--allreduce", default="auto", help="auto (the default), ring, mpi, ...")
     ap.add_argument("--torch", action="store_true", help="also run the PyTorch DDP (gloo) baseline")
     ap.add_argument("--timeout-s", type=float, default=120, help="hard limit per training run")
     args = ap.parse_args()
