@@ -4,16 +4,17 @@
 
 Every algorithm training can run over MPI (scheduled, not in-network), at 1, 2 and 4
 channels, is simulated (netsim.sim.simulate) on the topology of this machine for the run's
-buffer and rank layout; the fastest wins, but one listed later in
-netsim.algorithms.ALGORITHMS displaces the best so far only if predicted MARGIN faster: a gain
-the model cannot resolve (its median error here is about 10%) is not worth leaving the ring
-for (measured at p = 4, 4-16 MiB: halving-doubling predicted 0.5% faster, measured 5-30%
-slower). The topology is this
-machine's calibration (`python -m netsim calibrate` writes it to `cache_file()`, one per
-host name) or, until there is one, ESTIMATE: the parameters calibration fitted on the
-development VM (2 vCPUs, MPICH 5.0.2, the executor with persistent requests; 2026-12-02),
-with this machine's core count. The choice is deterministic for a given file: the simulator
-is. Training makes it on rank 0 and broadcasts it, so every rank runs the same schedule.
+buffer and rank layout; the fastest wins, but one listed later in netsim.algorithms.ALGORITHMS
+displaces the best so far only if predicted MARGIN faster: a gain the model cannot resolve
+(its median error here is about 10%) is not worth leaving the ring for (measured at p = 4,
+4-16 MiB: halving-doubling predicted 0.5% faster, measured 5-30% slower).
+
+The topology is this machine's calibration (`python -m netsim calibrate` writes it to
+`cache_file()`, one per host name) or, until there is one, ESTIMATE: what calibration
+fitted on the development VM (2 vCPUs, MPICH 5.0.2, the executor with persistent requests;
+median |error| 9.8% over p = 2-4 and 4 KiB-64 MiB; 2026-12-02), with this machine's core
+count. The choice is deterministic for a given file: the simulator is. Training makes it on
+rank 0 and broadcasts it, so every rank runs the same schedule.
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ ESTIMATE = {
     "placement": "block",
     "intra_node": {
         "kind": "all-to-all",
-        "latency_us": 1.8,
-        "bandwidth_gbit_per_s": 91.5,
-        "aggregate_bandwidth_gbit_per_s": 105.7,
-        "cache_bandwidth_gbit_per_s": 183.1,
-        "cache_bytes": 32 << 20,
+        "latency_us": 4.288,
+        "bandwidth_gbit_per_s": 35.31,
+        "aggregate_bandwidth_gbit_per_s": 70.62,
+        "cache_bandwidth_gbit_per_s": 60.68,
+        "cache_bytes": 16 << 20,
     },
-    "compute": {"cores": 2, "message_overhead_us": 1.0, "reduce_gbyte_per_s": 17.4},
+    "compute": {"cores": 2, "message_overhead_us": 9.586, "reduce_gbyte_per_s": 4.63},
 }
 # Between hosts, where a calibration (one node) says nothing: MPICH's TCP over 10 GbE.
 NETWORK_ESTIMATE = {
