@@ -49,41 +49,55 @@ class Backend:
 
 
 def select(device: str, local_rank: int, local_size: int) -> Backend:
-    if device in ("gpu", "auto"):
-        gpu = _cupy(local_rank)
-        if gpu is not None:
-            return gpu
-        if device == "gpu":
-            raise UsageError(
-                "--device gpu: CuPy with a CUDA device is not available "
-                "(install the cuda12 or cuda13 extra on a machine with a GPU)"
-            )
-    return _numpy(local_size)
+    """The backend of one rank: `gpu` demands CuPy and a CUDA device (a UsageError naming
+    what is missing otherwise, which the ranks agree on), `auto` takes one if there is one
+    and else says in the device line why it runs on the CPU, `cpu` never looks."""
+    if device == "cpu":
+        return _numpy(local_size)
+    gpu, missing = _cupy(local_rank)
+    if gpu is not None:
+        return gpu
+    if device == "gpu":
+        raise UsageError(
+            f"--device gpu: {missing} (install the cuda12 or cuda13 extra on a machine with "
+            f"a GPU, or use --device cpu)"
+        )
+    return _numpy(local_size, f"no GPU: {missing}")
 
 
-def _numpy(local_size: int) -> Backend:
+def gpu_for(local_rank: int, ndevices: int) -> int:
+    """The device a rank binds: round-robin over the node's visible devices by local rank (the
+    rank among the node's processes, from splitting the communicator by shared memory), so
+    several ranks share a GPU when they outnumber them."""
+    return local_rank % ndevices
+
+
+def _numpy(local_size: int, why: str | None = None) -> Backend:
     # Ranks on one node share its cores: each gets its share of BLAS threads, never more,
     # or p ranks each running all-cores threads fight over the same cores.
     threads = max(1, len(os.sched_getaffinity(0)) // local_size)
     threadpool_limits(threads)
+    note = f"; {why}" if why else ""
     return Backend(
         np,
-        f"cpu (NumPy {np.__version__}, {threads} thread{'s' * (threads > 1)} per rank)",
+        f"cpu (NumPy {np.__version__}, {threads} thread{'s' * (threads > 1)} per rank{note})",
         threads,
     )
 
 
-def _cupy(local_rank: int) -> Backend | None:
+def _cupy(local_rank: int) -> tuple[Backend | None, str | None]:
+    """(the GPU backend, None), or (None, what is missing)."""
     try:
         import cupy
-
+    except ImportError:
+        return None, "CuPy is not installed"
+    try:
         ndevices = cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # no CuPy, no driver, no device: all mean "no GPU here"
-        return None
+    except Exception as exc:  # no driver, no runtime: CuPy's own words say which
+        return None, f"CuPy finds no CUDA device ({type(exc).__name__}: {exc})".rstrip()
     if ndevices == 0:
-        return None
-    # Several ranks may share one GPU (more local ranks than devices): round-robin.
-    device = local_rank % ndevices
+        return None, "CuPy finds no CUDA device"
+    device = gpu_for(local_rank, ndevices)
     cupy.cuda.Device(device).use()
     name = cupy.cuda.runtime.getDeviceProperties(device)["name"].decode()
-    return Backend(cupy, f"gpu {device} ({name}, CuPy {cupy.__version__})")
+    return Backend(cupy, f"gpu {device} of {ndevices} ({name}, CuPy {cupy.__version__})"), None
