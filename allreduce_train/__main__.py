@@ -80,6 +80,8 @@ def setup(world: World, argv):
                 raise UsageError(f"--allreduce {cfg.allreduce}: {exc}") from None
             budget.check(cfg, world.world_size, world.local_size)  # before anything is made
             dev = backend.select(cfg.device, world.local_rank, world.local_size)
+            if cfg.allreduce != "auto":
+                backend.check_allreduce(dev, algorithms.get(cfg.allreduce), world.local_size)
             dataset = data.load(
                 cfg.dataset,
                 seed=cfg.seed,

@@ -21,6 +21,7 @@ class Backend:
     xp: object
     description: str
     threads: int = 1  # the cores this rank owns: its BLAS threads and the optimizer's
+    devices: int = 0  # the GPUs this node shows (0: on the CPU)
 
     @property
     def on_gpu(self) -> bool:
@@ -41,6 +42,11 @@ class Backend:
     def from_host(self, host: np.ndarray, device_array) -> None:
         if self.on_gpu:
             device_array.set(host)
+
+    def finite(self, array) -> bool:
+        """Whether every element is finite, in one BLAS pass (a dot product is NaN or Inf if
+        any element is, or if the norm overflows the dtype); on the GPU, one scalar comes back."""
+        return bool(np.isfinite(float(self.xp.dot(array, array))))
 
     def synchronize(self) -> None:
         """Wait for queued GPU work, so that wall-clock timings mean what they say."""
@@ -100,4 +106,50 @@ def _cupy(local_rank: int) -> tuple[Backend | None, str | None]:
     device = gpu_for(local_rank, ndevices)
     cupy.cuda.Device(device).use()
     name = cupy.cuda.runtime.getDeviceProperties(device)["name"].decode()
-    return Backend(cupy, f"gpu {device} of {ndevices} ({name}, CuPy {cupy.__version__})"), None
+    description = f"gpu {device} of {ndevices} ({name}, CuPy {cupy.__version__})"
+    return Backend(cupy, description, devices=ndevices), None
+
+
+def check_allreduce(dev: Backend, algorithm, local_size: int) -> None:
+    """An all-reduce that needs GPU buffers (NCCL) on a rank that has none, or on ranks that
+    share one (NCCL refuses two ranks of a communicator on one device): a UsageError."""
+    if not algorithm.needs_gpu:
+        return
+    if not dev.on_gpu:
+        raise UsageError(
+            f"--allreduce {algorithm.name}: needs a GPU per rank; this rank runs on "
+            f"{dev.description}"
+        )
+    if local_size > dev.devices:
+        raise UsageError(
+            f"--allreduce {algorithm.name}: NCCL needs a GPU of its own per rank; {local_size} "
+            f"ranks share {dev.devices} GPU{'s' * (dev.devices > 1)} on this node (the "
+            "default, staged all-reduce lets them share)"
+        )
+
+
+class NcclAllreduce:
+    """ncclAllReduce (sum, in place) of a GPU buffer over every rank, through CuPy's NCCL
+    bindings: rank 0 makes the unique id, MPI broadcasts it. Its messages are NCCL's, so
+    they are not observable: steps are recorded, their bytes hidden (as MPI_Allreduce's)."""
+
+    schedule = None
+    on_device = True  # works on the GPU buffer itself: no host staging
+
+    def __init__(self, world, xp, dtype):
+        from cupy.cuda import nccl
+
+        uid = world.bcast(nccl.get_unique_id() if world.is_root else None)
+        self.comm = nccl.NcclCommunicator(world.world_size, uid, world.rank)
+        self.xp, self.sum = xp, nccl.NCCL_SUM
+        self.dtype = {4: nccl.NCCL_FLOAT32, 8: nccl.NCCL_FLOAT64}[xp.dtype(dtype).itemsize]
+
+    def record_into(self, recorder) -> None:
+        if recorder is not None:
+            recorder.bind(None)
+
+    def __call__(self, buf) -> None:
+        stream = self.xp.cuda.get_current_stream()
+        ptr = buf.data.ptr
+        self.comm.allReduce(ptr, ptr, buf.size, self.dtype, self.sum, stream.ptr)
+        stream.synchronize()  # the step's times mean the sum is there

@@ -18,6 +18,7 @@ from netsim import algorithms
 from netsim.record import rundir
 from netsim.record.recorder import Recorder
 
+from . import backend as backend_module
 from . import collectives, data, optim
 from .backend import Backend
 from .collectives import Transport
@@ -73,21 +74,17 @@ class Trainer:
         self.optimizer = optim.make(
             cfg, self.model.params, self.model.grads, backend.xp, backend.threads
         )
-        self.host_grads = backend.host_mirror(self.model.grads)
         self.node_of_rank = node_of_rank(cfg, world)
         self.algorithm = algorithms.get(cfg.allreduce)
-        self.allreduce = collectives.make_allreduce(
-            self.algorithm,
-            world.world_size,
-            world.rank,
-            self.model.nparams,
-            transport,
-            np,
-            self.dtype,
-            node_of_rank=self.node_of_rank,
-            segments=self.model.layer_segments,
-            channels=cfg.channels,
+        self.allreduce = (
+            backend_module.NcclAllreduce(world, backend.xp, self.dtype)
+            if self.algorithm.needs_gpu
+            else self._host_allreduce(world, transport)
         )
+        # The buffer the all-reduce sums: the gradient itself on the CPU or with NCCL (on the
+        # GPU), else its pinned host mirror, the gradient staged through it every step.
+        staged = backend.on_gpu and not getattr(self.allreduce, "on_device", False)
+        self.comm_grads = backend.host_mirror(self.model.grads) if staged else self.model.grads
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         straggler = cfg.straggler_spec
         self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
@@ -97,6 +94,21 @@ class Trainer:
         self.totals = Totals()
         self.recorder = None  # what record_into gave: every step's record goes there
         self.watchdog = Watchdog(None, world.rank, 1, 0, 0)  # run() gives a live one
+
+    def _host_allreduce(self, world: World, transport: Transport):
+        """The schedule (or MPI_Allreduce) on host buffers, over `transport`."""
+        return collectives.make_allreduce(
+            self.algorithm,
+            world.world_size,
+            world.rank,
+            self.model.nparams,
+            transport,
+            np,
+            self.dtype,
+            node_of_rank=self.node_of_rank,
+            segments=self.model.layer_segments,
+            channels=self.cfg.channels,
+        )
 
     def new_recorder(self, run_dir: str) -> Recorder:
         """This rank's step file in run_dir, open for record_into."""
@@ -140,12 +152,12 @@ class Trainer:
             self.injection.strike(self.world.rank, step, None)
         t1 = time.perf_counter_ns()
         self.watchdog.where = (step, "the all-reduce", t1)  # tuples: no cost to speak of
-        self.allreduce(self.host_grads)
+        self.allreduce(self.comm_grads)
         t2 = time.perf_counter_ns()
         self.watchdog.where = (step, None, t2)
-        g = self.host_grads
-        if np.isfinite(np.dot(g, g)):  # one BLAS pass: NaN, Inf, or a norm past the dtype's
-            self.backend.from_host(self.host_grads, self.model.grads)
+        if self.backend.finite(self.comm_grads):  # NaN, Inf, or a norm past the dtype's
+            if self.comm_grads is not self.model.grads:
+                self.backend.from_host(self.comm_grads, self.model.grads)
             self.optimizer.step()
             self.skips_in_a_row, counted = 0, n
         else:  # every rank holds the same sum, so every rank gets here, or none
@@ -168,23 +180,23 @@ class Trainer:
         return t0, t1, t2, t3
 
     def local_gradient(self, step: int, order: np.ndarray) -> tuple[float, int]:
-        """This rank's gradient of its rows of the step's batch, into host_grads; returns the
+        """This rank's gradient of its rows of the step's batch, into comm_grads; returns the
         rows' loss sum and count."""
         xp, b = self.backend.xp, self.cfg.global_batch
         s = step % self.steps_per_epoch
         x, y = self.dataset.rows("train", order[s * b : (s + 1) * b][self.mine], self.dtype)
         loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
-        self.backend.to_host(self.model.grads, self.host_grads)
+        if self.comm_grads is not self.model.grads:
+            self.backend.to_host(self.model.grads, self.comm_grads)
         if self.injection is not None and self.injection.kind == "nan":
-            self.injection.strike(self.world.rank, step, self.host_grads)
+            self.injection.strike(self.world.rank, step, self.comm_grads)
         return loss_sum, len(y)
 
     def nonfinite(self, step: int, order: np.ndarray, loss: float) -> None:
         """The averaged gradient is not finite: find whose local one was (recomputed: the
         weights have not moved), then stop (NonFinite) or skip the update."""
         self.local_gradient(step, order)
-        g = self.host_grads
-        mine = (bool(np.isfinite(np.dot(g, g))), float(loss))
+        mine = (self.backend.finite(self.comm_grads), float(loss))
         seen = self.world.allgather(mine)
         bad = [r for r, (finite, _) in enumerate(seen) if not finite]
         if self.cfg.nonfinite == "skip":

@@ -22,7 +22,8 @@ and even chunks (each module gives the exact counts):
     double-binary-tree  2 (L-1+log2 N)    per half n/2 to the parent and to each child
     hierarchical-ring   2(L-1) + 2(N-1)   2(L-1)/L * n inside a node + 2(N-1)/N * n/L between
     parameter-server    2                 2(p-1)/p * n        (one even segment per rank)
-    mpi                 the library's     not observable      (MPI_Allreduce: no schedule)
+    mpi, nccl           the library's     not observable      (MPI_Allreduce, ncclAllReduce:
+                                                              no schedule)
     nvls, nvls-tree,    none: the switches add (in_network.py; simulated only, not over
     collnet             MPI): per link, the bytes their definitions say
 
@@ -45,7 +46,7 @@ from .double_tree import DOUBLE_BINARY_TREE
 from .halving_doubling import HALVING_DOUBLING
 from .hierarchical_ring import HIERARCHICAL_RING
 from .in_network import COLLNET, NVLS, NVLS_TREE
-from .mpi import MPI
+from .mpi import MPI, NCCL
 from .parameter_server import PARAMETER_SERVER
 from .recursive_doubling import RECURSIVE_DOUBLING
 from .reference import execute  # noqa: F401
@@ -65,6 +66,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         HIERARCHICAL_RING,
         PARAMETER_SERVER,
         MPI,
+        NCCL,
         NVLS,
         NVLS_TREE,
         COLLNET,

@@ -34,6 +34,7 @@ class Algorithm(ABC):
     formula: str | None  # the elements each rank sends, as people write it
     scheduled = True  # its messages are a schedule of ours: recorded, counted, simulated
     runs_over_mpi = True  # training can use it (in-network reduction cannot: the switches add)
+    needs_gpu = False  # training can use it only on GPU buffers (NCCL)
 
     def schedule(
         self,

@@ -1,9 +1,11 @@
-"""MPI_Allreduce: the library's own all-reduce, the naive sibling the schedules are tested
-against (one call, and the library chooses its algorithm by size and rank count).
+"""The libraries' own all-reduces: MPI_Allreduce, the naive sibling the schedules are tested
+against (one call, and the library chooses its algorithm by size and rank count), and
+NCCL's ncclAllReduce on GPU buffers (CuPy's bindings), the GPU reference.
 
-Its messages are the library's business: it has no schedule of ours, so its bytes are not
+Their messages are the library's business: they have no schedule of ours, so their bytes are not
 observable (a report that claimed them would put invented numbers into a report about real
-traffic) and it cannot be simulated. Its stalls and its time still are measured.
+traffic) and they cannot be simulated (netsim.sim.nccl models NCCL's
+algorithms on clusters). Their stalls and their time still are measured.
 """
 
 from __future__ import annotations
@@ -27,4 +29,10 @@ class Mpi(Algorithm):
         return None
 
 
+class Nccl(Mpi):
+    name, label = "nccl", "ncclAllReduce"
+    needs_gpu = True  # on the GPU buffers themselves, one GPU per rank
+
+
 MPI = Mpi()
+NCCL = Nccl()

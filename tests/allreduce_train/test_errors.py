@@ -39,6 +39,7 @@ BAD_INPUT = [
     (["--dataset", "mnist"], ["needs --data-dir"]),
     (["--dataset", "mnist", "--data-dir", "/nonexistent"], ["no such directory"]),
     (["--device", "gpu"], ["--device gpu", "CuPy"]),
+    (["--allreduce", "nccl"], ["--allreduce nccl: needs a GPU per rank", "runs on cpu"]),
     (["--comm-timeout", "-1"], ["--comm-timeout must be seconds >= 0", "-1"]),
     (["--stall-warn", "nan"], ["--stall-warn must be seconds >= 0", "nan"]),
     (["--inject", "kind=boom,rank=0,step=1"], ["--inject wants kind=K", "got 'boom'"]),

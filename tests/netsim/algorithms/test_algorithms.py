@@ -229,7 +229,7 @@ def test_mpi_allreduce_is_an_algorithm_without_a_schedule():
 
 
 def test_every_algorithm_is_listed_by_its_name():
-    assert list(algorithms.ALGORITHMS) == [*NAMES, "mpi", "nvls", "nvls-tree", "collnet"]
+    assert list(algorithms.ALGORITHMS) == [*NAMES, "mpi", "nccl", "nvls", "nvls-tree", "collnet"]
     assert NAMES == [
         "ring",
         "halving-doubling",
