@@ -60,9 +60,12 @@ def test_the_update_really_runs_on_several_threads():
     seen = set()
     _, opt = trajectory(config("sgd"), 3, steps=0)
     update = opt._update
+    together = threading.Barrier(3, timeout=30)  # the slices run at once, on three threads
 
     def spy(*views):
-        seen.add(threading.get_ident())
+        if threading.get_ident() not in seen:
+            seen.add(threading.get_ident())
+            together.wait()  # (a pool reusing a thread for two slices would break it)
         update(*views)
 
     opt._update = spy
