@@ -43,6 +43,10 @@ class Backend:
         if self.on_gpu:
             device_array.set(host)
 
+    def copier(self):
+        """What stages a gradient through host memory (staging.StagedAllreduce)."""
+        return CupyCopier(self.xp)
+
     def finite(self, array) -> bool:
         """Whether every element is finite, in one BLAS pass (a dot product is NaN or Inf if
         any element is, or if the norm overflows the dtype); on the GPU, one scalar comes back."""
@@ -52,6 +56,43 @@ class Backend:
         """Wait for queued GPU work, so that wall-clock timings mean what they say."""
         if self.on_gpu:
             self.xp.cuda.get_current_stream().synchronize()
+
+
+class CupyCopier:
+    """Pieces of a GPU buffer to its pinned host mirror on a stream of their own (each
+    cudaMemcpyAsync after the device's queued work), an event per mark to wait on; the sum
+    goes back on the current stream, so the update after it reads the sum."""
+
+    def __init__(self, cupy):
+        self.cp, self.events = cupy, {}
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+
+    def begin(self, device, host) -> None:
+        self.device, self.host = device, host
+        ready = self.cp.cuda.Event(disable_timing=True)
+        ready.record(self.cp.cuda.get_current_stream())
+        self.stream.wait_event(ready)  # the gradient is written before any piece leaves
+
+    def to_host(self, lo: int, hi: int) -> None:
+        size, rt = self.host.itemsize, self.cp.cuda.runtime
+        rt.memcpyAsync(
+            self.host.ctypes.data + lo * size,
+            self.device.data.ptr + lo * size,
+            (hi - lo) * size,
+            rt.memcpyDeviceToHost,
+            self.stream.ptr,
+        )
+
+    def mark(self, k: int) -> None:
+        if k not in self.events:
+            self.events[k] = self.cp.cuda.Event(disable_timing=True)
+        self.events[k].record(self.stream)
+
+    def wait(self, k: int) -> None:
+        self.events[k].synchronize()
+
+    def to_device(self) -> None:
+        self.device.set(self.host)
 
 
 def select(device: str, local_rank: int, local_size: int) -> Backend:

@@ -64,6 +64,19 @@ class ScheduleAllreduce:
         self.scratch, self._add = xp.empty(scratch, dtype=dtype), xp.add
         self._buf = None  # the buffer bound
         self._bound = self._messages = ()
+        self._wait = None  # staging: called with round k's index before it runs
+
+    def touched(self) -> list[list[tuple[int, int]]]:
+        """Per round, the (lo, hi) ranges of the buffer this rank sends, receives or adds
+        into: what staging.plan orders the host copy by."""
+        return [
+            [(lo, hi) for _, lo, hi in r.sends] + [(lo, hi) for _, lo, hi, _ in r.recvs]
+            for r in self.rounds
+        ]
+
+    def stage(self, wait) -> None:
+        """Call wait(k) before round k runs, every step (staging.StagedAllreduce)."""
+        self._wait, self._buf = wait, None  # bound again at the next call, with the waits
 
     def record_into(self, recorder) -> None:
         """Record every later step into `recorder` (None: record nothing)."""
@@ -109,8 +122,11 @@ class ScheduleAllreduce:
             adds = tuple(
                 (buf[lo:hi], scratch[off : off + hi - lo]) for _, lo, hi, off in r.recvs if off >= 0
             )
+            run = prepared(self.transport, sends, recvs, r.tag)
+            if self._wait is not None:  # the round's part of the host copy first
+                run = _after(self._wait, k - 1, run)
             # k: the slot of the reading after it
-            bound.append((prepared(self.transport, sends, recvs, r.tag), adds, k))
+            bound.append((run, adds, k))
             messages.append((r.label, sends, recvs))
         self._buf, self._bound, self._messages = buf, tuple(bound), tuple(messages)
         if self.recorder is not None:
@@ -141,6 +157,14 @@ def prepared(transport: Transport, sends, recvs, tag: int):
         return prepare(sends, recvs, tag)
     exchange = transport.exchange
     return lambda: exchange(sends, recvs, tag)
+
+
+def _after(wait, k: int, run):
+    def staged():
+        wait(k)
+        run()
+
+    return staged
 
 
 def make_allreduce(

@@ -19,7 +19,7 @@ from netsim.record import rundir
 from netsim.record.recorder import Recorder
 
 from . import backend as backend_module
-from . import collectives, data, optim
+from . import collectives, data, optim, staging
 from .backend import Backend
 from .collectives import Transport
 from .comm import World
@@ -82,9 +82,14 @@ class Trainer:
             else self._host_allreduce(world, transport)
         )
         # The buffer the all-reduce sums: the gradient itself on the CPU or with NCCL (on the
-        # GPU), else its pinned host mirror, the gradient staged through it every step.
-        staged = backend.on_gpu and not getattr(self.allreduce, "on_device", False)
-        self.comm_grads = backend.host_mirror(self.model.grads) if staged else self.model.grads
+        # GPU), else its pinned host mirror, the gradient staged through it every step in
+        # pieces the rounds wait for (staging.py).
+        self.comm_grads = self.model.grads
+        if backend.on_gpu and not getattr(self.allreduce, "on_device", False):
+            self.comm_grads = backend.host_mirror(self.model.grads)
+            self.allreduce = staging.StagedAllreduce(
+                self.allreduce, backend.copier(), self.model.grads, self.comm_grads
+            )
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         straggler = cfg.straggler_spec
         self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
@@ -156,8 +161,6 @@ class Trainer:
         t2 = time.perf_counter_ns()
         self.watchdog.where = (step, None, t2)
         if self.backend.finite(self.comm_grads):  # NaN, Inf, or a norm past the dtype's
-            if self.comm_grads is not self.model.grads:
-                self.backend.from_host(self.comm_grads, self.model.grads)
             self.optimizer.step()
             self.skips_in_a_row, counted = 0, n
         else:  # every rank holds the same sum, so every rank gets here, or none
@@ -186,17 +189,15 @@ class Trainer:
         s = step % self.steps_per_epoch
         x, y = self.dataset.rows("train", order[s * b : (s + 1) * b][self.mine], self.dtype)
         loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
-        if self.comm_grads is not self.model.grads:
-            self.backend.to_host(self.model.grads, self.comm_grads)
         if self.injection is not None and self.injection.kind == "nan":
-            self.injection.strike(self.world.rank, step, self.comm_grads)
+            self.injection.strike(self.world.rank, step, self.model.grads)
         return loss_sum, len(y)
 
     def nonfinite(self, step: int, order: np.ndarray, loss: float) -> None:
         """The averaged gradient is not finite: find whose local one was (recomputed: the
         weights have not moved), then stop (NonFinite) or skip the update."""
         self.local_gradient(step, order)
-        mine = (self.backend.finite(self.comm_grads), float(loss))
+        mine = (self.backend.finite(self.model.grads), float(loss))
         seen = self.world.allgather(mine)
         bad = [r for r, (finite, _) in enumerate(seen) if not finite]
         if self.cfg.nonfinite == "skip":
