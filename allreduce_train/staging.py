@@ -71,9 +71,8 @@ class StagedAllreduce:
         rounds = getattr(allreduce, "touched", None)
         touched = rounds() if rounds is not None else []
         self.pieces = plan(touched, host_buf.size)
-        self.copied_bytes = 2 * host_buf.nbytes  # per step: the gradient there and back
         if rounds is not None:
-            allreduce.stage(self._wait)
+            allreduce.stage(copier.wait)
 
     def record_into(self, recorder) -> None:
         self.allreduce.record_into(recorder)
@@ -81,9 +80,6 @@ class StagedAllreduce:
     @property
     def schedule(self):
         return self.allreduce.schedule
-
-    def _wait(self, k: int) -> None:
-        self.copier.wait(k)
 
     def __call__(self, host_buf) -> None:
         copier = self.copier
