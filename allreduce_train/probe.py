@@ -1,7 +1,7 @@
 """python -m allreduce_train.probe: what the MPI of this machine costs, measured for netsim.
 
     mpirun -n P python -m allreduce_train.probe --out probe.json [--pingpong-sizes 8,...,64M]
-        [--allreduce-sizes 64K,...,64M] [--rounds 7]
+        [--allreduce-sizes 4K,...,64M] [--rounds 7]
 
 Two measurements, written by rank 0 as JSON (`netsim.sim.calibrate` fits a topology to them):
 
@@ -72,7 +72,7 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         type=byte_sizes,
         default=ALLREDUCE_SIZES,
         metavar="B,B",
-        help="float32 buffer sizes, or none (default: 64 KiB .. 64 MiB)",
+        help="float32 buffer sizes, or none (default: 4 KiB .. 64 MiB)",
     )
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per size (default: 7)")
     p.speak = speak

@@ -3,7 +3,7 @@
     python -m netsim calibrate [--ranks 2,3,4] [--rounds 3] [--passes 5] [--out this-machine.toml]
 
 Measured (netsim.sim.measure): ping-pong between two ranks, 8 B .. 64 MiB, and our ring
-all-reduce (the executor training uses) at every rank count, 64 KiB .. 64 MiB.
+all-reduce (the executor training uses) at every rank count, 4 KiB .. 64 MiB.
 
 Fitted: one node whose GPUs are the ranks, gpus_per_node = the most ranks measured, an
 all-to-all fabric. Each parameter is a physical quantity pinned by its own part of the data:
