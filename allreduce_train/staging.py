@@ -63,23 +63,19 @@ def _merge(ranges):
 class StagedAllreduce:
     """The all-reduce of a device gradient through its host mirror: pieces copied in the
     order the rounds need them (the executor waits for each round's), the sum copied back.
-    With an executor that has no rounds to wait at (MPI_Allreduce), every piece first."""
+    With an executor that has no rounds to wait at (MPI_Allreduce), the whole buffer first
+    (its plan is one piece)."""
 
     def __init__(self, allreduce, copier, device_buf, host_buf):
         self.allreduce, self.copier = allreduce, copier
         self.device, self.host = device_buf, host_buf
-        rounds = getattr(allreduce, "touched", None)
-        touched = rounds() if rounds is not None else []
-        self.pieces = plan(touched, host_buf.size)
-        if rounds is not None:
+        self.in_rounds = hasattr(allreduce, "touched")  # it waits for its pieces itself
+        self.pieces = plan(allreduce.touched() if self.in_rounds else [], host_buf.size)
+        if self.in_rounds:
             allreduce.stage(copier.wait)
 
     def record_into(self, recorder) -> None:
         self.allreduce.record_into(recorder)
-
-    @property
-    def schedule(self):
-        return self.allreduce.schedule
 
     def __call__(self, host_buf) -> None:
         copier = self.copier
@@ -88,9 +84,9 @@ class StagedAllreduce:
             for lo, hi in pieces:
                 copier.to_host(lo, hi)
             copier.mark(k)
-        if getattr(self.allreduce, "touched", None) is None:
-            for k in range(len(self.pieces)):
-                copier.wait(k)
+        last = len(self.pieces) - 1  # what no round touched (all of it, on one rank)
+        if not self.in_rounds:
+            copier.wait(last)
         self.allreduce(host_buf)
-        copier.wait(len(self.pieces) - 1)  # what no round touched (all of it, on one rank)
+        copier.wait(last)
         copier.to_device()
