@@ -7,7 +7,14 @@ import sys
 import numpy as np
 
 from . import exits
-from .comm import MpiTransport, World, check_launcher, install_abort_hook
+from .comm import (
+    MpiTransport,
+    World,
+    check_launcher,
+    cuda_aware,
+    install_abort_hook,
+    library_version,
+)
 from .config import Config, UsageError
 from .options import HelpShown, parser
 
@@ -82,6 +89,9 @@ def setup(world: World, argv):
             dev = backend.select(cfg.device, world.local_rank, world.local_size)
             if cfg.allreduce != "auto":
                 backend.check_allreduce(dev, algorithms.get(cfg.allreduce), world.local_size)
+            if cfg.cuda_aware_mpi:
+                algorithm = algorithms.get(cfg.allreduce if cfg.allreduce != "auto" else "ring")
+                backend.check_cuda_aware(dev, algorithm, cuda_aware(), library_version())
             dataset = data.load(
                 cfg.dataset,
                 seed=cfg.seed,

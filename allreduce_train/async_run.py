@@ -101,6 +101,7 @@ def describe(cfg, world, backend, dataset, model, layout, run_dir, spe) -> dict:
     shim = SimpleNamespace(
         cfg=cfg, world=world, dataset=dataset, model=model, backend=backend,
         steps_per_epoch=spe, total_steps=layout.total, node_of_rank=train.node_of_rank(cfg, world),
+        gradient_path="; pushes and fetches through host memory" if backend.on_gpu else "",
     )  # fmt: skip
     d = config_record(shim, run_dir)
     d["local_batch_by_rank"] = [cfg.global_batch] * layout.replicas + [0] * cfg.servers

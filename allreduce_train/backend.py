@@ -1,8 +1,10 @@
 """The array backend: NumPy on the CPU or CuPy on a GPU, chosen once per rank.
 
-`xp` is the array module the model computes with. Collectives run on host buffers: with
-CuPy the gradient is staged through one pinned host mirror per run (one device-to-host and
-one host-to-device copy per step), which works with any MPI, CUDA-aware or not.
+`xp` is the array module the model computes with. With CuPy the all-reduce's gradient
+reaches MPI one of three ways: staged through a pinned host mirror (the default: one copy
+each way per step, overlapped with the rounds; allreduce_train.staging), which works with
+any MPI; on the device buffer itself through a CUDA-aware MPI (--cuda-aware-mpi, checked
+here: check_cuda_aware); or NCCL's (--allreduce nccl: NcclAllreduce).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class Backend:
     def finite(self, array) -> bool:
         """Whether every element is finite, in one BLAS pass (a dot product is NaN or Inf if
         any element is, or if the norm overflows the dtype); on the GPU, one scalar comes back."""
-        return bool(np.isfinite(float(self.xp.dot(array, array))))
+        xp = np if isinstance(array, np.ndarray) else self.xp  # a host mirror is NumPy's
+        return bool(np.isfinite(float(xp.dot(array, array))))
 
     def synchronize(self) -> None:
         """Wait for queued GPU work, so that wall-clock timings mean what they say."""
@@ -61,38 +64,54 @@ class Backend:
 class CupyCopier:
     """Pieces of a GPU buffer to its pinned host mirror on a stream of their own (each
     cudaMemcpyAsync after the device's queued work), an event per mark to wait on; the sum
-    goes back on the current stream, so the update after it reads the sum."""
+    goes back on the current stream, so the update after it reads the sum. Each direction is
+    timed by events around it (`times_ns`), the GPU's own clock."""
 
     def __init__(self, cupy):
         self.cp, self.events = cupy, {}
         self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.clocks = [cupy.cuda.Event() for _ in range(3)]  # d2h start; h2d start, end
 
     def begin(self, device, host) -> None:
         self.device, self.host = device, host
         ready = self.cp.cuda.Event(disable_timing=True)
         ready.record(self.cp.cuda.get_current_stream())
         self.stream.wait_event(ready)  # the gradient is written before any piece leaves
+        self.clocks[0].record(self.stream)
 
     def to_host(self, lo: int, hi: int) -> None:
-        size, rt = self.host.itemsize, self.cp.cuda.runtime
-        rt.memcpyAsync(
-            self.host.ctypes.data + lo * size,
-            self.device.data.ptr + lo * size,
-            (hi - lo) * size,
-            rt.memcpyDeviceToHost,
-            self.stream.ptr,
-        )
+        self._copy(lo, hi, self.cp.cuda.runtime.memcpyDeviceToHost, self.stream)
 
     def mark(self, k: int) -> None:
         if k not in self.events:
-            self.events[k] = self.cp.cuda.Event(disable_timing=True)
+            self.events[k] = self.cp.cuda.Event()
         self.events[k].record(self.stream)
+        self.last = self.events[k]
 
     def wait(self, k: int) -> None:
         self.events[k].synchronize()
 
     def to_device(self) -> None:
-        self.device.set(self.host)
+        stream = self.cp.cuda.get_current_stream()
+        self.clocks[1].record(stream)
+        self._copy(0, self.host.size, self.cp.cuda.runtime.memcpyHostToDevice, stream)
+        self.clocks[2].record(stream)  # the update after it is queued behind it
+
+    def times_ns(self) -> tuple[int, int]:
+        """How long the last step's copies took each way (the device-to-host one from its
+        first piece queued to its last landed)."""
+        elapsed = self.cp.cuda.get_elapsed_time
+        self.clocks[2].synchronize()
+        return (
+            round(elapsed(self.clocks[0], self.last) * 1e6),
+            round(elapsed(self.clocks[1], self.clocks[2]) * 1e6),
+        )
+
+    def _copy(self, lo: int, hi: int, kind, stream) -> None:
+        size, rt = self.host.itemsize, self.cp.cuda.runtime
+        host, device = self.host.ctypes.data + lo * size, self.device.data.ptr + lo * size
+        dst, src = (host, device) if kind == rt.memcpyDeviceToHost else (device, host)
+        rt.memcpyAsync(dst, src, (hi - lo) * size, kind, stream.ptr)
 
 
 def select(device: str, local_rank: int, local_size: int) -> Backend:
@@ -166,6 +185,25 @@ def check_allreduce(dev: Backend, algorithm, local_size: int) -> None:
             f"--allreduce {algorithm.name}: NCCL needs a GPU of its own per rank; {local_size} "
             f"ranks share {dev.devices} GPU{'s' * (dev.devices > 1)} on this node (the "
             "default, staged all-reduce lets them share)"
+        )
+
+
+def check_cuda_aware(dev: Backend, algorithm, mpi_says: bool | None, library: str) -> None:
+    """--cuda-aware-mpi on a rank without a GPU, with NCCL (which works on the GPU buffers
+    itself), or with an MPI that does not say it moves device memory: a UsageError."""
+    if not dev.on_gpu:
+        raise UsageError(f"--cuda-aware-mpi: needs a GPU; this rank runs on {dev.description}")
+    if algorithm.needs_gpu:
+        raise UsageError(
+            f"--cuda-aware-mpi with --allreduce {algorithm.name}: {algorithm.name} moves the "
+            "GPU buffers itself; leave one of them out"
+        )
+    if not mpi_says:
+        said = "cannot say" if mpi_says is None else "says it is not"
+        raise UsageError(
+            f"--cuda-aware-mpi: this MPI ({library}) {said} CUDA-aware "
+            "(MPIX_Query_cuda_support); the PyPI mpich wheel is not. Leave the option out to "
+            "stage the gradient through pinned host memory, which works with any MPI"
         )
 
 

@@ -9,6 +9,7 @@ every MPI call of the program is here, by design.)
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import time
@@ -338,6 +339,16 @@ def check_launcher(world_size: int) -> str | None:
                 f"(mpi4py uses {library_version()}); use the mpirun that comes with it"
             )
     return None
+
+
+def cuda_aware() -> bool | None:
+    """Whether the MPI library says it moves CUDA device memory (MPIX_Query_cuda_support,
+    which MPICH and Open MPI both export); None: it cannot say (no such function)."""
+    try:
+        query = ctypes.CDLL(MPI.__file__).MPIX_Query_cuda_support  # libmpi, through mpi4py
+    except (OSError, AttributeError):
+        return None
+    return bool(query())
 
 
 def library_version() -> str:

@@ -59,6 +59,7 @@ class Config:
     # parallelism and reporting
     allreduce: str = "auto"  # netsim's model picks, per machine (autoselect.py); or a name
     device: str = "auto"
+    cuda_aware_mpi: bool = False  # GPU buffers straight to MPI (else staged through the host)
     run_dir: str | None = None  # None: runs/<date>-<time>-p<world size>
     eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch
     check_every: int = 50  # steps between cross-rank weight checksum checks; 0: only at the end
@@ -149,6 +150,11 @@ class Config:
                 self.nonfinite == "stop",
                 "--nonfinite skip: --mode async stops at a non-finite gradient (a replica "
                 "cannot skip an update the others never wait for)",
+            )
+            need(
+                not self.cuda_aware_mpi,
+                "--cuda-aware-mpi: --mode async has no all-reduce; its pushes and fetches go "
+                "through host memory",
             )
         need(
             0 <= self.weight_decay < math.inf,

@@ -198,6 +198,12 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         help="auto: a GPU through CuPy when there is one, else the CPU (default: %(default)s)",
     )
     g.add_argument(
+        "--cuda-aware-mpi",
+        action="store_true",
+        help="on a GPU, hand MPI the GPU buffers themselves (the MPI must be CUDA-aware; the "
+        "PyPI mpich wheel is not); default: stage them through pinned host memory",
+    )
+    g.add_argument(
         "--run-dir",
         metavar="DIR",
         help="where the records go; must not hold a run already "

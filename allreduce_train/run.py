@@ -250,7 +250,7 @@ def config_record(trainer: Trainer, run_dir: str) -> dict:
         "pid_by_rank": world.allgather(os.getpid()),  # mpiexec names a dead rank by its PID
         "nodes": len(set(world.hostnames)),
         "mpi_library": library_version(),
-        "device": trainer.backend.description,
+        "device": trainer.backend.description + trainer.gradient_path,
         "dataset": {
             "name": ds.name,
             "train_samples": len(ds.y_train),

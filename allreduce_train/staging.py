@@ -12,7 +12,10 @@ receive never races a copy. After the all-reduce the whole buffer goes back to t
 
 The copier is the device's business (backend.CupyCopier: cudaMemcpyAsync on its own
 stream, an event per mark); the tests run the same plan on NumPy with a copier that does
-each copy only when it is waited for, so a missing wait gives a wrong sum.
+each copy only when it is waited for, so a missing wait gives a wrong sum. Recording, every
+step's copies go into its record beside the collective's messages: n * itemsize bytes each
+way, and how long each direction took (the copier's `times_ns`: on a GPU, its events'
+elapsed time, so the device-to-host time is the copy stream's, overlapped with the rounds).
 """
 
 from __future__ import annotations
@@ -73,8 +76,12 @@ class StagedAllreduce:
         self.pieces = plan(allreduce.touched() if self.in_rounds else [], host_buf.size)
         if self.in_rounds:
             allreduce.stage(copier.wait)
+        self.recorder = None
 
     def record_into(self, recorder) -> None:
+        if recorder is not None:
+            recorder.staged(self.host.nbytes, self.host.nbytes)
+        self.recorder = recorder
         self.allreduce.record_into(recorder)
 
     def __call__(self, host_buf) -> None:
@@ -90,3 +97,29 @@ class StagedAllreduce:
         self.allreduce(host_buf)
         copier.wait(last)
         copier.to_device()
+        if self.recorder is not None:
+            slots, at = self.recorder.slots, self.recorder.base + self.recorder.copy_slot
+            slots[at], slots[at + 1] = copier.times_ns()
+
+
+class DirectAllreduce:
+    """The all-reduce on the GPU buffer itself, through a CUDA-aware MPI (--cuda-aware-mpi):
+    the schedule's adds run on the GPU. MPI reads and writes device memory outside the
+    stream's order, so the stream is synchronised before every round (after the gradient,
+    and after the adds of the round before), and once more at the end, so that the step's
+    times mean the sum is there. No copies: the recorder counts only the messages."""
+
+    def __init__(self, allreduce, synchronize):
+        self.allreduce, self.synchronize = allreduce, synchronize
+        self.in_rounds = hasattr(allreduce, "stage")
+        if self.in_rounds:
+            allreduce.stage(lambda k: synchronize())
+
+    def record_into(self, recorder) -> None:
+        self.allreduce.record_into(recorder)
+
+    def __call__(self, buf) -> None:
+        if not self.in_rounds:  # MPI_Allreduce: one call, one synchronisation before it
+            self.synchronize()
+        self.allreduce(buf)
+        self.synchronize()

@@ -76,20 +76,29 @@ class Trainer:
         )
         self.node_of_rank = node_of_rank(cfg, world)
         self.algorithm = algorithms.get(cfg.allreduce)
-        self.allreduce = (
-            backend_module.NcclAllreduce(world, backend.xp, self.dtype)
-            if self.algorithm.needs_gpu
-            else self._host_allreduce(world, transport)
-        )
-        # The buffer the all-reduce sums: the gradient itself on the CPU or with NCCL (on the
-        # GPU), else its pinned host mirror, the gradient staged through it every step in
-        # pieces the rounds wait for (staging.py).
-        self.comm_grads = self.model.grads
-        if backend.on_gpu and not getattr(self.allreduce, "on_device", False):
+        # The buffer the all-reduce sums: the gradient itself on the CPU, with NCCL and
+        # through a CUDA-aware MPI (on the GPU), else its pinned host mirror, the gradient
+        # staged through it every step in pieces the rounds wait for (staging.py).
+        self.comm_grads, self.gradient_path = self.model.grads, ""
+        if self.algorithm.needs_gpu:
+            self.allreduce = backend_module.NcclAllreduce(world, backend.xp, self.dtype)
+            self.gradient_path = "; the all-reduce by NCCL on the GPU buffers"
+        elif backend.on_gpu and cfg.cuda_aware_mpi:
+            self.allreduce = staging.DirectAllreduce(
+                self._mpi_allreduce(world, transport, backend.xp), backend.synchronize
+            )
+            self.gradient_path = "; the all-reduce on the GPU buffers (CUDA-aware MPI)"
+        elif backend.on_gpu:
             self.comm_grads = backend.host_mirror(self.model.grads)
             self.allreduce = staging.StagedAllreduce(
-                self.allreduce, backend.copier(), self.model.grads, self.comm_grads
+                self._mpi_allreduce(world, transport, np),
+                backend.copier(),
+                self.model.grads,
+                self.comm_grads,
             )
+            self.gradient_path = "; gradients staged through pinned host memory"
+        else:
+            self.allreduce = self._mpi_allreduce(world, transport, np)
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         straggler = cfg.straggler_spec
         self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
@@ -100,15 +109,15 @@ class Trainer:
         self.recorder = None  # what record_into gave: every step's record goes there
         self.watchdog = Watchdog(None, world.rank, 1, 0, 0)  # run() gives a live one
 
-    def _host_allreduce(self, world: World, transport: Transport):
-        """The schedule (or MPI_Allreduce) on host buffers, over `transport`."""
+    def _mpi_allreduce(self, world: World, transport: Transport, xp):
+        """The schedule (or MPI_Allreduce) over `transport`, its adds by `xp`."""
         return collectives.make_allreduce(
             self.algorithm,
             world.world_size,
             world.rank,
             self.model.nparams,
             transport,
-            np,
+            xp,
             self.dtype,
             node_of_rank=self.node_of_rank,
             segments=self.model.layer_segments,

@@ -7,8 +7,10 @@ messages it will send every step, ((label, sends, recvs) per round, the views th
 a messages frame. Each step the executor then reads the clock once per round boundary and
 stores reading k into slots[base + k], which is the open step frame of the mapped file;
 the trainer's `commit` closes the frame with the step's own fields in one store, which
-opens the next. No record is built and nothing is copied: on the default job every 100 ns
-of a step is about 0.2% of it.
+opens the next. A GPU gradient staged through host memory (allreduce_train.staging) adds
+its copies: their bytes once (`staged`, in the messages frame), their times every step (two
+slots after the readings, which stay zero on the CPU). No record is built and nothing is
+copied: on the default job every 100 ns of a step is about 0.2% of it.
 
 The clock is read once per round boundary: when the first round is posted, then when each
 round ends, which is when the next is posted. A round ends once its data is in place, so
@@ -21,6 +23,7 @@ does last, so a killed rank keeps every step it finished and none of the one it 
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 import struct
@@ -47,6 +50,9 @@ class Tally:
     links: tuple[tuple[int, int, int, int], ...] | None
     # (phase, index) per round; None: unlabelled
     round_labels: tuple[tuple[str, int] | None, ...] | None
+    # what a step copies between GPU and host memory around the collective (staging)
+    d2h_bytes: int = 0
+    h2d_bytes: int = 0
 
 
 HIDDEN = Tally(None, None, None, None, None)
@@ -92,21 +98,30 @@ class Recorder:
         self.slots = None  # the map as i64 slots (every frame starts at a multiple of 8 bytes)
         self.base = 0  # the slot of the open frame's first reading
         self.tally = None  # what the open frame's steps send (the last messages frame)
+        self.copies = (0, 0)  # what every step copies (d2h, h2d bytes): `staged`
+        self.copy_slot = 0  # slots[base + copy_slot]: the open frame's d2h_ns, h2d_ns after it
         self._fsize = 0  # the size of a step frame under it
         self._last = -1  # the last end of a frame after which the next still fits
         self._grow(-(-capacity // 8) * 8)
         self._append(stepfile.header(rank, steps_per_epoch, samples))
 
+    def staged(self, d2h_bytes: int, h2d_bytes: int) -> None:
+        """Every step from the next bind copies these bytes between the GPU and host memory
+        around its collective (staging), and stores how long they took into
+        slots[base + copy_slot] and the slot after it (nanoseconds)."""
+        self.copies = (d2h_bytes, h2d_bytes)
+
     def bind(self, messages) -> Tally:
         """The collective sends `messages` every step from now on (None: it hides them);
         counted here, and a messages frame written if they differ from the last."""
         tally = count(self.rank, messages)
+        if any(self.copies):
+            tally = dataclasses.replace(tally, **dict(zip(stepfile.COPIES, self.copies)))
         if tally != self.tally:
             self._append(stepfile.messages(tally))
-            self.tally, self._fsize = (
-                tally,
-                stepfile.step_struct(len(tally.round_labels or ())).size,
-            )
+            nrounds = len(tally.round_labels or ())
+            self.tally, self._fsize = tally, stepfile.step_struct(nrounds).size
+            self.copy_slot = stepfile.readings(nrounds)
             self._open()
         return tally
 

@@ -18,25 +18,29 @@ bytes (JSON payloads are padded with spaces), so that the readings of a step are
 slots. Zero bytes, or the header of a step frame not yet closed, follow the last frame (the
 file grows while the run is alive and is cut to its length at the end).
 
-    kind 0  header      JSON: {"format": "allreduce_train steps", "version": 3, "rank": R,
+    kind 0  header      JSON: {"format": "allreduce_train steps", "version": 4, "rank": R,
                         "steps_per_epoch": E, "samples": S (this rank's rows in every step)}
     kind 1  messages    JSON: bytes_sent, bytes_recv, messages, links ([src, dst, bytes,
                         messages] per peer sent to) and round_labels ([phase, index] or null
                         per round): what every following step sent, until the next kind 1;
-                        all null where the collective hid its messages (MPI_Allreduce)
+                        all null where the collective hid its messages (MPI_Allreduce);
+                        d2h_bytes, h2d_bytes: what every step copies between the GPU and
+                        host memory around the collective (0 on the CPU, and with NCCL)
     kind 2  step        for the R rounds of the last kind-1 frame (none if R is 0), R + 1
                         i64 clock readings: when round 0 was posted, then when each round
                         ended, which is when the next one was posted (a round ends once its
                         data is in place: received, and added where the round reduces);
-                        then i64 step; f64 loss; i64 t_start_ns, t_comm_ns, t_comm_end_ns,
-                        t_end_ns; 4 zero bytes
+                        then i64 d2h_ns, h2d_ns (how long the step's copies took, 0 where
+                        there are none); i64 step; f64 loss; i64 t_start_ns, t_comm_ns,
+                        t_comm_end_ns, t_end_ns; 4 zero bytes
 
 The readings come first because they are written first, into the open frame as the
 collective runs; the step's own fields close the frame. A step stores only what cannot be
 derived: epoch is step // E, samples is S, compute_s is (t_comm_ns - t_start_ns + t_end_ns -
 t_comm_end_ns) / 1e9 and comm_s is (t_comm_end_ns - t_comm_ns) / 1e9, exactly as training
-computes them. Version 3 is the first format any release writes (1 and 2 were development
-formats, never released, and are not read).
+computes them. Version 3 is the first format a release wrote (1 and 2 were development
+formats, never released, and are not read); 4 added the copies, and a version-3 file reads
+as copying nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ import struct
 
 from netsim.errors import InputError
 
-FORMAT = {"format": "allreduce_train steps", "version": 3}
+FORMAT = {"format": "allreduce_train steps", "version": 4}
+READS = (3, 4)  # the versions read: 3 has no copies
 HEADER, MESSAGES, STEP = 0, 1, 2
 FRAME = struct.Struct("<II")  # size, kind
 SIZE = struct.Struct("<I")  # the closing size
@@ -54,6 +59,8 @@ FIELDS = ("step", "loss", "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns"
 FIELDS_FORMAT = "qdqqqq4x"  # a step's fields, after its readings
 _STEP_READ = FIELDS_FORMAT.replace("4x", "I")  # the 4 zero bytes read, to be checked
 TALLY = ("bytes_sent", "bytes_recv", "messages", "links", "round_labels")
+COPIES = ("d2h_bytes", "h2d_bytes")  # in the messages frame (version 4)
+COPY_TIMES = ("d2h_ns", "h2d_ns")  # in the step frame, after the readings (version 4)
 
 
 class StepFileError(InputError):
@@ -66,8 +73,8 @@ def readings(nrounds: int) -> int:
 
 
 def step_struct(nrounds: int) -> struct.Struct:
-    """A whole step frame: its header, readings, fields and closing size."""
-    return struct.Struct("<II" + "q" * readings(nrounds) + FIELDS_FORMAT + "I")
+    """A whole step frame: its header, readings, copy times, fields and closing size."""
+    return struct.Struct("<II" + "q" * (readings(nrounds) + len(COPY_TIMES)) + FIELDS_FORMAT + "I")
 
 
 def frame(kind: int, payload: bytes) -> bytes:
@@ -89,7 +96,8 @@ def header(rank: int, steps_per_epoch: int, samples: int) -> bytes:
 
 def messages(tally) -> bytes:
     return frame(
-        MESSAGES, json.dumps({k: getattr(tally, k) for k in TALLY}, allow_nan=False).encode()
+        MESSAGES,
+        json.dumps({k: getattr(tally, k) for k in TALLY + COPIES}, allow_nan=False).encode(),
     )
 
 
@@ -134,19 +142,21 @@ def _parse(path: str, data: bytes, records: list) -> None:
         if offset == 0:
             head = _header(path, payload if kind == HEADER else b"")
         elif kind == MESSAGES:
-            tally = _tally(path, payload, offset)
+            tally = _tally(path, payload, offset, head["version"])
             nreadings = readings(len(tally["round_labels"] or ()))
-            layout = struct.Struct("<" + "q" * nreadings + _STEP_READ)
+            ncopies = len(COPY_TIMES) if head["version"] >= 4 else 0
+            layout = struct.Struct("<" + "q" * (nreadings + ncopies) + _STEP_READ)
         elif kind == STEP:
             if tally is None or layout.size != len(payload):
                 raise StepFileError(
                     f"{path}: step at byte {offset} does not match its messages frame"
                 )
             values = layout.unpack_from(payload)
-            fields = dict(zip(FIELDS, values[nreadings:]))
-            if not _plausible(fields, values[-1], records[-1:]):
+            fields = dict(zip(FIELDS, values[nreadings + ncopies :]))
+            copies = values[nreadings : nreadings + ncopies] or (0, 0)
+            if not _plausible(fields, values[-1], records[-1:]) or min(copies) < 0:
                 raise StepFileError(f"{path}: damaged at byte {offset} (step values out of order)")
-            records.append(_record(fields, head, tally, values[:nreadings]))
+            records.append(_record(fields, head, tally, values[:nreadings], copies))
         elif kind == HEADER:
             raise StepFileError(f"{path}: a second header at byte {offset}")
         else:
@@ -168,7 +178,7 @@ def rounds(labels, times) -> list | None:
     ]
 
 
-def _record(fields: dict, head: dict, tally: dict, times: tuple) -> dict:
+def _record(fields: dict, head: dict, tally: dict, times: tuple, copies: tuple) -> dict:
     """The fields a step does not store, derived as training does, and its tally's."""
     step, t0, t1, t2, t3 = (
         fields[k] for k in ("step", "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns")
@@ -186,6 +196,10 @@ def _record(fields: dict, head: dict, tally: dict, times: tuple) -> dict:
         "t_end_ns": t3,
         **{k: tally[k] for k in TALLY[:4]},
         "rounds": rounds(tally["round_labels"], times),
+        "d2h_bytes": tally["d2h_bytes"],
+        "h2d_bytes": tally["h2d_bytes"],
+        "d2h_s": copies[0] / 1e9,
+        "h2d_s": copies[1] / 1e9,
     }
 
 
@@ -202,19 +216,23 @@ def _plausible(fields: dict, zero: int, last: list) -> bool:
     )
 
 
-def _tally(path: str, payload: bytes, offset: int) -> dict:
+def _tally(path: str, payload: bytes, offset: int, version: int) -> dict:
     """A messages frame's JSON, checked: counts are integers (or all null), links
-    [src, dst, bytes, messages] and round labels [phase, index] or null."""
+    [src, dst, bytes, messages], round labels [phase, index] or null, and the copies' bytes
+    integers (a version-3 frame has none: 0)."""
     try:
         tally = json.loads(payload)
     except ValueError:
         tally = None
+    if version < 4 and isinstance(tally, dict):
+        tally.update(dict.fromkeys(COPIES, 0))
     if (
         not isinstance(tally, dict)
         or any(k not in tally for k in TALLY)
         or not all(tally[k] is None or _count(tally[k], 0) for k in TALLY[:3])
         or not (tally["links"] is None or _listed(tally["links"], _link))
         or not (tally["round_labels"] is None or _listed(tally["round_labels"], _label))
+        or not all(_count(tally.get(k), 0) for k in COPIES)
     ):
         raise StepFileError(f"{path}: damaged at byte {offset} (its messages frame)")
     return tally
@@ -244,10 +262,10 @@ def _header(path: str, payload: bytes) -> dict:
         head = None
     if not isinstance(head, dict) or head.get("format") != FORMAT["format"]:
         raise StepFileError(f"{path}: not a step record file")
-    if head.get("version") != FORMAT["version"]:
+    if head.get("version") not in READS:
         raise StepFileError(
             f"{path}: step file format version {head.get('version')}; this netsim reads "
-            f"version {FORMAT['version']}"
+            f"versions {', '.join(map(str, READS))}"
         )
     if not (_count(head.get("steps_per_epoch"), 1) and _count(head.get("samples"), 0)):
         raise StepFileError(f"{path}: damaged header (steps_per_epoch, samples)")

@@ -26,6 +26,10 @@ STEP_COLUMNS = (
     "bytes_sent",
     "bytes_recv",
     "messages",
+    "d2h_bytes",
+    "h2d_bytes",
+    "d2h_s",
+    "h2d_s",
 )
 
 
@@ -59,7 +63,7 @@ def _write_steps(path: str, traffic: Traffic) -> None:
                 f.write(rundir.dumps(row, separators=(",", ":")) + "\n")
 
 
-_INTS = {"epoch", "samples", "bytes_sent", "bytes_recv", "messages"}
+_INTS = {"epoch", "samples", "bytes_sent", "bytes_recv", "messages", "d2h_bytes", "h2d_bytes"}
 
 
 def _write_links(path: str, traffic: Traffic) -> None:

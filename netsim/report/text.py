@@ -51,7 +51,7 @@ def text(config: dict, traffic: Traffic, s: dict) -> str:
         )
     if not s["steps_recorded"]:
         return "\n".join(lines + ["  no step was recorded on every rank"])
-    lines += _bytes_lines(config, traffic, s) + _time_lines(traffic, s)
+    lines += _bytes_lines(config, traffic, s) + _copy_lines(s) + _time_lines(traffic, s)
     if traffic.observable:
         lines += _round_lines(traffic, s) + _link_lines(traffic, s)
     if "network" in s:
@@ -107,6 +107,19 @@ def _bytes_lines(config, traffic, s) -> list[str]:
     return [
         f"  bytes sent per step: {per_rank(sent)} ({expected}); whole run "
         f"{nbytes(s['bytes_sent_total'])}"
+    ]
+
+
+def _copy_lines(s) -> list[str]:
+    c = s.get("copies")
+    if c is None:
+        return []
+    d2h, h2d = c["d2h_s_median_by_rank"], c["h2d_s_median_by_rank"]
+    return [
+        f"  GPU <-> host copies per step (staging): {per_rank(c['d2h_bytes_per_step_by_rank'])} "
+        f"to the host, {per_rank(c['h2d_bytes_per_step_by_rank'])} back; median "
+        f"{ms(min(d2h))}-{ms(max(d2h))} to the host (overlapping the rounds), "
+        f"{ms(min(h2d))}-{ms(max(h2d))} back"
     ]
 
 

@@ -36,6 +36,10 @@ _PER_RANK = (
     "bytes_sent",
     "bytes_recv",
     "messages",
+    "d2h_bytes",  # a GPU gradient staged through host memory: its copies each way
+    "h2d_bytes",
+    "d2h_s",
+    "h2d_s",
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 import types
 
@@ -13,6 +14,7 @@ import pytest
 
 from allreduce_train import backend
 from allreduce_train.config import UsageError
+from netsim import algorithms
 
 from conftest import mpirun, program
 
@@ -60,3 +62,35 @@ def test_local_ranks_come_from_the_shared_memory_split(tmp_path):
     assert [s["gpu_of_2"] for s in seen] == [s["local_rank"] % 2 for s in seen]
     if NO_CUPY:
         assert all("no GPU" in s["device"] for s in seen)
+
+
+def gpu_backend(devices=1):
+    """A backend whose array module is not NumPy's: what on_gpu sees of a CuPy one."""
+    return backend.Backend(types.ModuleType("cupy"), "gpu 0 of 1 (stand-in)", devices=devices)
+
+
+def test_cuda_aware_mpi_is_refused_where_it_cannot_work():
+    ring, nccl = algorithms.get("ring"), algorithms.get("nccl")
+    cpu = backend.select("cpu", 0, 1)
+    with pytest.raises(UsageError, match="--cuda-aware-mpi: needs a GPU; this rank runs on cpu"):
+        backend.check_cuda_aware(cpu, ring, True, "MPICH 5")
+    with pytest.raises(UsageError, match="with --allreduce nccl: nccl moves the GPU buffers"):
+        backend.check_cuda_aware(gpu_backend(), nccl, True, "MPICH 5")
+    for says, words in ((False, "says it is not CUDA-aware"), (None, "cannot say CUDA-aware")):
+        with pytest.raises(UsageError, match=rf"this MPI \(MPICH 5\) {words}") as err:
+            backend.check_cuda_aware(gpu_backend(), ring, says, "MPICH 5")
+        assert "\n" not in str(err.value) and "pinned host memory" in str(err.value)
+    backend.check_cuda_aware(gpu_backend(), ring, True, "MPICH 5")  # accepted
+
+
+def test_the_mpi_wheel_answers_whether_it_is_cuda_aware():
+    """MPIX_Query_cuda_support is found through mpi4py's module in MPICH's library; the
+    PyPI wheel is built without CUDA, so it answers no."""
+    result = subprocess.run(
+        [sys.executable, "-c", "from allreduce_train import comm; print(comm.cuda_aware())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -40,6 +40,8 @@ BAD_INPUT = [
     (["--dataset", "mnist", "--data-dir", "/nonexistent"], ["no such directory"]),
     (["--device", "gpu"], ["--device gpu", "CuPy"]),
     (["--allreduce", "nccl"], ["--allreduce nccl: needs a GPU per rank", "runs on cpu"]),
+    (["--cuda-aware-mpi"], ["--cuda-aware-mpi: needs a GPU", "runs on cpu"]),
+    (["--cuda-aware-mpi", "--mode", "async"], ["--cuda-aware-mpi: --mode async has no"]),
     (["--comm-timeout", "-1"], ["--comm-timeout must be seconds >= 0", "-1"]),
     (["--stall-warn", "nan"], ["--stall-warn must be seconds >= 0", "nan"]),
     (["--inject", "kind=boom,rank=0,step=1"], ["--inject wants kind=K", "got 'boom'"]),

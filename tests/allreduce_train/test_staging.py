@@ -64,3 +64,11 @@ def test_every_schedule_staged_sums_as_it_does_on_the_host(p, tmp_path):
             assert got["moved"] == [n, n], (rank, key)  # the gradient there and back, once
             if key != "mpi x1":
                 assert got["wrong_unwaited"], (rank, key)  # the waits are what makes it right
+            assert got["direct_same"], (rank, key)
+            assert got["direct_syncs"] == max(got["rounds"], 1) + 1, (rank, key)  # + the end
+            plain, staged = got["records"]
+            network = ("bytes_sent", "bytes_recv", "messages")
+            assert [staged[k] for k in network] == [plain[k] for k in network], (rank, key)
+            assert (plain["d2h_bytes"], plain["h2d_bytes"], plain["d2h_s"]) == (0, 0, 0.0)
+            assert (staged["d2h_bytes"], staged["h2d_bytes"]) == (4 * n, 4 * n), (rank, key)
+            assert staged["d2h_s"] > 0 and staged["h2d_s"] > 0, (rank, key)

@@ -7,11 +7,18 @@ NumPy stands in for the device. The copier is lazy: a piece reaches the host onl
 mark is waited for, as an asynchronous copy may land at the last moment, so a round that
 ran before its wait would sum stale host data. Rank r writes OUT.<r>: per algorithm and
 channel count, whether the staged sum equals the plain one to the bit, the elements copied
-each way, and (the test's teeth) whether the sum is wrong when the executor does not wait.
+each way, (the test's teeth) whether the sum is wrong when the executor does not wait, and
+the step records of both, recorded: the network bytes and the copies' bytes and times. And
+the same all-reduce on the "device" buffer itself (staging.DirectAllreduce, CUDA-aware
+MPI's path): its sum, and how often it synchronised the stream.
 """
 
+import contextlib
+import functools
 import json
+import os
 import sys
+import time
 
 import numpy as np
 
@@ -19,6 +26,8 @@ from allreduce_train import staging
 from allreduce_train.collectives import make_allreduce
 from allreduce_train.comm import MpiTransport, World, install_abort_hook
 from netsim import algorithms
+from netsim.record import stepfile
+from netsim.record.recorder import Recorder
 
 
 class LazyCopier:
@@ -29,6 +38,7 @@ class LazyCopier:
     def begin(self, device, host):
         self.device, self.host, self.queue, self.pending, self.done = device, host, [], {}, set()
         host[...] = np.nan  # what an unwritten pinned buffer may hold
+        self.clock = [time.perf_counter_ns()] * 4
 
     def to_host(self, lo, hi):
         self.queue.append((lo, hi))
@@ -43,10 +53,33 @@ class LazyCopier:
                     self.host[lo:hi] = self.device[lo:hi]
                     self.to_host_elems += hi - lo
                 self.done.add(j)
+        self.clock[1] = time.perf_counter_ns()
 
     def to_device(self):
+        self.clock[2] = time.perf_counter_ns()
         self.device[...] = self.host
         self.to_device_elems += self.host.size
+        self.clock[3] = time.perf_counter_ns()
+
+    def times_ns(self):
+        return self.clock[1] - self.clock[0], self.clock[3] - self.clock[2]
+
+
+def recorded(allreduce, buf, name):
+    """The step record of one all-reduce of buf, recorded as training records it."""
+    path = f"{out}.{rank}.{name}.bin"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    recorder = Recorder(path, rank, 1, 1)
+    allreduce.record_into(recorder)
+    t0 = recorder.clock()
+    allreduce(buf)
+    t1 = recorder.clock()
+    recorder.commit(0, 0.0, t0, t0, t1, t1)
+    recorder.close()
+    (record,) = stepfile.read(path)
+    keys = ("bytes_sent", "bytes_recv", "messages", "d2h_bytes", "h2d_bytes", "d2h_s", "h2d_s")
+    return {k: record[k] for k in keys}
 
 
 out, n = sys.argv[1], int(sys.argv[2])
@@ -65,10 +98,10 @@ for name in ["ring", "halving-doubling", "recursive-doubling", "tree", "paramete
             )
 
         plain = grad.copy()
-        make()(plain)
+        plain_record = recorded(make(), plain, "plain")
         device, host, copier = grad.copy(), np.empty(n, np.float32), LazyCopier()
         staged = staging.StagedAllreduce(make(), copier, device, host)
-        staged(host)
+        staged_record = recorded(staged, host, "staged")
         same = bool(np.array_equal(device, plain))
         moved = (copier.to_host_elems, copier.to_device_elems)
         careless = make()
@@ -79,6 +112,18 @@ for name in ["ring", "halving-doubling", "recursive-doubling", "tree", "paramete
             careless.stage(lambda k: None)  # the executor no longer waits for its pieces
             unwaited(host2)
             wrong = not np.array_equal(device2, plain)
-        report[f"{name} x{channels}"] = {"same": same, "moved": moved, "wrong_unwaited": wrong}
+        syncs = []
+        direct_buf = grad.copy()
+        direct = staging.DirectAllreduce(make(), functools.partial(syncs.append, 1))
+        direct(direct_buf)
+        report[f"{name} x{channels}"] = {
+            "direct_same": bool(np.array_equal(direct_buf, plain)),
+            "direct_syncs": len(syncs),
+            "rounds": len(make().schedule.rounds) if name != "mpi" else 0,
+            "same": same,
+            "moved": moved,
+            "wrong_unwaited": wrong,
+            "records": [plain_record, staged_record],
+        }
 with open(f"{out}.{rank}", "w") as f:
     json.dump(report, f)

@@ -165,6 +165,10 @@ def test_the_file_reads_back_every_step_derived_fields_included_through_changes_
         "messages": 2,
         "links": [[0, 1, 20, 2]],
         "rounds": [["exchange", 0, 21, 22], ["exchange", 1, 22, 29]],
+        "d2h_bytes": 0,  # nothing staged: the CPU's record
+        "h2d_bytes": 0,
+        "d2h_s": 0.0,
+        "h2d_s": 0.0,
     }
     assert [r["epoch"] for r in back] == [0, 0, 0, 1, 1]
     assert back[1]["rounds"] == [["exchange", 0, 31, 35], ["exchange", 1, 35, 39]]

@@ -15,9 +15,10 @@ def ns(seconds: float) -> int:
     return int(round(seconds * 1e9))
 
 
-def make_run(p=3, nparams=6, enter=None, steps=2, offsets=None):
+def make_run(p=3, nparams=6, enter=None, steps=2, offsets=None, copy_s=(0.0, 0.0)):
     """Records as ranks write them: rank r enters the all-reduce at enter[r] (its own clock)
-    and each round takes 1 ms after the later of the two partners posted."""
+    and each round takes 1 ms after the later of the two partners posted; with copy_s, each
+    step also stages the buffer through host memory, rank r's copies taking (r + 1) copy_s."""
     enter = enter if enter is not None else [0.0] * p
     offsets = offsets if offsets is not None else [0.0] * p
     sched = RING.schedule(p, nparams)
@@ -72,6 +73,10 @@ def make_run(p=3, nparams=6, enter=None, steps=2, offsets=None):
                         ]
                     ],
                     "rounds": rounds[r],
+                    "d2h_bytes": nparams * 4 if any(copy_s) else 0,
+                    "h2d_bytes": nparams * 4 if any(copy_s) else 0,
+                    "d2h_s": (r + 1) * copy_s[0],
+                    "h2d_s": (r + 1) * copy_s[1],
                 }
             )
     return config, records
@@ -132,3 +137,23 @@ def test_timeline_nests_and_names_every_rank():
     trace = timeline.chrome_trace(config, t, {1, 2})
     assert trace["otherData"]["traced_steps"] == [1, 2]
     check_chrome_trace(trace, 3)
+
+
+def test_a_staged_run_reports_its_copies_and_a_cpu_run_none():
+    config, records = make_run(nparams=1024, copy_s=(300e-6, 200e-6))
+    t = traffic.merge(config, records, complete=True)
+    s = summary.summarize(config, t)
+    assert s["copies"] == {
+        "d2h_bytes_per_step_by_rank": [4096.0] * 3,
+        "h2d_bytes_per_step_by_rank": [4096.0] * 3,
+        "d2h_s_median_by_rank": pytest.approx([300e-6, 600e-6, 900e-6]),
+        "h2d_s_median_by_rank": pytest.approx([200e-6, 400e-6, 600e-6]),
+    }
+    assert (
+        "  GPU <-> host copies per step (staging): 4.0 KiB each to the host, 4.0 KiB each back; "
+        "median 300.0 us-900.0 us to the host (overlapping the rounds), 200.0 us-600.0 us back"
+    ) in text.text(config, t, s).splitlines()
+    config, records = make_run()
+    t = traffic.merge(config, records, complete=True)
+    s = summary.summarize(config, t)
+    assert "copies" not in s and "copies" not in text.text(config, t, s)
