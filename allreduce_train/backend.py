@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from . import kernels
 from .config import UsageError
 
 
@@ -24,6 +25,7 @@ class Backend:
     description: str
     threads: int = 1  # the cores this rank owns: its BLAS threads and the optimizer's
     devices: int = 0  # the GPUs this node shows (0: on the CPU)
+    kernels: object = None  # CuPy's fused element-wise kernels (allreduce_train.kernels)
 
     @property
     def on_gpu(self) -> bool:
@@ -167,7 +169,7 @@ def _cupy(local_rank: int) -> tuple[Backend | None, str | None]:
     cupy.cuda.Device(device).use()
     name = cupy.cuda.runtime.getDeviceProperties(device)["name"].decode()
     description = f"gpu {device} of {ndevices} ({name}, CuPy {cupy.__version__})"
-    return Backend(cupy, description, devices=ndevices), None
+    return Backend(cupy, description, devices=ndevices, kernels=kernels.make(cupy)), None
 
 
 def check_allreduce(dev: Backend, algorithm, local_size: int) -> None:

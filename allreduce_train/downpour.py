@@ -79,7 +79,7 @@ class Layout:
 
 def new_model(cfg, dataset, backend) -> MLP:
     widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
-    model = MLP(widths, cfg.activation, cfg.loss, backend.xp, np.dtype(cfg.dtype))
+    model = MLP(widths, cfg.activation, cfg.loss, backend.xp, np.dtype(cfg.dtype), backend.kernels)
     model.init(cfg.init_scheme, cfg.seed)
     return model
 

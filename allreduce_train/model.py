@@ -137,12 +137,26 @@ INITS = {"he": he_normal, "xavier": xavier_uniform}
 
 
 class MLP:
-    def __init__(self, widths, activation="relu", loss="cross-entropy", xp=np, dtype=np.float32):
+    def __init__(
+        self,
+        widths,
+        activation="relu",
+        loss="cross-entropy",
+        xp=np,
+        dtype=np.float32,
+        kernels=None,
+    ):
+        """kernels: CuPy's fused element-wise kernels (allreduce_train.kernels), which do a
+        hidden layer's bias add and activation, and its derivative times the delta, in one
+        kernel each; None: array operations (NumPy, or CuPy unfused)."""
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"an MLP needs at least two positive widths, got {list(widths)}")
         self.widths = tuple(int(w) for w in widths)
         self.xp, self.dtype = xp, np.dtype(dtype)
         self.activation, self.activation_grad = ACTIVATIONS[activation]
+        self.fused = None if kernels is None else (
+            kernels.bias_activation[activation], kernels.activation_backward[activation]
+        )  # fmt: skip
         self.binary = self.widths[-1] == 1  # one output unit: P(class 1) = sigmoid(logit)
         self.loss = (BINARY_LOSSES if self.binary else LOSSES)[loss]
         shapes = [s for a, b in zip(self.widths, self.widths[1:]) for s in ((a, b), (b,))]
@@ -185,8 +199,15 @@ class MLP:
         for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
             inputs.append(a)
             z = a @ w
-            z += b
-            a = self.activation(z) if layer < self.nlayers - 1 else z
+            if layer == self.nlayers - 1:
+                z += b
+                a = z
+            elif self.fused is not None:
+                self.fused[0](b, z)  # z <- f(z + b), one kernel
+                a = z
+            else:
+                z += b
+                a = self.activation(z)
         return (a, inputs) if keep else a
 
     def loss_and_grad(self, x, labels, scale: float) -> float:
@@ -203,7 +224,10 @@ class MLP:
             delta.sum(axis=0, out=self.bias_grads[layer])
             if layer > 0:
                 delta = delta @ self.weights[layer].T
-                delta *= self.activation_grad(a)
+                if self.fused is not None:
+                    self.fused[1](a, delta)  # delta <- delta * f'(a), one kernel
+                else:
+                    delta *= self.activation_grad(a)
         return loss
 
     def predict(self, x):

@@ -69,10 +69,10 @@ class Trainer:
         widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
         self.steps_per_epoch = len(dataset.y_train) // cfg.global_batch
         self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
-        self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype)
+        self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype, backend.kernels)
         self.model.init(cfg.init_scheme, cfg.seed)
         self.optimizer = optim.make(
-            cfg, self.model.params, self.model.grads, backend.xp, backend.threads
+            cfg, self.model.params, self.model.grads, backend.xp, backend.threads, backend.kernels
         )
         self.node_of_rank = node_of_rank(cfg, world)
         self.algorithm = algorithms.get(cfg.allreduce)

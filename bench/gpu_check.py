@@ -11,11 +11,16 @@ check fails).
 3. step time of 784-1024-1024-10 at batch 256 (one rank, synthetic data), ours against
    PyTorch on the same device (goal: ours <= 1.3x PyTorch's; torch optional).
 4. all-reduce bandwidth of GPU buffers, 1-256 MiB: staged through pinned host memory (the
-   default path; p = 1, 2, --ranks sharing the GPU) and NCCL (p = the GPUs there are,
+   default path, staging.StagedAllreduce; p = 1, 2, --ranks sharing the GPU), on the GPU
+   buffers through MPI where the MPI is CUDA-aware, and NCCL (p = the GPUs there are,
    NCCL needs one per rank), medians of 5 rounds.
+5. fused kernels (allreduce_train.kernels) against the unfused CuPy operations: time per
+   call of the SGD update (1.86 M parameters) and of a hidden layer's bias + ReLU and ReLU
+   backward (batch 256 x 1024), and their results within 1e-5 relative. Skipped on the CPU.
 
 Needs mpich, mpi4py, numpy, scikit-learn, and on a GPU cupy (the cuda12 / cuda13 extra);
-torch 2.13.0 for part 3. Each part says why when it cannot run, and the rest go on.
+torch 2.13.0 for part 3. Each part says why when it cannot run, and the rest go on. Past
+300 lines on purpose: GPU time comes in one short lease, so this is one script to run once.
 """
 
 from __future__ import annotations
@@ -66,6 +71,13 @@ def accuracy(device: str, ranks: int, out: Path) -> bool:
             f"  p = {p}: test accuracy {mine['test_accuracy']:.4f} on {device}, "
             f"{cpu['test_accuracy']:.4f} on cpu (|diff| {diff:.4f}, <= 0.02: {diff <= 0.02})"
         )
+        copies = mine["traffic"].get("copies")
+        if copies:  # the report's line: what staging copied, and how long it took
+            print(
+                f"    copies per step, rank 0: {copies['d2h_bytes_per_step_by_rank'][0]:.0f} B "
+                f"each way; median {copies['d2h_s_median_by_rank'][0] * 1e6:.1f} us to the "
+                f"host, {copies['h2d_s_median_by_rank'][0] * 1e6:.1f} us back"
+            )
     return ok
 
 
@@ -127,6 +139,7 @@ def step_time(device: str, out: Path) -> bool:
 
 
 def bandwidth(device: str, ranks: int, out: Path) -> bool:
+    from allreduce_train.comm import cuda_aware
     from launch import mpirun_argv
 
     gpus = 0
@@ -135,6 +148,10 @@ def bandwidth(device: str, ranks: int, out: Path) -> bool:
 
         gpus = cupy.cuda.runtime.getDeviceCount()
     modes = [("staged", p) for p in sorted({1, 2, ranks})]
+    if gpus and cuda_aware():
+        modes += [("direct", p) for p in sorted({2, ranks})]
+    elif gpus:
+        print("  (this MPI is not CUDA-aware: no figures on the GPU buffers through MPI)")
     modes += [("nccl", p) for p in sorted({1, gpus}) if p >= 1] if gpus else []
     print(f"  {'mode':>7} {'p':>2} " + " ".join(f"{m:>5} MiB" for m in SIZES_MIB) + "   (GB/s)")
     print("  (busbw; at p = 1 algbw: the staging copies alone, device to host and back)")
@@ -161,7 +178,7 @@ def bandwidth(device: str, ranks: int, out: Path) -> bool:
 
 def worker(mode: str, device: str, out: str) -> None:
     """Under mpirun: busbw of the all-reduce of GPU (or, dry, host) buffers per size."""
-    from allreduce_train import backend, collectives
+    from allreduce_train import backend, collectives, staging
     from allreduce_train.comm import MpiTransport, World, wtime
     from netsim import algorithms
 
@@ -171,19 +188,26 @@ def worker(mode: str, device: str, out: str) -> None:
     for mib in SIZES_MIB:
         n = (mib << 20) // 4
         buf = xp.zeros(n, dtype=np.float32)
+        transport = MpiTransport(world)
         if mode == "nccl":
             run = backend.NcclAllreduce(world, xp, np.float32)
-        else:
+        elif mode == "direct":  # CUDA-aware MPI on the GPU buffer, adds on the GPU
+            ring = collectives.make_allreduce(algorithms.RING, p, world.rank, n, transport, xp,
+                                              np.float32)  # fmt: skip
+            run = staging.DirectAllreduce(ring, dev.synchronize)
+        elif dev.on_gpu:  # training's own path: pieces copied as the rounds need them
             host = dev.host_mirror(buf)
-            ring = collectives.make_allreduce(
-                algorithms.RING, p, world.rank, n, MpiTransport(world), np, np.float32
-            )
+            ring = collectives.make_allreduce(algorithms.RING, p, world.rank, n, transport, np,
+                                              np.float32)  # fmt: skip
+            staged = staging.StagedAllreduce(ring, dev.copier(), buf, host)
 
-            def run(b, host=host, ring=ring):
-                dev.to_host(b, host)
-                ring(host)
-                dev.from_host(host, b)
+            def run(b, staged=staged, host=host):
+                staged(host)
                 dev.synchronize()
+
+        else:  # the dry run: the ring on the host buffer itself
+            run = collectives.make_allreduce(algorithms.RING, p, world.rank, n, transport, np,
+                                             np.float32)  # fmt: skip
 
         run(buf)
         rounds = []
@@ -197,6 +221,61 @@ def worker(mode: str, device: str, out: str) -> None:
         figures.append(algbw * (2 * (p - 1) / p if p > 1 else 1))  # p = 1: algbw
     if world.is_root:
         Path(out).write_text(json.dumps(figures))
+
+
+def fused(device: str) -> bool:
+    """Each fused kernel against the CuPy operations it replaces: same result, time per call
+    (each called in place on the same arrays, as training does)."""
+    if device != "gpu":
+        print("  on the CPU there are no kernels to fuse: skipped")
+        return True
+    import cupy
+
+    from allreduce_train import kernels
+    from allreduce_train.model import MLP
+
+    k, rng, f32, ok = kernels.make(cupy), cupy.random.default_rng(0), np.float32, True
+
+    def timed(fn, arrays, calls=200):
+        fn(*arrays)
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        for _ in range(calls):
+            fn(*arrays)
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) / calls * 1e3  # us
+
+    def sgd(p, g, v):  # optim.SGD's operations on CuPy
+        g += p * f32(1e-4)
+        v *= f32(0.9)
+        v += g
+        p -= v * f32(0.01)
+
+    def normal(*shape):
+        return rng.standard_normal(shape, dtype=f32)
+
+    n, act = MLP((784, 1024, 1024, 10)).nparams, (256, 1024)
+    cases = [
+        ("SGD momentum + weight decay", [normal(n), normal(n), normal(n)],
+         lambda p, g, v: k.sgd_momentum(g, f32(0.01), f32(0.9), f32(1e-4), p, v), sgd),
+        ("bias + ReLU, 256 x 1024", [normal(*act), normal(act[1])],
+         lambda z, b: k.bias_activation["relu"](b, z),
+         lambda z, b: cupy.maximum(cupy.add(z, b, out=z), 0, out=z)),
+        ("ReLU backward, 256 x 1024", [normal(*act), normal(*act)],
+         lambda delta, a: k.activation_backward["relu"](a, delta),
+         lambda delta, a: cupy.multiply(delta, a > 0, out=delta)),
+    ]  # fmt: skip
+    for name, arrays, fast, slow in cases:
+        mine, theirs = [x.copy() for x in arrays], [x.copy() for x in arrays]
+        fast(*mine)
+        slow(*theirs)
+        rel = float(cupy.abs(mine[0] - theirs[0]).max() / cupy.abs(theirs[0]).max())
+        t_fast, t_slow = timed(fast, mine), timed(slow, theirs)
+        ok &= rel <= 1e-5
+        print(f"  {name}: fused {t_fast:.1f} us, unfused {t_slow:.1f} us "
+              f"({t_slow / t_fast:.2f}x); max rel diff {rel:.1e}")  # fmt: skip
+    return ok
 
 
 def main() -> int:
@@ -217,6 +296,7 @@ def main() -> int:
         ("2. weights", lambda: weights(args.device, out)),
         ("3. step time", lambda: step_time(args.device, out)),
         ("4. all-reduce bandwidth", lambda: bandwidth(args.device, args.ranks, out)),
+        ("5. fused kernels", lambda: fused(args.device)),
     ]:
         print(f"{name} ({args.device})", flush=True)
         t0 = time.monotonic()
