@@ -151,11 +151,7 @@ class Config:
                 "--nonfinite skip: --mode async stops at a non-finite gradient (a replica "
                 "cannot skip an update the others never wait for)",
             )
-            need(
-                not self.cuda_aware_mpi,
-                "--cuda-aware-mpi: --mode async has no all-reduce; its pushes and fetches go "
-                "through host memory",
-            )
+            need(not self.cuda_aware_mpi, "--cuda-aware-mpi: --mode async has no all-reduce")
         need(
             0 <= self.weight_decay < math.inf,
             f"--weight-decay must be >= 0 and finite, got {self.weight_decay:g}",
