@@ -15,7 +15,8 @@ t_comm_ns, t_comm_end_ns, t_end_ns: integer nanoseconds of perf_counter), bytes_
 bytes_recv, messages, links ([src, dst, bytes, messages] per peer this rank sent to) and
 rounds ([phase, index, posted_ns, completed_ns] per round of the schedule); d2h_bytes,
 h2d_bytes, d2h_s, h2d_s: a GPU gradient's copies to host memory and back around the
-collective (0 where none). Units are in the names; bytes are payload bytes of the collective's point-to-point messages.
+collective (0 where none). Units are in the names; bytes are payload bytes of the
+collective's point-to-point messages.
 """
 
 from __future__ import annotations
