@@ -96,9 +96,10 @@ class SGD:
         )
         self.velocity = xp.zeros_like(params) if momentum else None
         self.state = {} if self.velocity is None else {"velocity": self.velocity}
-        self.sliced = _Blocks(xp, params, threads)
-        self.parts = self.sliced.views(params, grads, self.velocity)
         self.kernels = kernels
+        if kernels is None:  # (the fused kernel needs no slices, nor their scratch)
+            self.sliced = _Blocks(xp, params, threads)
+            self.parts = self.sliced.views(params, grads, self.velocity)
 
     def step(self) -> None:
         k, p, g = self.kernels, self.params, self.grads
@@ -137,8 +138,9 @@ class Adagrad:
         self.lr, self.weight_decay = (params.dtype.type(v) for v in (lr, weight_decay))
         self.sum_sq = xp.zeros_like(params)
         self.state = {"sum_sq": self.sum_sq}
-        self.sliced = _Blocks(xp, params, threads)
-        self.parts = self.sliced.views(params, grads, self.sum_sq)
+        if kernels is None:
+            self.sliced = _Blocks(xp, params, threads)
+            self.parts = self.sliced.views(params, grads, self.sum_sq)
 
     def step(self) -> None:
         if self.kernels is None:

@@ -192,8 +192,9 @@ class Trainer:
         return t0, t1, t2, t3
 
     def local_gradient(self, step: int, order: np.ndarray) -> tuple[float, int]:
-        """This rank's gradient of its rows of the step's batch, into comm_grads; returns the
-        rows' loss sum and count."""
+        """This rank's gradient of its rows of the step's batch, into the model's gradient
+        buffer (which the all-reduce then sums, or stages); returns the rows' loss sum and
+        count."""
         xp, b = self.backend.xp, self.cfg.global_batch
         s = step % self.steps_per_epoch
         x, y = self.dataset.rows("train", order[s * b : (s + 1) * b][self.mine], self.dtype)
