@@ -31,7 +31,8 @@ Every algorithm also runs as C channels side by side on slices of the buffer, an
 in K chunks (compose.py): the same bytes, other links and overlapping rounds.
 
 Files: rounds.py (what schedules are made of), compose.py (channels, pipelining), base.py
-(the Algorithm interface), cost.py (the closed forms' vocabulary), reference.py (the oracle),
+(the Algorithm interface), cost.py (the closed forms' vocabulary), bandwidth.py (busbw,
+nccl-tests' bus bandwidth, which every figure of netsim uses), reference.py (the oracle),
 one module per algorithm. To add an algorithm: a module with an `Algorithm` subclass and its
 instance, listed in ALGORITHMS below. Training, the reports, the simulator, the closed forms
 and their tests all find it there.
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 from netsim.errors import InputError
 
+from .bandwidth import busbw  # noqa: F401
 from .base import Algorithm  # noqa: F401
 from .double_tree import DOUBLE_BINARY_TREE
 from .halving_doubling import HALVING_DOUBLING

@@ -3,16 +3,18 @@
 Definitions (nccl-tests' for bandwidth): the all-reduce's own time in a step runs from the
 moment the LAST rank entered it to the moment the last rank left it, so arrival skew (the
 stall) is not billed to the network; algbw = buffer bytes / that time; busbw = algbw *
-2(p-1)/p, the rate each rank's link must sustain for the ring's 2(p-1)/p * n bytes (the
-nccl-tests convention for every algorithm, so that busbw compares algorithms). The bytes a
-run sent stand beside the count the run's own algorithm gives for them. A GPU run staged
-through host memory adds its copies: bytes each way per step, and their median times.
+2(p-1)/p (netsim.algorithms.busbw), the rate each rank's link must sustain for the ring's
+2(p-1)/p * n bytes (the nccl-tests convention for every algorithm, so that busbw compares
+algorithms). The bytes a run sent stand beside the count the run's own algorithm gives for
+them. A GPU run staged through host memory adds its copies: bytes each way per step, and
+their median times.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from netsim.algorithms import busbw
 from netsim.record import rundir
 
 from .traffic import Traffic
@@ -51,7 +53,7 @@ def summarize(config: dict, traffic: Traffic) -> dict:
             }
         )
         if out["algbw_bytes_per_s"] is not None:
-            out["busbw_bytes_per_s"] = out["algbw_bytes_per_s"] * 2 * (p - 1) / p
+            out["busbw_bytes_per_s"] = busbw(out["algbw_bytes_per_s"], p)
     if steps and np.nansum(t["d2h_bytes"] + t["h2d_bytes"]):
         out["copies"] = {  # staging: the GPU gradient to host memory and its sum back
             "d2h_bytes_per_step_by_rank": np.nanmean(t["d2h_bytes"], axis=0).tolist(),

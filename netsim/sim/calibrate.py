@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netsim.algorithms import RING
+from netsim.algorithms import RING, busbw
 from netsim.cluster import topology
 from netsim.report.text import ms, nbytes
 
@@ -170,7 +170,7 @@ def _initial(param: str, pingpong: dict, allreduce: dict) -> float:
         bandwidth = n / float(np.median(t))
     else:
         (p, n), t = min(allreduce.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
-        latency, bandwidth = 2e-6, 2 * (p - 1) / p * n / float(np.median(t))
+        latency, bandwidth = 2e-6, busbw(n / float(np.median(t)), p)
     return {
         "latency_s": latency,
         "bandwidth_bytes_per_s": bandwidth,

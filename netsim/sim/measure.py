@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import launch
+from netsim.algorithms import busbw
 from netsim.errors import InputError
 
 PROBE = "allreduce_train.probe"
@@ -223,7 +224,7 @@ def measured_report(world_size: int, nbytes: int, times_s) -> dict:
         "buffer_bytes": nbytes,
         "allreduce_time_s_median": t,
         "algbw_bytes_per_s": algbw,
-        "busbw_bytes_per_s": algbw * 2 * (world_size - 1) / world_size,
+        "busbw_bytes_per_s": busbw(algbw, world_size),
         "rounds": len(times_s),
         "spread": (max(times_s) - min(times_s)) / t,
     }

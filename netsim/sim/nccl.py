@@ -78,7 +78,7 @@ class Estimate:
 
     @property
     def busbw_bytes_per_s(self) -> float:  # nccl-tests' definition, for every algorithm
-        return self.algbw_bytes_per_s * 2 * (self.ranks - 1) / self.ranks
+        return algorithms.busbw(self.algbw_bytes_per_s, self.ranks)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netsim.algorithms import Algorithm
+from netsim.algorithms import Algorithm, busbw
 from netsim.errors import InputError
 
 from . import nccl, simulate
@@ -87,7 +87,7 @@ def predict(
         ),
     }
     out["busbw_bytes_per_s"] = (
-        out["algbw_bytes_per_s"] * 2 * (p - 1) / p if out["algbw_bytes_per_s"] else None
+        busbw(out["algbw_bytes_per_s"], p) if out["algbw_bytes_per_s"] else None
     )
     out.update(_links(topology, sim))
     return out
@@ -196,7 +196,7 @@ def replay(
     collective_s = out["allreduce_time_s_median"]  # 0 on one rank: nothing to move
     out["algbw_bytes_per_s"] = out["buffer_bytes"] / collective_s if collective_s > 0 else None
     out["busbw_bytes_per_s"] = (
-        out["algbw_bytes_per_s"] * 2 * (p - 1) / p if out["algbw_bytes_per_s"] else None
+        busbw(out["algbw_bytes_per_s"], p) if out["algbw_bytes_per_s"] else None
     )
     out["steps_replayed"] = len(steps)
     out["measured_step_time_s"] = step_period_s(traffic.times)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netsim.algorithms import Schedule
+from netsim.algorithms import Schedule, busbw
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,8 +58,7 @@ class Simulation:
 
     @property
     def busbw_bytes_per_s(self) -> float:
-        p = self.world_size
-        return self.algbw_bytes_per_s * 2 * (p - 1) / p if p > 1 else 0.0
+        return busbw(self.algbw_bytes_per_s, self.world_size)
 
     @property
     def utilisation(self) -> np.ndarray:
