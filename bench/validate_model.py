@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from netsim import options  # noqa: E402
 from netsim.algorithms import RING  # noqa: E402
 from netsim.cluster import topology  # noqa: E402
 from netsim.report.text import ms, nbytes  # noqa: E402
@@ -121,7 +122,7 @@ def main() -> int:
     ap.add_argument("--ranks", default="2,3,4")
     ap.add_argument(
         "--sizes",
-        type=measure.byte_sizes,
+        type=options.byte_sizes,
         default=measure.ALLREDUCE_SIZES[2:],  # the sizes the goal was set for
         help="all-reduce buffer sizes (default: 64K,256K,1M,4M,16M,64M)",
     )

@@ -12,7 +12,7 @@ import sys
 from . import algorithms, commands
 from .cluster import topology
 from .errors import InputError
-from .options import MAX_CHANNELS, MAX_CHUNKS, MAX_PARAMS, MAX_TIMEOUT_S, integer, real
+from .options import MAX_CHANNELS, MAX_CHUNKS, MAX_PARAMS, MAX_TIMEOUT_S, byte_sizes, integer, real
 from .sim import choose, measure, nccl, nccl_tables
 
 
@@ -143,8 +143,8 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--sizes",
-        type=measure.byte_sizes,
-        default=measure.byte_sizes("8,1K,64K,1M,16M,256M,1G,8G"),
+        type=byte_sizes,
+        default=byte_sizes("8,1K,64K,1M,16M,256M,1G,8G"),
         metavar="B,B",
         help="buffer sizes, K/M/G suffixes (default: 8,1K,64K,1M,16M,256M,1G,8G)",
     )
@@ -193,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
         "calibrate",
         help="measure this machine's MPI and fit a topology of it",
         description="Runs ping-pong and ring all-reduce sweeps under mpirun "
-        "(python -m allreduce_train.probe), fits latency, bandwidths and "
+        f"(python -m {measure.PROBE}), fits latency, bandwidths and "
         "processor costs of one node whose GPUs are the ranks, prints the "
         "residuals of the fit and writes the topology as TOML.",
     )
@@ -221,14 +221,14 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--sizes",
-        type=measure.byte_sizes,
+        type=byte_sizes,
         default=measure.ALLREDUCE_SIZES,
         metavar="B,B",
         help="all-reduce buffer sizes, K/M suffixes (default: 4K,16K,...,64M)",
     )
     c.add_argument(
         "--pingpong-sizes",
-        type=measure.byte_sizes,
+        type=byte_sizes,
         default=measure.PINGPONG_SIZES,
         metavar="B,B",
         help="ping-pong message sizes, or none (default: 8 B .. 64 MiB)",

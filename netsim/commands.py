@@ -64,9 +64,9 @@ def compare(args) -> int:
 def predict(args) -> int:
     topo = topology.load(args.topology)
     ranks = _ranks(args.ranks, topo, 1)
-    if (out := downpour.from_args(topo, ranks, args, _itemsize(args))) is not None:  # async
-        print(rundir.dumps(out, indent=2) if args.json else downpour.text(out))
-        return 0
+    own = (args.servers, args.fetch_every, args.push_every)  # downpour's options
+    if args.algorithm == downpour.NAME or any(v is not None for v in own):
+        return _downpour(args, topo, ranks)
     out = prediction.predict(
         topo,
         algorithms.get(args.algorithm),
@@ -78,6 +78,21 @@ def predict(args) -> int:
         chunks=args.chunks,
     )
     print(rundir.dumps(out, indent=2) if args.json else predict_text.prediction_text(out))
+    return 0
+
+
+def _downpour(args, topo, ranks: int) -> int:
+    """predict --algorithm downpour: asynchronous Downpour SGD, which has options of its own
+    and not the all-reduce's."""
+    if args.algorithm != downpour.NAME:
+        raise InputError("--servers, --fetch-every and --push-every are for --algorithm downpour")
+    if args.channels is not None or args.chunks != 1:
+        raise InputError("--channels and --chunks are all-reduce options; downpour has neither")
+    every = (args.fetch_every or 1, args.push_every or 1)
+    out = downpour.predict(
+        topo, ranks, args.servers or 1, args.params, _itemsize(args), args.compute_ms / 1e3, *every
+    )
+    print(rundir.dumps(out, indent=2) if args.json else downpour.text(out))
     return 0
 
 
@@ -104,7 +119,10 @@ def sweep(args) -> int:
         channels=args.channels,
         chunks=args.chunks,
     )
-    print(rundir.dumps(rows, indent=2) if args.json else predict_text.sweep_text(topo, rows, args))
+    if args.json:
+        print(rundir.dumps(rows, indent=2))
+    else:
+        print(predict_text.sweep_text(topo, rows, args.params, args.dtype, args.compute_ms))
     if args.plot:
         _write("--plot", args.plot, lambda tmp: predict_text.sweep_plot(tmp, topo, rows))
         print(f"wrote {args.plot}")
@@ -121,34 +139,10 @@ def nccl(args) -> int:
         )
         rows += found if args.all else found[:1]
     if args.json:
-        print(rundir.dumps([_estimate_dict(e) for e in rows], indent=2))
-        return 0
-    print(
-        f'NCCL all-reduce (float32 sum) on {ranks} ranks of "{topo.name}": NCCL\'s tuning '
-        f"model on netsim's links, as nccl-tests reports it"
-    )
-    print(
-        f"{'size':>10}  {'algorithm':<10} {'protocol':<8} {'ch':>3} {'time':>11} "
-        f"{'algbw':>11} {'busbw':>11}  bottleneck"
-    )
-    for e in rows:
-        star = " *" if e.simulated_only else ""
-        print(
-            f"{text.nbytes(e.nbytes):>10}  {e.algorithm + star:<10} {e.protocol:<8} "
-            f"{e.channels:>3} {e.time_s * 1e6:>8.1f} us {text.gbps(e.algbw_bytes_per_s):>11} "
-            f"{text.gbps(e.busbw_bytes_per_s):>11}  {e.bottleneck}"
-        )
-    if any(e.simulated_only for e in rows):
-        print("* simulated only: the switches add; no MPI on this machine runs it")
+        print(rundir.dumps([e.to_dict() for e in rows], indent=2))
+    else:
+        print(predict_text.nccl_text(topo, ranks, rows))
     return 0
-
-
-def _estimate_dict(e) -> dict:
-    return {
-        **{k: getattr(e, k) for k in e.__dataclass_fields__},
-        "algbw_bytes_per_s": e.algbw_bytes_per_s,
-        "busbw_bytes_per_s": e.busbw_bytes_per_s,
-    }
 
 
 def replay(args) -> int:

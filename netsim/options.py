@@ -13,6 +13,7 @@ MAX_PARAMS = 2**40  # 1.1 trillion: the gradient of the largest models, and int6
 MAX_CHANNELS = 64
 MAX_CHUNKS = 64
 MAX_TIMEOUT_S = 86400.0
+MAX_BYTES = 1 << 40  # a buffer size beyond 1 TiB is a typo
 
 
 def integer(low: int, high: int | None = None):
@@ -47,3 +48,24 @@ def real(low: float, high: float = math.inf, low_open: bool = False):
         return value
 
     return parse
+
+
+def byte_sizes(text: str) -> tuple[int, ...]:
+    """'8,4K,64M' -> bytes (K, M, G: powers of 1024), each a positive multiple of 4 (float32
+    buffers) up to MAX_BYTES; 'none' -> (). An argparse type, shared with the probe."""
+    if text.strip().lower() == "none":
+        return ()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    out = []
+    for item in text.split(","):
+        t = item.strip().upper().removesuffix("IB").removesuffix("B")
+        try:
+            n = int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a byte count: {item!r}") from None
+        if not 4 <= n <= MAX_BYTES or n % 4:
+            raise argparse.ArgumentTypeError(
+                f"sizes must be positive multiples of 4 bytes up to 1024G, got {item!r}"
+            )
+        out.append(n)
+    return tuple(out)

@@ -226,22 +226,6 @@ def predict(
     }
 
 
-def from_args(topology, world_size: int, args, itemsize: int) -> dict | None:
-    """`python -m netsim predict`'s figures of downpour; None where it asks for none."""
-    own = (args.servers, args.fetch_every, args.push_every)
-    if args.algorithm != NAME and all(v is None for v in own):
-        return None
-    if args.algorithm != NAME:
-        raise InputError("--servers, --fetch-every and --push-every are for --algorithm downpour")
-    if args.channels is not None or args.chunks != 1:
-        raise InputError("--channels and --chunks are all-reduce options; downpour has neither")
-    every = (args.fetch_every or 1, args.push_every or 1)
-    compute_s = args.compute_ms / 1e3
-    return predict(
-        topology, world_size, args.servers or 1, args.params, itemsize, compute_s, *every
-    )
-
-
 def text(o: dict) -> str:
     inc, r, s = o["incast"], o["replicas"], o["servers"]
     lines = [

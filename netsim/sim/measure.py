@@ -8,7 +8,6 @@ out; each point is the median of the rest. netsim.sim.calibrate fits a topology 
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -30,33 +29,11 @@ PINGPONG_SIZES = (8, 64, 512, 4 << 10, 32 << 10, 256 << 10, 1 << 20, 4 << 20, 16
 # 4 KiB, 16 KiB, ..., 64 MiB: the small ones pin the cost per round, which decides what
 # --allreduce auto picks below 1 MiB
 ALLREDUCE_SIZES = tuple(4 << 10 << 2 * k for k in range(8))
-MAX_BYTES = 1 << 40  # a buffer size beyond 1 TiB is a typo
 MIN_CPU_SHARE = 0.9  # a round in which the ranks had less of the cores was disturbed
 
 
 class CalibrationError(InputError):
     """A measurement that could not be made or a file that cannot be fitted: one line."""
-
-
-def byte_sizes(text: str) -> tuple[int, ...]:
-    """'8,4K,64M' -> bytes (K, M, G: powers of 1024), each a positive multiple of 4 (float32
-    buffers) up to MAX_BYTES; 'none' -> (). An argparse type, shared with the probe."""
-    if text.strip().lower() == "none":
-        return ()
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    out = []
-    for item in text.split(","):
-        t = item.strip().upper().removesuffix("IB").removesuffix("B")
-        try:
-            n = int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a byte count: {item!r}") from None
-        if not 4 <= n <= MAX_BYTES or n % 4:
-            raise argparse.ArgumentTypeError(
-                f"sizes must be positive multiples of 4 bytes up to 1024G, got {item!r}"
-            )
-        out.append(n)
-    return tuple(out)
 
 
 def machine() -> dict:

@@ -37,7 +37,7 @@ spends on one call's host side other than the launch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -79,6 +79,10 @@ class Estimate:
     @property
     def busbw_bytes_per_s(self) -> float:  # nccl-tests' definition, for every algorithm
         return algorithms.busbw(self.algbw_bytes_per_s, self.ranks)
+
+    def to_dict(self) -> dict:  # what `python -m netsim nccl --json` prints
+        bandwidths = {"algbw_bytes_per_s": self.algbw_bytes_per_s}
+        return {**asdict(self), **bandwidths, "busbw_bytes_per_s": self.busbw_bytes_per_s}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""What predict, sweep and replay print, and the sweep's plot: the text of netsim.sim.predict's
-dictionaries (whose keys are a measured run's)."""
+"""What predict, sweep, replay and nccl print, and the sweep's plot: the text of
+netsim.sim.predict's dictionaries (whose keys are a measured run's) and of netsim.sim.nccl's
+estimates."""
 
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ def prediction_text(o: dict) -> str:
     return "\n".join(lines)
 
 
-def sweep_text(topo, rows: list[dict], args) -> str:
+def sweep_text(topo, rows: list[dict], params: int, dtype: str, compute_ms: float) -> str:
     head = (
-        f'weak scaling on "{topo.name}": {args.params:,} parameters ({args.dtype}), '
-        f"{args.compute_ms:g} ms compute per step"
+        f'weak scaling on "{topo.name}": {params:,} parameters ({dtype}), '
+        f"{compute_ms:g} ms compute per step"
     )
     lines = [
         head,
@@ -51,6 +52,26 @@ def sweep_text(topo, rows: list[dict], args) -> str:
             f"{ms(r['step_time_s']):>11} {r['comm_share']:>6.0%} {r['scaling_efficiency']:>10.0%} "
             f"{gbps(r['busbw_bytes_per_s']):>11}  {r['bottleneck_link']}"
         )
+    return "\n".join(lines)
+
+
+def nccl_text(topo, ranks: int, rows: list) -> str:
+    """NCCL's model, one row per estimate (netsim.sim.nccl.Estimate), as nccl-tests reports."""
+    lines = [
+        f'NCCL all-reduce (float32 sum) on {ranks} ranks of "{topo.name}": NCCL\'s tuning '
+        f"model on netsim's links, as nccl-tests reports it",
+        f"{'size':>10}  {'algorithm':<10} {'protocol':<8} {'ch':>3} {'time':>11} "
+        f"{'algbw':>11} {'busbw':>11}  bottleneck",
+    ]
+    for e in rows:
+        star = " *" if e.simulated_only else ""
+        lines.append(
+            f"{nbytes(e.nbytes):>10}  {e.algorithm + star:<10} {e.protocol:<8} "
+            f"{e.channels:>3} {e.time_s * 1e6:>8.1f} us {gbps(e.algbw_bytes_per_s):>11} "
+            f"{gbps(e.busbw_bytes_per_s):>11}  {e.bottleneck}"
+        )
+    if any(e.simulated_only for e in rows):
+        lines.append("* simulated only: the switches add; no MPI on this machine runs it")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ made by the simulator from known parameters). The CLI and the probe: test_calibr
 
 import pytest
 
+from netsim import options
 from netsim.algorithms import RING
 from netsim.cluster import topology
 from netsim.sim import calibrate, machine, measure, predict, simulate
@@ -150,9 +151,9 @@ def test_fit_refuses_files_it_cannot_use():
 
 
 def test_byte_sizes():
-    assert measure.byte_sizes("8, 4K,64MiB,1G") == (8, 4096, 64 * MIB, 1 << 30)
-    assert measure.byte_sizes("none") == ()
-    assert measure.byte_sizes("1024G") == (1 << 40,)
+    assert options.byte_sizes("8, 4K,64MiB,1G") == (8, 4096, 64 * MIB, 1 << 30)
+    assert options.byte_sizes("none") == ()
+    assert options.byte_sizes("1024G") == (1 << 40,)
     for bad in ("7", "0", "4Q", "", "1025G", "99999999999999999999999G"):
         with pytest.raises(Exception, match="byte count|multiples of 4"):
-            measure.byte_sizes(bad)
+            options.byte_sizes(bad)
