@@ -10,7 +10,7 @@ hierarchical ring and the ring on 2 channels, and for two models (the default
 64-128-128-10, 102 KiB of gradient, and 64-512-512-10, 1.2 MiB), train `--steps` steps on
 the emulated cluster. 3.
 Replay each run (`python -m netsim replay RUN --topology MACHINE`: the calibrated node K
-times on the emulated links, netsim.sim.emulated) and compare the predicted all-reduce
+times on the emulated links, netsim.calibration.emulated) and compare the predicted all-reduce
 time (the median, from the last rank's entry) and step time (start to next start) with the
 measured ones. Prints every case, then the median and worst |error| of each figure; the
 goal (issue 12) is a median within 10% and the worst within 25%.

@@ -4,10 +4,10 @@
         [--sizes 64K,256K,1M,4M,16M,64M] [--rounds 3] [--passes 8] [--save-topology FILE]
 
 1. Measure twice over: per pass and rank count, a calibration probe run (ring all-reduce,
-   and ping-pong at the fewest ranks: what `netsim.sim.measure.measure` runs) beside the
+   and ping-pong at the fewest ranks: what `netsim.calibration.measure.measure` runs) beside the
    validation's own, fresh probe run of the ring all-reduce. `--passes` passes, `--rounds`
    rounds per size.
-2. Fit the topology to the calibration runs only (`netsim.sim.calibrate.fit`), unless
+2. Fit the topology to the calibration runs only (`netsim.calibration.fitting.fit`), unless
    --topology gives a calibrated TOML (then only validation runs are made).
 3. Predict every (p, size) of the validation runs with netsim.sim.predict.predict and compare
    with netsim.sim.predict.errors: both are reports of one schema, so the error is computed.
@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netsim import options  # noqa: E402
 from netsim.algorithms import RING  # noqa: E402
+from netsim.calibration import fitting, measure  # noqa: E402
 from netsim.cluster import topology  # noqa: E402
 from netsim.report.text import ms, nbytes  # noqa: E402
-from netsim.sim import calibrate, measure, predict  # noqa: E402
+from netsim.sim import predict  # noqa: E402
 
 BAR = 0.15
 
@@ -153,10 +154,10 @@ def main() -> int:
     )
     if topo is None:
         measurements["date"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        fit = calibrate.fit(measurements)
-        print(f"\ncalibration (fit to the calibration runs):\n{calibrate.text(fit)}")
+        fit = fitting.fit(measurements)
+        print(f"\ncalibration (fit to the calibration runs):\n{fitting.text(fit)}")
         if args.save_topology:
-            Path(args.save_topology).write_text(calibrate.toml_text(fit, measurements))
+            Path(args.save_topology).write_text(fitting.toml_text(fit, measurements))
             print(f"wrote {args.save_topology}")
         topo = topology.parse(fit.spec, "calibrated")
     else:

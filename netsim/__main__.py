@@ -10,10 +10,11 @@ import argparse
 import sys
 
 from . import algorithms, commands
+from .calibration import choose, measure
 from .cluster import topology
 from .errors import InputError
 from .options import MAX_CHANNELS, MAX_CHUNKS, MAX_PARAMS, MAX_TIMEOUT_S, byte_sizes, integer, real
-from .sim import choose, measure, nccl, nccl_tables
+from .sim import nccl, nccl_tables
 
 
 class _Parser(argparse.ArgumentParser):

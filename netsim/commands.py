@@ -9,12 +9,12 @@ import os
 import sys
 
 from netsim import algorithms
+from netsim.calibration import choose, emulated, fitting, measure
 from netsim.cluster import topology
 from netsim.errors import InputError
 from netsim.record import rundir
 from netsim.report import summary, text, traffic
-from netsim.sim import calibrate as calibration
-from netsim.sim import choose, downpour, emulated, measure, predict_text
+from netsim.sim import downpour, predict_text
 from netsim.sim import nccl as nccl_model
 from netsim.sim import predict as prediction
 
@@ -270,8 +270,8 @@ def calibrate(args) -> int:
         )
         if args.save_measurements:
             _write_text("--save-measurements", args.save_measurements, rundir.dumps(measurements))
-    result = calibration.fit(measurements, args.name)
-    _write_text("--out", args.out, calibration.toml_text(result, measurements))
+    result = fitting.fit(measurements, args.name)
+    _write_text("--out", args.out, fitting.toml_text(result, measurements))
     if args.json:
         print(
             rundir.dumps(
@@ -288,5 +288,5 @@ def calibrate(args) -> int:
             )
         )
     else:
-        print(f"{calibration.text(result)}\nwrote {args.out}")
+        print(f"{fitting.text(result)}\nwrote {args.out}")
     return 0

@@ -1,8 +1,10 @@
-"""A run modelled: the simulator that executes a schedule on a topology (simulate), the
-predictions built on it, one step, a sweep and the replay of a recorded run (predict,
-printed by predict_text), NCCL's own model of a call on the modelled links (nccl, its
-constants in nccl_tables), and the calibration of this machine: measured through
-allreduce_train.probe under mpirun (measure), modelled as one node of physical parameters
-(machine) and fitted (calibrate).
-May import every other netsim package and launch; SciPy for the fit.
+"""A run modelled on a topology: the simulator that executes a schedule on its links
+(simulate), the predictions built on it, one step, a sweep and the replay of a recorded run
+(predict; predict_text prints them, and nccl's), NCCL's own model of a call on the modelled
+links (nccl, its constants in nccl_tables), and asynchronous Downpour SGD on a cluster
+(downpour: its incast simulated beside its closed form, its steady state). Values in,
+figures out: netsim.commands turns the command line into values, netsim.report reads a
+recorded run. May import netsim.algorithms, netsim.cluster, netsim.report and
+netsim.errors; not launch, nor this machine's calibration (netsim.calibration), which is
+built on it.
 """

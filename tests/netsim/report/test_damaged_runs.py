@@ -36,7 +36,7 @@ def report(run_dir, *options):
 
 def copy(base, tmp_path, emulated=False):
     shutil.copytree(base, tmp_path / "run")
-    if emulated:  # as python -m launch.emulate leaves it (tests/netsim/sim/test_emulated.py)
+    if emulated:  # as launch.emulate leaves it (tests/netsim/calibration/test_emulated.py)
         net = {"nodes": 1, "ranks_per_node": 2, "node_mbit_per_s": 200.0, "mtu": 1500}
         link = {"link": "node0.up", "bytes": 1000, "packets": 10, "drops": 0, "overlimits": 0}
         (tmp_path / "run" / "network.json").write_text(

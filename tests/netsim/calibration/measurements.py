@@ -1,7 +1,7 @@
 """Measurement files as `netsim calibrate` writes them, made by the simulator from known
 parameters: the oracle the fit is tested against."""
 
-from netsim.sim import machine, measure
+from netsim.calibration import machine, measure
 
 FACTS = {"cores": 2, "cache_bytes": 32 << 20, "host": "test"}
 TRUE = {

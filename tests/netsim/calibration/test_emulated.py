@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from netsim.calibration import emulated
 from netsim.cluster import topology
 from netsim.errors import InputError
-from netsim.sim import emulated
 
 # 2 cores, a shared fabric and a cache
 MACHINE = str(Path(__file__).resolve().parents[3] / "docs/examples/calibrated-2vcpu-vm.toml")

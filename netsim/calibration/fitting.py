@@ -2,7 +2,7 @@
 
     python -m netsim calibrate [--ranks 2,3,4] [--rounds 3] [--passes 5] [--out this-machine.toml]
 
-Measured (netsim.sim.measure): ping-pong between two ranks, 8 B .. 64 MiB, and our ring
+Measured (netsim.calibration.measure): ping-pong between two ranks, 8 B .. 64 MiB, and our ring
 all-reduce (the executor training uses) at every rank count, 4 KiB .. 64 MiB.
 
 Fitted: one node whose GPUs are the ranks, gpus_per_node = the most ranks measured, an
@@ -45,8 +45,8 @@ import numpy as np
 from netsim.algorithms import RING, busbw
 from netsim.cluster import topology
 from netsim.report.text import ms, nbytes
+from netsim.sim import predict
 
-from . import predict
 from .machine import DIGITS, PARAMETERS, Model, topology_spec
 from .measure import MIN_CPU_SHARE, CalibrationError, disturbed_rounds, measured_report, pooled
 

@@ -5,8 +5,9 @@ import pytest
 
 from netsim import options
 from netsim.algorithms import RING
+from netsim.calibration import fitting, machine, measure
 from netsim.cluster import topology
-from netsim.sim import calibrate, machine, measure, predict, simulate
+from netsim.sim import predict, simulate
 
 from measurements import FACTS, MIB, TRUE, synthetic
 
@@ -85,7 +86,7 @@ def test_the_cache_bandwidth_holds_while_every_ranks_buffer_and_scratch_fit():
 
 
 def test_fit_recovers_known_parameters():
-    result = calibrate.fit(synthetic())
+    result = fitting.fit(synthetic())
     for name, value in TRUE.items():
         assert result.parameters[name] == pytest.approx(value, rel=2e-3), name
     assert result.median_abs_error < 1e-3 and abs(result.worst()["error"]) < 3e-3
@@ -97,7 +98,7 @@ def test_fit_recovers_known_parameters():
 def test_a_disturbed_size_does_not_drag_the_fit():
     """A busy spell unseen by the cores share (another VM on the host) triples one size's
     time: that point is off, every other is still predicted (soft_l1 loss)."""
-    result = calibrate.fit(synthetic(disturb={(2, MIB): 3.0}))
+    result = fitting.fit(synthetic(disturb={(2, MIB): 3.0}))
     worst = result.worst()
     assert (worst["world_size"], worst["nbytes"], worst["error"] < -0.5) == (2, MIB, True)
     assert max(abs(r["error"]) for r in result.rows if r is not worst) < 0.1
@@ -124,7 +125,7 @@ def test_rounds_in_which_another_process_had_the_cores_are_left_out():
     )
     _, allreduce = measure.pooled(measurements)
     assert all(len(t) == 3 for t in allreduce.values())
-    assert calibrate.fit(measurements).median_abs_error < 1e-3
+    assert fitting.fit(measurements).median_abs_error < 1e-3
     everything = measure.pooled(measurements, min_cpu_share=0.0)[1]
     assert all(len(t) == 5 for t in everything.values())
 
@@ -134,20 +135,20 @@ def test_parameters_the_data_cannot_see_are_left_out():
     cache keys, rather than a huge rate or a cache slower than memory."""
     params = {**TRUE, "cache_bandwidth_bytes_per_s": TRUE["aggregate_bandwidth_bytes_per_s"]}
     del params["reduce_bytes_per_s"]
-    result = calibrate.fit(synthetic(params))
+    result = fitting.fit(synthetic(params))
     assert "reduce_gbyte_per_s" not in result.spec["compute"]
     assert "cache_bytes" not in result.spec["intra_node"]
     assert result.median_abs_error < 0.01
 
 
 def test_fit_refuses_files_it_cannot_use():
-    with pytest.raises(calibrate.CalibrationError, match="not a measurement file"):
-        calibrate.fit({"something": "else"})
+    with pytest.raises(fitting.CalibrationError, match="not a measurement file"):
+        fitting.fit({"something": "else"})
     no_allreduce = synthetic()
     for run in no_allreduce["runs"]:
         run["allreduce"] = []
-    with pytest.raises(calibrate.CalibrationError, match="no all-reduce"):
-        calibrate.fit(no_allreduce)
+    with pytest.raises(fitting.CalibrationError, match="no all-reduce"):
+        fitting.fit(no_allreduce)
 
 
 def test_byte_sizes():

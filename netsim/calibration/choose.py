@@ -30,14 +30,13 @@ from netsim import algorithms
 from netsim.cluster import topology
 from netsim.errors import InputError
 from netsim.report.text import ms, nbytes
-
-from . import simulate
+from netsim.sim import simulate
 
 CHANNELS = (1, 2, 4)
 MARGIN = 0.05  # how much faster a later-listed candidate must be predicted to be picked
 CACHE_ENV = "NETSIM_CACHE_DIR"  # where calibrations are kept (default: ~/.cache/netsim)
 
-# One node of ranks, as `netsim calibrate` writes it (see netsim.sim.calibrate for the
+# One node of ranks, as `netsim calibrate` writes it (see netsim.calibration.fitting for the
 # meaning of each key); gpus_per_node and nodes are set per run, cores per machine.
 ESTIMATE = {
     "name": "built-in estimate (a 2-vCPU VM, MPICH 5.0.2)",

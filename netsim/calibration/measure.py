@@ -3,7 +3,7 @@
 allreduce_train.probe runs under mpirun (launch finds it) as a subprocess per rank count
 (so netsim never imports MPI); `passes` times over the rank counts in turn. Rounds in which
 the ranks had less than MIN_CPU_SHARE of the cores (another process was running) are left
-out; each point is the median of the rest. netsim.sim.calibrate fits a topology to the result.
+out; each point is the median of the rest. netsim.calibration.fitting fits a topology to the result.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """This machine as netsim models it: one node whose GPUs are the ranks, described by the
-physical parameters calibration fits (netsim.sim.calibrate), and the simulated times of the
+physical parameters calibration fits (netsim.calibration.fitting), and the simulated times of the
 measured points on it. The simulator itself is the model, so a topology written from these
 parameters predicts exactly the times the fit saw.
 """
@@ -10,8 +10,7 @@ import numpy as np
 
 from netsim.algorithms import RING, Round, Schedule
 from netsim.cluster import topology
-
-from . import simulate
+from netsim.sim import simulate
 
 GBIT = 1e9 / 8
 DIGITS = 4  # significant digits of the parameters written

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from netsim.algorithms import RING
+from netsim.calibration import measure
 from netsim.cluster import topology
-from netsim.sim import measure, predict
+from netsim.sim import predict
 
 from conftest import mpirun, read_json
 from measurements import MIB, synthetic
