@@ -1,7 +1,13 @@
 """How runs are started: finding the MPI launcher, building its argv, and running it with a
 hard timeout that kills every rank. The one copy that netsim's calibration, the benchmarks
-and the tests use. Imports nothing of ours (the standard library only), so everything may
-import it. Argv builders are pure functions, tested by asserting the argv they return.
+and the tests use. Every module but the emulator imports nothing of ours, the standard
+library only, so everything may import them. The emulator (emulate.py) imports one thing
+of ours, netsim's topology loader (netsim.cluster.topology): what it emulates is a netsim
+topology, and reading the TOML again with keys and defaults of its own could only drift
+from the cluster netsim models. netsim.cluster imports nothing of launch (only
+netsim.calibration does, and not the emulator), so there is no cycle;
+tests/test_architecture.py holds both. Argv builders are pure functions, tested by
+asserting the argv they return.
 
 local.py starts ranks on this machine; clusters.py builds the argv (and the environment it
 needs) that starts N nodes x G ranks per node on real hosts through MPICH's mpiexec, Open

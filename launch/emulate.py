@@ -3,9 +3,11 @@
     python -m launch.emulate --topology T [--nodes K] [--ranks-per-node G] -- TRAINING ARGS
     python -m launch.emulate --cleanup
 
-builds K emulated nodes from the topology file netsim reads (launch.netns: a network
-namespace per node, bridges, veth links capped by tbf at the node's NIC rate, count x
-bandwidth_gbit_per_s, and a fat-tree's oversubscribed leaf uplinks), starts MPICH's Hydra
+builds K emulated nodes of a topology, a TOML file or a preset's name read and checked by
+netsim's own loader (netsim.cluster.topology: its keys, checks and presets, so the cluster
+emulated is the one netsim models), as launch.netns lays them out: a network namespace per
+node, bridges, veth links capped by tbf at the node's NIC rate, count x
+bandwidth_gbit_per_s, and a fat-tree's oversubscribed leaf uplinks. It starts MPICH's Hydra
 in node 0 with `-launcher ssh -launcher-exec WRAPPER` (launch.hop: each "host" is a
 namespace with its own host name), runs `python -m allreduce_train ARGS` on G ranks per
 node, and always removes every namespace, link, bridge and process it made: on success, on
@@ -32,13 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
+
+from netsim.cluster import topology as topologies
 
 from . import hop, netns
 from .local import mpiexec
 
-PRESETS = Path(__file__).resolve().parent.parent / "netsim" / "cluster" / "presets"
 UCX_ENV = {"UCX_TLS": "tcp,self", "UCX_NET_DEVICES": "eth0", "UCX_RNDV_THRESH": "inf"}
 
 
@@ -47,30 +49,24 @@ class Stop(Exception):
 
 
 def read_topology(name: str) -> tuple[Path, dict]:
-    path = Path(name)
-    if not path.is_file() and (PRESETS / f"{name}.toml").is_file():
-        path = PRESETS / f"{name}.toml"
-    try:
-        return path, tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"cannot read topology {name!r}: {exc}") from None
+    """The file `name` stands for (a path, or a netsim preset's name) and its description as
+    netsim's loader checked it; a bad one is a ValueError naming the key (netsim's
+    TopologyError)."""
+    path = topologies.resolve(name)
+    return path, topologies.load(str(path)).spec
 
 
 def plan_of(spec: dict, nodes: int | None, rate_mbit: float | None, mtu: int, tag: str):
-    """The emulated network of a topology: its first `nodes` nodes, each link at the node's
-    NIC rate (or rate_mbit), leaves and uplinks as a fat-tree's."""
-    try:
-        nic, network = spec.get("nic", {}), spec.get("network", {})
-        total = int(spec["nodes"])
-        node_mbit = rate_mbit or nic["count"] * nic["bandwidth_gbit_per_s"] * 1000.0
-        per_leaf = (
-            int(network.get("nodes_per_leaf", total))
-            if network.get("kind") == "fat-tree"
-            else total
-        )
-        over = float(network.get("oversubscription", 1.0))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"topology lacks what an emulation needs ({exc})") from None
+    """The emulated network of a topology (its checked description, read_topology's): its
+    first `nodes` nodes, each link at the node's NIC rate (or rate_mbit), leaves and uplinks
+    as a fat-tree's."""
+    total, nic, network = spec["nodes"], spec.get("nic"), spec.get("network", {})
+    if not rate_mbit and nic is None:  # netsim asks for a [nic] only when nodes > 1
+        raise ValueError("the topology has no [nic] to set the links' rate: give --rate-mbit")
+    node_mbit = rate_mbit or nic["count"] * nic["bandwidth_gbit_per_s"] * 1000.0
+    fat_tree = network.get("kind") == "fat-tree"
+    per_leaf = network["nodes_per_leaf"] if fat_tree else total
+    over = network["oversubscription"] if fat_tree else 1.0
     k = total if nodes is None else nodes
     if not 1 <= k <= total:
         raise ValueError(f"--nodes must be 1 to the topology's {total} nodes, got {k}")
@@ -142,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--topology is required")
         path, spec = read_topology(args.topology)
         plan = plan_of(spec, args.nodes, args.rate_mbit, args.mtu, str(os.getpid()))
-        per_node = args.ranks_per_node or int(spec.get("gpus_per_node", 1))
+        per_node = args.ranks_per_node or spec["gpus_per_node"]
         if per_node < 1:
             raise ValueError(f"--ranks-per-node must be >= 1, got {per_node}")
     except ValueError as exc:

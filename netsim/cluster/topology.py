@@ -163,8 +163,8 @@ def presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
 
-def load(path_or_preset: str) -> Topology:
-    """A .toml file, or the name of a preset (see presets())."""
+def resolve(path_or_preset: str) -> Path:
+    """The file a topology's name stands for: a .toml file, or a preset's (see presets())."""
     path = Path(path_or_preset)
     if not path.is_file() and path.suffix != ".toml":
         if str(path_or_preset) not in presets():
@@ -172,6 +172,12 @@ def load(path_or_preset: str) -> Topology:
                 f"{path_or_preset!r} is neither a .toml file nor a preset ({', '.join(presets())})"
             )
         path = PRESETS_DIR / f"{path_or_preset}.toml"
+    return path
+
+
+def load(path_or_preset: str) -> Topology:
+    """A .toml file, or the name of a preset (see presets())."""
+    path = resolve(path_or_preset)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as err:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from launch import emulate, hop, netns
+from netsim.cluster import topology
 
 
 def _can_emulate() -> bool:
@@ -74,6 +75,24 @@ def test_a_topologys_nics_set_the_links_and_a_fat_trees_leaves_its_uplinks():
         emulate.plan_of(spec, 33, None, 1500, "t")
     with pytest.raises(ValueError, match="must start with 'atr-'"):
         netns.Plan("mine", 2, 100, 2)
+
+
+def test_the_topology_is_netsims_read_by_netsims_loader(tmp_path):
+    path, spec = emulate.read_topology("ethernet-100g")  # the README's preset
+    assert path == topology.PRESETS_DIR / "ethernet-100g.toml"
+    assert spec == topology.load("ethernet-100g").spec
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TWO_NODES.replace("count = 1", "cuont = 1"))
+    with pytest.raises(ValueError, match="nic.cuont is not a known key"):  # netsim's check
+        emulate.read_topology(str(bad))
+    with pytest.raises(ValueError, match="neither a .toml file nor a preset"):
+        emulate.read_topology("no-such-preset")
+    one = tmp_path / "one.toml"  # one node: netsim asks for no [nic], so --rate-mbit must say
+    one.write_text(TWO_NODES.split("[nic]")[0].replace("nodes = 2", "nodes = 1"))
+    _, spec = emulate.read_topology(str(one))
+    with pytest.raises(ValueError, match="no \\[nic\\] to set the links' rate: give --rate-mbit"):
+        emulate.plan_of(spec, None, None, 1500, "t")
+    assert emulate.plan_of(spec, None, 200, 1500, "t").node_mbit == 200
 
 
 def test_hydras_ssh_call_becomes_a_command_in_the_hosts_namespace():
