@@ -4,6 +4,8 @@ the size of modules. allreduce_train's own rooms are held in tests/allreduce_tra
 
 import ast
 import re
+import sys
+import tomllib
 
 import pytest
 
@@ -105,6 +107,17 @@ def test_netsim_names_allreduce_train_only_as_the_probe_it_starts():
         assert any(
             isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body
         ), f'{started} does not run as a program (no `if __name__ == "__main__"`)'
+
+
+def test_every_third_party_import_of_netsim_and_launch_is_declared():
+    """In pyproject.toml's dependencies, or an extra where the import is optional (plots)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"], *sum(project["optional-dependencies"].values(), [])]
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower().replace("-", "_") for d in declared}
+    for name in (n for n in GRAPH if within(n, "netsim") or within(n, "launch")):
+        for top in {i.split(".")[0] for i in GRAPH[name]}:
+            if top not in sys.stdlib_module_names and top not in PACKAGES:
+                assert top in names, f"{name} imports {top}, which pyproject.toml does not declare"
 
 
 @pytest.mark.parametrize("package", sorted(NETSIM_MAY_IMPORT))
