@@ -1,5 +1,6 @@
 """What each subcommand of `python -m netsim` does, given its parsed arguments (the syntax
-is in __main__.py). Each returns the exit code; bad input raises InputError.
+is in __main__.py). The arguments end here: the packages are handed values, never the
+Namespace. Each returns the exit code; bad input raises InputError.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """All-reduce algorithms, each whole in its own module: its schedule, the elements each rank
 sends, and its closed-form time. May import NumPy and netsim.errors, nothing else of ours:
 it knows nothing of MPI, GPUs, files or clusters (a topology is only asked for latencies,
-bandwidths and routes), so every other part can use it.
+bandwidths and routes), so every other part can use it. Also here, and not an all-reduce
+(nor in ALGORITHMS): downpour.py, the messages of asynchronous Downpour SGD counted from
+its definition.
 
 A schedule says, round by round, which rank sends which slice of the flat buffer to whom,
 and whether the receiver adds the slice into its own buffer (reduce) or overwrites its
 slice with it (copy). It is written once and executed three times: in one process
-(`reference.execute`, the oracle), over MPI (`allreduce_train.collectives`), and on a
+(`reference.execute`, the oracle), over MPI (allreduce_train's executor), and on a
 modelled network (`netsim.sim.simulate`); so measured and modelled runs are the same traffic
 by construction. Every scheduled algorithm is a sum and leaves all ranks bit-identical: each
 piece's sum is formed on one rank, in one order, then copied, except in recursive doubling,
