@@ -15,8 +15,9 @@ from .comm import (
     install_abort_hook,
     library_version,
 )
-from .config import Config, UsageError
-from .options import HelpShown, parser
+from .config.config import Config
+from .config.options import HelpShown, parser
+from .exits import NonFinite, ReplicasDiverged, UsageError
 
 
 def main(argv=None) -> int:
@@ -32,16 +33,18 @@ def main(argv=None) -> int:
     except UsageError as exc:
         world.log(f"allreduce_train: error: {exc}")
         return exc.code
-    from .run import Interrupted, OutputError, run
-    from .train import NonFinite, ReplicasDiverged
+    from .run.lifecycle import Interrupted, run
+    from .run.outputs import OutputError
 
     try:
-        if cfg.mode == "async":
-            from .async_run import run_async
-
-            run_async(cfg, world, backend, dataset, run_dir, MpiTransport(world))
-        else:
-            run(cfg, world, backend, dataset, run_dir, MpiTransport(world), state)
+        transport = MpiTransport(world)
+        run(
+            cfg,
+            world,
+            role(cfg, world, backend, dataset, state, transport),
+            run_dir,
+            resumed(state),
+        )
     except Interrupted as exc:  # every rank, after the same step: they agreed on it
         world.log(f"allreduce_train: {exc}")
         return exc.code
@@ -57,13 +60,37 @@ def main(argv=None) -> int:
     return 0
 
 
+def role(cfg, world: World, backend, dataset, state, transport):
+    """This rank's role in the run over `transport`: a sync Trainer, or a Downpour replica or
+    server."""
+    if cfg.mode == "async":
+        from .downpour.role import AsyncRole
+
+        return AsyncRole(cfg, world, backend, dataset, transport)
+    from .sync.role import SyncRole
+    from .sync.trainer import Trainer
+
+    trainer = Trainer(cfg, world, backend, dataset, transport)
+    if state is not None:
+        trainer.restore(state)
+    return SyncRole(trainer)
+
+
+def resumed(state: dict | None) -> dict | None:
+    """What config.json says of the checkpoint a run resumed from."""
+    return None if state is None else {"checkpoint": state["path"], "step": state["step"]}
+
+
 def setup(world: World, argv):
     """Parse, validate and load on every rank; any rank's error becomes every rank's."""
     from netsim import algorithms
     from netsim.errors import InputError
     from netsim.record import rundir
 
-    from . import autoselect, backend, budget, checkpoint, data, train
+    from .config import budget
+    from .exchange import autoselect, factory
+    from .maths import backend, data
+    from .run import checkpoint
 
     launcher = check_launcher(world.world_size)
     error = None if launcher is None else (exits.USAGE, launcher)
@@ -79,7 +106,7 @@ def setup(world: World, argv):
             cfg.check_world(world.world_size)
             # An algorithm refuses a layout it cannot run (a hierarchical ring on nodes of
             # unequal size) here, where the ranks agree on errors, not inside the run.
-            nodes = train.node_of_rank(cfg, world)
+            nodes = world.node_of_rank(cfg.ranks_per_node)
             try:  # (an async run has no all-reduce: its replicas' slot is ignored)
                 if cfg.allreduce != "auto":  # auto only picks what this layout can run
                     algorithms.get(cfg.allreduce).schedule(world.world_size, 0, node_of_rank=nodes)
@@ -88,10 +115,10 @@ def setup(world: World, argv):
             budget.check(cfg, world.world_size, world.local_size)  # before anything is made
             dev = backend.select(cfg.device, world.local_rank, world.local_size)
             if cfg.allreduce != "auto":
-                backend.check_allreduce(dev, algorithms.get(cfg.allreduce), world.local_size)
+                factory.check_allreduce(dev, algorithms.get(cfg.allreduce), world.local_size)
             if cfg.cuda_aware_mpi:
                 algorithm = algorithms.get(cfg.allreduce if cfg.allreduce != "auto" else "ring")
-                backend.check_cuda_aware(dev, algorithm, cuda_aware(), library_version())
+                factory.check_cuda_aware(dev, algorithm, cuda_aware(), library_version())
             dataset = data.load(
                 cfg.dataset,
                 seed=cfg.seed,
@@ -122,7 +149,7 @@ def setup(world: World, argv):
     if error is not None:
         raise agreed(*error)
     widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
-    cfg = autoselect.resolve(cfg, world, train.node_of_rank(cfg, world), widths)
+    cfg = autoselect.resolve(cfg, world, world.node_of_rank(cfg.ranks_per_node), widths)
     run_dir = None
     if world.is_root:
         try:

@@ -57,6 +57,14 @@ class World:
         local.Free()
         return world
 
+    def node_of_rank(self, ranks_per_node: int | None = None) -> list[int]:
+        """Each rank's node: consecutive groups of `ranks_per_node` (a pretend layout), else
+        the hosts in the order their first rank appears."""
+        if ranks_per_node:
+            return [r // ranks_per_node for r in range(self.world_size)]
+        names = list(dict.fromkeys(self.hostnames))
+        return [names.index(h) for h in self.hostnames]
+
     @property
     def is_root(self) -> bool:
         return self.rank == 0

@@ -1,7 +1,9 @@
-"""The exit codes of `python -m allreduce_train`, one place (README's table is this one).
+"""The exit codes of `python -m allreduce_train`, one place (README's table is this one), and
+the errors every room raises for them.
 
 Every rank of a failed run ends with the same code and rank 0 (or the rank that knows)
-prints one line saying why. A traceback means a bug of ours: exit code 1.
+prints one line saying why. A traceback means a bug of ours: exit code 1. This module
+imports nothing of ours: every room may raise its errors.
 """
 
 import errno
@@ -33,6 +35,27 @@ MEANING = {
 }
 
 
+class UsageError(Exception):
+    """Bad input: every rank ends with exit code `code` (USAGE unless a subclass says) and
+    one line naming the problem."""
+
+    code = USAGE
+
+
+class InjectedFault(Exception):
+    """The fault `--inject kind=exception` raises (guard.faults): an error the run reports in
+    one line, exit 1, with no traceback (it is not a bug)."""
+
+
+class ReplicasDiverged(Exception):
+    """Weights differ between ranks where they must be bit-identical: the all-reduce (or the
+    hardware) is broken (DIVERGED)."""
+
+
+class NonFinite(Exception):
+    """The averaged gradient is NaN or infinite: raised on every rank at once (NONFINITE)."""
+
+
 class Fatal(Exception):
     """A failure one rank finds alone and the run cannot go on from (an asynchronous replica's
     non-finite gradient): one line, and every rank ends with `code`."""
@@ -57,8 +80,6 @@ def classify(exc_type, exc, mpi_lost: str | None) -> tuple[int, str | None, bool
     lost peer, a full or read-only disk, Ctrl-C) is one line; anything else is a bug of ours
     and shows its traceback (INTERNAL). mpi_lost: an MPI error that means a lost peer, as one
     line (comm.py decides; this module has no MPI)."""
-    from .faults import InjectedFault
-
     if issubclass(exc_type, KeyboardInterrupt):
         return INTERRUPTED, "interrupted", False
     if mpi_lost is not None:

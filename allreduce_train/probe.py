@@ -3,7 +3,7 @@
     mpirun -n P python -m allreduce_train.probe --out probe.json [--pingpong-sizes 8,...,64M]
         [--allreduce-sizes 4K,...,64M] [--rounds 7]
 
-Two measurements, written by rank 0 as JSON (`netsim.sim.calibrate` fits a topology to them):
+Two measurements, written by rank 0 as JSON (`netsim.calibration.fitting` fits a topology to them):
 
 - ping-pong between ranks 0 and 1: per round, `iters` round trips of Send/Recv; one-way
   time = round trip / 2. Meant for 2 ranks: more would poll idly and take cores from it.
@@ -15,7 +15,7 @@ buffer), then `--rounds` timed rounds that take the sizes in turn, so that a bur
 from elsewhere spoils one round of many sizes rather than every round of one. A round
 repeats the operation `iters` times (about 64 MiB of traffic, at most 200). The JSON keeps
 every round (its time, and `cpu_share`: the share of the machine's cores the ranks had
-during it), not only the median; `netsim.sim.calibrate` takes the medians.
+during it), not only the median; `netsim.calibration.fitting` takes the medians.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ import time
 import numpy as np
 
 from netsim.algorithms import RING
+from netsim.calibration.measure import ALLREDUCE_SIZES, PINGPONG_SIZES
+from netsim.options import byte_sizes
 from netsim.record import rundir
-from netsim.sim.measure import ALLREDUCE_SIZES, PINGPONG_SIZES, byte_sizes
 
-from .collectives import Transport, make_allreduce
 from .comm import MpiTransport, World, install_abort_hook, library_version, wtime
+from .exchange.protocol import Transport
+from .exchange.schedule import make_allreduce
 
 WARMUP = 2
 ROUND_BYTES = 64 << 20  # a timed round moves about this many bytes per message/buffer...

@@ -6,7 +6,7 @@
 The driver (plain python) starts `mpirun -n p python bench/allreduce.py --worker ...` once
 per rank count, with a hard timeout. The worker checks every algorithm once per size, then
 times them in interleaved rounds, so that machine noise hits all alike, and writes JSON.
-`auto` is what `--allreduce auto` would run for this buffer (netsim.sim.choose on this
+`auto` is what `--allreduce auto` would run for this buffer (netsim.calibration.choose on this
 host's calibration, or the built-in estimate), picked on rank 0 and broadcast. Bandwidths
 follow nccl-tests: algbw = buffer bytes / time, busbw = algbw * 2(p-1)/p.
 """
@@ -71,7 +71,7 @@ def timed_round(allreduce, buf, iters: int, world, wtime) -> float:
 
 def picked(world, nelems: int) -> tuple[str, int]:
     """(algorithm, channels) --allreduce auto would run here, agreed from rank 0."""
-    from netsim.sim import choose
+    from netsim.calibration import choose
 
     if world.is_root:
         spec, source = choose.machine_spec()
@@ -81,8 +81,8 @@ def picked(world, nelems: int) -> tuple[str, int]:
 
 
 def bench_size(nbytes: int, rounds: int, names: list[str], world, transport) -> dict:
-    from allreduce_train.collectives import make_allreduce
     from allreduce_train.comm import wtime
+    from allreduce_train.exchange.schedule import make_allreduce
     from netsim import algorithms
 
     nelems = nbytes // 4

@@ -178,8 +178,11 @@ def bandwidth(device: str, ranks: int, out: Path) -> bool:
 
 def worker(mode: str, device: str, out: str) -> None:
     """Under mpirun: busbw of the all-reduce of GPU (or, dry, host) buffers per size."""
-    from allreduce_train import backend, collectives, staging
     from allreduce_train.comm import MpiTransport, World, wtime
+    from allreduce_train.exchange import schedule as collectives
+    from allreduce_train.exchange import staging
+    from allreduce_train.exchange.nccl import NcclAllreduce
+    from allreduce_train.maths import backend
     from netsim import algorithms
 
     world = World.create()
@@ -190,7 +193,7 @@ def worker(mode: str, device: str, out: str) -> None:
         buf = xp.zeros(n, dtype=np.float32)
         transport = MpiTransport(world)
         if mode == "nccl":
-            run = backend.NcclAllreduce(world, xp, np.float32)
+            run = NcclAllreduce(world, xp, np.float32)
         elif mode == "direct":  # CUDA-aware MPI on the GPU buffer, adds on the GPU
             ring = collectives.make_allreduce(algorithms.RING, p, world.rank, n, transport, xp,
                                               np.float32)  # fmt: skip
@@ -231,8 +234,8 @@ def fused(device: str) -> bool:
         return True
     import cupy
 
-    from allreduce_train import kernels
-    from allreduce_train.model import MLP
+    from allreduce_train.maths import kernels
+    from allreduce_train.maths.model import MLP
 
     k, rng, f32, ok = kernels.make(cupy), cupy.random.default_rng(0), np.float32, True
 

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from allreduce_train import optim
+from allreduce_train.maths import optim
 
 WIDTHS = (784, 1024, 1024, 10)
 NPARAMS = sum(a * b + b for a, b in zip(WIDTHS, WIDTHS[1:]))

@@ -42,10 +42,10 @@ from launch import mpirun_argv  # noqa: E402 ($MPIEXEC, else the mpirun beside t
 
 def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
     """Under mpirun: train with recording switched on and off block by block."""
-    from allreduce_train import data
     from allreduce_train.__main__ import setup
     from allreduce_train.comm import MpiTransport, World
-    from allreduce_train.train import Trainer
+    from allreduce_train.maths import data
+    from allreduce_train.sync.trainer import Trainer
 
     world = World.create()
     cfg, dataset, backend, run_dir = setup(world, job)

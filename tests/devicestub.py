@@ -18,7 +18,7 @@ import time
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from allreduce_train import backend
+from allreduce_train.maths import backend
 
 __version__ = "0 (a stand-in)"
 

@@ -6,12 +6,24 @@ After step k of its n_r steps a replica pushes (k+1) % n_push == 0 or k == n_r -
 message of shard s to server s; then fetches if (k+1) % n_fetch == 0 and k < n_r - 1: a
 0-byte request to every server, each answering with its shard. These counts are the oracle
 of the measured bytes (tests hold a run's recorded links equal to `link_bytes`), of the
-report's figures and of the simulated pattern (netsim.sim.downpour).
+report's figures and of the simulated pattern (netsim.sim.downpour). The rule itself,
+`pushes_after` and `fetches_after`, is what training's replicas follow step by step
+(allreduce_train.downpour); the counts are it summed.
 """
 
 from __future__ import annotations
 
 from .rounds import chunk_bounds
+
+
+def pushes_after(step: int, steps: int, push_every: int) -> bool:
+    """Whether a replica that takes `steps` steps pushes after its step `step` (from 0)."""
+    return (step + 1) % push_every == 0 or step == steps - 1
+
+
+def fetches_after(step: int, steps: int, fetch_every: int) -> bool:
+    """Whether a replica that takes `steps` steps fetches after its step `step` (from 0)."""
+    return (step + 1) % fetch_every == 0 and step != steps - 1
 
 
 def pushes(steps: int, push_every: int) -> int:

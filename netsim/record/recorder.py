@@ -5,12 +5,13 @@ step file (netsim.record.stepfile). When an executor binds a buffer it hands ove
 messages it will send every step, ((label, sends, recvs) per round, the views themselves);
 `bind` counts them once (`count`: bytes, messages, links, round labels) and writes them as
 a messages frame. Each step the executor then reads the clock once per round boundary and
-stores reading k into slots[base + k], which is the open step frame of the mapped file;
+stores reading k into `readings()[k]`, a view of the open step frame of the mapped file;
 the trainer's `commit` closes the frame with the step's own fields in one store, which
-opens the next. A GPU gradient staged through host memory (allreduce_train.staging) adds
-its copies: their bytes once (`staged`, in the messages frame), their times every step (two
-slots after the readings, which stay zero on the CPU). No record is built and nothing is
-copied: on the default job every 100 ns of a step is about 0.2% of it.
+opens the next. A GPU gradient staged through host memory (allreduce_train.exchange.staging)
+adds its copies: their bytes once (`staged`, in the messages frame), their times every step
+(`copy_times`: two slots after the readings, which stay zero on the CPU). No record is built
+and nothing is copied: on the default job every 100 ns of a step is about 0.2% of it. Only
+this package knows where in the file a reading lies; a writer sees the step's readings.
 
 The clock is read once per round boundary: when the first round is posted, then when each
 round ends, which is when the next is posted. A round ends once its data is in place, so
@@ -79,7 +80,7 @@ def count(rank: int, messages) -> Tally:
 
 class Recorder:
     """A rank's step file, open for its steps: `bind` what the collective sends, store the
-    step's readings into slots[base + k], `commit` the step.
+    step's readings into `readings()`, `commit` the step.
 
     Between two steps one step frame is open at the end of the file: its header written, its
     reading slots waiting for the collective, its fields for `commit`. A reader does not see
@@ -95,11 +96,12 @@ class Recorder:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self.map, self.capacity = None, 0
         self.size = 0  # the end of the last closed frame
-        self.slots = None  # the map as i64 slots (every frame starts at a multiple of 8 bytes)
-        self.base = 0  # the slot of the open frame's first reading
+        self._slots = None  # the map as i64 slots (every frame starts at a multiple of 8 bytes)
+        self._base = 0  # the slot of the open frame's first reading
+        self._nreadings = 0  # readings a step of the bound collective stores
         self.tally = None  # what the open frame's steps send (the last messages frame)
         self.copies = (0, 0)  # what every step copies (d2h, h2d bytes): `staged`
-        self.copy_slot = 0  # slots[base + copy_slot]: the open frame's d2h_ns, h2d_ns after it
+        self._copy_slot = 0  # _slots[_base + _copy_slot]: the open frame's d2h_ns, h2d_ns
         self._fsize = 0  # the size of a step frame under it
         self._last = -1  # the last end of a frame after which the next still fits
         self._grow(-(-capacity // 8) * 8)
@@ -107,9 +109,20 @@ class Recorder:
 
     def staged(self, d2h_bytes: int, h2d_bytes: int) -> None:
         """Every step from the next bind copies these bytes between the GPU and host memory
-        around its collective (staging), and stores how long they took into
-        slots[base + copy_slot] and the slot after it (nanoseconds)."""
+        around its collective (staging), and says how long they took through `copy_times`."""
         self.copies = (d2h_bytes, h2d_bytes)
+
+    def readings(self) -> memoryview:
+        """The open step's clock readings (i64, of `clock`), a view of the mapped file:
+        reading 0 when the collective's first round is posted, reading k when round k
+        ends. Valid until the step is committed; take it anew every step."""
+        return self._slots[self._base : self._base + self._nreadings]
+
+    def copy_times(self, d2h_ns: int, h2d_ns: int) -> None:
+        """How long the open step's copies (`staged`) took each way, in nanoseconds."""
+        at = self._base + self._copy_slot
+        self._slots[at] = d2h_ns
+        self._slots[at + 1] = h2d_ns
 
     def bind(self, messages) -> Tally:
         """The collective sends `messages` every step from now on (None: it hides them);
@@ -121,7 +134,7 @@ class Recorder:
             self._append(stepfile.messages(tally))
             nrounds = len(tally.round_labels or ())
             self.tally, self._fsize = tally, stepfile.step_struct(nrounds).size
-            self.copy_slot = stepfile.readings(nrounds)
+            self._nreadings = self._copy_slot = stepfile.readings(nrounds)
             self._open()
         return tally
 
@@ -158,7 +171,7 @@ class Recorder:
         if end > self._last:
             self._open()
         else:
-            self.base = (end >> 3) + 1
+            self._base = (end >> 3) + 1
 
     def close(self) -> None:
         """Cut the file to its closed frames (the open one's header goes too)."""
@@ -171,7 +184,7 @@ class Recorder:
         """Open the next step frame at the end of the file, growing it first if need be."""
         self._room(self._fsize + stepfile.FRAME.size)
         stepfile.FRAME.pack_into(self.map, self.size, self._fsize, stepfile.STEP)
-        self.base = (self.size >> 3) + 1
+        self._base = (self.size >> 3) + 1
         self._last = self.capacity - self._fsize - stepfile.FRAME.size
 
     def _append(self, frame: bytes) -> None:
@@ -186,7 +199,7 @@ class Recorder:
     def _grow(self, capacity: int) -> None:
         """Extend the file and map it whole; then write over the new part once, so that its
         pages are faulted in here and not one by one in later steps. Only ever between steps
-        or in `bind`, before the step's first reading: executors take `slots` every step."""
+        or in `bind`, before the step's first reading: executors take `readings()` every step."""
         old = self.capacity
         try:  # blocks on disk now: a page of the map past a full disk would be SIGBUS later
             os.posix_fallocate(self.fd, old, capacity - old)
@@ -195,12 +208,12 @@ class Recorder:
         self._release()
         self.map, self.capacity = mmap.mmap(self.fd, capacity), capacity
         self.map[old:capacity] = bytes(capacity - old)
-        self.slots = memoryview(self.map).cast("q")
+        self._slots = memoryview(self.map).cast("q")
 
     def _release(self) -> None:
-        if self.slots is not None:
-            self.slots.release()
-            self.slots = None
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None
         if self.map is not None:
             self.map.close()
             self.map = None

@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from allreduce_train import collectives
 from allreduce_train.comm import MpiTransport, World, install_abort_hook
+from allreduce_train.exchange import schedule as collectives
 from netsim import algorithms
 
 

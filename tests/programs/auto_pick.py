@@ -16,11 +16,11 @@ import sys
 
 import numpy as np
 
-from allreduce_train import autoselect
-from allreduce_train.collectives import make_allreduce
 from allreduce_train.comm import MpiTransport, World, install_abort_hook
-from allreduce_train.config import Config
-from allreduce_train.model import layer_segments
+from allreduce_train.config.config import Config
+from allreduce_train.exchange import autoselect
+from allreduce_train.exchange.schedule import make_allreduce
+from allreduce_train.maths.model import layer_segments
 from netsim import algorithms
 
 out, base, nets = sys.argv[1], sys.argv[2], sys.argv[3:]

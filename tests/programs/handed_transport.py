@@ -2,7 +2,7 @@
 
     handed_transport.py OUT -- CLI ARGS
 
-The transport keeps collectives.Transport's contract by passing every call on to
+The transport keeps exchange.protocol.Transport's contract by passing every call on to
 MpiTransport, and counts what it is handed: exchanges (a prepared one each time it runs),
 bytes sent. Each rank writes its counts to OUT.<rank> as JSON; the test compares them with
 the run's own records.
@@ -12,8 +12,8 @@ import json
 import sys
 
 from allreduce_train import __main__ as cli
-from allreduce_train import run
 from allreduce_train.comm import MpiTransport, World, install_abort_hook
+from allreduce_train.run import lifecycle
 
 
 class Counting:
@@ -45,7 +45,13 @@ install_abort_hook()
 world = World.create()
 cfg, dataset, backend, run_dir, state = cli.setup(world, args)
 transport = Counting(MpiTransport(world))
-run.run(cfg, world, backend, dataset, run_dir, transport, state)
+lifecycle.run(
+    cfg,
+    world,
+    cli.role(cfg, world, backend, dataset, state, transport),
+    run_dir,
+    cli.resumed(state),
+)
 with open(f"{out}.{world.rank}", "w") as f:
     json.dump(
         {

@@ -9,7 +9,7 @@ import sys
 from mpi4py import MPI
 
 from allreduce_train import __main__ as cli
-from allreduce_train import optim
+from allreduce_train.maths import optim
 
 mode, target, at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 args = sys.argv[sys.argv.index("--") + 1 :]

@@ -7,8 +7,8 @@ the device it would bind among 2, and its backend's description, to OUT.<rank> a
 import json
 import sys
 
-from allreduce_train import backend
 from allreduce_train.comm import World, install_abort_hook
+from allreduce_train.maths import backend
 
 install_abort_hook()
 world = World.create()

@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
-from allreduce_train import staging
-from allreduce_train.collectives import make_allreduce
 from allreduce_train.comm import MpiTransport, World, install_abort_hook
+from allreduce_train.exchange import staging
+from allreduce_train.exchange.schedule import make_allreduce
 from netsim import algorithms
 from netsim.record import stepfile
 from netsim.record.recorder import Recorder

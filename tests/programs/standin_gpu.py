@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from allreduce_train import __main__ as entry
-from allreduce_train import backend
+from allreduce_train.maths import backend
 
 # tests/devicestub.py by its path: tests/ on sys.path would shadow the netsim package
 spec = importlib.util.spec_from_file_location(

@@ -89,7 +89,8 @@ def test_hardware_that_cannot_reduce_is_a_one_line_error(preset, algorithm, p, m
 
 
 def test_training_refuses_an_in_network_algorithm_as_simulated_only():
-    from allreduce_train.config import Config, UsageError
+    from allreduce_train.config.config import Config
+    from allreduce_train.exits import UsageError
 
     with pytest.raises(UsageError, match="simulated only"):
         Config(allreduce="nvls")

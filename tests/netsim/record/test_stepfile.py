@@ -1,7 +1,6 @@
 """The step file's reader (netsim.record.stepfile): a file damaged before its end, another
 format version, a header without what steps leave out, each named in one line."""
 
-import array
 import json
 import struct
 
@@ -81,9 +80,7 @@ def test_copies_are_read_back_as_recorded(tmp_path):
     rec.staged(4000, 4000)
     rec.bind(())
     for step in range(2):
-        rec.slots[rec.base + rec.copy_slot : rec.base + rec.copy_slot + 2] = array.array(
-            "q", [1500 + step, 700]
-        )
+        rec.copy_times(1500 + step, 700)
         rec.commit(step, 0.25, 100 * step + 10, 100 * step + 20, 100 * step + 30, 100 * step + 45)
     rec.close()
     records = stepfile.read(path)

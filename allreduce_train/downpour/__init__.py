@@ -1,0 +1,5 @@
+"""The async role, Downpour SGD (Dean et al. 2012): model replicas and parameter servers
+(roles: who is what and their steps; the push and fetch rule is netsim.algorithms.downpour's),
+through the run's lifecycle (role).
+May import: exits, comm, config, maths, guard, run, netsim.algorithms, netsim.record.
+"""

@@ -1,0 +1,213 @@
+"""The async role in the run's lifecycle (run.lifecycle): a Downpour replica or a parameter
+server (downpour.roles), from the start to the run directory's last file.
+
+At the start, as in a sync run: config.json (with the `downpour` layout), every replica's
+step file and every server's event file, the first writes agreed by all ranks. Then every
+rank starts at once (a barrier: the wall clock is everyone's) and no collective is called
+until the end: replica 0 (rank 0) alone evaluates its own copy of the weights where an
+evaluation falls due (every --eval-every batches of the run, else at each epoch's end,
+counting R batches per step of its own) and appends it to evaluations.jsonl, so `netsim
+compare` reads an async run as a sync one. At the end every rank takes the servers' final
+shards, the test set is scored by all ranks, and the lifecycle writes checkpoint.npz
+(weights and the servers' optimizer state), the records (links.csv, updates.jsonl),
+summary.json and the report.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from netsim.record import rundir, serverfile
+from netsim.record.recorder import Recorder
+
+from ..exits import ReplicasDiverged
+from ..maths import data
+from ..maths.evaluate import digest, score
+from ..run import console
+from ..run.checkpoint import Snapshot
+from ..run.lifecycle import Run
+from .roles import Layout, Replica, Server
+
+
+class AsyncRole:
+    """This rank's part of a Downpour run (a Replica or a Server), as the lifecycle sees it."""
+
+    def __init__(self, cfg, world, backend, dataset, transport):
+        self.cfg, self.world, self.backend, self.dataset = cfg, world, backend, dataset
+        self.spe = len(dataset.y_train) // cfg.global_batch
+        widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
+        nparams = sum(a * b + b for a, b in zip(widths, widths[1:]))
+        total = cfg.steps or cfg.epochs * self.spe  # the run's batches, dealt round-robin
+        self.layout = layout = Layout(cfg, world.world_size, nparams, total)
+        self.is_replica = world.rank < layout.replicas
+        kind = Replica if self.is_replica else Server
+        self.part = kind(cfg, world.rank, layout, backend, dataset, transport, None)
+        self.model = self.part.model
+        self.device = backend.description + (
+            "; pushes and fetches through host memory" if backend.on_gpu else ""
+        )
+        self.records = None
+
+    def describe(self) -> dict:
+        layout, cfg = self.layout, self.cfg
+        return {
+            "local_batch_by_rank": [cfg.global_batch] * layout.replicas + [0] * cfg.servers,
+            "steps_per_epoch": self.spe,
+            "total_steps": layout.total,
+            "node_of_rank": self.world.node_of_rank(cfg.ranks_per_node),
+            "downpour": layout.record(),
+        }
+
+    def banner(self, description: dict) -> str:
+        layout, cfg = self.layout, self.cfg
+        return console.banner(description) + (
+            f"\n  async    Downpour SGD: replicas 0-{layout.replicas - 1}, servers "
+            f"{', '.join(map(str, layout.servers))}; fetch every {cfg.fetch_every}, push every "
+            f"{cfg.push_every} steps; {layout.total} batches dealt round-robin"
+        )
+
+    def open_records(self, run_dir: str):
+        if not self.cfg.record:
+            return None
+        rank, part = self.world.rank, self.part
+        if self.is_replica:
+            return Recorder(rundir.step_file(run_dir, rank), rank, self.spe, self.cfg.global_batch)
+        return serverfile.ServerLog(
+            serverfile.path(run_dir, rank), rank, rank - self.layout.replicas, part.lo_hi,
+            part.model.dtype.itemsize)  # fmt: skip
+
+    def record_into(self, records) -> None:
+        self.records = records
+        if self.is_replica:
+            self.part.recorder = records
+        else:
+            self.part.log = records
+
+    def train(self, run: Run) -> float:
+        self.part.dog, self.out = run.watchdog, run.out
+        self.world.barrier()
+        start = time.perf_counter()
+        if self.is_replica:
+            meter = Meter(self.part, self.dataset, run.out, start, self.spe)
+            for step in range(self.part.steps):
+                self.part.step(step)
+                if self.world.is_root:
+                    meter.after(step)
+            self.part.finish()
+        else:
+            self.part.serve()
+        return time.perf_counter() - start
+
+    def _params(self) -> np.ndarray:
+        """Collective: the servers' shards joined, on every rank."""
+        shards = self.world.allgather(self.part.shard if not self.is_replica else None)
+        return np.concatenate([shards[s] for s in self.layout.servers])
+
+    def snapshot(self) -> Snapshot | None:
+        """Collective: the servers' shards and optimizer state, joined on rank 0."""
+        params, part = self._params(), self.part
+        states = self.world.gather(None if self.is_replica else part.optimizer.state)
+        mine = [part.samples, part.compute_s, part.comm_s, part.loss_sum] if self.is_replica else 0
+        totals = self.world.sum_(np.array(mine, dtype=np.float64) * np.ones(4))
+        if not self.world.is_root:
+            return None
+        servers = [states[s] for s in self.layout.servers]
+        cfg = self.cfg
+        return Snapshot(
+            step=self.layout.total,
+            params=params,
+            optimizer={k: np.concatenate([st[k] for st in servers]) for k in servers[0]},
+            layers=tuple(self.model.widths),
+            config=cfg.to_dict(),
+            fingerprint=cfg.fingerprint(),
+            totals=tuple(totals.tolist()),
+        )
+
+    def finish(self, wall_s: float) -> tuple[dict, list | None]:
+        """The servers' weights everywhere, the test set scored, every rank's totals and
+        records to rank 0, and (rank 0) the final evaluation line."""
+        world, cfg, layout, part = self.world, self.cfg, self.layout, self.part
+        params = self._params()
+        part.model.params[...] = self.backend.xp.asarray(params)
+        n = len(self.dataset.y_test)
+        rows = np.arange(n)[data.local_slice(n, world.world_size, world.rank)]
+        mine = score(part.model, self.dataset, rows, self.backend.xp, part.model.dtype.type)
+        correct, loss, count = world.sum_(mine)
+        mine = (
+            (part.steps, part.samples, part.loss_sum, part.compute_s, part.comm_s)
+            if self.is_replica
+            else (0, 0, 0.0, part.busy_s, 0.0)
+        )
+        per_rank = world.allgather(mine)
+        wall = max(world.allgather(wall_s))
+        records = world.gather(self._my_records()) if cfg.record else None
+        digests = world.allgather_u64(digest(params))
+        if len(set(digests.tolist())) != 1:  # the allgather itself failed us: a bug, or hardware
+            raise ReplicasDiverged("the final weights differ between ranks")
+        samples = sum(r[1] for r in per_rank)
+        totals = {
+            "complete": True,
+            "mode": "async",
+            "world_size": world.world_size,
+            "servers": cfg.servers,
+            "steps": layout.total,
+            "steps_by_rank": [r[0] for r in per_rank],
+            "global_batch": cfg.global_batch,
+            "wall_s": wall,
+            "samples_per_s": samples / wall if wall else None,
+            "first_step": 0,
+            "test_accuracy": correct / count,
+            "test_loss": loss / count,
+            "train_loss": sum(r[2] for r in per_rank) / samples if samples else None,
+            "buffer_bytes": layout.bounds[-1].item() * part.model.dtype.itemsize,
+            "compute_s_by_rank": [r[3] for r in per_rank],  # a server's: its busy time
+            "comm_s_by_rank": [r[4] for r in per_rank],
+            "weights_blake2b": f"{int(digests[0]):016x}",
+            "replicas_identical": True,  # every rank holds the servers' weights now
+        }
+        if world.is_root:
+            self.out.evaluation(layout.total - 1, layout.total / self.spe, wall,
+                                totals["test_accuracy"], totals["test_loss"])  # fmt: skip
+        return totals, records
+
+    def _my_records(self):
+        if self.records is None:
+            return None
+        if not self.is_replica:
+            return serverfile.read(self.records.path)[1]
+        return rundir.read_steps(self.out.path, self.world.rank)
+
+
+class Meter:
+    """Replica 0's view while the run goes: its own copy evaluated where an evaluation falls
+    due (into evaluations.jsonl, with the wall time), and a line per epoch."""
+
+    def __init__(self, role: Replica, dataset, out, start: float, spe: int):
+        self.role, self.dataset, self.out, self.start, self.spe = (
+            role, dataset, out, start, spe)  # fmt: skip
+        self.every = role.cfg.eval_every or spe
+        self.mark = (0.0, 0, 0.0, 0.0, start)  # loss, samples, compute, comm, time
+
+    def after(self, step: int) -> None:
+        r, role = self.role.layout.replicas, self.role
+        done, before = (step + 1) * r, step * r  # the run's batches, as replica 0 sees them
+        if step == role.steps - 1 or done // self.every == before // self.every:
+            return
+        wall = time.perf_counter() - self.start
+        correct, loss, count = score(
+            role.model, self.dataset, np.arange(len(self.dataset.y_test)), role.backend.xp,
+            role.dtype)  # fmt: skip
+        self.out.evaluation(done - 1, done / self.spe, wall, correct / count, loss / count)
+        loss0, samples0, compute0, comm0, t0 = self.mark
+        samples = role.samples - samples0
+        busy = role.compute_s - compute0 + role.comm_s - comm0
+        print(
+            f"epoch {done / self.spe:6.2f}  batch {done - 1:7d}  replica 0: train loss "
+            f"{(role.loss_sum - loss0) / max(samples, 1):.4f}  test loss {loss / count:.4f}  "
+            f"test acc {correct / count:.4f}  {samples / (time.perf_counter() - t0):,.0f} "
+            f"samples/s  fetch+push {(role.comm_s - comm0) / max(busy, 1e-12):4.0%}",
+            flush=True,
+        )
+        self.mark = (role.loss_sum, role.samples, role.compute_s, role.comm_s, time.perf_counter())

@@ -1,0 +1,246 @@
+"""Downpour SGD (Dean et al., NIPS 2012): model replicas and parameter servers, --mode async.
+
+Of W ranks the last S are servers and ranks 0..R-1 (R = W - S) are replicas. The flat
+parameter buffer is cut into S balanced shards (netsim.algorithms.rounds.chunk_bounds);
+server s holds shard s and its optimizer state. Every rank starts from the same weights
+(the seed's), so no fetch is needed before the first step. A replica, without waiting for
+any other replica, repeats: the gradient of its next batch on its own copy of the weights,
+added to what it has not pushed yet; every n_push steps (and after its last) it PUSHES
+that sum, shard s to server s; then every n_fetch steps (not after its last) it FETCHES
+every shard (a 0-byte request, answered by the shard). A server answers messages in the
+order they come: a fetch gets the shard as it is, a push is applied at once by SGD or
+Adagrad. Between fetches a replica keeps computing on its copy, as DistBelief's did.
+
+The data is the sequential run's, dealt round-robin: the run's G batches (--steps, or
+--epochs times the steps of an epoch) are the batches one process would take, and replica
+r takes batches r, r+R, r+2R, ... So with one replica and n_fetch = n_push = 1 every update
+is the sequential run's (tests/allreduce_train/test_downpour.py holds them bit-identical);
+with more, which weights each gradient was computed on depends on timing, and only that.
+
+A server's staleness of a push: the updates its shard applied since that replica last
+fetched it. Messages between two ranks keep their order (MPI's non-overtaking rule), so a
+replica's DONE after its last push means every push of it has been applied; a server
+stops once all R replicas are done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import namedtuple
+
+import numpy as np
+
+from netsim.algorithms import downpour
+from netsim.algorithms.rounds import chunk_bounds
+from netsim.record import serverfile
+
+from .. import exits
+from ..maths import data, optim
+from ..maths.model import MLP
+
+FETCH, PUSH, DONE = 7101, 7102, 7103  # tags: a replica's message says what it is
+Label = namedtuple("Label", "phase index")  # a round label, as recorder.count reads it
+_EMPTY = np.empty(0, dtype=np.uint8)
+
+
+class Layout:
+    """Who is what, and which batches are whose: the same on every rank."""
+
+    def __init__(self, cfg, world_size: int, nparams: int, total_batches: int):
+        self.replicas = world_size - cfg.servers
+        self.servers = list(range(self.replicas, world_size))
+        self.bounds = chunk_bounds(nparams, cfg.servers)
+        self.total = total_batches
+        self.fetch_every, self.push_every = cfg.fetch_every, cfg.push_every
+
+    def steps_of(self, replica: int) -> int:
+        """How many steps replica `replica` takes: the batches r, r+R, ... below the total."""
+        return len(range(replica, self.total, self.replicas))
+
+    def shard(self, server_rank: int) -> tuple[int, int]:
+        s = server_rank - self.replicas
+        return int(self.bounds[s]), int(self.bounds[s + 1])
+
+    def pushes_after(self, step: int, steps: int) -> bool:
+        return downpour.pushes_after(step, steps, self.push_every)
+
+    def fetches_after(self, step: int, steps: int) -> bool:
+        return downpour.fetches_after(step, steps, self.fetch_every)
+
+    def record(self) -> dict:
+        """What config.json records of the layout (netsim reads it)."""
+        return {
+            "replicas": self.replicas,
+            "servers": self.servers,
+            "shard_bounds": self.bounds.tolist(),
+            "steps_by_replica": [self.steps_of(r) for r in range(self.replicas)],
+            "fetch_every": self.fetch_every,
+            "push_every": self.push_every,
+        }
+
+
+def new_model(cfg, dataset, backend) -> MLP:
+    widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
+    model = MLP(widths, cfg.activation, cfg.loss, backend.xp, np.dtype(cfg.dtype), backend.kernels)
+    model.init(cfg.init_scheme, cfg.seed)
+    return model
+
+
+class Replica:
+    """Rank r < R: its steps, each recorded into its step file with a push round and a
+    fetch round where they fall (rounds ("push", 0) and ("fetch", 0))."""
+
+    def __init__(self, cfg, rank: int, layout: Layout, backend, dataset, transport, dog):
+        self.cfg, self.rank, self.layout = cfg, rank, layout
+        self.backend, self.dataset, self.transport, self.dog = backend, dataset, transport, dog
+        self.model = new_model(cfg, dataset, backend)
+        self.dtype = self.model.dtype.type
+        self.host_params = backend.host_mirror(self.model.params)
+        backend.to_host(self.model.params, self.host_params)
+        self.host_grads = backend.host_mirror(self.model.grads)
+        self.pending = None if cfg.push_every == 1 else np.zeros_like(self.host_grads)
+        pushed = self.host_grads if self.pending is None else self.pending
+        b, servers = layout.bounds, layout.servers
+        self.push_sends = [(s, pushed[b[i] : b[i + 1]]) for i, s in enumerate(servers)]
+        self.fetch_sends = [(s, _EMPTY) for s in servers]
+        self.fetch_recvs = [(s, self.host_params[b[i] : b[i + 1]]) for i, s in enumerate(servers)]
+        push = (Label("push", 0), self.push_sends, [])
+        fetch = (Label("fetch", 0), self.fetch_sends, self.fetch_recvs)
+        self.messages = {(p, f): tuple(m for m, on in ((push, p), (fetch, f)) if on)
+                         for p in (False, True) for f in (False, True)}  # fmt: skip
+        self.steps = layout.steps_of(rank)
+        straggler = cfg.straggler_spec
+        self.straggle = straggler[1:] if straggler and straggler[0] == rank else None
+        self.recorder = None
+        self.loss_sum, self.samples, self.comm_s, self.compute_s = 0.0, 0, 0.0, 0.0
+        self._order, self._epoch = None, -1
+        self._bound = None  # the (push, fetch) pattern the recorder was last bound to
+
+    def batch(self, step: int) -> int:
+        """The run's batch number that step `step` of this replica takes."""
+        return step * self.layout.replicas + self.rank
+
+    def step(self, step: int) -> None:
+        clock, cfg = time.perf_counter_ns, self.cfg
+        t0 = clock()
+        g = self.batch(step)
+        spe = len(self.dataset.y_train) // cfg.global_batch
+        epoch, s = divmod(g, spe)
+        if epoch != self._epoch:
+            self._order = data.epoch_order(len(self.dataset.y_train), cfg.seed, epoch)
+            self._epoch = epoch
+        b = cfg.global_batch
+        x, y = self.dataset.rows("train", self._order[s * b : (s + 1) * b], self.dtype)
+        xp = self.backend.xp
+        loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
+        self.backend.to_host(self.model.grads, self.host_grads)
+        if self.straggle is not None:  # a deliberately slow replica: its compute takes longer
+            seconds, factor = self.straggle
+            time.sleep(seconds + (factor - 1) * (clock() - t0) / 1e9)
+        inject = cfg.injection
+        if inject is not None:
+            inject.strike(self.rank, step, self.host_grads)
+        grads = self.host_grads
+        if not np.isfinite(np.dot(grads, grads)):
+            raise exits.Fatal(
+                exits.NONFINITE,
+                f"replica {self.rank}'s gradient of its step {step} is not finite (its loss "
+                f"{loss_sum / len(y):.4g}); a smaller --lr may avoid it",
+            )
+        if self.pending is not None:
+            self.pending += grads
+        steps = self.steps
+        push, fetch = self.layout.pushes_after(step, steps), self.layout.fetches_after(step, steps)
+        t1 = clock()
+        rec = self.recorder
+        if rec is not None:
+            if (push, fetch) != self._bound:  # the recorder counts a step's messages anew
+                rec.bind(self.messages[(push, fetch)])
+                self._bound = (push, fetch)
+            readings = rec.readings()
+        k = 0
+        if push or fetch:
+            if rec is not None:
+                readings[0] = t1
+        if push:
+            self.dog.where = (step, "the push", t1)
+            self.transport.exchange(self.push_sends, [], PUSH)
+            if self.pending is not None:
+                self.pending[...] = 0
+            k += 1
+            if rec is not None:
+                readings[k] = clock()
+        if fetch:
+            self.dog.where = (step, "the fetch", clock())
+            self.transport.exchange(self.fetch_sends, self.fetch_recvs, FETCH)
+            self.backend.from_host(self.host_params, self.model.params)
+            k += 1
+            if rec is not None:
+                readings[k] = clock()
+        t2 = clock()
+        self.dog.where = (step, None, t2)
+        self.loss_sum += loss_sum
+        self.samples += len(y)
+        self.compute_s += (t1 - t0) / 1e9
+        self.comm_s += (t2 - t1) / 1e9
+        if rec is not None:
+            readings = None  # a view of the step file's map, which the commit may grow
+            rec.commit(step, loss_sum / len(y), t0, t1, t2, t2)
+
+    def finish(self) -> None:
+        """Every server hears that this replica is done (after its last push, in order)."""
+        self.transport.exchange([(s, _EMPTY) for s in self.layout.servers], [], DONE)
+
+
+class Server:
+    """Rank R + s: shard s of the parameters and of the optimizer's state; answers every
+    message until all replicas are done, each event into its server file."""
+
+    def __init__(self, cfg, rank: int, layout: Layout, backend, dataset, transport, dog):
+        self.cfg, self.rank, self.layout, self.transport, self.dog = (
+            cfg, rank, layout, transport, dog)  # fmt: skip
+        self.model = new_model(cfg, dataset, backend)  # the whole model: for the evaluation
+        lo, hi = self.lo_hi = layout.shard(rank)
+        host = backend.xp.asnumpy(self.model.params) if backend.on_gpu else self.model.params
+        self.shard = np.array(host[lo:hi])
+        self.grad = np.empty_like(self.shard)
+        self.optimizer = optim.make(cfg, self.shard, self.grad, np, backend.threads)
+        self.version = 0  # updates applied
+        self.fetched_at = np.zeros(layout.replicas, dtype=np.int64)  # version at last fetch
+        self.counts = np.zeros((2, layout.replicas), dtype=np.int64)  # fetches, pushes
+        self.busy_s = 0.0
+        self.log = None  # a serverfile.ServerLog, or None (--no-record)
+
+    def serve(self) -> None:
+        clock, replicas, done = time.perf_counter_ns, self.layout.replicas, 0
+        exchange = self.transport.exchange
+        while done < replicas:
+            self.dog.where = (None, "waiting for the replicas", clock())
+            src, tag = self.transport.probe()
+            t_recv = clock()
+            self.dog.where = (None, None, t_recv)
+            if tag == FETCH:
+                exchange([], [(src, _EMPTY)], FETCH)
+                exchange([(src, self.shard)], [], FETCH)
+                self.fetched_at[src] = self.version
+                kind, staleness = serverfile.FETCH, 0
+            elif tag == PUSH:
+                exchange([], [(src, self.grad)], PUSH)
+                staleness = self.version - int(self.fetched_at[src])
+                self.optimizer.step()
+                kind = serverfile.PUSH
+                self.version += 1
+            elif tag == DONE:
+                exchange([], [(src, _EMPTY)], DONE)
+                done += 1
+                continue
+            else:
+                raise RuntimeError(f"server {self.rank}: a message of tag {tag} from rank {src}")
+            t_done = clock()
+            self.busy_s += (t_done - t_recv) / 1e9
+            index = int(self.counts[kind, src])
+            self.counts[kind, src] += 1
+            if self.log is not None:
+                version = self.version - (kind == serverfile.PUSH)
+                self.log.log(kind, src, index, version, staleness, t_recv, t_done)
+        self.dog.where = (None, None, clock())

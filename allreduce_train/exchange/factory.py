@@ -1,0 +1,105 @@
+"""The one place that decides a run's gradient path: which executor (exchange.protocol) sums
+which buffer, built from the run's configuration, and what setup must refuse before it.
+
+    --allreduce nccl               NcclAllreduce on the GPU gradient
+    on a GPU, --cuda-aware-mpi     DirectAllreduce around the schedule (or MPI_Allreduce),
+                                   its adds on the GPU, on the GPU gradient
+    on a GPU                       StagedAllreduce: the schedule on the gradient's pinned
+                                   host mirror, the copies overlapped with the rounds
+    on the CPU                     the schedule (or MPI_Allreduce) on the gradient itself
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netsim import algorithms
+
+from ..exits import UsageError
+from .nccl import NcclAllreduce
+from .protocol import Executor, Transport
+from .schedule import make_allreduce
+from .staging import DirectAllreduce, StagedAllreduce
+
+
+@dataclass(frozen=True, eq=False)
+class GradientExchange:
+    """A run's gradient path: `executor` sums `buffer` (the gradient itself, or its pinned
+    host mirror, which then holds the sum too) over every rank; `description` is how the
+    gradient travels, for the device line ("" on the CPU)."""
+
+    executor: Executor
+    buffer: object
+    description: str = ""
+
+    def __call__(self) -> None:
+        self.executor(self.buffer)
+
+    def record_into(self, recorder) -> None:
+        self.executor.record_into(recorder)
+
+
+def make(
+    cfg, world, backend, grads, transport: Transport, *, node_of_rank, segments
+) -> GradientExchange:
+    """This rank's gradient path for the gradient buffer `grads` (the model's)."""
+    algorithm = algorithms.get(cfg.allreduce)
+    if algorithm.needs_gpu:
+        nccl = NcclAllreduce(world, backend.xp, grads.dtype)
+        return GradientExchange(nccl, grads, "; the all-reduce by NCCL on the GPU buffers")
+
+    def host_executor(xp):  # the schedule, its adds by xp (NumPy: on the host buffer)
+        return make_allreduce(
+            algorithm, world.world_size, world.rank, grads.size, transport, xp, grads.dtype,
+            node_of_rank=node_of_rank, segments=segments, channels=cfg.channels,
+        )  # fmt: skip
+
+    if backend.on_gpu and cfg.cuda_aware_mpi:
+        direct = DirectAllreduce(host_executor(backend.xp), backend.synchronize)
+        return GradientExchange(
+            direct, grads, "; the all-reduce on the GPU buffers (CUDA-aware MPI)"
+        )
+    if backend.on_gpu:
+        mirror = backend.host_mirror(grads)
+        staged = StagedAllreduce(host_executor(np), backend.copier(), grads, mirror)
+        return GradientExchange(staged, mirror, "; gradients staged through pinned host memory")
+    return GradientExchange(host_executor(np), grads)
+
+
+def check_allreduce(dev, algorithm, local_size: int) -> None:
+    """An all-reduce that needs GPU buffers (NCCL) on a rank that has none, or on ranks that
+    share one (NCCL refuses two ranks of a communicator on one device): a UsageError."""
+    if not algorithm.needs_gpu:
+        return
+    if not dev.on_gpu:
+        raise UsageError(
+            f"--allreduce {algorithm.name}: needs a GPU per rank; this rank runs on "
+            f"{dev.description}"
+        )
+    if local_size > dev.devices:
+        raise UsageError(
+            f"--allreduce {algorithm.name}: NCCL needs a GPU of its own per rank; {local_size} "
+            f"ranks share {dev.devices} GPU{'s' * (dev.devices > 1)} on this node (the "
+            "default, staged all-reduce lets them share)"
+        )
+
+
+def check_cuda_aware(dev, algorithm, mpi_says: bool | None, library: str) -> None:
+    """--cuda-aware-mpi on a rank without a GPU, with NCCL (which works on the GPU buffers
+    itself), or with an MPI that does not say it moves device memory: a UsageError."""
+    if not dev.on_gpu:
+        raise UsageError(f"--cuda-aware-mpi: needs a GPU; this rank runs on {dev.description}")
+    if algorithm.needs_gpu:
+        raise UsageError(
+            f"--cuda-aware-mpi with --allreduce {algorithm.name}: {algorithm.name} moves the "
+            "GPU buffers itself; leave one of them out"
+        )
+    if not mpi_says:
+        said = "cannot say" if mpi_says is None else "says it is not"
+        raise UsageError(
+            f"--cuda-aware-mpi: this MPI ({library}) {said} CUDA-aware "
+            "(MPIX_Query_cuda_support); the PyPI mpich wheel is not. Leave the option out to "
+            "stage the gradient through pinned host memory, which works with any MPI"
+        )

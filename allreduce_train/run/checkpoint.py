@@ -1,0 +1,158 @@
+"""Checkpoints: what a run needs to go on from a step as if it had never stopped.
+
+A checkpoint holds the parameters, the optimizer's velocity, the number of steps done, the
+running totals, the configuration it was trained with and a format version. The data
+position and every random draw are functions of (seed, epoch, step) (data.epoch_order,
+the initial weights), so the step count is the whole of the RNG state: a resumed run
+computes exactly what the uninterrupted one would have.
+
+Rank 0 writes, after every rank has agreed on the step (the weight check before it: all
+replicas bit-identical), into RUN_DIR/checkpoints/step-NNNNNNNN.npz, atomically (temporary
+file, fsync, rename, fsync of the directory); the last `keep` stay. `--resume RUN_DIR`
+takes the newest one that loads; a damaged newest (a kill mid-write leaves at most a
+temporary file, which is never picked) falls back to the one before.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from netsim.record import rundir
+
+from ..exits import CHECKPOINT, UsageError
+
+FORMAT = 1
+# What the maths depends on: a resume must keep these (the rest may change: how long to
+# train, how often to check, the rank count, the all-reduce algorithm, records, ...).
+MATHS = (
+    "dataset", "data_dir", "samples", "features", "classes", "test_fraction", "layers",
+    "activation", "loss", "init", "dtype", "lr", "optimizer", "momentum", "weight_decay",
+    "global_batch", "seed",
+)  # fmt: skip
+
+
+NEVER_INHERITED = ("run_dir", "resume", "inject")  # a new directory; a fault is not carried
+
+
+@dataclass
+class Snapshot:
+    """What a checkpoint holds, as plain host data: a role's state at a cut every rank
+    agreed on (sync: a step; async: the same step of every replica, the servers' shards
+    joined). `step` counts steps done (async: every replica's own steps)."""
+
+    step: int
+    params: np.ndarray
+    optimizer: dict[str, np.ndarray]  # velocity (SGD), sum_sq (Adagrad), of the whole buffer
+    layers: tuple[int, ...]
+    config: dict  # Config.to_dict()
+    fingerprint: str
+    totals: tuple[float, float, float, float] = (0, 0.0, 0.0, 0.0)  # samples, compute, comm, loss
+    skipped: list = field(default_factory=list)  # steps --nonfinite skip skipped
+
+
+class CheckpointError(UsageError):
+    """A checkpoint that cannot be used (exit code exits.CHECKPOINT)."""
+
+    code = CHECKPOINT
+
+
+def directory(run_dir: str) -> str:
+    return os.path.join(run_dir, "checkpoints")
+
+
+def save(run_dir: str, snapshot: Snapshot, keep: int) -> str:
+    """The snapshot as RUN_DIR/checkpoints/step-NNNNNNNN.npz (the last `keep` stay); returns
+    its path."""
+    os.makedirs(directory(run_dir), exist_ok=True)
+    path = os.path.join(directory(run_dir), f"step-{snapshot.step:08d}.npz")
+    write(path, snapshot)
+    fd = os.open(directory(run_dir), os.O_RDONLY)  # the rename itself survives a crash
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, directory(run_dir)) from None
+    finally:
+        os.close(fd)
+    for old in sorted(glob.glob(os.path.join(directory(run_dir), "step-*.npz")))[:-keep]:
+        os.unlink(old)
+    return path
+
+
+def write(path: str, snapshot: Snapshot) -> None:
+    s = snapshot
+    arrays = {
+        "format": np.array(FORMAT),
+        "params": s.params,
+        "step": np.array(s.step),
+        "layers": np.array(s.layers),
+        "fingerprint": np.array(s.fingerprint),
+        "config": np.array(json.dumps(s.config)),
+        "totals": np.array(s.totals, dtype=np.float64),
+        "skipped": np.array(s.skipped, dtype=np.int64),
+        **s.optimizer,
+    }
+    with rundir.atomic(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def latest(run_dir: str) -> dict:
+    """The newest checkpoint of run_dir that loads, as a dict of arrays and values."""
+    found = sorted(glob.glob(os.path.join(directory(run_dir), "step-*.npz")), reverse=True)
+    final = os.path.join(run_dir, "checkpoint.npz")
+    if os.path.isfile(final):  # the end of a finished run: newer than any periodic one
+        found.insert(0, final)
+    if not found:
+        raise CheckpointError(
+            f"--resume {run_dir}: no checkpoint there (train with --checkpoint-every N)"
+        )
+    problems = []
+    for path in found:
+        try:
+            return read(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            problems.append(f"{os.path.basename(path)}: {exc}")
+    raise CheckpointError(f"--resume {run_dir}: no checkpoint loads ({'; '.join(problems)})")
+
+
+def read(path: str) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        if int(z["format"]) != FORMAT:
+            raise ValueError(f"format {int(z['format'])}, this version reads {FORMAT}")
+        state = {k: z[k] for k in z.files}
+    state["path"] = path
+    state["step"] = int(state["step"])
+    state["config"] = json.loads(str(state["config"]))
+    return state
+
+
+def resumed_config(saved: dict, given: dict, defaults: dict) -> dict:
+    """The configuration of a resumed run: the checkpoint's, with what the user gave in its
+    place where the maths allows (how long, how often to check or checkpoint, the rank
+    count, the algorithm, ...). A maths setting given with another value is refused,
+    naming it. --steps and --epochs are one setting, how long: either given replaces both.
+    A run whose all-reduce auto picked picks again (the rank count may differ)."""
+    out = dict(given)
+    for key, value in saved.items():
+        if key in defaults and key not in NEVER_INHERITED and given[key] == defaults[key]:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    if saved.get("allreduce_choice") and given["allreduce"] == defaults["allreduce"]:
+        out["allreduce"], out["channels"] = given["allreduce"], given["channels"]  # auto anew
+    if (given["steps"], given["epochs"]) != (defaults["steps"], defaults["epochs"]):
+        out["steps"], out["epochs"] = given["steps"], given["epochs"]
+    for key in MATHS:
+        was = saved.get(key)
+        if isinstance(was, list):
+            was = tuple(was)
+        if given[key] != defaults[key] and given[key] != was:
+            raise CheckpointError(
+                f"--resume: --{key.replace('_', '-')} was {was} when the checkpoint was "
+                f"written; a resumed run keeps it (got {given[key]})"
+            )
+        out[key] = was
+    return out
