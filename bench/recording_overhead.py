@@ -48,7 +48,7 @@ def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
     from allreduce_train.sync.trainer import Trainer
 
     world = World.create()
-    cfg, dataset, backend, run_dir = setup(world, job)
+    cfg, dataset, backend, run_dir, _ = setup(world, job)
     trainer = Trainer(cfg, world, backend, dataset, MpiTransport(world))
     recorder = trainer.new_recorder(run_dir)
     periods = {True: [], False: []}

@@ -9,8 +9,6 @@ class NcclAllreduce:
     bindings: rank 0 makes the unique id, MPI broadcasts it. Its messages are NCCL's, so
     they are not observable: steps are recorded, their bytes hidden (as MPI_Allreduce's)."""
 
-    on_device = True  # works on the GPU buffer itself: no host staging
-
     def __init__(self, world, xp, dtype):
         from cupy.cuda import nccl
 
