@@ -77,10 +77,21 @@ def test_chunk_bounds_cover_buffer_evenly():
     assert np.ptp(np.diff(b)) <= 1
 
 
-def test_chunk_bounds_of_a_trillion_elements_in_a_million_chunks_do_not_overflow():
-    n, k = 2**40 + 7, 2**29  # c * n overflows int64 from c = 2**23
+@pytest.mark.parametrize(
+    "n, k",
+    [
+        (2**40 + 7, 2**23 + 1),  # a trillion elements: c * n passes int64 from c = 2**23
+        (2**62 + 7, 1001),  # c * n passes int64 from c = 2, and float64 loses the 7
+    ],
+)
+def test_chunk_bounds_are_exact_where_c_times_n_overflows_int64(n, k):
+    """The smallest sizes that overflow c * n // k in int64 (or round it in float64): the
+    bounds equal Python's exact integers, at every chunk of the small count and at a thousand
+    spread over the large one, its last (overflowing) ones included."""
     b = algorithms.chunk_bounds(n, k)
-    assert b[-1] == n and b[k // 2] == k // 2 * n // k and np.ptp(np.diff(b)) <= 1
+    some = sorted({*range(0, k + 1, max(1, k // 1000)), k // 2, *range(k - 3, k + 1)})
+    assert [int(b[c]) for c in some] == [c * n // k for c in some]
+    assert len(b) == k + 1 and b[-1] == n and np.ptp(np.diff(b)) <= 1
 
 
 @pytest.mark.parametrize("bad", [(0, 10), (-1, 10), (2, -1)])
