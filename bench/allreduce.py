@@ -177,7 +177,9 @@ SHORT = {"halving-doubling": "hd", "recursive-doubling": "rd", "parameter-server
 
 def print_table(result: dict, rounds: int, wall_s: float) -> None:
     p = result["world_size"]
-    bus_factor = 2 * (p - 1) / p
+    from netsim import algorithms
+
+    bus_factor = algorithms.busbw(1.0, p)
     names = list(result["sizes"][0]["times_s"])
     print(
         f"\np = {p}: us per all-reduce (slowest rank), median of {rounds} rounds; x/mpi = busbw "

@@ -221,7 +221,7 @@ def worker(mode: str, device: str, out: str) -> None:
                 run(buf)
             rounds.append(float(world.max_(np.array([wtime() - t0]))[0]) / 5)
         algbw = n * 4 / statistics.median(rounds) / 1e9
-        figures.append(algbw * (2 * (p - 1) / p if p > 1 else 1))  # p = 1: algbw
+        figures.append(algorithms.busbw(algbw, p) if p > 1 else algbw)  # p = 1: algbw
     if world.is_root:
         Path(out).write_text(json.dumps(figures))
 

@@ -25,7 +25,7 @@ import launch
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
-# --allreduce auto reads this host's calibration from here (netsim.sim.choose): tests see
+# --allreduce auto reads this host's calibration from here (netsim.calibration.choose): tests see
 # none, so every run, here and in CI, picks by the built-in estimate; a test that wants a
 # calibration writes one into a directory of its own and points the variable there.
 os.environ["NETSIM_CACHE_DIR"] = os.path.join(
