@@ -13,8 +13,12 @@ of ours only the packages named after it:
     record       what a run writes as it runs: the recorder, step files, the run directory
     report       a run's records read back: cross-rank analysis, summary, text, timeline,
                  plots, runs compared, async runs                 algorithms, record
+    workload     a model's layers: the workload file format, the built-in models, ASTRA-sim
+                 / SimAI / run-directory / PyTorch importers, DDP's bucket plan   record
     sim          a run modelled: the simulator, predict / sweep / replay, NCCL's model,
-                 Downpour SGD                                     algorithms, cluster, report
+                 Downpour SGD, a training step of a workload
+                                                                  algorithms, cluster,
+                                                                  report, workload
     calibration  this machine: measured, fitted, kept per host, the all-reduce it runs
                  fastest; an emulated run on it                   all of the above, launch
 

@@ -17,7 +17,14 @@ NETSIM_MAY_IMPORT = {
     "netsim.cluster": {"netsim.errors"},
     "netsim.record": {"netsim.errors"},
     "netsim.report": {"netsim.errors", "netsim.algorithms", "netsim.record"},
-    "netsim.sim": {"netsim.errors", "netsim.algorithms", "netsim.cluster", "netsim.report"},
+    "netsim.workload": {"netsim.errors", "netsim.record"},
+    "netsim.sim": {
+        "netsim.errors",
+        "netsim.algorithms",
+        "netsim.cluster",
+        "netsim.report",
+        "netsim.workload",
+    },
     "netsim.calibration": {
         "netsim.errors",
         "netsim.algorithms",
@@ -25,6 +32,7 @@ NETSIM_MAY_IMPORT = {
         "netsim.record",
         "netsim.report",
         "netsim.sim",
+        "netsim.workload",
         "launch",
     },
 }
