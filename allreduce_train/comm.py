@@ -57,6 +57,11 @@ class World:
         local.Free()
         return world
 
+    def shared_window(self, nbytes: int, node_of_rank: list[int]) -> NodeWindow:
+        """Collective: a window of `nbytes` a rank over the ranks of this host that are in
+        this rank's node of `node_of_rank` (pretend nodes stay apart)."""
+        return NodeWindow(self, nbytes, node_of_rank[self.rank])
+
     def node_of_rank(self, ranks_per_node: int | None = None) -> list[int]:
         """Each rank's node: consecutive groups of `ranks_per_node` (a pretend layout), else
         the hosts in the order their first rank appears."""
@@ -144,6 +149,46 @@ class World:
 _CLOCK_TAG = 7001
 
 
+class NodeWindow:
+    """An MPI-3 shared-memory window (MPI_Win_allocate_shared) over the ranks of this node
+    that share `color`: each rank's part is memory every one of them maps, read and written
+    with plain loads and stores (exchange.shm). The window stays in a passive epoch for all
+    its life, so that `sync` (MPI_Win_sync) is the memory barrier MPI's unified model asks
+    for between a rank's stores and a peer's loads."""
+
+    def __init__(self, world: World, nbytes: int, color: int):
+        node = world._comm.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
+        self._comm = node.Split(color, key=world.rank)
+        node.Free()
+        self._win = MPI.Win.Allocate_shared(nbytes, 1, comm=self._comm)
+        self._win.Lock_all(MPI.MODE_NOCHECK)
+        self.ranks = self._comm.allgather(world.rank)  # world ranks, by window rank
+        self._pids = dict(zip(self.ranks, self._comm.allgather(os.getpid())))
+        self._memory = {r: self._win.Shared_query(i)[0] for i, r in enumerate(self.ranks)}
+
+    def memory(self, rank: int):
+        """World rank `rank`'s part of the window (a buffer NumPy can view)."""
+        return self._memory[rank]
+
+    def sync(self) -> None:
+        self._win.Sync()
+
+    def alive(self, rank: int) -> bool:
+        """Whether world rank `rank`'s process still runs (it is on this node)."""
+        try:
+            os.kill(self._pids[rank], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, another user's
+            pass
+        return True
+
+    def free(self) -> None:
+        self._win.Unlock_all()
+        self._win.Free()
+        self._comm.Free()
+
+
 class MpiTransport:
     """The executor's transport over MPI (collectives.Transport is the contract): point-to-
     point messages on contiguous buffers, by buffer calls (no pickling)."""
@@ -210,6 +255,11 @@ class MpiTransport:
                 raise
             raise exits.PeerLost(f"waiting for the replicas: {one_line(exc)}") from None
         return status.Get_source(), status.Get_tag()
+
+    def iprobe(self, source: int, tag: int) -> bool:
+        """Whether a message of `tag` from `source` waits to be received (not waiting for
+        one: a replica's look for a stop notice, under a microsecond)."""
+        return self._comm.Iprobe(source, tag)
 
     def native_allreduce(self, buf) -> None:
         """MPI_Allreduce in place: the library's own algorithm, the naive sibling."""

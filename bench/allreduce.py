@@ -7,8 +7,12 @@ The driver (plain python) starts `mpirun -n p python bench/allreduce.py --worker
 per rank count, with a hard timeout. The worker checks every algorithm once per size, then
 times them in interleaved rounds, so that machine noise hits all alike, and writes JSON.
 `auto` is what `--allreduce auto` would run for this buffer (netsim.calibration.choose on this
-host's calibration, or the built-in estimate), picked on rank 0 and broadcast. Bandwidths
-follow nccl-tests: algbw = buffer bytes / time, busbw = algbw * 2(p-1)/p.
+host's calibration, or the built-in estimate), picked on rank 0 and broadcast. A name with
+`/shm` (ring/shm, auto/shm) runs that schedule through the node's shared memory
+(--transport shm: peers' buffers read in an MPI-3 window, adds fused with the reads).
+Bandwidths follow nccl-tests: algbw = buffer bytes / time, busbw = algbw * 2(p-1)/p. The
+machine's copy bandwidth (one core, NumPy, in cache and out of it) is printed beside them:
+a one-node all-reduce cannot beat it by much.
 """
 
 from __future__ import annotations
@@ -48,12 +52,12 @@ def iterations_for(nbytes: int) -> int:
 # --- worker: runs under mpirun ------------------------------------------------------------
 
 
-def check(allreduce, nelems: int, rank: int, world_size: int) -> bool:
+def check(allreduce, buf, nelems: int, rank: int, world_size: int) -> bool:
     """Rank r contributes (i mod 13) + r at index i; the sum is p*(i mod 13) + p(p-1)/2.
     Small integers are exact in float32, so the comparison is exact, and rank-dependent
     inputs catch a collective that merely scales its own buffer by p."""
     pattern = (np.arange(nelems) % 13).astype(np.float32)
-    buf = pattern + np.float32(rank)
+    buf[...] = pattern + np.float32(rank)
     allreduce(buf)
     return bool(
         np.array_equal(buf, world_size * pattern + np.float32(world_size * (world_size - 1) // 2))
@@ -80,32 +84,49 @@ def picked(world, nelems: int) -> tuple[str, int]:
     return world.bcast(None)
 
 
-def bench_size(nbytes: int, rounds: int, names: list[str], world, transport) -> dict:
-    from allreduce_train.comm import wtime
+def executor(name: str, auto, nelems: int, world, transport, memory):
+    """(the all-reduce, the buffer it sums) for a bench name: ALGORITHM or ALGORITHM/shm."""
+    from types import SimpleNamespace
+
+    from allreduce_train.exchange import factory
     from allreduce_train.exchange.schedule import make_allreduce
+    from allreduce_train.maths.backend import Backend
     from netsim import algorithms
+
+    base, _, how = name.partition("/")
+    algorithm, channels = (auto[0], auto[1]) if base == "auto" else (base, 1)
+    if how == "shm":
+        cfg = SimpleNamespace(allreduce=algorithm, channels=channels, transport="shm")
+        nodes = [0] * world.world_size
+        path = factory.make(cfg, world, Backend(np, "cpu"), memory.grads, transport,
+                            node_of_rank=nodes, segments=None, memory=memory)  # fmt: skip
+        return path.executor, memory.grads
+    run = make_allreduce(algorithms.get(algorithm), world.world_size, world.rank, nelems,
+                         transport, np, np.float32, channels=channels)  # fmt: skip
+    return run, np.zeros(nelems, dtype=np.float32)
+
+
+def bench_size(nbytes: int, rounds: int, names: list[str], world, transport) -> dict:
+    from types import SimpleNamespace
+
+    from allreduce_train.comm import wtime
+    from allreduce_train.exchange import factory
+    from allreduce_train.maths.backend import Backend
 
     nelems = nbytes // 4
     auto = picked(world, nelems)
-    algs = {
-        a: make_allreduce(
-            algorithms.get(auto[0] if a == "auto" else a),
-            world.world_size,
-            world.rank,
-            nelems,
-            transport,
-            np,
-            np.float32,
-            channels=auto[1] if a == "auto" else 1,
-        )
-        for a in names
-    }
-    ok = {a: check(f, nelems, world.rank, world.world_size) for a, f in algs.items()}
+    memory = None
+    if any(a.endswith("/shm") for a in names):  # one window for every /shm name
+        memory = factory.gradient_memory(SimpleNamespace(allreduce="ring", transport="shm"),
+                                         world, Backend(np, "cpu"), nelems, np.float32,
+                                         [0] * world.world_size)  # fmt: skip
+    algs = {a: executor(a, auto, nelems, world, transport, memory) for a in names}
+    ok = {a: check(f, buf, nelems, world.rank, world.world_size) for a, (f, buf) in algs.items()}
     wrong = world.max_(np.array([not ok[a] for a in names], dtype=np.float64))
     ok = {a: not w for a, w in zip(names, wrong)}  # wrong on any rank is wrong
     # Zeros stay zeros under summation: no overflow or denormals after many iterations.
-    buf = np.zeros(nelems, dtype=np.float32)
-    for f in algs.values():
+    for f, buf in algs.values():
+        buf[...] = 0
         for _ in range(WARMUP_ITERS):
             f(buf)
     iters = iterations_for(nbytes)
@@ -113,7 +134,8 @@ def bench_size(nbytes: int, rounds: int, names: list[str], world, transport) -> 
     for r in range(rounds):
         # Rotate which algorithm leads, so none always follows another's cache state.
         for a in names[r % len(names) :] + names[: r % len(names)]:
-            times_s[a].append(timed_round(algs[a], buf, iters, world, wtime))
+            f, buf = algs[a]
+            times_s[a].append(timed_round(f, buf, iters, world, wtime))
     label = auto[0] if auto[1] == 1 else f"{auto[0]} x{auto[1]}"
     return {"nbytes": nbytes, "iters": iters, "ok": ok, "times_s": times_s, "auto": label}
 
@@ -187,7 +209,7 @@ def print_table(result: dict, rounds: int, wall_s: float) -> None:
         f"[{wall_s:.0f} s, load average {os.getloadavg()[0]:.1f}]"
     )
     cols = "".join(f"{SHORT.get(a, a):>9}" for a in names)
-    ratios = [a for a in ("ring", "auto") if a in names and "mpi" in names]
+    ratios = [a for a in names if "mpi" in names and (a in ("ring", "auto") or "/" in a)]
     print(
         f"{'size':>8} {'iters':>5}{cols} {'mpi_busbw':>9}"
         + "".join(f" {a + '/mpi':>8}" for a in ratios)
@@ -195,7 +217,8 @@ def print_table(result: dict, rounds: int, wall_s: float) -> None:
     )
     for s in result["sizes"]:
         nbytes, med = s["nbytes"], {a: statistics.median(s["times_s"][a]) for a in names}
-        fastest = min((a for a in names if a not in ("auto", "mpi")), key=med.get, default="-")
+        fastest = min((a for a in names if a != "mpi" and not a.startswith("auto")),
+                      key=med.get, default="-")  # fmt: skip
         wrong = [a for a, v in s["ok"].items() if not v]
         check = "ok" if not wrong else "WRONG: " + ",".join(wrong)
         mpi = f"{gbytes_per_s(nbytes, med['mpi']) * bus_factor:>9.3f}" if "mpi" in med else ""
@@ -206,6 +229,18 @@ def print_table(result: dict, rounds: int, wall_s: float) -> None:
             + "".join(f" {med['mpi'] / med[a]:>8.2f}" for a in ratios)
             + f"  {s['auto']:<22} {fastest:<18} {check}"
         )
+
+
+def copy_bandwidth(nbytes: int, repeats: int = 20) -> float:
+    """Bytes a second one core copies with NumPy (read + write of nbytes), best of repeats:
+    the memory limit a one-node all-reduce works against."""
+    src, dst = np.ones(nbytes // 4, np.float32), np.empty(nbytes // 4, np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return nbytes / best
 
 
 def size_label(nbytes: int) -> str:
@@ -233,7 +268,9 @@ def main() -> None:
         return worker(args)
     print(
         f"all-reduce bench: netsim schedules over MPI point to point, and auto's pick, vs "
-        f"MPI_Allreduce; float32, sum; {os.cpu_count()} CPUs"
+        f"MPI_Allreduce; float32, sum; {os.cpu_count()} CPUs; one core copies "
+        f"{copy_bandwidth(1 << 20) / 1e9:.1f} GB/s in cache (1 MiB), "
+        f"{copy_bandwidth(64 << 20, 5) / 1e9:.1f} GB/s from memory (64 MiB)"
     )
     for p in (int(r) for r in args.ranks.split(",")):
         start_s = time.perf_counter()

@@ -19,6 +19,7 @@ from . import specs
 DEFAULT_HIDDEN = (128, 128)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "gpu")
+TRANSPORTS = ("mpi", "shm")
 NONFINITE = ("stop", "skip")
 MODES = ("sync", "async")
 OPTIMIZERS = ("sgd", "adagrad")
@@ -67,6 +68,9 @@ class Config:
     # rings (or trees, ...) side by side on slices of the buffer, as NCCL's; None: 1, or
     # what --allreduce auto picks
     channels: int | None = None
+    # a schedule's transfers between ranks of one node: mpi (messages) or shm (read from the
+    # peer's memory in a shared window, on the CPU); between nodes they are always messages
+    transport: str = "mpi"
     allreduce_choice: dict | None = None  # set by --allreduce auto: what it picked, and why
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
     # failures
@@ -74,7 +78,7 @@ class Config:
     stall_warn: float = 60.0  # seconds of waiting that get a warning naming the late ranks
     nonfinite: str = "stop"  # a NaN/Inf loss or gradient: stop the run, or skip the step
     inject: str | None = None  # "kind=K,rank=R,step=S[,secs=T]": a fault on purpose (faults.py)
-    checkpoint_every: int = 0  # steps between checkpoints (checkpoint.py); 0: only at the end
+    checkpoint_every: int = 0  # steps (async: a replica's) between checkpoints; 0: at the end
     keep_checkpoints: int = 2  # the newest K stay
     resume: str | None = None  # a run directory whose newest checkpoint this run goes on from
 
@@ -111,6 +115,16 @@ class Config:
             f"that do (python -m netsim nccl --algorithm {self.allreduce} models it)",
         )
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
+        need(
+            self.transport in TRANSPORTS,
+            f"--transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}",
+        )
+        need(
+            self.transport != "shm" or self.allreduce == "auto"
+            or algorithms.ALGORITHMS[self.allreduce].scheduled,
+            f"--transport shm: --allreduce {self.allreduce} is the library's own and moves its "
+            "own bytes; shared memory runs the schedules (ring, tree, ...)",
+        )  # fmt: skip
         need(0 < self.lr < math.inf, f"--lr must be positive and finite, got {self.lr:g}")
         need(0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}")
         need(
@@ -131,15 +145,13 @@ class Config:
             value = getattr(self, name)
             need(value >= 1, f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.mode == "async":
-            for name, value, why in (
-                ("checkpoint-every", self.checkpoint_every, "checkpoints"),
-                ("resume", self.resume, "resuming"),
-            ):
-                need(
-                    not value,
-                    f"--{name}: --mode async has no {why} yet (its servers' and replicas' "
-                    "states are not taken at one moment)",
-                )
+            every = self.checkpoint_every
+            need(
+                every % self.push_every == 0 and every % self.fetch_every == 0,
+                f"--checkpoint-every {every}: --mode async checkpoints where every replica "
+                f"pushes and fetches, so N must be a multiple of --push-every "
+                f"{self.push_every} and --fetch-every {self.fetch_every}",
+            )
             need(
                 self.nonfinite == "stop",
                 "--nonfinite skip: --mode async stops at a non-finite gradient (a replica "

@@ -17,6 +17,7 @@ from .config import (
     NONFINITE,
     OPTIMIZERS,
     SGD_MOMENTUM,
+    TRANSPORTS,
     Config,
 )
 
@@ -193,6 +194,15 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         "--allreduce auto, its pick)",
     )
     g.add_argument(
+        "--transport",
+        default=d.transport,
+        choices=TRANSPORTS,
+        help="how a schedule's transfers between ranks of one node travel: mpi sends "
+        "messages; shm reads the peer's gradient in a shared-memory window, its adds fused "
+        "with the reads (on the CPU; netsim's model, and so auto's pick and replay, still "
+        "price messages). Between nodes they are always messages (default: %(default)s)",
+    )
+    g.add_argument(
         "--device",
         default=d.device,
         choices=DEVICES,
@@ -312,8 +322,9 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         type=int,
         default=d.checkpoint_every,
         metavar="N",
-        help="write a checkpoint every N steps (and on SIGINT or SIGTERM); 0: only at the end "
-        "(default: %(default)s)",
+        help="write a checkpoint every N steps (and on SIGINT or SIGTERM); 0: only at the end. "
+        "--mode async counts each replica's own steps (N x R batches of R replicas), N a "
+        "multiple of --push-every and --fetch-every (default: %(default)s)",
     )
     g.add_argument(
         "--keep-checkpoints",
@@ -325,8 +336,8 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
     g.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="go on from RUN_DIR's newest checkpoint, with its settings, on any rank count, "
-        "into a new run directory",
+        help="go on from RUN_DIR's newest checkpoint, with its settings, on any rank count "
+        "(--mode async: as many replicas), into a new run directory",
     )
     g.add_argument(
         "--inject",

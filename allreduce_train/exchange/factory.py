@@ -6,7 +6,13 @@ which buffer, built from the run's configuration, and what setup must refuse bef
                                    its adds on the GPU, on the GPU gradient
     on a GPU                       StagedAllreduce: the schedule on the gradient's pinned
                                    host mirror, the copies overlapped with the rounds
+    on the CPU, --transport shm    SharedMemoryAllreduce: the schedule on the gradient in
+    with peers on its node         the node's shared-memory window, peers' slices read
+                                   directly, messages only between nodes
     on the CPU                     the schedule (or MPI_Allreduce) on the gradient itself
+
+The gradient's memory is decided first (`gradient_memory`): in a shared-memory window the
+model's gradient buffer is the window's, so the exchange copies nothing in.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from ..exits import UsageError
 from .nccl import NcclAllreduce
 from .protocol import Executor, Transport
 from .schedule import make_allreduce
+from .shm import Peers, SharedMemoryAllreduce
 from .staging import DirectAllreduce, StagedAllreduce
+
+_COUNTER_BYTES = 64  # a rank's round counter, alone on its cache line, before its gradient
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,11 +50,72 @@ class GradientExchange:
         self.executor.record_into(recorder)
 
 
-def make(
-    cfg, world, backend, grads, transport: Transport, *, node_of_rank, segments
-) -> GradientExchange:
-    """This rank's gradient path for the gradient buffer `grads` (the model's)."""
+@dataclass(frozen=True, eq=False)
+class GradientMemory:
+    """Where a rank's gradient lives: `grads`, the buffer the model is to use (None: its
+    own), and `peers`, the buffers and counters of the node's ranks mapped from a shared
+    window (None: no shared memory)."""
+
+    grads: object = None
+    peers: Peers | None = None
+
+
+def shares_memory(cfg, backend) -> bool:
+    """Whether the exchange runs through a node's shared memory: --transport shm, a schedule
+    (an MPI_Allreduce or NCCL moves its own bytes), on the CPU."""
     algorithm = algorithms.get(cfg.allreduce)
+    return cfg.transport == "shm" and algorithm.scheduled and not backend.on_gpu
+
+
+def check_transport(cfg, dev) -> None:
+    """--transport shm on a GPU rank: a UsageError (shared memory is the host's)."""
+    if cfg.transport == "shm" and dev.on_gpu:
+        raise UsageError(
+            f"--transport shm: the gradient lives on the GPU ({dev.description}); shared "
+            "memory is the host's. Leave the option out (staged through pinned memory) or "
+            "use --device cpu"
+        )
+
+
+def gradient_memory(cfg, world, backend, nelems: int, dtype, node_of_rank) -> GradientMemory:
+    """Collective (when it shares memory): a window over this node's ranks of the same
+    (pretend) node, each rank's part its counter and its gradient; a rank alone in its
+    node keeps its own memory."""
+    if not all(world.allgather(shares_memory(cfg, backend))):
+        return GradientMemory()
+    dtype = np.dtype(dtype)
+    window = world.shared_window(_COUNTER_BYTES + nelems * dtype.itemsize, node_of_rank)
+    if len(window.ranks) < 2:
+        window.free()
+        return GradientMemory()
+    buffers = {r: np.frombuffer(window.memory(r), dtype, nelems, _COUNTER_BYTES)
+               for r in window.ranks}  # fmt: skip
+    counters = {r: np.frombuffer(window.memory(r), np.int64, 1) for r in window.ranks}
+    buffers[world.rank][...] = 0
+    counters[world.rank][...] = 0
+    window.sync()
+    world.barrier()  # every counter zero before anyone looks
+    return GradientMemory(buffers[world.rank], Peers(buffers, counters, window.sync, window.alive))
+
+
+def make(
+    cfg, world, backend, grads, transport: Transport, *, node_of_rank, segments,
+    memory: GradientMemory = GradientMemory(),
+) -> GradientExchange:  # fmt: skip
+    """This rank's gradient path for the gradient buffer `grads` (the model's, in `memory`
+    where gradient_memory put it)."""
+    algorithm = algorithms.get(cfg.allreduce)
+    if memory.peers is not None:
+        schedule = algorithm.schedule(
+            world.world_size, grads.size, node_of_rank=node_of_rank, segments=segments,
+            channels=cfg.channels,
+        )  # fmt: skip
+        executor = SharedMemoryAllreduce(schedule, world.rank, memory.peers, transport, grads.dtype)
+        nodes = len(set(node_of_rank))
+        between = "; messages between nodes" if nodes > 1 else ""
+        return GradientExchange(
+            executor, grads, f"; the schedule's rounds read peers' memory inside a node{between}"
+        )
     if algorithm.needs_gpu:
         nccl = NcclAllreduce(world, backend.xp, grads.dtype)
         return GradientExchange(nccl, grads, "; the all-reduce by NCCL on the GPU buffers")

@@ -145,10 +145,13 @@ class MLP:
         xp=np,
         dtype=np.float32,
         kernels=None,
+        grads=None,
     ):
         """kernels: CuPy's fused element-wise kernels (allreduce_train.kernels), which do a
         hidden layer's bias add and activation, and its derivative times the delta, in one
-        kernel each; None: array operations (NumPy, or CuPy unfused)."""
+        kernel each; None: array operations (NumPy, or CuPy unfused). grads: the flat buffer
+        the gradients are to live in (a shared-memory window's, for the exchange to read
+        from), else one of its own."""
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"an MLP needs at least two positive widths, got {list(widths)}")
         self.widths = tuple(int(w) for w in widths)
@@ -164,7 +167,11 @@ class MLP:
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         self.nparams = int(offsets[-1])
         self.params = xp.zeros(self.nparams, dtype=self.dtype)
-        self.grads = xp.zeros(self.nparams, dtype=self.dtype)
+        if grads is None:
+            grads = xp.zeros(self.nparams, dtype=self.dtype)
+        elif grads.shape != (self.nparams,) or grads.dtype != self.dtype:
+            raise ValueError(f"grads of {grads.shape} {grads.dtype}, need ({self.nparams},)")
+        self.grads = grads
 
         def views(flat):
             return [flat[lo:hi].reshape(s) for lo, hi, s in zip(offsets, offsets[1:], shapes)]

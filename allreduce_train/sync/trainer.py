@@ -61,17 +61,25 @@ class Trainer:
         widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
         self.steps_per_epoch = len(dataset.y_train) // cfg.global_batch
         self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
-        self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype, backend.kernels)
+        self.node_of_rank = world.node_of_rank(cfg.ranks_per_node)
+        # Where the gradient lives (a node's shared-memory window, for the exchange to read
+        # peers' slices directly) is decided before the model is made, so that its buffer
+        # is the window's; then the gradient path (exchange.factory): `exchange.buffer` is
+        # what it sums, the gradient itself or its pinned host mirror, which then holds the
+        # sum too.
+        nparams = sum(a * b + b for a, b in zip(widths, widths[1:]))
+        memory = factory.gradient_memory(
+            cfg, world, backend, nparams, self.dtype, self.node_of_rank
+        )
+        self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype, backend.kernels,
+                         grads=memory.grads)  # fmt: skip
         self.model.init(cfg.init_scheme, cfg.seed)
         self.optimizer = optim.make(
             cfg, self.model.params, self.model.grads, backend.xp, backend.threads, backend.kernels
         )
-        self.node_of_rank = world.node_of_rank(cfg.ranks_per_node)
-        # The gradient path (exchange.factory decides): `exchange.buffer` is what it sums,
-        # the gradient itself or its pinned host mirror, which then holds the sum too.
         self.exchange = factory.make(
             cfg, world, backend, self.model.grads, transport,
-            node_of_rank=self.node_of_rank, segments=self.model.layer_segments,
+            node_of_rank=self.node_of_rank, segments=self.model.layer_segments, memory=memory,
         )  # fmt: skip
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         straggler = cfg.straggler_spec

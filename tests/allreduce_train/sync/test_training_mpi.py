@@ -10,7 +10,7 @@ from netsim.record import rundir
 from conftest import mpirun, program, read_json, train
 from idx import write_mnist
 
-pytestmark = pytest.mark.mpi
+pytestmark = pytest.mark.slow  # every test here trains, for a second or more
 
 # 31 is prime: the global batch splits unevenly over 2, 3 and 4 ranks (16+15, 11+10+10, 8+8+8+7).
 EQUIVALENCE = [
@@ -41,6 +41,7 @@ def one_rank(tmp_path_factory):
     return np.load(run_dir / "checkpoint.npz")
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("p", [2, 3, 4])
 @pytest.mark.parametrize("allreduce", ["ring", "mpi"])
 def test_n_ranks_give_the_weights_of_one_rank(p, allreduce, one_rank, tmp_path):
@@ -58,6 +59,7 @@ def test_n_ranks_give_the_weights_of_one_rank(p, allreduce, one_rank, tmp_path):
     )
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("p", [2, 3, 4])
 def test_recorded_bytes_equal_ring_analytic_count(p, tmp_path):
     # 64-17-10 has 64*17+17+17*10+10 = 1285 parameters: odd, and not a multiple of 2, 3 or 4
@@ -91,8 +93,9 @@ def test_recorded_bytes_equal_ring_analytic_count(p, tmp_path):
     assert traffic["bytes_sent_per_step_by_rank"] == traffic["analytic_bytes_sent_per_step_by_rank"]
 
 
-@pytest.mark.parametrize("allreduce", ["tree", "mpi"])
-def test_the_trainer_uses_the_transport_it_is_handed(allreduce, tmp_path):
+@pytest.mark.mpi
+@pytest.mark.parametrize("allreduce,transport", [("tree", "mpi"), ("tree", "shm"), ("mpi", "mpi")])
+def test_the_trainer_uses_the_transport_it_is_handed(allreduce, transport, tmp_path):
     out = tmp_path / "counts"
     result = mpirun(
         3,
@@ -106,6 +109,8 @@ def test_the_trainer_uses_the_transport_it_is_handed(allreduce, tmp_path):
             "4",
             "--allreduce",
             allreduce,
+            "--transport",
+            transport,
         ],
         timeout=60,
     )
@@ -117,11 +122,15 @@ def test_the_trainer_uses_the_transport_it_is_handed(allreduce, tmp_path):
         assert len(records) == 4
         if allreduce == "mpi":
             assert counts == {"exchanges": 0, "bytes_sent": 0, "native": 4}
+        elif transport == "shm":  # one node: every transfer a read of a peer's memory
+            assert counts == {"exchanges": 0, "bytes_sent": 0, "native": 0}
+            assert sum(r["bytes_sent"] for r in records) > 0  # and counted all the same
         else:  # every round of every step went through it, and every byte the records count
             assert counts["exchanges"] == 4 * rounds and counts["native"] == 0
             assert counts["bytes_sent"] == sum(r["bytes_sent"] for r in records) > 0
 
 
+@pytest.mark.mpi
 def test_default_job_learns_digits_on_four_ranks(tmp_path):
     result = train(4, tmp_path, timeout=120)
     assert result.returncode == 0, result.output
@@ -135,6 +144,7 @@ def test_default_job_learns_digits_on_four_ranks(tmp_path):
     assert config["world_size"] == 4 and config["local_batch_by_rank"] == [16, 16, 16, 16]
 
 
+@pytest.mark.mpi
 def test_mnist_idx_and_synthetic_train_on_three_ranks(tmp_path):
     write_mnist(tmp_path, gz=True)
     result = train(
