@@ -13,8 +13,19 @@ from . import algorithms, commands
 from .calibration import choose, measure
 from .cluster import topology
 from .errors import InputError
-from .options import MAX_CHANNELS, MAX_CHUNKS, MAX_PARAMS, MAX_TIMEOUT_S, byte_sizes, integer, real
+from .options import (
+    MAX_ACCUMULATE,
+    MAX_BATCH,
+    MAX_CHANNELS,
+    MAX_CHUNKS,
+    MAX_PARAMS,
+    MAX_TIMEOUT_S,
+    byte_sizes,
+    integer,
+    real,
+)
 from .sim import nccl, nccl_tables
+from .workload import catalog
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,11 +79,12 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--params",
             type=integer(1, MAX_PARAMS),
-            required=True,
             metavar="N",
-            help="parameters in the gradient buffer",
+            help="parameters in the gradient buffer (or --workload)",
         )
-        c.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+        c.add_argument(
+            "--dtype", choices=("float32", "float64"), help="the buffer's (default: float32)"
+        )
         c.add_argument(
             "--compute-ms",
             type=real(0),
@@ -95,6 +107,83 @@ def parser() -> argparse.ArgumentParser:
             help="pipeline the buffer in K pieces, so that an algorithm's phases overlap "
             "as NCCL's do (default: %(default)s, the textbook algorithm)",
         )
+        return workload_options(c)
+
+    def workload_options(c):
+        w = c.add_argument_group(
+            "a training step of a workload",
+            "forward, then backward layer by layer, each DDP bucket's all-reduce issued "
+            "when its gradients are ready (docs/ARCHITECTURE.md defines the figures)",
+        )
+        w.add_argument(
+            "--workload",
+            metavar="W",
+            help=f"a built-in ({', '.join(catalog.BUILTINS)}), a workload file (TOML or "
+            "JSON), an ASTRA-sim 1.0 / SimAI workload file, or a run directory of ours",
+        )
+        w.add_argument(
+            "--seq-len",
+            type=integer(1, catalog.MAX_SEQ_LEN),
+            metavar="N",
+            help="tokens per sample of a built-in sequence model (default: its context)",
+        )
+        w.add_argument(
+            "--batch",
+            type=integer(1, MAX_BATCH),
+            metavar="B",
+            help="samples per GPU per micro-step (default: the workload's)",
+        )
+        w.add_argument(
+            "--step-ms",
+            type=real(0, low_open=True),
+            metavar="MS",
+            help="the measured forward + backward of one micro-step on one GPU: the "
+            "layers' compute is scaled to it (default: the workload's times or FLOPs)",
+        )
+        w.add_argument(
+            "--efficiency",
+            type=real(0, 1, low_open=True),
+            metavar="E",
+            help="the share of the device's peak FLOPs that the layers achieve (default: "
+            "the workload's [compute] efficiency, else 0.4)",
+        )
+        w.add_argument(
+            "--bucket-mb",
+            type=real(0),
+            metavar="MB",
+            help="DDP's bucket_cap_mb, MiB (default: 25); 0: the whole gradient in one bucket",
+        )
+        w.add_argument(
+            "--first-bucket-mb",
+            type=real(0, low_open=True),
+            metavar="MB",
+            help="the first bucket's cap, MiB (default: 1, DDP's)",
+        )
+        w.add_argument(
+            "--overlap",
+            choices=("on", "off"),
+            help="on: a bucket's all-reduce starts when its gradients are ready; off: "
+            "after the whole backward (default: on)",
+        )
+        w.add_argument(
+            "--accumulate",
+            type=integer(1, MAX_ACCUMULATE),
+            metavar="K",
+            help="gradient accumulation: K micro-steps per step, one all-reduce (default: 1)",
+        )
+        w.add_argument(
+            "--grad-dtype",
+            choices=("float32", "float16", "bfloat16"),
+            help="the gradients' dtype (default: the workload's)",
+        )
+        w.add_argument(
+            "--collectives",
+            choices=("auto", "nccl", "simulate"),
+            help="the all-reduce's model: NCCL's on a GPU topology, or the simulator with "
+            "--algorithm (default: auto, NCCL's where the topology has a gpu and is not "
+            "calibrated)",
+        )
+        w.add_argument("--csv", metavar="CSV", help="also write the rows as CSV")
         return c
 
     c = sized(
@@ -108,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
         )
     )
     c.add_argument("--algorithm", default="ring", choices=(*algorithms.SCHEDULED, "downpour"))
+    c.add_argument("--plot", metavar="PNG", help="--workload: draw the step's buckets (plot extra)")
     c.add_argument(
         "--ranks", type=int, metavar="P", help="ranks (default: every GPU of the topology)"
     )
@@ -126,7 +216,12 @@ def parser() -> argparse.ArgumentParser:
             "time over step time.",
         )
     )
-    c.add_argument("--algorithms", default=",".join(algorithms.SCHEDULED), metavar="A,B")
+    c.add_argument(
+        "--algorithms",
+        metavar="A,B",
+        help=f"(default: {','.join(algorithms.SCHEDULED)}; with --workload, ring, when it "
+        "simulates)",
+    )
     c.add_argument(
         "--ranks", metavar="P,Q", help="rank counts (default: powers of two up to every GPU)"
     )

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from netsim import algorithms
+from netsim import algorithms, step_commands
 from netsim.calibration import choose, emulated, fitting, measure
 from netsim.cluster import topology
 from netsim.errors import InputError
@@ -65,6 +65,8 @@ def compare(args) -> int:
 def predict(args) -> int:
     topo = topology.load(args.topology)
     ranks = _ranks(args.ranks, topo, 1)
+    if step_commands.check(args):  # --workload: a training step, bucket by bucket
+        return step_commands.predict(args, topo, ranks, _check_output, _write)
     own = (args.servers, args.fetch_every, args.push_every)  # downpour's options
     if args.algorithm == downpour.NAME or any(v is not None for v in own):
         return _downpour(args, topo, ranks)
@@ -101,8 +103,11 @@ def sweep(args) -> int:
     topo = topology.load(args.topology)
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InputError(f"--plot wants a .png file name, got {args.plot!r}")
+    workload = step_commands.check(args)
     _check_output("--plot", args.plot)
-    names = [a.strip() for a in args.algorithms.split(",")]
+    if workload:  # --workload: its step at each rank count
+        return step_commands.sweep(args, topo, _sizes(args.ranks, topo.gpus), _check_output, _write)
+    names = [a.strip() for a in (args.algorithms or ",".join(algorithms.SCHEDULED)).split(",")]
     unknown = [a for a in names if a not in algorithms.SCHEDULED]
     if unknown:
         raise InputError(
@@ -123,7 +128,11 @@ def sweep(args) -> int:
     if args.json:
         print(rundir.dumps(rows, indent=2))
     else:
-        print(predict_text.sweep_text(topo, rows, args.params, args.dtype, args.compute_ms))
+        print(
+            predict_text.sweep_text(
+                topo, rows, args.params, args.dtype or "float32", args.compute_ms
+            )
+        )
     if args.plot:
         _write("--plot", args.plot, lambda tmp: predict_text.sweep_plot(tmp, topo, rows))
         print(f"wrote {args.plot}")
@@ -164,7 +173,7 @@ def replay(args) -> int:
 
 
 def _itemsize(args) -> int:
-    return 4 if args.dtype == "float32" else 8
+    return 8 if args.dtype == "float64" else 4  # float32 unless asked
 
 
 def _ranks(ranks: int | None, topo, least: int) -> int:

@@ -14,6 +14,8 @@ MAX_CHANNELS = 64
 MAX_CHUNKS = 64
 MAX_TIMEOUT_S = 86400.0
 MAX_BYTES = 1 << 40  # a buffer size beyond 1 TiB is a typo
+MAX_BATCH = 1 << 24  # samples per GPU per micro-step
+MAX_ACCUMULATE = 1 << 20  # micro-steps per step
 
 
 def integer(low: int, high: int | None = None):

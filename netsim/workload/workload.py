@@ -42,12 +42,16 @@ PRECISIONS = ("fp16", "bf16", "tf32", "fp32")
 # Peak dense tensor throughput in TFLOPS by generation (the SXM part of each: V100, A100,
 # H100, B200) and precision, from NVIDIA's datasheets: V100 125 (fp16) and 15.7 (fp32, no
 # TF32); A100 312 / 156 (TF32) / 19.5; H100 SXM 989.4 / 494.7 / 66.9; HGX B200 (8 GPUs)
-# 18 PF fp16 and TF32 sparse, 600 TF fp32, per GPU and dense 2250 / 1125 / 75.
+# 18 PF fp16 and TF32 sparse, 600 TF fp32, per GPU and dense 2250 / 1125 / 75; AMD
+# Instinct MI300X (cdna3) 1307.4 / 653.7 / 163.4, MI355X (cdna4) 2516.6 fp16, 157.3 fp32
+# (no TF32: its fp32 figure).
 PEAK_TFLOPS = {
     "volta": {"fp16": 125.0, "bf16": 125.0, "tf32": 15.7, "fp32": 15.7},
     "ampere": {"fp16": 312.0, "bf16": 312.0, "tf32": 156.0, "fp32": 19.5},
     "hopper": {"fp16": 989.4, "bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
     "blackwell": {"fp16": 2250.0, "bf16": 2250.0, "tf32": 1125.0, "fp32": 75.0},
+    "cdna3": {"fp16": 1307.4, "bf16": 1307.4, "tf32": 653.7, "fp32": 163.4},
+    "cdna4": {"fp16": 2516.6, "bf16": 2516.6, "tf32": 157.3, "fp32": 157.3},
 }
 DEFAULT_EFFICIENCY = 0.4  # of peak: what large dense layers reach in training, roughly
 BACKWARD_PER_FORWARD = 2.0  # input gradient + weight gradient: two matmuls per forward one
@@ -106,15 +110,15 @@ class Workload:
         if "peak_tflops" in c:
             return c["peak_tflops"] * 1e12
         device = c.get("device", gpu)
-        if device is None:
+        if device not in PEAK_TFLOPS:
             return None
         return PEAK_TFLOPS[device][c.get("precision", _precision(self.dtype))] * 1e12
 
-    def times(self, gpu: str | None = None, efficiency: float | None = None):
+    def times(self, gpu: str | None = None, efficiency: float | None = None, rate=None):
         """(forward_s, backward_s) per layer for one micro-step of `batch` samples: the
-        layer's times, or its FLOPs x batch at efficiency x the device's peak."""
+        layer's times, or its FLOPs x batch at efficiency x the device's peak (rate: the
+        FLOP/s achieved, given)."""
         eff = efficiency or self.compute.get("efficiency", DEFAULT_EFFICIENCY)
-        rate = None
         forward, backward = [], []
         for layer in self.layers:
             if layer.forward_s is not None:
