@@ -66,7 +66,7 @@ def role(cfg, world: World, backend, dataset, state, transport):
     if cfg.mode == "async":
         from .downpour.role import AsyncRole
 
-        return AsyncRole(cfg, world, backend, dataset, transport)
+        return AsyncRole(cfg, world, backend, dataset, transport, state)
     from .sync.role import SyncRole
     from .sync.trainer import Trainer
 
@@ -78,7 +78,10 @@ def role(cfg, world: World, backend, dataset, state, transport):
 
 def resumed(state: dict | None) -> dict | None:
     """What config.json says of the checkpoint a run resumed from."""
-    return None if state is None else {"checkpoint": state["path"], "step": state["step"]}
+    if state is None:
+        return None
+    more = {"replica_steps": state["replica_steps"]} if state["replica_steps"] else {}
+    return {"checkpoint": state["path"], "step": state["step"], **more}
 
 
 def setup(world: World, argv):
@@ -104,6 +107,9 @@ def setup(world: World, argv):
                 args = checkpoint.resumed_config(state["config"], args, defaults)
             cfg = Config(**args)
             cfg.check_world(world.world_size)
+            if state is not None and cfg.mode == "async":  # where each replica stood
+                replicas = cfg.replicas_of(world.world_size)
+                checkpoint.check_async(state, cfg.resume, replicas, world.world_size)
             # An algorithm refuses a layout it cannot run (a hierarchical ring on nodes of
             # unequal size) here, where the ranks agree on errors, not inside the run.
             nodes = world.node_of_rank(cfg.ranks_per_node)

@@ -4,13 +4,24 @@ server (downpour.roles), from the start to the run directory's last file.
 At the start, as in a sync run: config.json (with the `downpour` layout), every replica's
 step file and every server's event file, the first writes agreed by all ranks. Then every
 rank starts at once (a barrier: the wall clock is everyone's) and no collective is called
-until the end: replica 0 (rank 0) alone evaluates its own copy of the weights where an
+but at a cut: replica 0 (rank 0) alone evaluates its own copy of the weights where an
 evaluation falls due (every --eval-every batches of the run, else at each epoch's end,
 counting R batches per step of its own) and appends it to evaluations.jsonl, so `netsim
 compare` reads an async run as a sync one. At the end every rank takes the servers' final
 shards, the test set is scored by all ranks, and the lifecycle writes checkpoint.npz
 (weights and the servers' optimizer state), the records (links.csv, updates.jsonl),
 summary.json and the report.
+
+Checkpoints mid-run fall at cuts (cuts: every replica after its first k steps, every push
+before applied), every --checkpoint-every steps of each replica and at SIGINT or SIGTERM
+(server 0 agrees on the step; no collective while the replicas train). At a cut every rank
+meets in the lifecycle's `Run.cut`: the servers' shards joined on every rank and their
+optimizer state on rank 0, which writes it, with every replica's step; then every replica
+takes the joined weights as its own, as a run resumed from that checkpoint starts with, so
+that both go on from the same state (one replica fetching and pushing every step: already
+its own, and a resumed run is bit for bit the run that never stopped). With a signal every
+rank then ends (Interrupted). `--resume` cuts the checkpoint's weights and optimizer state
+into the servers' shards and starts every replica at its step.
 """
 
 from __future__ import annotations
@@ -34,17 +45,24 @@ from .roles import Layout, Replica, Server
 class AsyncRole:
     """This rank's part of a Downpour run (a Replica or a Server), as the lifecycle sees it."""
 
-    def __init__(self, cfg, world, backend, dataset, transport):
+    def __init__(self, cfg, world, backend, dataset, transport, state: dict | None = None):
+        """state: the checkpoint a resumed run goes on from (checkpoint.read), or None."""
         self.cfg, self.world, self.backend, self.dataset = cfg, world, backend, dataset
         self.spe = len(dataset.y_train) // cfg.global_batch
         widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
         nparams = sum(a * b + b for a, b in zip(widths, widths[1:]))
         total = cfg.steps or cfg.epochs * self.spe  # the run's batches, dealt round-robin
-        self.layout = layout = Layout(cfg, world.world_size, nparams, total)
+        first = None if state is None else state["replica_steps"]
+        self.layout = layout = Layout(cfg, world.world_size, nparams, total, first)
         self.is_replica = world.rank < layout.replicas
         kind = Replica if self.is_replica else Server
         self.part = kind(cfg, world.rank, layout, backend, dataset, transport, None)
         self.model = self.part.model
+        # the totals of the runs before (a checkpoint's are the whole training's)
+        self.before = np.zeros(4) if state is None else np.array(state["totals"], np.float64)
+        if state is not None:
+            self.part.restore(state["params"] if self.is_replica else state)
+        self.joined = None  # the servers' weights at the last snapshot
         self.device = backend.description + (
             "; pushes and fetches through host memory" if backend.on_gpu else ""
         )
@@ -89,16 +107,39 @@ class AsyncRole:
         self.part.dog, self.out = run.watchdog, run.out
         self.world.barrier()
         start = time.perf_counter()
+        part, layout, stops = self.part, self.layout, run.stops
         if self.is_replica:
-            meter = Meter(self.part, self.dataset, run.out, start, self.spe)
-            for step in range(self.part.steps):
-                self.part.step(step)
+            meter = Meter(part, self.dataset, run.out, start, self.spe)
+            cut_at, stop, ending = None, 0, False  # the cut agreed ahead; the run ending
+            for step in range(part.first, part.steps):
+                part.step(step)
                 if self.world.is_root:
                     meter.after(step)
-            self.part.finish()
+                done = step + 1
+                if cut_at is None and not ending and layout.can_cut(done):
+                    signal = part.cuts.notice() or stops.flag  # the notice taken in any case
+                    if signal or layout.cuts_after(done):
+                        k, stop = part.cuts.ask(done, signal, run.watchdog)  # -1: no cut
+                        ending, cut_at = k < 0, None if k < 0 else k
+                if done == cut_at:
+                    cut_at = None
+                    part.cuts.cut()
+                    self.cut(run, done, stop)
+            part.finish()
         else:
-            self.part.serve()
+            while part.serve(stops):
+                self.cut(run, 0, 0)
         return time.perf_counter() - start
+
+    def cut(self, run: Run, done: int, stop: int) -> None:
+        """Collective, every replica after its first `done` steps (rank 0's say): the
+        checkpoint, then (a stop) the end, or every replica on the servers' weights."""
+        run.watchdog.enter(None, "the cut")  # (the servers learn its step here)
+        done, stop = self.world.bcast((done, stop))
+        run.watchdog.leave()
+        run.cut(done * self.layout.replicas - 1, stop)  # (the run's last batch done)
+        if self.is_replica:
+            self.part.restore(self.joined)
 
     def _params(self) -> np.ndarray:
         """Collective: the servers' shards joined, on every rank."""
@@ -106,23 +147,27 @@ class AsyncRole:
         return np.concatenate([shards[s] for s in self.layout.servers])
 
     def snapshot(self) -> Snapshot | None:
-        """Collective: the servers' shards and optimizer state, joined on rank 0."""
-        params, part = self._params(), self.part
-        states = self.world.gather(None if self.is_replica else part.optimizer.state)
+        """Collective: the servers' shards (joined on every rank: `joined`) and optimizer
+        state, and every replica's steps done, on rank 0."""
+        self.joined = params = self._params()
+        part = self.part
+        states = self.world.gather(part.done if self.is_replica else part.optimizer.state)
         mine = [part.samples, part.compute_s, part.comm_s, part.loss_sum] if self.is_replica else 0
         totals = self.world.sum_(np.array(mine, dtype=np.float64) * np.ones(4))
         if not self.world.is_root:
             return None
+        replicas = states[: self.layout.replicas]
         servers = [states[s] for s in self.layout.servers]
         cfg = self.cfg
         return Snapshot(
-            step=self.layout.total,
+            step=sum(replicas),  # the run's batches done
             params=params,
             optimizer={k: np.concatenate([st[k] for st in servers]) for k in servers[0]},
             layers=tuple(self.model.widths),
             config=cfg.to_dict(),
             fingerprint=cfg.fingerprint(),
-            totals=tuple(totals.tolist()),
+            totals=tuple((totals + self.before).tolist()),
+            replica_steps=replicas,
         )
 
     def finish(self, wall_s: float) -> tuple[dict, list | None]:
@@ -157,7 +202,7 @@ class AsyncRole:
             "global_batch": cfg.global_batch,
             "wall_s": wall,
             "samples_per_s": samples / wall if wall else None,
-            "first_step": 0,
+            "first_step": sum(layout.first),  # > 0: resumed (the batches done before)
             "test_accuracy": correct / count,
             "test_loss": loss / count,
             "train_loss": sum(r[2] for r in per_rank) / samples if samples else None,

@@ -21,10 +21,14 @@ A server's staleness of a push: the updates its shard applied since that replica
 fetched it. Messages between two ranks keep their order (MPI's non-overtaking rule), so a
 replica's DONE after its last push means every push of it has been applied; a server
 stops once all R replicas are done.
+
+A cut (a checkpoint every rank agrees on) falls where every replica has taken the same
+steps and pushed them all; `cuts` says how the ranks agree on it without waiting meanwhile.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import namedtuple
 
@@ -37,6 +41,7 @@ from netsim.record import serverfile
 from .. import exits
 from ..maths import data, optim
 from ..maths.model import MLP
+from .cuts import ASK, CUT, STOP, Asking, Coordinator
 
 FETCH, PUSH, DONE = 7101, 7102, 7103  # tags: a replica's message says what it is
 Label = namedtuple("Label", "phase index")  # a round label, as recorder.count reads it
@@ -46,16 +51,31 @@ _EMPTY = np.empty(0, dtype=np.uint8)
 class Layout:
     """Who is what, and which batches are whose: the same on every rank."""
 
-    def __init__(self, cfg, world_size: int, nparams: int, total_batches: int):
+    def __init__(self, cfg, world_size: int, nparams: int, total_batches: int, first=None):
+        """first: every replica's first step (a resumed run's: the checkpoint's), else 0."""
         self.replicas = world_size - cfg.servers
         self.servers = list(range(self.replicas, world_size))
         self.bounds = chunk_bounds(nparams, cfg.servers)
         self.total = total_batches
         self.fetch_every, self.push_every = cfg.fetch_every, cfg.push_every
+        self.first = list(first) if first else [0] * self.replicas
+        self.checkpoint_every = cfg.checkpoint_every
+        self._align = math.lcm(cfg.fetch_every, cfg.push_every)
+        self._cuts = (max(self.first), min(map(self.steps_of, range(self.replicas))))
 
     def steps_of(self, replica: int) -> int:
         """How many steps replica `replica` takes: the batches r, r+R, ... below the total."""
         return len(range(replica, self.total, self.replicas))
+
+    def can_cut(self, done: int) -> bool:
+        """Whether a cut may fall after every replica's first `done` steps: on a push and a
+        fetch, after every replica's first step of this run and before its last."""
+        return done % self._align == 0 and self._cuts[0] < done < self._cuts[1]
+
+    def cuts_after(self, done: int) -> bool:
+        """Whether --checkpoint-every asks for a cut after every replica's first `done`."""
+        every = self.checkpoint_every
+        return bool(every) and done % every == 0 and self.can_cut(done)
 
     def shard(self, server_rank: int) -> tuple[int, int]:
         s = server_rank - self.replicas
@@ -73,7 +93,9 @@ class Layout:
             "replicas": self.replicas,
             "servers": self.servers,
             "shard_bounds": self.bounds.tolist(),
-            "steps_by_replica": [self.steps_of(r) for r in range(self.replicas)],
+            # the steps each replica takes in this run (a resumed one: from its first on)
+            "steps_by_replica": [self.steps_of(r) - self.first[r] for r in range(self.replicas)],
+            "first_step_by_replica": self.first,
             "fetch_every": self.fetch_every,
             "push_every": self.push_every,
         }
@@ -109,12 +131,19 @@ class Replica:
         self.messages = {(p, f): tuple(m for m, on in ((push, p), (fetch, f)) if on)
                          for p in (False, True) for f in (False, True)}  # fmt: skip
         self.steps = layout.steps_of(rank)
+        self.first = self.done = layout.first[rank]  # steps taken: its first, then done
+        self.cuts = Asking(layout, transport)
         straggler = cfg.straggler_spec
         self.straggle = straggler[1:] if straggler and straggler[0] == rank else None
         self.recorder = None
         self.loss_sum, self.samples, self.comm_s, self.compute_s = 0.0, 0, 0.0, 0.0
         self._order, self._epoch = None, -1
         self._bound = None  # the (push, fetch) pattern the recorder was last bound to
+
+    def restore(self, params: np.ndarray) -> None:
+        """Its weights become `params` (a checkpoint's, or the servers' at a cut)."""
+        self.host_params[...] = params
+        self.backend.from_host(self.host_params, self.model.params)
 
     def batch(self, step: int) -> int:
         """The run's batch number that step `step` of this replica takes."""
@@ -186,6 +215,7 @@ class Replica:
         if rec is not None:
             readings = None  # a view of the step file's map, which the commit may grow
             rec.commit(step, loss_sum / len(y), t0, t1, t2, t2)
+        self.done = step + 1
 
     def finish(self) -> None:
         """Every server hears that this replica is done (after its last push, in order)."""
@@ -207,14 +237,26 @@ class Server:
         self.optimizer = optim.make(cfg, self.shard, self.grad, np, backend.threads)
         self.version = 0  # updates applied
         self.fetched_at = np.zeros(layout.replicas, dtype=np.int64)  # version at last fetch
-        self.counts = np.zeros((2, layout.replicas), dtype=np.int64)  # fetches, pushes
+        # every replica's fetches and pushes so far (resumed: on the rule's grid before it)
+        first = np.array(layout.first, dtype=np.int64)
+        self.counts = np.stack([first // layout.fetch_every, first // layout.push_every])
         self.busy_s = 0.0
         self.log = None  # a serverfile.ServerLog, or None (--no-record)
+        self.cuts = Coordinator(rank, layout, transport)
 
-    def serve(self) -> None:
-        clock, replicas, done = time.perf_counter_ns, self.layout.replicas, 0
-        exchange = self.transport.exchange
-        while done < replicas:
+    def restore(self, state: dict) -> None:
+        """Its shard of a checkpoint's parameters and optimizer state."""
+        lo, hi = self.lo_hi
+        self.shard[...] = state["params"][lo:hi]
+        for name, array in self.optimizer.state.items():
+            array[...] = state[name][lo:hi]
+
+    def serve(self, stops) -> bool:
+        """Every message in turn until all replicas are done (False) or have cut (True)."""
+        clock, replicas = time.perf_counter_ns, self.layout.replicas
+        exchange, agree = self.transport.exchange, self.cuts
+        while len(agree.finished) < replicas:
+            agree.caught(stops.flag)  # a signal here: server 0 hears of it
             self.dog.where = (None, "waiting for the replicas", clock())
             src, tag = self.transport.probe()
             t_recv = clock()
@@ -232,7 +274,12 @@ class Server:
                 self.version += 1
             elif tag == DONE:
                 exchange([], [(src, _EMPTY)], DONE)
-                done += 1
+                agree.done(src)
+                continue
+            elif tag in (CUT, ASK, STOP):  # the cut's agreement
+                if agree.receive(src, tag):  # every replica at the cut, its pushes applied
+                    self.dog.where = (None, None, clock())
+                    return True
                 continue
             else:
                 raise RuntimeError(f"server {self.rank}: a message of tag {tag} from rank {src}")
@@ -244,3 +291,4 @@ class Server:
                 version = self.version - (kind == serverfile.PUSH)
                 self.log.log(kind, src, index, version, staleness, t_recv, t_done)
         self.dog.where = (None, None, clock())
+        return False

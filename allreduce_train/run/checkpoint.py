@@ -11,6 +11,13 @@ replicas bit-identical), into RUN_DIR/checkpoints/step-NNNNNNNN.npz, atomically 
 file, fsync, rename, fsync of the directory); the last `keep` stay. `--resume RUN_DIR`
 takes the newest one that loads; a damaged newest (a kill mid-write leaves at most a
 temporary file, which is never picked) falls back to the one before.
+
+An async run's (--mode async, downpour.role) `step` counts the run's batches done, as its
+--steps does: after a cut, where every replica has taken exactly its first k steps, that is
+k x R (replica r takes batches r, r+R, ...: batches 0..kR-1 are done); at the end, all of
+them. Beside it `replica_steps` holds every replica's own steps done (k each at a cut; at
+the end, as many as each took), which a resume starts each replica from; a sync run's is
+empty. The parameters and optimizer state are the servers' shards joined.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ FORMAT = 1
 MATHS = (
     "dataset", "data_dir", "samples", "features", "classes", "test_fraction", "layers",
     "activation", "loss", "init", "dtype", "lr", "optimizer", "momentum", "weight_decay",
-    "global_batch", "seed",
+    "global_batch", "seed", "mode", "fetch_every", "push_every",
 )  # fmt: skip
 
 
@@ -44,7 +51,8 @@ NEVER_INHERITED = ("run_dir", "resume", "inject")  # a new directory; a fault is
 class Snapshot:
     """What a checkpoint holds, as plain host data: a role's state at a cut every rank
     agreed on (sync: a step; async: the same step of every replica, the servers' shards
-    joined). `step` counts steps done (async: every replica's own steps)."""
+    joined). `step` counts steps done (async: the run's batches done; `replica_steps`,
+    every replica's own steps done)."""
 
     step: int
     params: np.ndarray
@@ -54,6 +62,7 @@ class Snapshot:
     fingerprint: str
     totals: tuple[float, float, float, float] = (0, 0.0, 0.0, 0.0)  # samples, compute, comm, loss
     skipped: list = field(default_factory=list)  # steps --nonfinite skip skipped
+    replica_steps: list = field(default_factory=list)  # async: each replica's; sync: none
 
 
 class CheckpointError(UsageError):
@@ -95,6 +104,7 @@ def write(path: str, snapshot: Snapshot) -> None:
         "config": np.array(json.dumps(s.config)),
         "totals": np.array(s.totals, dtype=np.float64),
         "skipped": np.array(s.skipped, dtype=np.int64),
+        "replica_steps": np.array(s.replica_steps, dtype=np.int64),
         **s.optimizer,
     }
     with rundir.atomic(path, "wb") as f:
@@ -128,7 +138,28 @@ def read(path: str) -> dict:
     state["path"] = path
     state["step"] = int(state["step"])
     state["config"] = json.loads(str(state["config"]))
+    state["replica_steps"] = state["replica_steps"].tolist() if "replica_steps" in state else []
     return state
+
+
+def check_async(state: dict, run_dir: str, replicas: int, world_size: int) -> None:
+    """An async run goes on from `state` (of `run_dir`) only on as many replicas (the
+    batches are dealt round-robin by replica) and from a checkpoint that says where each
+    replica stood."""
+    steps, where = state["replica_steps"], f"--resume {run_dir}"
+    if not steps:
+        raise CheckpointError(
+            f"{where}: its checkpoint holds no replica's step (written before async runs "
+            "could resume); train it anew"
+        )
+    if len(steps) != replicas:
+        servers = world_size - replicas
+        raise CheckpointError(
+            f"{where}: its async run had {len(steps)} replica{'s' * (len(steps) > 1)}, this "
+            f"one would have {replicas} (world size {world_size}, --servers {servers}): the "
+            f"batches are dealt by replica, so it goes on with as many (mpirun -n "
+            f"{len(steps) + servers})"
+        )
 
 
 def resumed_config(saved: dict, given: dict, defaults: dict) -> dict:

@@ -186,7 +186,7 @@ def test_a_replicas_nonfinite_gradient_ends_the_run_in_one_line(tmp_path):
         (3, (*ASYNC, "--servers", "3"), "needs at least one more rank"),
         (2, (*ASYNC, "--servers", "0"), "--servers must be positive"),
         (2, (*ASYNC, "--fetch-every", "0"), "--fetch-every must be positive"),
-        (2, (*ASYNC, "--checkpoint-every", "5"), "--mode async has no checkpoints yet"),
+        (2, (*ASYNC, "--checkpoint-every", "5", "--push-every", "2"), "a multiple of --push-"),
         (2, ("--optimizer", "adagrad", "--momentum", "0.5"), "--momentum is SGD's"),
         (2, (*ASYNC, "--nonfinite", "skip"), "--mode async stops at a non-finite gradient"),
     ],
