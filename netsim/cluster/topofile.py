@@ -21,9 +21,14 @@ For GPU clusters, as measured libraries see them: `intra_node.efficiency` and
 counts an H100 NVLink at 20.6 of its 25 GB/s and a NIC at 96% of its rate), so a link's
 bandwidth is rate x efficiency; `intra_node.multicast = true` says the NVSwitch reduces
 and multicasts (NVLS), `network.in_network_reduction = true` that the switches reduce
-(SHARP): the in-network algorithms need them. Top-level `gpu` (volta, ampere, hopper,
-blackwell) and `cpu` (intel, amd, arm) choose the rows of NCCL's tables that the NCCL
-model reads (netsim.sim.nccl); a topology without `gpu` has no NCCL model.
+(SHARP): the in-network algorithms need them. An all-to-all node of hopper or blackwell GPUs
+has `multicast = true` unless it says false (third-generation NVSwitch and later do NVLS).
+Top-level `gpu` (volta, ampere, hopper, blackwell; cdna3, cdna4 for AMD Instinct, whose
+library is RCCL) and `cpu` (intel, amd, arm) choose the rows of NCCL's (or RCCL's) tables
+that the NCCL model reads (netsim.sim.nccl); a topology without `gpu` has no NCCL model.
+`nic.transport` (infiniband, the default; roce, efa, tcpx, tcpxo, socket) is what carries
+the traffic between nodes: its per-message cost and the protocols NCCL runs over it are
+netsim.cluster.transports'.
 """
 
 from __future__ import annotations
@@ -35,9 +40,21 @@ import numbers
 
 from netsim.errors import InputError
 
+from . import transports
+
 PLACEMENTS = ("block", "round-robin")
-GPUS = ("volta", "ampere", "hopper", "blackwell")  # the generations NCCL's tables know
+# the generations NCCL's tables know, then AMD Instinct's (RCCL's tables): cdna3 is gfx942
+# (MI300X, MI325X), cdna4 gfx950 (MI355X)
+GPUS = ("volta", "ampere", "hopper", "blackwell", "cdna3", "cdna4")
+AMD_GPUS = ("cdna3", "cdna4")
+# third-generation NVSwitch and later reduce and multicast (NVLink SHARP, NCCL's NVLS): HGX
+# H100/H200 and HGX B200 datasheets; an all-to-all node of these generations has it unless
+# its topology says `multicast = false`
+MULTICAST_GPUS = ("hopper", "blackwell")
 CPUS = ("intel", "amd", "arm")
+# what carries NCCL's traffic between nodes (netsim.cluster.transports: per-message cost and
+# the protocols NCCL runs over each)
+TRANSPORTS = tuple(transports.TRANSPORTS)
 # the most GPUs in a topology: 131,072, the largest netsim is measured to simulate (seconds
 # and a GiB, bench/simulate_speed.py); 10^8 would take all memory in building the links
 MAX_GPUS = 2**17
@@ -166,7 +183,7 @@ _OPTIONAL = {
             }
         },
     ),
-    "nic": ({"efficiency": _fraction}, None),
+    "nic": ({"efficiency": _fraction, "transport": _one_of(TRANSPORTS)}, None),
     "network": ({"in_network_reduction": _flag}, None),
     "compute": (
         {"cores": _count, "message_overhead_us": _non_negative, "reduce_gbyte_per_s": _positive},
@@ -253,6 +270,9 @@ def check(data) -> dict:
     for key in ("cache_bytes", "cache_bandwidth_gbit_per_s", "aggregate_bandwidth_gbit_per_s"):
         if cache and key not in intra:
             raise TopologyError(f"intra_node.{key} is missing (needed by intra_node.{cache[0]})")
+    if "multicast" not in intra and intra["kind"] == "all-to-all":
+        if spec.get("gpu") in MULTICAST_GPUS:
+            intra["multicast"] = True
     if nic and nic["count"] > gpn:
         raise bad("nic.count", f"must be <= gpus_per_node = {gpn}", nic["count"])
     if net.get("kind") == "fat-tree" and nodes % net["nodes_per_leaf"]:

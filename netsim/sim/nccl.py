@@ -1,4 +1,10 @@
-"""NCCL on a modelled cluster: what `all_reduce_perf` of nccl-tests would measure.
+"""NCCL (and RCCL, on AMD Instinct) on a modelled cluster: what `all_reduce_perf` of
+nccl-tests (rccl-tests) would measure.
+
+Past 300 lines as one idea, NCCL's tuning model run on netsim's links, kept whole because
+its parts are one formula: which (algorithm, protocol) pairs exist here, what each costs
+in latency and in bandwidth, how many channels carry a given size, and which pair the
+library picks.
 
 NCCL picks an algorithm and a protocol for every call from its own model (src/graph/
 tuning.cc): time = latency + bytes / bandwidth, where the latency is a base plus a cost per
@@ -9,7 +15,8 @@ model with one change: the bandwidth comes from netsim's own links. An algorithm
 laid on the topology's links (its schedule with C channels, or, in the switches, the bytes
 its definition says), and its data time is that of the busiest link: NCCL pipelines every
 algorithm in small chunks, so all its links are busy at once. NCCL's refinements then apply
-on top, as tuning.cc writes them, with the constants of netsim.sim.nccl_tables.
+on top, as tuning.cc writes them, with the constants of netsim.sim.nccl_tables (RCCL's, for
+a `gpu` of the cdna families, in netsim.sim.rccl_tables).
 
     NCCL name   netsim algorithm      protocols            needs
     ring        ring (C channels)     LL, LL128, Simple    -
@@ -18,20 +25,39 @@ on top, as tuning.cc writes them, with the constants of netsim.sim.nccl_tables.
     nvls-tree   nvls-tree             Simple               multicast, > 1 node, hopper+
     collnet     collnet               Simple               in_network_reduction, > 1 node
 
-LL128 needs NVLink inside the node (tuning.cc enables it on NVB paths only). nccl-tests
-launches each call's kernels from one thread per process, so a process driving G GPUs
-(`-g G`) cannot go faster than G launches per call (LAUNCH_US each): time = max(NCCL's
-time, G x launch), the floor of single-process runs at small sizes.
+LL128 needs NVLink inside the node (tuning.cc enables it on NVB paths only; RCCL not on
+gfx942/gfx950). Between nodes the transport (netsim.cluster.transports) says which
+protocols and algorithms NCCL runs: Simple only over GPUDirect-TCPX(O), no CollNet off
+InfiniBand.
+
+Two times per pair. The library ranks pairs by its own estimate (`model_s`): its latency
+table, the latency its network plugin reports, its per-channel tree ceiling and, in RCCL,
+its per-size correction factors. What nccl-tests measures (`time_s`) is the same formula
+with what the hardware costs: every step between nodes pays NCCL's `net` hop latency plus
+the topology's own NIC and switch latencies and the transport's per-message cost (twice
+for Simple, as tuning.cc adds its flush), and the tree is bounded by the links, not by a
+per-channel ceiling that NCCL only ranks with.
+
+The size ramp (enqueue.cc topoGetAlgoInfo): a call of n bytes runs on nc of the C channels,
+nc the largest with n >= nc x threads x threshold (nccl_tables.MAX_THREADS,
+THREAD_THRESHOLD; ring LL's threshold x ranks), at least 1; fewer channels carry the bytes
+at nc/C of the bandwidth (the per-channel share that RCCL's ncclTopoGetAlgoTime writes as
+bw / nChannels x nChannels'). Below that the threads halve (latency-bound sizes: no change
+to the time). NVLS runs its own channel count, CollNet its heads.
+
+nccl-tests launches each call's kernels from one thread per process, so a process driving
+G GPUs (`-g G`) cannot go faster than G launches per call (LAUNCH_US each): time =
+max(latency + data, G x launch), the floor of single-process runs at small sizes.
 
 Channels default to what NCCL's graph search finds (search.cc): between nodes one channel
 per NIC at its speed step; in a node as many channels of the highest speed step as the
-GPU's NVLink bandwidth holds; doubled (ncclTopoDupChannels) where a channel runs at >= 25
-GB/s, unless on Hopper and later it runs below 50 with more than 4 channels. NVLS uses one
-channel per GPU of the node, CollNet one per NIC.
+GPU's NVLink (xGMI) bandwidth holds; doubled (ncclTopoDupChannels) where a channel runs at
+>= 25 GB/s, unless on Hopper and later it runs below 50 with more than 4 channels. NVLS uses
+one channel per GPU of the node, CollNet one per NIC.
 
 Not modelled: tuning.cc's 0.85 for trees of pattern TREE (multi-node NCCL builds BALANCED
-trees), the nChannels NCCL cuts for small messages (threadThresholds), and the time NCCL
-spends on one call's host side other than the launch.
+trees), RCCL's MSCCL kernels for small sizes on MI300X nodes, and the time NCCL spends on
+one call's host side other than the launch.
 """
 
 from __future__ import annotations
@@ -43,9 +69,11 @@ import numpy as np
 
 from netsim import algorithms
 from netsim.algorithms import cost
+from netsim.cluster import topofile, transports
 from netsim.errors import InputError
 
 from . import nccl_tables as T
+from . import rccl_tables as R
 
 ALGORITHMS = {
     "ring": "ring",
@@ -59,11 +87,11 @@ ITEMSIZE = 4  # float32, as nccl-tests' default
 
 @dataclass(frozen=True)
 class Estimate:
-    """One algorithm and protocol for one size: NCCL's time and its parts."""
+    """One algorithm and protocol for one size: the library's time and its parts."""
 
     algorithm: str  # NCCL's name
     protocol: str
-    channels: int
+    channels: int  # the channels this size runs on (NCCL's ramp)
     nbytes: int
     ranks: int
     latency_s: float
@@ -71,6 +99,8 @@ class Estimate:
     time_s: float  # max(latency + data, launch floor): what nccl-tests reports
     bottleneck: str  # the busiest link, or the NCCL ceiling that binds first
     simulated_only: bool  # the switches add: no MPI here runs it
+    library: str = "NCCL"  # or RCCL, on AMD Instinct
+    model_s: float = 0.0  # the library's own estimate, by which it picks
 
     @property
     def algbw_bytes_per_s(self) -> float:
@@ -87,29 +117,45 @@ class Estimate:
 
 @dataclass(frozen=True)
 class _Machine:
-    gen: int
+    rccl: bool
+    gen: int  # NCCL's row (GEN); RCCL's GPUs read hopper's where a table is NCCL's
     cpu: str
     nodes: int
     ppn: float
-    nvlink: bool
+    nvlink: bool  # NVLink or NVSwitch (xGMI for RCCL) inside the node
     column: int  # of NCCL's tables: 1 node, 2 nodes, more
+    transport: transports.Transport
+    net_us: float  # hardware latency of one message between nodes: NICs and switches
+
+
+def library(topology) -> str:
+    """The library the model reads: RCCL on AMD Instinct (gpu cdna3, cdna4), else NCCL."""
+    return "RCCL" if topology.spec.get("gpu") in topofile.AMD_GPUS else "NCCL"
 
 
 def _machine(topology, ranks: int) -> _Machine:
     gpu = topology.spec.get("gpu")
     if gpu is None:
         raise InputError(
-            f'topology "{topology.name}" has no gpu (one of {", ".join(T.GEN)}): the NCCL '
-            f"model reads NCCL's tables by GPU generation"
+            f'topology "{topology.name}" has no gpu (one of {", ".join(topofile.GPUS)}): the '
+            f"NCCL model reads NCCL's (RCCL's) tables by GPU generation"
         )
     nodes = len(np.unique(topology.node_of_rank(ranks)))
+    net_us = 0.0
+    if nodes > 1:  # first GPU of node 0 to first GPU of node 1: NIC, switches, same rail
+        gpn = topology.gpus_per_node
+        net_us = float(topology.path_latency_s(np.array([0]), np.array([gpn]))[0]) * 1e6
+    rccl = gpu in topofile.AMD_GPUS
     return _Machine(
-        T.GEN[gpu],
-        topology.spec.get("cpu", "intel"),
+        rccl,
+        T.GEN["hopper"] if rccl else T.GEN[gpu],
+        topology.spec.get("cpu", "amd" if rccl else "intel"),
         nodes,
         ranks / nodes,
         topology.spec["intra_node"]["kind"] == "all-to-all",
         min(nodes, 3) - 1,
+        transports.of(topology.spec),
+        net_us,
     )
 
 
@@ -117,22 +163,34 @@ def available(topology, ranks: int) -> list[tuple[str, str]]:
     """The (algorithm, protocol) pairs NCCL would consider here, in its order."""
     m = _machine(topology, ranks)
     spec = topology.spec
+    net = m.transport if m.nodes > 1 else None
+    ll128 = m.nvlink and not m.rccl
+    protocols = [p for p in T.PROTOCOLS if (p != "LL128" or ll128)]
+    protocols = [p for p in protocols if net is None or p in net.protocols]
     multicast = bool(spec["intra_node"].get("multicast")) and m.gen >= T.GEN["hopper"]
+    multicast = multicast and not m.rccl
     sharp = bool(spec.get("network", {}).get("in_network_reduction")) and m.nvlink
-    out = [(a, p) for a in ("tree", "ring") for p in T.PROTOCOLS if p != "LL128" or m.nvlink]
+    out = [
+        (a, p)
+        for a in ("tree", "ring")
+        for p in protocols
+        if not (m.rccl and m.nodes == 1 and a == "tree" and p == "Simple")  # gfx94 rule
+    ]
     if multicast and m.nodes == 1:
         out.append(("nvls", "Simple"))
     if multicast and m.nodes > 1:
         out.append(("nvls-tree", "Simple"))
-    if sharp and m.nodes > 1:
+    if sharp and m.nodes > 1 and not m.rccl:
         out.append(("collnet", "Simple"))
-    return out
+    return [(a, p) for a, p in out if net is None or a in net.algorithms]
 
 
 def default_channels(topology, ranks: int, algorithm: str) -> int:
     """NCCL's channel count for the algorithm here (see the module's text); a topology
     without gpu reads the speed steps of the GPUs before Hopper."""
-    gen = T.GEN.get(topology.spec.get("gpu"), T.GEN["ampere"])
+    gpu = topology.spec.get("gpu")
+    rccl = gpu in topofile.AMD_GPUS
+    gen = T.GEN["hopper"] if rccl else T.GEN.get(gpu, T.GEN["ampere"])
     nodes = len(np.unique(topology.node_of_rank(ranks)))
     per_node = ranks // nodes
     nics = topology.spec.get("nic", {}).get("count", 0)
@@ -143,20 +201,39 @@ def default_channels(topology, ranks: int, algorithm: str) -> int:
     intra = topology.spec["intra_node"]
     if nodes == 1:
         bw = intra["bandwidth_gbit_per_s"] / 8 * intra.get("efficiency", 1.0)
-        speed = _step(T.SPEEDS_INTRA[gen], bw)
+        speed = _step(R.SPEEDS if rccl else T.SPEEDS_INTRA[gen], bw)
         count = max(1, int(bw // speed))
     else:
         nic = topology.spec["nic"]
         speed = _step(
-            T.SPEEDS_INTER[gen], nic["bandwidth_gbit_per_s"] / 8 * nic.get("efficiency", 1.0)
+            R.SPEEDS if rccl else T.SPEEDS_INTER[gen],
+            nic["bandwidth_gbit_per_s"] / 8 * nic.get("efficiency", 1.0),
         )
         count = nics
-    late = gen >= T.GEN["hopper"] and speed < 50 and count > 4
+    late = gen >= T.GEN["hopper"] and speed < 50 and count > 4 and not rccl
     return min(2 * count, 32) if speed >= 25 and not late else count
 
 
 def _step(speeds, bw: float) -> float:
     return next((s for s in speeds if s <= bw), speeds[-1])
+
+
+def ramp(topology, ranks: int, nbytes: int, algorithm: str, protocol: str, channels: int):
+    """(channels, threads) NCCL runs a call of nbytes on (enqueue.cc topoGetAlgoInfo): a
+    channel less while nbytes < nc x nt x threshold, down to one, then half the threads."""
+    if algorithm in ("nvls", "nvls-tree", "collnet"):
+        return channels, 0
+    tab = R if library(topology) == "RCCL" else T
+    proto = T.PROTOCOLS.index(protocol)
+    nt, threshold = tab.MAX_THREADS[proto], tab.THREAD_THRESHOLD[proto]
+    if algorithm == "ring" and proto == T.LL:
+        threshold *= ranks  # tuning.cc: threadThresholds[RING][LL] *= nRanks
+    nc = channels
+    while nc > 1 and nbytes < nc * nt * threshold:
+        nc -= 1
+    while nbytes < nc * nt * threshold and nt % 128 == 0:
+        nt //= 2
+    return nc, nt
 
 
 def estimates(
@@ -169,7 +246,8 @@ def estimates(
     gpus_per_thread: int = 1,
 ) -> list[Estimate]:
     """Every (algorithm, protocol) asked for that NCCL would consider, in the order NCCL's
-    model ranks them (latency + data, before the launch floor): the first is its pick."""
+    model ranks them (its own estimate, model_s, before the launch floor): the first is its
+    pick."""
     pairs = [
         (a, p)
         for a, p in available(topology, ranks)
@@ -177,7 +255,7 @@ def estimates(
     ]
     if not pairs:
         raise InputError(
-            f"NCCL has no {algorithm} all-reduce with protocol {protocol} on "
+            f"{library(topology)} has no {algorithm} all-reduce with protocol {protocol} on "
             f'{ranks} ranks of "{topology.name}" (available: '
             f"{', '.join(f'{a}/{p}' for a, p in available(topology, ranks))})"
         )
@@ -188,7 +266,7 @@ def estimates(
         if (a, c) not in loads:
             loads[a, c] = _per_byte_loads(topology, ranks, a, c)
         out.append(_estimate(topology, ranks, nbytes, a, p, c, loads[a, c], gpus_per_thread))
-    return sorted(out, key=lambda e: e.latency_s + e.data_s)
+    return sorted(out, key=lambda e: e.model_s)
 
 
 def _per_byte_loads(topology, ranks: int, algorithm: str, channels: int) -> np.ndarray:
@@ -214,17 +292,25 @@ def _estimate(topology, ranks, nbytes, a, p, c, loads, gpus_per_thread) -> Estim
     # 2(p-1)/p of the buffer, tree and CollNet 2 (tuning.cc: "ratio")
     ratio = 2 * (ranks - 1) / ranks if a in ("ring", "nvls", "nvls-tree") else 2.0
     bus = ratio * nbytes / raw_s / 1e9 if raw_s > 0 else math.inf
-    bus, limit = _refine(bus, a, proto, c, m)
-    data_s = ratio * nbytes / (bus * 1e9) if nbytes else 0.0
+    nc, _ = ramp(topology, ranks, nbytes, a, p, c)
+    share = nc / c  # fewer channels, each at its share of the bandwidth
     log_size = int(nbytes >> 6).bit_length() - 1
-    if a == "tree" and 0 <= log_size < 23:
-        data_s /= T.TREE_CORRECTION[proto][log_size]
-    latency_s = _latency_us(a, proto, c, m, ranks, nbytes) * 1e-6
+    times = []
+    for ranking in (True, False):
+        b, limit = (_refine_rccl if m.rccl else _refine)(bus, a, proto, c, m, ranking)
+        data_s = ratio * nbytes / (b * share * 1e9) if nbytes else 0.0
+        if a == "tree" and not m.rccl and 0 <= log_size < 23:
+            data_s /= T.TREE_CORRECTION[proto][log_size]
+        if ranking and m.rccl and log_size >= 0 and (a == "tree" or m.nodes > 1):
+            table = R.TREE_CORRECTION if a == "tree" else R.RING_CORRECTION
+            data_s /= table[proto][min(log_size, 26)] or math.inf
+        times.append((_latency_us(a, proto, c, m, ranks, nbytes, ranking) * 1e-6, data_s, limit))
+    (model_lat, model_data, _), (latency_s, data_s, limit) = times
     floor_s = T.LAUNCH_US * 1e-6 * gpus_per_thread
     return Estimate(
         a,
         p,
-        c,
+        nc,
         nbytes,
         ranks,
         latency_s,
@@ -232,6 +318,8 @@ def _estimate(topology, ranks, nbytes, a, p, c, loads, gpus_per_thread) -> Estim
         max(latency_s + data_s, floor_s),
         limit or topology.link_names[link],
         not algorithms.get(ALGORITHMS[a]).runs_over_mpi,
+        "RCCL" if m.rccl else "NCCL",
+        model_lat + model_data,
     )
 
 
@@ -239,9 +327,10 @@ def _nvlink_links(topology) -> np.ndarray:
     return np.array([".gpu" in name for name in topology.link_names])
 
 
-def _refine(bus: float, a: str, proto: int, c: int, m: _Machine) -> tuple[float, str]:
+def _refine(bus: float, a: str, proto: int, c: int, m: _Machine, ranking: bool):
     """tuning.cc's refinements of the bus bandwidth, by algorithm and protocol, and the
-    ceiling that bounds it ("" where the links do)."""
+    ceiling that bounds it ("" where the links do). The tree's per-channel ceiling only
+    ranks (ranking=True): a tree runs at what its links carry."""
     col, limit = m.column, ""
     ll_row = m.gen if m.nodes == 1 else (1 if m.cpu == "amd" else 0)
     ll_max = T.LL_MAX_BW[ll_row][col]
@@ -258,7 +347,9 @@ def _refine(bus: float, a: str, proto: int, c: int, m: _Machine) -> tuple[float,
     if a == "ring" and proto == T.LL128:
         bus = cap(bus * 0.92, c * T.PER_CHANNEL_RING_LL128[m.gen][col], "per-channel LL128")
     if a == "tree":
-        bus = cap(bus * 0.92, c * T.PER_CHANNEL_TREE[m.gen][col], "per-channel tree")
+        bus *= 0.92
+        if ranking:
+            bus = cap(bus, c * T.PER_CHANNEL_TREE[m.gen][col], "per-channel tree")
         if proto == T.LL:
             bus = cap(bus / 3.8, ll_max, "LL")
         if proto == T.LL128:
@@ -274,19 +365,39 @@ def _refine(bus: float, a: str, proto: int, c: int, m: _Machine) -> tuple[float,
     return bus, limit
 
 
-def _latency_us(a: str, proto: int, c: int, m: _Machine, ranks: int, nbytes: int) -> float:
-    """tuning.cc's latency of one all-reduce (ncclTopoTuneModel, ncclTopoGetAlgoTime)."""
-    base = T.BASE_US[a][proto]
-    intra = T.HW_US["nvlink" if m.nvlink else "pci"][a][proto]
-    inter = T.HW_US["net"]["tree" if m.ppn == 1 else a][proto]
+def _refine_rccl(bus: float, a: str, proto: int, c: int, m: _Machine, ranking: bool):
+    """RCCL's one refinement under HIP: a measured ratio per algorithm and protocol."""
+    ratio = R.BW_RATIO[0 if m.nodes <= 2 else 1][a][proto]
+    return bus * ratio, "" if ratio == 1 else f"RCCL's bandwidth ratio {ratio:g}"
+
+
+def _latency_us(
+    a: str, proto: int, c: int, m: _Machine, ranks: int, nbytes: int, ranking: bool
+) -> float:
+    """tuning.cc's latency of one all-reduce (ncclTopoTuneModel, ncclTopoGetAlgoTime); each
+    step between nodes pays the network hop of its table plus, when ranking, what the
+    library's net plugin reports, and otherwise the hardware and the transport."""
+    tab = R if m.rccl else T
+    base = tab.BASE_US[a][proto]
+    intra = tab.HW_US["nvlink" if m.nvlink else "pci"][a][proto]
+    inter = tab.HW_US["net"]["tree" if m.ppn == 1 and not m.rccl else a][proto]
+    if ranking:  # graph->latencyInter: the plugin's latency (RCCL: instead of its table's)
+        extra = m.transport.plugin_us
+        if m.rccl and extra:
+            inter = 0.0
+    else:
+        extra = m.net_us + m.transport.message_us
+    inter += extra * (2 if proto == T.SIMPLE else 1)  # "Also add the flush extra latency"
     log_nodes = m.nodes.bit_length() - 1
     per_node = ranks // m.nodes
     if a == "ring":
         if m.nodes > 1:  # rings between nodes post a network operation every step
             intra = max(intra, T.NET_OVERHEAD_US[m.cpu] * (3 if proto == T.SIMPLE else 1))
-        steps, between = 2 * (ranks - 1), 2 * (m.nodes - 1)
+        steps = 2 * (ranks - 1)
+        between = (2 * m.nodes if m.rccl else 2 * (m.nodes - 1)) if m.nodes > 1 else 0
         lat = base + (steps - between) * intra + between * inter
-        if proto == T.SIMPLE and m.nodes > 1 and nbytes / (c * ranks) >= 64:
+        plateau = not m.rccl and proto == T.SIMPLE and m.nodes > 1
+        if plateau and nbytes / (c * ranks) >= 64:
             lat *= 1.9 if m.gen == T.GEN["volta"] else 1.4  # "plateau effect of ring"
         return lat
     if a == "tree":

@@ -110,3 +110,11 @@ NET_OVERHEAD_US = {"intel": 1.0, "amd": 2.0, "arm": 1.0}
 # dense linear algebra", SC08, as quoted on forums.developer.nvidia.com/t/18347). A thread
 # that drives G GPUs (nccl-tests -g G) launches G kernels per collective, back to back.
 LAUNCH_US = 4.0
+
+# src/include/device.h NCCL_LL_MAX_NTHREADS 512, NCCL_LL128_MAX_NTHREADS 640,
+# NCCL_SIMPLE_MAX_NTHREADS 512 (tuning.cc: maxThreads per protocol), and src/include/comm.h
+# NCCL_{LL,LL128,SIMPLE}_THREAD_THRESHOLD 8, 8, 64 (bytes per thread before NCCL adds a
+# channel; ring LL's is x nRanks, tuning.cc). enqueue.cc topoGetAlgoInfo takes a channel
+# away while nBytes < nc x nt x threshold, down to one, then halves the threads.
+MAX_THREADS = (512, 640, 512)
+THREAD_THRESHOLD = (8, 8, 64)

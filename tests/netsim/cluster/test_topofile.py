@@ -164,7 +164,10 @@ def test_invalid_dicts_name_the_key_in_one_line(case):
             {"nic": {"count": 3, "bandwidth_gbit_per_s": 100, "latency_us": 1}},
             "nic.count must be <= gpus_per_node = 2",
         ),
-        ({"gpu": "pascal"}, "gpu must be one of volta, ampere, hopper, blackwell, got 'pascal'"),
+        (
+            {"gpu": "pascal"},
+            "gpu must be one of volta, ampere, hopper, blackwell, cdna3, cdna4, got 'pascal'",
+        ),
         (
             {
                 "intra_node": {
