@@ -95,6 +95,8 @@ def test_the_calibration_is_read_from_the_cache_and_a_bad_one_is_one_line(tmp_pa
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @pytest.mark.parametrize("p", [1, 2, 3, 4, 5])
 def test_every_rank_runs_rank_0s_pick_and_it_sums_as_the_ring_does(tmp_path, p):
     # rank 0's calibration makes rounds dear (a log-round algorithm wins small buffers), the
@@ -115,6 +117,8 @@ def test_every_rank_runs_rank_0s_pick_and_it_sums_as_the_ring_does(tmp_path, p):
         assert reports[0][0]["algorithm"] != "ring"
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_a_training_run_says_what_auto_picked_and_records_why(tmp_path):
     result = train(3, tmp_path, "--allreduce", "auto", "--steps", "4", timeout=120)
     assert result.returncode == 0, result.output

@@ -21,6 +21,7 @@ needs_package = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @needs_package
 def test_the_package_files_load_as_60000_train_and_10000_test_images():
     ds = data.load("fashion-mnist", seed=0)
@@ -35,6 +36,7 @@ def test_the_package_files_load_as_60000_train_and_10000_test_images():
     assert budget.KNOWN["fashion-mnist"] == (70000, 784, 10, 1)
 
 
+@pytest.mark.slow
 @needs_package
 def test_a_data_dir_with_the_files_is_read_instead(tmp_path):
     for name in os.listdir(data.FASHION_MNIST_DIR):
@@ -63,6 +65,8 @@ def test_missing_files_end_the_run_with_the_hint(tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @needs_package
 def test_two_ranks_learn_fashion_mnist(tmp_path):
     result = train(
