@@ -8,8 +8,6 @@ from allreduce_train import exits
 from conftest import mpirun, program, train
 from idx import write_mnist
 
-pytestmark = pytest.mark.mpi
-
 
 def one_line_error(result, *words, code=exits.USAGE):
     assert result.returncode == code, result.output
@@ -76,17 +74,33 @@ def test_bad_values_one_process(args, words, tmp_path):
     one_line_error(train(0, tmp_path / "run", *args, timeout=60), *words)
 
 
-@pytest.mark.parametrize("args,words", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+# checked against the data set, so refused only once the digits are loaded (a second or more)
+AGAINST_THE_DATA = {"--layers 50,128,10", "--layers 64,128,9", "--global-batch 100000"}
+
+
+def cases(table, ids):
+    """pytest.params of (args, words), slow where the check waits for the data."""
+    slow = lambda args: pytest.mark.slow if " ".join(args) in AGAINST_THE_DATA else ()  # noqa: E731
+    return [
+        pytest.param(args, words, id=i, marks=slow(args)) for (args, words), i in zip(table, ids)
+    ]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("args,words", cases(BAD_INPUT, [" ".join(a) for a, _ in BAD_INPUT]))
 def test_bad_input_three_ranks(args, words, tmp_path):
     one_line_error(train(3, tmp_path / "run", *args, timeout=60), *words)
     assert not (tmp_path / "run").exists()  # nothing created for a run that never started
 
 
-@pytest.mark.parametrize("args,words", BAD_INPUT[:3], ids=["dataset", "first-width", "last-width"])
+@pytest.mark.parametrize(
+    "args,words", cases(BAD_INPUT[:3], ["dataset", "first-width", "last-width"])
+)
 def test_bad_input_without_mpirun(args, words, tmp_path):
     one_line_error(train(0, tmp_path / "run", *args, timeout=60), *words)
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("damage", ["truncated", "missing"])
 def test_missing_or_corrupt_mnist_file(damage, tmp_path):
     write_mnist(tmp_path, gz=True)
@@ -99,6 +113,8 @@ def test_missing_or_corrupt_mnist_file(damage, tmp_path):
     one_line_error(result, "train-labels-idx1-ubyte", code=exits.DATA)
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_existing_run_directory_is_never_overwritten(tmp_path):
     assert train(2, tmp_path, "--steps", "2").returncode == 0
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -106,6 +122,8 @@ def test_existing_run_directory_is_never_overwritten(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_diverged_replica_is_named(tmp_path):
     result = mpirun(
         3,
@@ -137,6 +155,7 @@ def test_launcher_and_mpi4py_disagree(tmp_path):
     one_line_error(result, "started 4 processes", "world of 1", "different MPI")
 
 
+@pytest.mark.mpi
 def test_help_printed_once():
     result = mpirun(3, ["-m", "allreduce_train", "--help"])
     assert result.returncode == 0

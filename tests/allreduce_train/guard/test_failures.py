@@ -13,13 +13,13 @@ from netsim.record import rundir
 
 from conftest import launcher, left_behind, run, train
 
-pytestmark = pytest.mark.mpi
-
 
 def errors(result) -> list[str]:
     return [x for x in result.output.splitlines() if x.startswith("allreduce_train: error")]
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_an_exception_on_one_rank_ends_every_rank_naming_it(tmp_path):
     result = train(4, tmp_path, "--steps", "1000", "--inject", "kind=exception,rank=2,step=5")
     assert result.returncode == exits.INTERNAL, result.output
@@ -36,6 +36,8 @@ def test_an_exception_on_one_rank_ends_every_rank_naming_it(tmp_path):
     assert left_behind(tmp_path) == ""
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_a_stopped_rank_is_named_and_the_job_ends_at_the_timeout(tmp_path):
     result = train(
         4, tmp_path, "--steps", "1000", "--inject", "kind=stop,rank=2,step=5",
@@ -51,6 +53,8 @@ def test_a_stopped_rank_is_named_and_the_job_ends_at_the_timeout(tmp_path):
     assert left_behind(tmp_path) == ""  # the stopped process too
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_a_late_rank_is_named_in_a_warning_and_the_run_goes_on(tmp_path):
     result = train(
         3, tmp_path, "--steps", "12", "--inject", "kind=sleep,rank=1,step=5,secs=3",
@@ -63,6 +67,8 @@ def test_a_late_rank_is_named_in_a_warning_and_the_run_goes_on(tmp_path):
     assert "rank 1 has not joined it (busy outside collectives" in warned[0]
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_a_nonfinite_gradient_stops_every_rank_naming_the_step_and_rank(tmp_path):
     result = train(3, tmp_path, "--steps", "30", "--inject", "kind=nan,rank=1,step=7")
     assert result.returncode == exits.NONFINITE, result.output
@@ -71,12 +77,16 @@ def test_a_nonfinite_gradient_stops_every_rank_naming_the_step_and_rank(tmp_path
     assert [r["step"] for r in rundir.read_steps(str(tmp_path), 0)] == list(range(7))
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_divergence_is_caught_not_trained_through(tmp_path):
     result = train(2, tmp_path, "--steps", "200", "--lr", "1000")
     assert result.returncode == exits.NONFINITE, result.output
     assert "not finite: the local gradients of ranks 0, 1 were not finite" in errors(result)[0]
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_skip_leaves_the_bad_steps_out_and_counts_them(tmp_path):
     result = train(
         3, tmp_path, "--steps", "30", "--nonfinite", "skip", "--inject", "kind=nan,rank=2,step=7"
@@ -112,6 +122,8 @@ def test_the_verdict_names_silent_ranks_and_those_elsewhere():
     )
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "option,value,words",
     [

@@ -15,8 +15,6 @@ from netsim.algorithms import RING
 from conftest import mpirun, program, read_json, train
 from traces import check_chrome_trace
 
-pytestmark = pytest.mark.mpi
-
 
 def merged_steps(run_dir):
     return [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
@@ -29,6 +27,8 @@ def netsim_report(run_dir, *options):
 OTHERS = [a for a in algorithms.SCHEDULED if a != "ring"]  # the ring's test is below
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @pytest.mark.parametrize("p", [2, 3, 4])
 @pytest.mark.parametrize("name", OTHERS)
 def test_every_algorithms_recorded_bytes_are_its_own_count_and_the_report_says_so(
@@ -73,6 +73,8 @@ def test_every_algorithms_recorded_bytes_are_its_own_count_and_the_report_says_s
         )
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @pytest.mark.parametrize("p", [2, 3, 4])
 def test_bytes_per_rank_and_per_link_equal_the_ring_count(p, tmp_path):
     # 64-17-10: 1285 parameters, not a multiple of 2, 3 or 4; four pretend nodes of one
@@ -120,6 +122,8 @@ def test_bytes_per_rank_and_per_link_equal_the_ring_count(p, tmp_path):
     assert "(= ring analytic 2(p-1)/p x n)" in result.stdout
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_straggler_stalls_the_others_and_is_named(tmp_path):
     result = train(
         4, tmp_path, "--straggler", "2:0.2", "--steps", "6", "--global-batch", "16", timeout=120
@@ -144,6 +148,8 @@ def test_straggler_stalls_the_others_and_is_named(tmp_path):
     assert "most waited for: rank 2" in netsim_report(tmp_path).stdout
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_timeline_is_valid_chrome_trace_with_every_rank(tmp_path):
     result = train(3, tmp_path, "--steps", "8", "--trace-steps", "2-4,7")
     assert result.returncode == 0, result.output
@@ -157,6 +163,8 @@ def test_timeline_is_valid_chrome_trace_with_every_rank(tmp_path):
     )
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_report_command_matches_the_end_of_run_report(tmp_path):
     result = train(2, tmp_path, "--steps", "5")
     assert result.returncode == 0, result.output
@@ -167,6 +175,8 @@ def test_report_command_matches_the_end_of_run_report(tmp_path):
     assert figures == read_json(tmp_path / "summary.json")["traffic"]
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_killed_run_still_reported_as_incomplete(tmp_path):
     result = mpirun(
         3,
@@ -192,6 +202,8 @@ def test_killed_run_still_reported_as_incomplete(tmp_path):
     assert 5 <= steps < 1000  # rank 1 died in its 6th update: steps 0..4 are on every rank
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_allreduce_mpi_reports_stalls_but_no_bytes(tmp_path):
     result = train(2, tmp_path, "--steps", "4", "--allreduce", "mpi")
     assert result.returncode == 0, result.output
@@ -201,6 +213,8 @@ def test_allreduce_mpi_reports_stalls_but_no_bytes(tmp_path):
     )
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_no_record_writes_no_step_files(tmp_path):
     result = train(2, tmp_path, "--steps", "4", "--no-record")
     assert result.returncode == 0, result.output
@@ -208,6 +222,8 @@ def test_no_record_writes_no_step_files(tmp_path):
     assert "traffic and synchronisation" not in result.stdout
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_clock_offsets_recorded_and_small_on_one_machine(tmp_path):
     assert train(3, tmp_path, "--steps", "2").returncode == 0
     config = read_json(tmp_path / "config.json")
@@ -235,6 +251,8 @@ def test_malformed_run_directory_is_one_line_exit_2(make, message, tmp_path):
     assert result.stderr.startswith("netsim: error: ") and message in result.stderr
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_corrupt_record_in_the_middle_is_named(tmp_path):
     assert train(2, tmp_path, "--steps", "4").returncode == 0
     path = tmp_path / "steps-rank1.bin"
@@ -255,6 +273,8 @@ def test_corrupt_record_in_the_middle_is_named(tmp_path):
         assert f"steps-rank1.bin: {message}; {len(frames) // 2 - 2} steps readable" in result.stdout
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_bad_straggler_and_trace_options(tmp_path):
     for options, words in (
         (["--straggler", "7:0.1"], "names rank 7"),
@@ -266,6 +286,8 @@ def test_bad_straggler_and_trace_options(tmp_path):
         assert result.returncode == 2 and words in result.stdout, result.output
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_ring_channels_are_recorded_and_counted_as_their_own_rings(tmp_path):
     """Three channels on two nodes of two: every channel's ring enters each node at another
     local rank, so each rank sends to more than one peer; the bytes are still the count."""
