@@ -125,6 +125,7 @@ def setup(world: World, argv):
             if cfg.cuda_aware_mpi:
                 algorithm = algorithms.get(cfg.allreduce if cfg.allreduce != "auto" else "ring")
                 factory.check_cuda_aware(dev, algorithm, cuda_aware(), library_version())
+            factory.check_transport(cfg, dev)
             dataset = data.load(
                 cfg.dataset,
                 seed=cfg.seed,

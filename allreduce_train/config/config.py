@@ -3,6 +3,8 @@
 Every rank builds its Config from its own command line; the fingerprint (a hash of all
 fields) is compared across ranks before any work, so ranks started with different
 arguments or different code versions fail at once instead of training different models.
+(Past 300 lines: every option's check is here, beside its field, so that a bad value is
+one line wherever the Config is built; split, the checks would drift from the fields.)
 """
 
 from __future__ import annotations

@@ -224,7 +224,9 @@ def write_outputs(run_dir: str, d: Downpour) -> None:
         for rank, ev in zip(lay["servers"], d.events):
             for e in ev:
                 kind, replica, index = int(e["kind"]), int(e["replica"]), int(e["index"])
-                steps = lay["steps_by_replica"][replica]
+                # its steps counted from the run's first (a resumed run goes on numbering)
+                first = lay.get("first_step_by_replica", [0] * len(lay["steps_by_replica"]))
+                steps = first[replica] + lay["steps_by_replica"][replica]
                 step = (
                     downpour.fetch_step(index, lay["fetch_every"])
                     if kind == serverfile.FETCH
