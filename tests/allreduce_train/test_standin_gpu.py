@@ -41,6 +41,7 @@ def run(p, run_dir, *args, stand_in=True):
     return params, json.loads((run_dir / "summary.json").read_text()), result.output
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @pytest.mark.parametrize("p", [1, 2, 3])
 def test_staged_through_the_host_the_gpu_path_trains_as_the_cpu_does(p, tmp_path):
@@ -58,6 +59,7 @@ def test_staged_through_the_host_the_gpu_path_trains_as_the_cpu_does(p, tmp_path
     assert "GPU <-> host copies per step (staging)" in out
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_through_a_cuda_aware_mpi_the_gpu_buffers_go_to_mpi_and_train_as_the_cpu(tmp_path):
     cpu, cpu_summary, _ = run(3, tmp_path / "cpu", "--device", "cpu", stand_in=False)
@@ -77,6 +79,7 @@ def test_without_a_cuda_aware_mpi_the_option_is_refused_on_every_rank(tmp_path):
     assert len(lines) == 1 and "says it is not CUDA-aware" in lines[0], result.output
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_a_nonfinite_device_gradient_is_named_in_one_line(tmp_path):
     argv = [program("standin_gpu.py"), "--inject", "kind=nan,rank=1,step=3", "--steps", "6"]
@@ -86,6 +89,7 @@ def test_a_nonfinite_device_gradient_is_named_in_one_line(tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_a_run_on_the_stand_in_resumes_from_its_checkpoint(tmp_path):
     whole, _, _ = run(2, tmp_path / "whole", "--steps", "20", "--checkpoint-every", "10")
@@ -95,6 +99,7 @@ def test_a_run_on_the_stand_in_resumes_from_its_checkpoint(tmp_path):
     assert np.array_equal(resumed, whole)
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_an_async_replica_on_the_stand_in_pushes_and_fetches_as_one_on_the_cpu(tmp_path):
     """One replica and one server: deterministic, so its weights are the CPU replica's."""

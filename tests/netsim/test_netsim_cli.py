@@ -41,6 +41,7 @@ def test_predict_prints_simulated_and_closed_form_times():
     assert figures["allreduce_time_s_median"] == pytest.approx(figures["closed_form_s"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_sweep_table_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "sweep.png"
@@ -65,6 +66,7 @@ def test_sweep_table_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_replay_of_a_recorded_run(tmp_path):
     assert train(2, tmp_path, "--steps", "4").returncode == 0
@@ -94,6 +96,7 @@ def test_replay_of_a_recorded_run(tmp_path):
     assert other["algorithm"] == "tree" and other["errors"] == {}  # not what was measured: no error
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_replay_of_an_mpi_allreduce_run_asks_for_the_algorithm(tmp_path):
     assert train(2, tmp_path, "--steps", "3", "--allreduce", "mpi").returncode == 0
@@ -174,6 +177,7 @@ def test_a_bug_is_a_traceback_and_exit_1_not_a_user_error():
     assert "netsim: error" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_replay_of_a_parameter_server_run_keeps_its_layer_segments(tmp_path):
     assert train(2, tmp_path, "--steps", "3", "--allreduce", "parameter-server").returncode == 0
@@ -187,6 +191,7 @@ def test_replay_of_a_parameter_server_run_keeps_its_layer_segments(tmp_path):
     assert out["closed_form_s"] == pytest.approx(by_layer) and by_layer != pytest.approx(even)
 
 
+@pytest.mark.slow
 def test_replay_of_a_one_rank_run_has_no_all_reduce_to_time(tmp_path):
     assert train(0, tmp_path, "--steps", "3").returncode == 0
     result = netsim("replay", str(tmp_path), "--topology", "single-node-8gpu")

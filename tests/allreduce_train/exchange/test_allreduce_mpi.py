@@ -7,7 +7,7 @@ from netsim import algorithms
 
 from conftest import mpirun, program, read_json
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("p", [1, 2, 3, 4, 5])

@@ -14,7 +14,7 @@ from allreduce_train import exits
 
 from conftest import ROOT, launcher, train
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.slow]  # every test trains, for seconds
 
 STEPS = ["--steps", "40", "--eval-every", "10"]
 

@@ -15,6 +15,7 @@ from conftest import train
 
 pytestmark = [
     pytest.mark.mpi,
+    pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root"),
 ]
 

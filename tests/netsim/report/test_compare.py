@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, train
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.slow]  # each test needs the three runs
 
 
 def netsim(*args):

@@ -14,7 +14,7 @@ from netsim.__main__ import main
 
 from conftest import train
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.slow]  # each test needs the base run
 
 FILES = ("config.json", "summary.json", "steps-rank0.bin", "steps-rank1.bin", "network.json")
 

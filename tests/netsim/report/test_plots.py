@@ -41,6 +41,7 @@ def ring_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_ring_run_gives_three_valid_pngs(ring_run):
     config, merged = load(ring_run)
@@ -50,6 +51,7 @@ def test_ring_run_gives_three_valid_pngs(ring_run):
         check_png(path)
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_headline_says_what_and_how_much(ring_run):
     config, merged = load(ring_run)
@@ -60,6 +62,7 @@ def test_headline_says_what_and_how_much(ring_run):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_mpi_allreduce_writes_no_link_plot(tmp_path):
     pytest.importorskip("matplotlib")
@@ -74,6 +77,7 @@ def test_mpi_allreduce_writes_no_link_plot(tmp_path):
         check_png(path)
 
 
+@pytest.mark.slow
 def test_many_ranks_stay_readable(tmp_path):
     """40 ranks on 5 nodes without mpirun: bands instead of 40 lines, thin bars, no labels."""
     pytest.importorskip("matplotlib")
