@@ -114,6 +114,7 @@ def path(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz") / "topology.toml"
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(text=topology_texts(), command=commands(), as_json=st.booleans())
 def test_any_topology_and_options_end_in_a_figure_or_one_line(path, text, command, as_json):

@@ -22,6 +22,7 @@ def all_schedules():
                     yield algorithms.get(name).schedule(p, n, **context)
 
 
+@pytest.mark.slow
 def test_copies_never_receive_into_a_slice_sent_or_received_twice_in_the_same_round():
     """Checked twice: on the schedule's data here, and by compiling every rank's executor
     (which refuses such a round). Pipelined steps mix copies and reduces."""

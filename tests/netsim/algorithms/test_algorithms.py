@@ -204,6 +204,7 @@ def all_cases():
                     yield name, p, n, context
 
 
+@pytest.mark.slow
 def test_every_algorithms_count_of_its_elements_is_what_its_schedule_sends():
     """Counted from the definition (each module's elements_sent), against the schedule's
     transfers summed: two computations of one figure, which the reports print."""
