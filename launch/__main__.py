@@ -54,7 +54,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--iface", metavar="IF", help="mpich only: the network interface, e.g. ib0")
     p.add_argument("--mpi", metavar="PLUGIN", help="srun only: --mpi=PLUGIN, e.g. pmi2 or pmix")
-    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the command as one line to paste into a shell, the variables it needs"
+        " set before it (NAME=VALUE ... COMMAND); do not run it",
+    )
     return p
 
 
@@ -112,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     if args.dry_run:
-        for name, value in launch.env.items():
-            print(f"{name}={shlex.quote(value)}")
-        print(shlex.join(launch.argv))
+        print(command_line(launch))
         return 0
     try:
         os.execvpe(launch.argv[0], launch.argv, launch.environ(os.environ))
@@ -122,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: cannot start {launch.argv[0]}: {_reason(e)}", file=sys.stderr)
         return 127
     return 0  # not reached
+
+
+def command_line(launch: clusters.Launch) -> str:
+    """The launch as one line for a POSIX shell: `NAME=VALUE ... ARGV`, each value and word
+    quoted as the shell needs, so that pasting it sets the variables for the launcher alone,
+    as running it here would."""
+    env = [f"{name}={shlex.quote(value)}" for name, value in launch.env.items()]
+    return " ".join([*env, shlex.join(launch.argv)])
 
 
 def _reason(e: Exception) -> str:

@@ -67,9 +67,9 @@ def test_dry_run_prints_each_launchers_argv():
         "-m",
         "allreduce_train",
     )
-    as_root = os.geteuid() == 0  # what the command line passes in: the env lines follow it
-    env_lines = "".join(f"{k}=1\n" for k in ROOT_ENV) if as_root else ""
-    assert ompi.stdout == env_lines + (  # mpirun cannot read MPICH's host:slots: hosts instead
+    as_root = os.geteuid() == 0  # what the command line passes in: the env words follow it
+    env_words = "".join(f"{k}=1 " for k in ROOT_ENV) if as_root else ""
+    assert ompi.stdout == env_words + (  # mpirun cannot read MPICH's host:slots: hosts instead
         "mpirun --host node001:8,node002:8 -np 16 --map-by ppr:8:node --oversubscribe"
         + (" --allow-run-as-root" if as_root else "")
         + " python -m allreduce_train\n"
@@ -88,10 +88,42 @@ def test_dry_run_prints_each_launchers_argv():
         "--dry-run",
     )
     assert srun.stdout == (
-        "A='x y'\n"
+        "A='x y' "
         "srun --nodes 2 --ntasks-per-node 8 --ntasks 16 '--export=ALL,A=x y' --mpi=pmi2 "
         f"{shlex.quote(sys.executable)} -m allreduce_train\n"  # the default command
     )
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+@pytest.mark.parametrize("launcher", ["openmpi", "srun"])
+def test_the_dry_run_is_one_line_that_runs_as_launch_would_when_pasted(tmp_path, launcher):
+    """Pasted into sh, the line starts the launcher with the variables launch would set (a
+    value with a space and a quote included) and the argv it would exec."""
+    where = ["--nodes", "2"] if launcher == "srun" else ["--hosts", "a,b"]
+    done = cli("--launcher", launcher, *where, "--ranks-per-node", "2", "--env", "Q=it's a b",
+               "--env", "R=1", "--dry-run", "--", "train", "--x", "y z")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1, done.stdout
+    bin_, seen = tmp_path / "bin", tmp_path / "seen"
+    bin_.mkdir()
+    names = ["Q", "R", *(ROOT_ENV if launcher == "openmpi" and os.geteuid() == 0 else [])]
+    record = "".join(f'printf "%s\\0" "{n}=${{{n}-unset}}" >> {seen}\n' for n in names)
+    fake = bin_ / ("mpirun" if launcher == "openmpi" else "srun")
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > {seen}.argv\n{record}')
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env["PATH"] = f"{bin_}:{env['PATH']}"
+    ran = subprocess.run(["sh", "-c", done.stdout], env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    command, env_given = ["train", "--x", "y z"], {"Q": "it's a b", "R": "1"}
+    if launcher == "srun":
+        expected = clusters.srun_argv(command, 2, 2, env_given)
+    else:
+        expected = clusters.openmpi_argv(command, ["a", "b"], 2, env_given, as_root=len(names) > 2)
+    got = dict(x.split("=", 1) for x in seen.read_text().split("\0")[:-1])
+    assert got == {n: expected.env.get(n, "unset") for n in names}
+    argv = (tmp_path / "seen.argv").read_text().split("\0")[:-1]
+    assert argv == expected.argv[1:]
 
 
 @pytest.mark.parametrize(
@@ -113,7 +145,7 @@ def test_a_hostfile_goes_on_as_a_file_only_in_the_launchers_own_format(
         "--launcher", launcher, "--hostfile", str(path), "--ranks-per-node", "4", "--dry-run"
     )
     assert done.returncode == 0, done.stderr
-    argv = shlex.split(done.stdout.splitlines()[-1])
+    argv = [w for w in shlex.split(done.stdout) if not re.match(r"[A-Z_]+=", w)]
     assert argv[1:3] == [word.format(path=path) for word in passed]
 
 
