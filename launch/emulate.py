@@ -11,7 +11,13 @@ bandwidth_gbit_per_s, and a fat-tree's oversubscribed leaf uplinks. It starts MP
 in node 0 with `-launcher ssh -launcher-exec WRAPPER` (launch.hop: each "host" is a
 namespace with its own host name), runs `python -m allreduce_train ARGS` on G ranks per
 node, and always removes every namespace, link, bridge and process it made: on success, on
-failure, on Ctrl-C and on SIGTERM. `--cleanup` removes what a killed earlier run left.
+failure, on Ctrl-C and on SIGTERM. SIGINT and SIGTERM are passed on to Hydra, which passes
+them to every rank, so the ranks agree on a step and checkpoint as under mpirun; a second
+one ends the job at once. A watcher process of its own session holds the read end of a
+pipe from the emulator: if the emulator dies without saying it cleaned up (kill -9), the
+watcher kills every process in its namespaces, deletes them and removes the emulator's
+temporary directory. `--cleanup` removes what a killed earlier run left when its watcher
+was killed too: namespaces and temporary directories whose emulator is gone.
 
 Inside a node MPICH's ranks talk through shared memory, as on a real host; between nodes
 UCX is held to TCP (UCX_TLS=tcp,self: otherwise UCX, which sees one machine, would use
@@ -44,8 +50,16 @@ from .local import mpiexec
 UCX_ENV = {"UCX_TLS": "tcp,self", "UCX_NET_DEVICES": "eth0", "UCX_RNDV_THRESH": "inf"}
 
 
+TMP_PREFIX = "atr-emulate-"  # + the emulator's pid + "-": its temporary directory
+
+
 class Stop(Exception):
-    """SIGTERM, raised where the main thread is, so that `finally` cleans up."""
+    """A signal that ends the emulation at once (before the job runs, or a second one),
+    raised where the main thread is, so that `finally` cleans up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def read_topology(name: str) -> tuple[Path, dict]:
@@ -119,7 +133,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--cleanup",
         action="store_true",
-        help=f"remove every namespace named {netns.OWNED}* (a killed run's) and exit",
+        help=f"remove the namespaces ({netns.OWNED}PID-*) and temporary directories "
+        f"({tempfile.gettempdir()}/{TMP_PREFIX}PID-*) of emulators that are gone, and exit",
     )
     ap.add_argument("args", nargs=argparse.REMAINDER)
     return ap
@@ -133,6 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.cleanup:
             removed = [name for prefix in netns.stale() for name in netns.down(prefix)]
             print(f"removed {len(removed)} namespaces{': ' if removed else ''}{' '.join(removed)}")
+            dirs = stale_dirs()
+            for path in dirs:
+                shutil.rmtree(path, ignore_errors=True)
+            print(
+                f"removed {len(dirs)} temporary directories{': ' if dirs else ''}"
+                + " ".join(map(str, dirs))
+            )
             return 0
         if not args.topology:
             raise ValueError("--topology is required")
@@ -166,17 +188,71 @@ def given_run_dir(args: list[str]) -> Path | None:
     return found
 
 
+def stale_dirs() -> list[Path]:
+    """The temporary directories of emulators whose process has ended."""
+    out = []
+    for path in sorted(Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*")):
+        tag = path.name[len(TMP_PREFIX) :].split("-")[0]
+        if path.is_dir() and tag.isdigit() and not netns.alive(int(tag)):
+            out.append(path)
+    return out
+
+
+def start_watcher(prefix: str, tmp: str) -> tuple[subprocess.Popen, int]:
+    """The watcher (netns.watch) of this emulation, in a session of its own so that no signal
+    to ours reaches it, and the write end of its pipe: closed by our death, or told "done"."""
+    read, write = os.pipe()
+    home = str(Path(__file__).resolve().parent.parent)
+    code = (
+        f"import sys; sys.path.insert(0, {home!r}); from launch.netns import watch; "
+        f"watch({prefix!r}, [{tmp!r}])"
+    )
+    try:
+        watcher = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=read,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(write)
+        raise
+    finally:
+        os.close(read)
+    return watcher, write
+
+
 def emulate(
     plan, per_node: int, command: list[str], run_dir, topology: Path, timeout_s: float
 ) -> int:
-    """Build the network, run the job, report the links, and remove it all, whatever happens."""
+    """Build the network, run the job, report the links, and remove it all, whatever happens.
+    The first SIGINT or SIGTERM while the job runs goes on to Hydra (and so to every rank,
+    which checkpoints and stops); one before it, or a second one, ends everything at once."""
+    job: dict = {"proc": None, "signal": 0}
 
-    def stop(signum, frame):
-        raise Stop()
+    def on_signal(signum, frame):
+        proc = job["proc"]
+        if proc is None or job["signal"] or proc.poll() is not None:
+            raise Stop(signum)
+        job["signal"] = signum
+        try:
+            os.kill(proc.pid, signum)  # Hydra's mpiexec, which passes it to every rank
+        except ProcessLookupError:
+            pass
+        print(
+            f"python -m launch.emulate: {signal.Signals(signum).name} passed to the ranks: they"
+            " checkpoint and stop (send it again to end them at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    proc, rc = None, 1
-    with tempfile.TemporaryDirectory(prefix="atr-emulate-") as tmp:
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    rc = 1
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-")
+    watcher, told = None, None
+    try:
+        watcher, told = start_watcher(f"{plan.prefix}-", tmp)
         try:
             netns.up(plan)
             hostfile, wrapper = Path(tmp) / "hosts", Path(tmp) / "ssh"
@@ -206,7 +282,8 @@ def emulate(
                 + f" (namespaces {plan.prefix}-*)",
                 flush=True,
             )
-            proc = subprocess.Popen(
+            # a new session: Ctrl-C at a terminal reaches us alone, and Hydra once, from us
+            job["proc"] = proc = subprocess.Popen(
                 hydra_argv(plan, per_node, hostfile, wrapper, command), start_new_session=True
             )
             try:
@@ -217,12 +294,19 @@ def emulate(
                     file=sys.stderr,
                 )
                 rc = 124
+            if job["signal"]:
+                print(
+                    "python -m launch.emulate: interrupted; the ranks have ended; removing the"
+                    " emulated cluster",
+                    file=sys.stderr,
+                )
             links = netns.counters(plan)
             if run_dir is not None and Path(run_dir).is_dir():
                 write_network(Path(run_dir), plan, per_node, topology, links, latency, cpus)
             print(link_text(links, run_dir))
         except (KeyboardInterrupt, Stop) as exc:
-            rc = 130 if isinstance(exc, KeyboardInterrupt) else 143
+            signum = exc.signum if isinstance(exc, Stop) else signal.SIGINT
+            rc = 128 + signum
             print(
                 "python -m launch.emulate: interrupted; removing the emulated cluster",
                 file=sys.stderr,
@@ -230,16 +314,24 @@ def emulate(
         except OSError as exc:
             print(f"python -m launch.emulate: error: {exc}", file=sys.stderr)
             rc = 1
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not stop the cleanup
-            if proc is not None and proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-            netns.down(f"{plan.prefix}-")
-            signal.signal(signal.SIGTERM, previous)
+    finally:
+        for s in handled:  # another signal must not stop the cleanup
+            signal.signal(s, signal.SIG_IGN)
+        proc = job["proc"]
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        netns.down(f"{plan.prefix}-")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if watcher is not None:
+            os.write(told, b"done")  # cleaned up: the watcher has nothing to do
+            os.close(told)
+            watcher.wait()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return rc
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,12 +181,13 @@ def stale() -> list[str]:
     out = set()
     for name in owned():
         tag = name[len(OWNED) :].split("-")[0]
-        if not (tag.isdigit() and _alive(int(tag))):
+        if not (tag.isdigit() and alive(int(tag))):
             out.add(f"{OWNED}{tag}-")
     return sorted(out)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's included)."""
     try:
         os.kill(pid, 0)  # PermissionError: alive, another user's
     except ProcessLookupError:
@@ -218,6 +220,21 @@ def down(prefix: str = OWNED) -> list[str]:
     for name in names:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
     return names
+
+
+def watch(prefix: str, paths: list[str]) -> None:
+    """The watcher of one emulation, run in a process of its own whose stdin is the read end
+    of a pipe only the emulator holds open: it blocks until the emulator closes it. If the
+    emulator wrote "done" first, it had removed everything itself; otherwise it died
+    (kill -9), and the watcher ends the job: it kills every process in the namespaces
+    starting with prefix, deletes them, and removes `paths` (its temporary directory)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    said = sys.stdin.buffer.read()
+    if said == b"done":
+        return
+    down(prefix)
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def counters(plan: Plan) -> list[dict]:

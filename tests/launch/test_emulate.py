@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -208,24 +209,69 @@ def test_a_failing_job_leaves_nothing_behind(tmp_path):
     assert ours(proc.pid) == []
 
 
+def started(proc, run_dir: Path, steps: int = 20) -> None:
+    """Wait until training is `steps` steps in (rank 0's step file holds that many)."""
+    from netsim.record import rundir
+
+    deadline = time.monotonic() + 90
+    while True:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        try:
+            if len(rundir.read_steps(run_dir, 0)) >= steps:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.3)
+
+
+def temporary_dirs(pid: int) -> list[Path]:
+    return sorted(Path(tempfile.gettempdir()).glob(f"{emulate.TMP_PREFIX}{pid}-*"))
+
+
+def nothing_left(pid: int, run_dir: Path) -> bool:
+    left = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
+    return ours(pid) == [] and left.stdout == "" and temporary_dirs(pid) == []
+
+
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_root
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_job_leaves_nothing_behind(tmp_path, sig):
-    proc = start(tmp_path, "--", "--epochs", "100000", "--run-dir", str(tmp_path / "run"))
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "run" / "config.json").exists():  # training has started
-        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
+def test_an_interrupted_job_checkpoints_as_under_mpirun_and_leaves_nothing_behind(tmp_path, sig):
+    run_dir = tmp_path / "run"
+    proc = start(tmp_path, "--", "--epochs", "100000", "--run-dir", str(run_dir))
+    started(proc, run_dir)
     namespaces = ours(proc.pid)
     assert len(namespaces) == 3  # two nodes and the switch
+    assert len(temporary_dirs(proc.pid)) == 1
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
-    assert "removing the emulated cluster" in err
-    assert ours(proc.pid) == []
-    left = subprocess.run(["pgrep", "-f", str(tmp_path / "run")], capture_output=True, text=True)
-    assert left.stdout == "", left.stdout
+    out, err = proc.communicate(timeout=60)
+    name = signal.Signals(sig).name
+    assert proc.returncode == 128 + sig, err  # the ranks' own exit code, through Hydra
+    assert f"{name} passed to the ranks" in err and "removing the emulated cluster" in err
+    # every rank got it and they agreed on a step: training's own checkpoint line
+    said = [line for line in out.splitlines() if f"{name} after step" in line]
+    assert len(said) == 1 and "go on with --resume" in said[0], out + err
+    [point] = (run_dir / "checkpoints").iterdir()
+    assert int(point.stem.split("-")[1]) >= 20
+    assert (run_dir / "network.json").is_file()  # the links' counters, as after any run
+    assert nothing_left(proc.pid, run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+@needs_root
+def test_a_killed_emulator_takes_its_job_namespaces_and_directory_with_it(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start(tmp_path, "--", "--epochs", "100000", "--run-dir", str(run_dir))
+    started(proc, run_dir, steps=5)
+    assert len(ours(proc.pid)) == 3 and len(temporary_dirs(proc.pid)) == 1
+    proc.kill()  # SIGKILL: no handler, no finally; its watcher ends the job
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 20
+    while not nothing_left(proc.pid, run_dir):
+        assert time.monotonic() < deadline, (ours(proc.pid), temporary_dirs(proc.pid))
+        time.sleep(0.2)
 
 
 @needs_root
@@ -233,6 +279,9 @@ def test_cleanup_removes_what_a_killed_run_left_and_nothing_of_a_live_one():
     gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True)
     dead = netns.Plan(f"{netns.OWNED}{int(gone.stdout)}", 2, 100, 2)  # its process has ended
     live = netns.Plan(f"{netns.OWNED}{os.getpid()}", 1, 100, 1)  # this one has not
+    dead_dir = Path(tempfile.mkdtemp(prefix=f"{emulate.TMP_PREFIX}{int(gone.stdout)}-"))
+    live_dir = Path(tempfile.mkdtemp(prefix=f"{emulate.TMP_PREFIX}{os.getpid()}-"))
+    (dead_dir / "ssh").write_text("#!/bin/sh\n")
     try:
         netns.up(dead)
         netns.up(live)
@@ -242,9 +291,13 @@ def test_cleanup_removes_what_a_killed_run_left_and_nothing_of_a_live_one():
         assert out.returncode == 0 and dead.switch_ns in out.stdout
         assert netns.owned(f"{dead.prefix}-") == []
         assert netns.owned(f"{live.prefix}-") == [live.node_ns(0), live.switch_ns]
+        assert str(dead_dir) in out.stdout and not dead_dir.exists()
+        assert live_dir.is_dir()
     finally:
         netns.down(f"{dead.prefix}-")
         netns.down(f"{live.prefix}-")
+        shutil.rmtree(dead_dir, ignore_errors=True)
+        shutil.rmtree(live_dir, ignore_errors=True)
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
