@@ -10,6 +10,13 @@ rails. Each runs the channels NCCL would (netsim.sim.nccl.default_channels: 16 h
 that its peak memory (the process's maximum resident set) is its own; printed are the
 median wall time of building the schedule and simulating it, the peak memory, and the
 simulated time beside the closed form.
+
+Then a training step of a workload (issue 28: `predict --workload`, netsim.sim.step): GPT-2
+large's 109 DDP buckets on 16,384 GPUs (2,048 nodes of 8 on 8 rails), each bucket's
+all-reduce from NCCL's model, and a sweep of 12 rank counts (8 to 16,384) of the same step;
+targets: under 10 s and 2 GB, and under a minute. Printed: wall and CPU time (they differ
+on a shared machine), peak memory, buckets and the distinct bucket sizes (NCCL's model
+runs once per size and rank count).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ CASES = [  # (algorithm, network, nodes, parameters, channels: 0 is NCCL's count
 ]
 
 
-def cluster(nodes: int, network: str = "fat-tree"):
+def cluster(nodes: int, network: str = "fat-tree", gpu: str | None = None):
     from netsim.cluster import topology
 
     fabric = {"kind": network, "latency_us": 0.3}
@@ -51,6 +58,7 @@ def cluster(nodes: int, network: str = "fat-tree"):
             "intra_node": {"kind": "all-to-all", "bandwidth_gbit_per_s": 3600, "latency_us": 0.7},
             "nic": {"count": 8, "bandwidth_gbit_per_s": 400, "latency_us": 1.2},
             "network": fabric,
+            **({"gpu": gpu} if gpu else {}),
         }
     )
 
@@ -81,11 +89,44 @@ def one(algorithm: str, network: str, nodes: int, nelems: int, channels: int, ro
     }
 
 
+STEP_CASES = [  # (workload, nodes, rank counts)
+    ("gpt2-large", 2048, (16384,)),
+    ("gpt2-large", 2048, tuple(8 << k for k in range(12))),
+]
+
+
+def step_case(workload: str, nodes: int, ranks: tuple[int, ...]) -> dict:
+    """In this process: the workload's step at each rank count; wall time and peak memory."""
+    from netsim.sim import step
+    from netsim.workload import catalog
+
+    topo = cluster(nodes, "rails", gpu="hopper")  # NCCL's H100 tables: 8x400G H100 nodes
+    w = catalog.builtin(workload)
+    forward, backward = step.compute_times(w, "hopper")
+    start, cpu = time.perf_counter(), time.process_time()
+    rows = [step.step(w, step.Timer(topo, p, "nccl"), forward, backward) for p in ranks]
+    return {
+        "wall_s": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu,
+        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "buckets": len(rows[-1]["buckets"]),
+        "sizes": len({b["bytes"] for b in rows[-1]["buckets"]}),
+        "step_s": rows[-1]["step_time_s"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--step", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--steps-only", action="store_true", help="only the workload steps")
     args = ap.parse_args()
+    if args.step:
+        workload, nodes, ranks = args.step
+        ranks = tuple(int(r) for r in ranks.split(","))
+        print(json.dumps(step_case(workload, int(nodes), ranks)))
+        return
     if args.one:
         algorithm, network, *numbers = args.one
         print(json.dumps(one(algorithm, network, *map(int, numbers), args.rounds)))
@@ -94,7 +135,7 @@ def main() -> None:
         f"{'algorithm':<18} {'network':<9} {'ranks':>8} {'ch':>3} {'parameters':>12} "
         f"{'rounds':>7} {'wall':>8} {'peak memory':>12} {'simulated':>10} {'closed form':>12}"
     )
-    for case in CASES:
+    for case in [] if args.steps_only else CASES:
         argv = [sys.executable, __file__, "--rounds", str(args.rounds), "--one", *map(str, case)]
         r = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
         algorithm, network, _, nelems, _ = case
@@ -103,6 +144,23 @@ def main() -> None:
             f"{r['rounds']:>7,} "
             f"{r['wall_s']:>6.2f} s {r['peak_bytes'] / 2**30:>8.2f} GiB "
             f"{r['simulated_s'] * 1e3:>7.2f} ms {r['closed_form_s'] * 1e3:>9.2f} ms"
+        )
+    print(
+        f"\n{'workload step':<14} {'ranks':>22} {'buckets':>8} {'sizes':>6} {'wall':>9} "
+        f"{'cpu':>9} {'peak':>10}"
+    )
+    for workload, nodes, ranks in STEP_CASES:
+        spec = ",".join(map(str, ranks))
+        argv = [sys.executable, __file__, "--step", workload, str(nodes), spec]
+        r = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+        shown = (
+            f"{ranks[0]:,}"
+            if len(ranks) == 1
+            else f"{len(ranks)} counts, {ranks[0]}..{ranks[-1]:,}"
+        )
+        print(
+            f"{workload:<14} {shown:>22} {r['buckets']:>8} {r['sizes']:>6} "
+            f"{r['wall_s']:>7.1f} s {r['cpu_s']:>7.1f} s {r['peak_bytes'] / 2**30:>6.2f} GiB"
         )
 
 

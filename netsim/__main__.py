@@ -148,6 +148,12 @@ def parser() -> argparse.ArgumentParser:
             "the workload's [compute] efficiency, else 0.4)",
         )
         w.add_argument(
+            "--precision",
+            choices=("fp16", "bf16", "tf32", "fp32"),
+            help="the math the layers' FLOPs run at, which picks the device's peak (mixed "
+            "precision: fp16 or bf16; default: the workload's, else its dtype's)",
+        )
+        w.add_argument(
             "--bucket-mb",
             type=real(0),
             metavar="MB",

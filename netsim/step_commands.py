@@ -21,6 +21,7 @@ WORKLOAD_ONLY = {
     "batch": None,
     "step_ms": None,
     "efficiency": None,
+    "precision": None,
     "bucket_mb": None,
     "first_bucket_mb": None,
     "overlap": None,
@@ -57,6 +58,8 @@ def _setup(args, topo):
     workload = catalog.resolve(args.workload, args.seq_len)
     if args.batch is not None:
         workload = workload.with_(batch=args.batch)
+    if args.precision is not None:
+        workload = workload.with_(compute={**workload.compute, "precision": args.precision})
     how = steps.collectives(topo, args.collectives or "auto")
     if how == "nccl" and args.chunks != 1:
         raise InputError("--chunks is the simulator's; NCCL's model pipelines as NCCL does")

@@ -121,6 +121,16 @@ def test_predict_and_sweep_a_workload_from_the_command_line(tmp_path):
     assert out["world_size"] == 256 and out["batch_per_gpu"] == 256
     assert out["compute_s"] == pytest.approx(0.2)
     assert out["exposed_comm_s"] == out["step_time_s"] - out["compute_s"]
+    result = netsim(
+        "predict", "--workload", "bert-base", "--topology", "dgx-h100", "--ranks", "8",
+        "--precision", "fp16", "--json",
+    )  # fmt: skip
+    half = json.loads(result.stdout)
+    result = netsim(
+        "predict", "--workload", "bert-base", "--topology", "dgx-h100", "--ranks", "8", "--json"
+    )  # fmt: skip
+    # float32 math on an H100 peaks at 66.9 TFLOPS, fp16 at 989.4
+    assert json.loads(result.stdout)["compute_s"] / half["compute_s"] == pytest.approx(989.4 / 66.9)
     csv = tmp_path / "s.csv"
     result = netsim(
         "sweep", "--workload", "bert-large", "--seq-len", "128", "--topology", "dgx-h100",
