@@ -44,7 +44,6 @@ def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
     """Under mpirun: train with recording switched on and off block by block."""
     from allreduce_train.__main__ import setup
     from allreduce_train.comm import MpiTransport, World
-    from allreduce_train.maths import data
     from allreduce_train.sync.trainer import Trainer
 
     world = World.create()
@@ -56,10 +55,6 @@ def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
     world.barrier()
     last = end = split = None
     for step in range(steps):
-        if step % trainer.steps_per_epoch == 0:
-            order = data.epoch_order(
-                len(dataset.y_train), cfg.seed, step // trainer.steps_per_epoch
-            )
         on = ((step // block) % 2 == 0) != off_first
         if step % block == 0:  # as run() records, or --no-record
             trainer.record_into(recorder if on else None)
@@ -70,7 +65,7 @@ def worker(block: int, steps: int, off_first: bool, job: list[str]) -> None:
             periods[on].append(start - last)
             parts[on].append((*split, start - end))
         last = start
-        t0, t1, t2, t3 = trainer.step(step, order)
+        t0, t1, t2, t3 = trainer.step(step)
         split, end = (t1 - t0, t2 - t1, t3 - t2), t3
     recorder.close()
     mine = [

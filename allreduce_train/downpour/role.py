@@ -152,7 +152,8 @@ class AsyncRole:
         self.joined = params = self._params()
         part = self.part
         states = self.world.gather(part.done if self.is_replica else part.optimizer.state)
-        mine = [part.samples, part.compute_s, part.comm_s, part.loss_sum] if self.is_replica else 0
+        t = part.totals if self.is_replica else None
+        mine = [t.samples, t.compute_s, t.comm_s, t.loss_sum] if t is not None else 0
         totals = self.world.sum_(np.array(mine, dtype=np.float64) * np.ones(4))
         if not self.world.is_root:
             return None
@@ -181,7 +182,13 @@ class AsyncRole:
         mine = score(part.model, self.dataset, rows, self.backend.xp, part.model.dtype.type)
         correct, loss, count = world.sum_(mine)
         mine = (
-            (part.steps, part.samples, part.loss_sum, part.compute_s, part.comm_s)
+            (
+                part.steps,
+                part.totals.samples,
+                part.totals.loss_sum,
+                part.totals.compute_s,
+                part.totals.comm_s,
+            )
             if self.is_replica
             else (0, 0, 0.0, part.busy_s, 0.0)
         )
@@ -246,13 +253,14 @@ class Meter:
             role.dtype)  # fmt: skip
         self.out.evaluation(done - 1, done / self.spe, wall, correct / count, loss / count)
         loss0, samples0, compute0, comm0, t0 = self.mark
-        samples = role.samples - samples0
-        busy = role.compute_s - compute0 + role.comm_s - comm0
+        t = role.totals
+        samples = t.samples - samples0
+        busy = t.compute_s - compute0 + t.comm_s - comm0
         print(
             f"epoch {done / self.spe:6.2f}  batch {done - 1:7d}  replica 0: train loss "
-            f"{(role.loss_sum - loss0) / max(samples, 1):.4f}  test loss {loss / count:.4f}  "
+            f"{(t.loss_sum - loss0) / max(samples, 1):.4f}  test loss {loss / count:.4f}  "
             f"test acc {correct / count:.4f}  {samples / (time.perf_counter() - t0):,.0f} "
-            f"samples/s  fetch+push {(role.comm_s - comm0) / max(busy, 1e-12):4.0%}",
+            f"samples/s  fetch+push {(t.comm_s - comm0) / max(busy, 1e-12):4.0%}",
             flush=True,
         )
-        self.mark = (role.loss_sum, role.samples, role.compute_s, role.comm_s, time.perf_counter())
+        self.mark = (t.loss_sum, t.samples, t.compute_s, t.comm_s, time.perf_counter())

@@ -39,8 +39,10 @@ from netsim.algorithms.rounds import chunk_bounds
 from netsim.record import serverfile
 
 from .. import exits
+from ..guard.faults import Straggler
 from ..maths import data, optim
 from ..maths.model import MLP
+from ..run.lifecycle import Totals
 from .cuts import ASK, CUT, STOP, Asking, Coordinator
 
 FETCH, PUSH, DONE = 7101, 7102, 7103  # tags: a replica's message says what it is
@@ -133,11 +135,10 @@ class Replica:
         self.steps = layout.steps_of(rank)
         self.first = self.done = layout.first[rank]  # steps taken: its first, then done
         self.cuts = Asking(layout, transport)
-        straggler = cfg.straggler_spec
-        self.straggle = straggler[1:] if straggler and straggler[0] == rank else None
+        self.batches = data.Batches(len(dataset.y_train), cfg.seed, cfg.global_batch)
+        self.straggler = Straggler.of(cfg.straggler_spec, rank)
         self.recorder = None
-        self.loss_sum, self.samples, self.comm_s, self.compute_s = 0.0, 0, 0.0, 0.0
-        self._order, self._epoch = None, -1
+        self.totals = Totals()
         self._bound = None  # the (push, fetch) pattern the recorder was last bound to
 
     def restore(self, params: np.ndarray) -> None:
@@ -152,25 +153,18 @@ class Replica:
     def step(self, step: int) -> None:
         clock, cfg = time.perf_counter_ns, self.cfg
         t0 = clock()
-        g = self.batch(step)
-        spe = len(self.dataset.y_train) // cfg.global_batch
-        epoch, s = divmod(g, spe)
-        if epoch != self._epoch:
-            self._order = data.epoch_order(len(self.dataset.y_train), cfg.seed, epoch)
-            self._epoch = epoch
         b = cfg.global_batch
-        x, y = self.dataset.rows("train", self._order[s * b : (s + 1) * b], self.dtype)
+        x, y = self.dataset.rows("train", self.batches.rows(self.batch(step)), self.dtype)
         xp = self.backend.xp
         loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
         self.backend.to_host(self.model.grads, self.host_grads)
-        if self.straggle is not None:  # a deliberately slow replica: its compute takes longer
-            seconds, factor = self.straggle
-            time.sleep(seconds + (factor - 1) * (clock() - t0) / 1e9)
+        if self.straggler is not None:  # a deliberately slow replica: its compute takes longer
+            self.straggler.slow(t0)
         inject = cfg.injection
         if inject is not None:
             inject.strike(self.rank, step, self.host_grads)
         grads = self.host_grads
-        if not np.isfinite(np.dot(grads, grads)):
+        if not self.backend.finite(grads):
             raise exits.Fatal(
                 exits.NONFINITE,
                 f"replica {self.rank}'s gradient of its step {step} is not finite (its loss "
@@ -208,10 +202,7 @@ class Replica:
                 readings[k] = clock()
         t2 = clock()
         self.dog.where = (step, None, t2)
-        self.loss_sum += loss_sum
-        self.samples += len(y)
-        self.compute_s += (t1 - t0) / 1e9
-        self.comm_s += (t2 - t1) / 1e9
+        self.totals.add(len(y), loss_sum, (t1 - t0) / 1e9, (t2 - t1) / 1e9)
         if rec is not None:
             readings = None  # a view of the step file's map, which the commit may grow
             rec.commit(step, loss_sum / len(y), t0, t1, t2, t2)

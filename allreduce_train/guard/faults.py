@@ -46,6 +46,26 @@ class Injection:
             grads[: max(1, len(grads) // 7)] = float("nan")
 
 
+@dataclass(frozen=True)
+class Straggler:
+    """--straggler RANK:SECONDS or RANK:xFACTOR on its rank: each step's compute made longer
+    on purpose, by seconds or by a factor of what it took."""
+
+    seconds: float
+    factor: float
+
+    @classmethod
+    def of(cls, spec, rank: int) -> Straggler | None:
+        """The straggler of `rank` from (rank, seconds, factor), or None."""
+        return cls(spec[1], spec[2]) if spec and spec[0] == rank else None
+
+    def slow(self, t0_ns: int) -> None:
+        """Sleep so that the compute begun at perf_counter_ns() t0_ns takes as long as
+        asked."""
+        took_s = (time.perf_counter_ns() - t0_ns) / 1e9
+        time.sleep(self.seconds + (self.factor - 1) * took_s)
+
+
 def parse(text: str) -> Injection:
     """`kind=K,rank=R,step=S[,secs=T]`; ValueError with what is wrong."""
     fields = {}

@@ -83,6 +83,25 @@ def epoch_order(nrows: int, seed: int, epoch: int) -> np.ndarray:
 # --- loaders --------------------------------------------------------------------------
 
 
+class Batches:
+    """The run's global batches in order, whoever takes them (a sync step, an async
+    replica's batch): batch g is rows perm[s*B:(s+1)*B] of epoch g // E's permutation, s =
+    g % E, E = batches an epoch. The epoch's permutation is drawn once, when first needed."""
+
+    def __init__(self, nrows: int, seed: int, global_batch: int):
+        self.nrows, self.seed, self.global_batch = nrows, seed, global_batch
+        self.per_epoch = nrows // global_batch
+        self._epoch, self._order = -1, None
+
+    def rows(self, batch: int) -> np.ndarray:
+        """The training rows of global batch `batch`, in the order one process takes them."""
+        epoch, s = divmod(batch, self.per_epoch)
+        if epoch != self._epoch:
+            self._order, self._epoch = epoch_order(self.nrows, self.seed, epoch), epoch
+        b = self.global_batch
+        return self._order[s * b : (s + 1) * b]
+
+
 def load(
     name: str,
     *,

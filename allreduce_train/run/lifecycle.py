@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..comm import WatchChannel, World
@@ -26,6 +27,28 @@ from ..guard.watchdog import Watchdog
 from . import console
 from .checkpoint import Snapshot
 from .outputs import RunDirectory, describe
+
+
+@dataclass
+class Totals:
+    """Sums over a rank's training steps (evaluation and checks excluded): what a role's
+    summary and epoch lines are made of, sync and async alike."""
+
+    steps: int = 0
+    samples: int = 0
+    compute_s: float = 0.0
+    comm_s: float = 0.0
+    loss_sum: float = 0.0
+    skipped: list = field(default_factory=list)  # steps whose update --nonfinite skip skipped
+
+    def add(self, samples: int, loss_sum: float, compute_s: float, comm_s: float) -> None:
+        """One step more: its samples and their loss sum (0 and 0.0 for a step whose loss
+        is not the model's), its compute and its communication."""
+        self.steps += 1
+        self.samples += samples
+        self.loss_sum += loss_sum
+        self.compute_s += compute_s
+        self.comm_s += comm_s
 
 
 class Role(Protocol):

@@ -18,8 +18,8 @@ from ..comm import Agreement
 from ..maths import data
 from ..run import console
 from ..run.checkpoint import Snapshot
-from ..run.lifecycle import Run
-from .trainer import Totals, Trainer
+from ..run.lifecycle import Run, Totals
+from .trainer import Trainer
 
 AGREE_S = 0.1
 
@@ -66,11 +66,7 @@ class SyncRole:
         wall_start, first, every = time.perf_counter(), tr.totals.steps, 0
         try:
             for step in range(first, tr.total_steps):
-                if step % tr.steps_per_epoch == 0 or step == first:
-                    order = data.epoch_order(
-                        len(self.dataset.y_train), cfg.seed, step // tr.steps_per_epoch
-                    )
-                tr.step(step, order)
+                tr.step(step)
                 self.between_steps(step)
                 done = step + 1
                 if every <= 1:  # the first steps, and steps of AGREE_S or more: agree now

@@ -9,7 +9,6 @@ batch's mean loss whatever the split, so p ranks compute what one rank would.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,26 +20,16 @@ from ..config.config import Config
 from ..exchange import factory
 from ..exchange.protocol import Transport
 from ..exits import NonFinite, ReplicasDiverged
+from ..guard.faults import Straggler
 from ..guard.watchdog import Watchdog
 from ..maths import data, optim
 from ..maths.backend import Backend
 from ..maths.evaluate import digest, score
 from ..maths.model import MLP
 from ..run.checkpoint import Snapshot
+from ..run.lifecycle import Totals
 
 MAX_SKIPS_IN_A_ROW = 10
-
-
-@dataclass
-class Totals:
-    """Sums over the training steps of one rank (evaluation and checks excluded)."""
-
-    steps: int = 0
-    samples: int = 0
-    compute_s: float = 0.0
-    comm_s: float = 0.0
-    loss_sum: float = 0.0
-    skipped: list = field(default_factory=list)  # steps whose update --nonfinite skip skipped
 
 
 class Trainer:
@@ -82,8 +71,8 @@ class Trainer:
             node_of_rank=self.node_of_rank, segments=self.model.layer_segments, memory=memory,
         )  # fmt: skip
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
-        straggler = cfg.straggler_spec
-        self.straggle = straggler[1:] if straggler and straggler[0] == world.rank else None
+        self.batches = data.Batches(len(dataset.y_train), cfg.seed, cfg.global_batch)
+        self.straggler = Straggler.of(cfg.straggler_spec, world.rank)
         self.injection = cfg.injection
         self.start_step = 0  # the first step this run trains (restore: the checkpoint's)
         self.skips_in_a_row = 0  # --nonfinite skip: past MAX_SKIPS_IN_A_ROW the run stops
@@ -135,15 +124,14 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------
 
-    def step(self, step: int, order: np.ndarray) -> tuple[int, int, int, int]:
+    def step(self, step: int) -> tuple[int, int, int, int]:
         """One training step; returns its clock readings (perf_counter_ns, the recorder's
         clock): start, all-reduce entry and exit, end. Recording, its record is committed."""
         # Clock readings in integer nanoseconds, stored as they are in the step file.
         t0 = time.perf_counter_ns()
-        loss_sum, n = self.local_gradient(step, order)
-        if self.straggle is not None:  # a deliberately slow rank: its compute takes longer
-            seconds, factor = self.straggle
-            time.sleep(seconds + (factor - 1) * (time.perf_counter_ns() - t0) / 1e9)
+        loss_sum, n = self.local_gradient(step)
+        if self.straggler is not None:  # a deliberately slow rank: its compute takes longer
+            self.straggler.slow(t0)
         if self.injection is not None and self.injection.kind != "nan":
             self.injection.strike(self.world.rank, step, None)
         t1 = time.perf_counter_ns()
@@ -155,17 +143,12 @@ class Trainer:
             self.optimizer.step()
             self.skips_in_a_row, counted = 0, n
         else:  # every rank holds the same sum, so every rank gets here, or none
-            self.nonfinite(step, order, loss_sum / n)
+            self.nonfinite(step, loss_sum / n)
             counted = 0  # a skipped step's loss is not the model's: left out of the means
         self.backend.synchronize()
         t3 = time.perf_counter_ns()
-        compute_s, comm_s = ((t1 - t0) + (t3 - t2)) / 1e9, (t2 - t1) / 1e9
-        t = self.totals
-        t.steps += 1
-        t.samples += counted
-        t.compute_s += compute_s
-        t.comm_s += comm_s
-        t.loss_sum += loss_sum if counted else 0.0
+        self.totals.add(counted, loss_sum if counted else 0.0,
+                        ((t1 - t0) + (t3 - t2)) / 1e9, (t2 - t1) / 1e9)  # fmt: skip
         if self.recorder is not None:
             # Straight into the step file, whose open frame holds the all-reduce's readings
             # already: raw clock readings, which netsim puts on one clock with the start-up
@@ -173,22 +156,21 @@ class Trainer:
             self.recorder.commit(step, loss_sum / n, t0, t1, t2, t3)
         return t0, t1, t2, t3
 
-    def local_gradient(self, step: int, order: np.ndarray) -> tuple[float, int]:
+    def local_gradient(self, step: int) -> tuple[float, int]:
         """This rank's gradient of its rows of the step's batch, into the model's gradient
         buffer (which the all-reduce then sums, or stages); returns the rows' loss sum and
         count."""
         xp, b = self.backend.xp, self.cfg.global_batch
-        s = step % self.steps_per_epoch
-        x, y = self.dataset.rows("train", order[s * b : (s + 1) * b][self.mine], self.dtype)
+        x, y = self.dataset.rows("train", self.batches.rows(step)[self.mine], self.dtype)
         loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
         if self.injection is not None and self.injection.kind == "nan":
             self.injection.strike(self.world.rank, step, self.model.grads)
         return loss_sum, len(y)
 
-    def nonfinite(self, step: int, order: np.ndarray, loss: float) -> None:
+    def nonfinite(self, step: int, loss: float) -> None:
         """The averaged gradient is not finite: find whose local one was (recomputed: the
         weights have not moved), then stop (NonFinite) or skip the update."""
-        self.local_gradient(step, order)
+        self.local_gradient(step)
         mine = (self.backend.finite(self.model.grads), float(loss))
         seen = self.world.allgather(mine)
         bad = [r for r, (finite, _) in enumerate(seen) if not finite]
