@@ -10,13 +10,13 @@ topology's own latencies) is all there is to add. Other transports add the softw
 moves a message: a provider library and a reliable datagram protocol in the NIC (EFA's
 SRD), or TCP through the host kernel with a GPU-side unpack (Google's GPUDirect-TCPX(O)).
 
-    transport    protocols              algorithms            message_us  source
-    infiniband   LL, LL128, Simple      all                   0           net_ib: latency 0
-    roce         LL, LL128, Simple      all                   0           same verbs plugin
-    efa          LL, LL128, Simple      ring, tree, nvls-tree 10          aws-ofi-nccl
-    tcpx         Simple                 ring, tree            35          GCP nccl-config.yaml
-    tcpxo        Simple                 ring, tree            10          GCP gpudirect-tcpxo
-    socket       LL, LL128, Simple      ring, tree            25          net_socket.cc
+    transport    protocols              algorithms            message_us  plugin_us
+    infiniband   LL, LL128, Simple      all                   0           0 (net_ib)
+    roce         LL, LL128, Simple      all                   0           0 (net_ib)
+    efa          LL, LL128, Simple      ring, tree, nvls-tree 10 (est.)   35 (aws-ofi-nccl)
+    tcpx         Simple                 ring, tree            35 (est.)   0
+    tcpxo        Simple                 ring, tree            10 (est.)   0
+    socket       LL, LL128, Simple      ring, tree            25 (est.)   0 (net_socket.cc)
 
 Protocols: LL and LL128 need the NIC to land each 8-byte (LL) or 128-byte (LL128) line of
 data and flag in order in GPU memory, polled by the receiving kernel. EFA on P5 and later
@@ -30,18 +30,18 @@ LL128: NCCL_PROTO=Simple, NCCL_NVLS_ENABLE=0). CollNet needs SHARP switches (Inf
 NVLS between nodes needs a network whose plugin supports NVLS tree (aws-ofi-nccl tunes
 NCCL_NVLSTREE_MAX_CHUNKSIZE for it).
 
-message_us, the per-message cost beyond the verbs path, from published one-way latencies:
-  efa    aws-ofi-nccl tells NCCL 35 us for P5 and later (src/platform-aws.cpp, `.latency =
-         35.0`) as a round trip's worth for its model to rank algorithms by; the one-way share
-         of a message, the SRD provider's path through libfabric, is taken as 10 us (about a
-         third: request, completion, and the proxy's poll of each).
-  tcpx   a TCP message through the kernel of both hosts and the unpack kernel: 35 us
-         (GPUDirect-TCPX moves payload to GPU memory but headers and completions take the
-         kernel socket path; a loopback-free TCP round trip in a data centre is 50-80 us).
+message_us, the per-message cost beyond the verbs path. No vendor publishes a one-way
+latency of these software paths that this module could copy, so the figures are estimates,
+one per transport, the same for every cluster and row, and say so:
+  efa    aws-ofi-nccl reports 35 us to NCCL for P5 and later (src/platform-aws.cpp,
+         `.latency = 35.0`; 75 for p4d): NCCL adds it to every network step when it ranks
+         algorithms (`plugin_us`). A message through libfabric's SRD provider and the
+         proxy's polls is taken as 10 us one way.
+  tcpx   TCP through both hosts' kernels with the GPU unpack kernel: 35 us.
   tcpxo  TCPXO (FasTrak) moves the TCP stack into a NIC-offload daemon: 10 us.
   socket NCCL's own socket transport through host memory: 25 us.
-These figures stand in for measurements of each transport's one-way latency; they are one
-number per transport, the same for every cluster and row.
+bench/published.md rows A7 (TCPXO) and A11 (EFA) are where efa's and tcpxo's figures show;
+the tcpx and socket figures are not checked against any published run.
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ TRANSPORTS = {
     for t in (
         Transport("infiniband", PROTOCOLS, ALL_ALGORITHMS, 0.0),
         Transport("roce", PROTOCOLS, ALL_ALGORITHMS, 0.0),
-        Transport("efa", PROTOCOLS, ("ring", "tree", "nvls", "nvls-tree"), 10.0, 35.0),
+        Transport("efa", PROTOCOLS, ("ring", "tree", "nvls-tree"), 10.0, 35.0),
         Transport("tcpx", ("Simple",), ("ring", "tree"), 35.0),
         Transport("tcpxo", ("Simple",), ("ring", "tree"), 10.0),
-        Transport("socket", PROTOCOLS, ("ring", "tree", "nvls"), 25.0),
+        Transport("socket", PROTOCOLS, ("ring", "tree"), 25.0),
     )
 }
 DEFAULT = "infiniband"

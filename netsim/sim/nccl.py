@@ -211,7 +211,16 @@ def default_channels(topology, ranks: int, algorithm: str) -> int:
         )
         count = nics
     late = gen >= T.GEN["hopper"] and speed < 50 and count > 4 and not rccl
-    return min(2 * count, 32) if speed >= 25 and not late else count
+    count = min(2 * count, T.MAX_CHANNELS) if speed >= 25 and not late else count
+    # connect.cc ncclTopoPostset: every channel duplicated; then between nodes, on Hopper and
+    # later with channels above 45 GB/s, 2 compute channels per search channel up to 16;
+    # and, for a network that unpacks on the GPU (GPUDirect-TCPX(O)), twice again up to 16
+    count = min(2 * count, T.MAX_CHANNELS)
+    if nodes > 1 and gen >= T.GEN["hopper"] and speed > 45 and count < 16 and not rccl:
+        count *= 2
+    if nodes > 1 and transports.of(topology.spec).name in ("tcpx", "tcpxo") and count < 16:
+        count *= 2
+    return count
 
 
 def _step(speeds, bw: float) -> float:
@@ -366,9 +375,12 @@ def _refine(bus: float, a: str, proto: int, c: int, m: _Machine, ranking: bool):
 
 
 def _refine_rccl(bus: float, a: str, proto: int, c: int, m: _Machine, ranking: bool):
-    """RCCL's one refinement under HIP: a measured ratio per algorithm and protocol."""
-    ratio = R.BW_RATIO[0 if m.nodes <= 2 else 1][a][proto]
-    return bus * ratio, "" if ratio == 1 else f"RCCL's bandwidth ratio {ratio:g}"
+    """RCCL's one refinement under HIP, a ratio per algorithm and protocol (bwRatio), ranks;
+    what runs moves at the protocol's share of the links (LL: 8 bytes of 16)."""
+    if ranking:
+        ratio = R.BW_RATIO[0 if m.nodes <= 2 else 1][a][proto]
+        return bus * ratio, "" if ratio == 1 else f"RCCL's bandwidth ratio {ratio:g}"
+    return bus * (0.5 if proto == T.LL else 1.0), ""
 
 
 def _latency_us(
@@ -380,6 +392,7 @@ def _latency_us(
     tab = R if m.rccl else T
     base = tab.BASE_US[a][proto]
     intra = tab.HW_US["nvlink" if m.nvlink else "pci"][a][proto]
+    # with one GPU per node NCCL charges the tree's network hop ("fully exposed")
     inter = tab.HW_US["net"]["tree" if m.ppn == 1 and not m.rccl else a][proto]
     if ranking:  # graph->latencyInter: the plugin's latency (RCCL: instead of its table's)
         extra = m.transport.plugin_us

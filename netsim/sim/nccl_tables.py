@@ -118,3 +118,6 @@ LAUNCH_US = 4.0
 # away while nBytes < nc x nt x threshold, down to one, then halves the threads.
 MAX_THREADS = (512, 640, 512)
 THREAD_THRESHOLD = (8, 8, 64)
+
+# src/include/device.h MAXCHANNELS: the most channels a communicator has
+MAX_CHANNELS = 64

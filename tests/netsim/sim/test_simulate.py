@@ -165,7 +165,7 @@ def test_predict_and_errors_share_the_measured_schema():
 
 def test_sweep_scaling_efficiency_falls_with_communication():
     """One channel (the textbook rings): the hierarchical ring wins at scale, since only 1/L
-    of its bytes leave a node. NCCL's channels (8 here, one per rail): the flat ring uses
+    of its bytes leave a node. NCCL's channels (16 here, two per rail): the flat ring uses
     every NIC and streams NVLink and NIC traffic at once, and beats the hierarchical ring
     whose phases run one after the other, as NCCL's rings beat hierarchical schemes."""
     dgx = topology.load("dgx-h100")
@@ -176,7 +176,7 @@ def test_sweep_scaling_efficiency_falls_with_communication():
     assert eff[(64, "ring")] < eff[(8, "ring")]
     assert eff[(256, "hierarchical-ring")] > eff[(256, "ring")]  # fewer slow inter-node rounds
     rows = predict.sweep(dgx, algos, [256], 10**8, compute_s=0.05)
-    assert {r["channels"] for r in rows} == {8}
+    assert {r["channels"] for r in rows} == {16}
     nccl = {r["algorithm"]: r["allreduce_time_s_median"] for r in rows}
     assert nccl["ring"] < 0.9 * nccl["hierarchical-ring"]
     piped = predict.predict(dgx, algos[1], 256, 10**8, chunks=16)["allreduce_time_s_median"]
