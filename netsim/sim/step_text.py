@@ -123,14 +123,14 @@ def step_plot(path: str, o: dict) -> str:
         label="backward",
     )
     for b in o["buckets"]:
-        if b["start_s"] > b["ready_s"]:
-            ax.plot([b["ready_s"] * 1e3, b["start_s"] * 1e3], [0.6, 0.6], color="0.5", lw=1)
+        if b["start_s"] > b["ready_s"]:  # ready, waiting for the stream: above the bars
+            ax.plot([b["ready_s"] * 1e3, b["start_s"] * 1e3], [1.15, 1.15], color="0.5", lw=1)
         ax.broken_barh(
             [(b["start_s"] * 1e3, max(b["allreduce_s"], 0) * 1e3)],
             (0.2, 0.8),
             color="tab:orange" if b["bucket"] % 2 == 0 else "tab:red",
         )
-    ax.set_yticks([0.6, 2.0], ["all-reduce\n(buckets)", "compute"])
+    ax.set_yticks([0.6, 1.15, 2.0], ["all-reduce\n(buckets)", "waiting", "compute"])
     ax.set_xlabel("time in the step (ms)")
     ax.axvline(o["step_time_s"] * 1e3, color="k", lw=1, ls="--")
     ax.legend(loc="upper left", fontsize=8)
