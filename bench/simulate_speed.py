@@ -13,7 +13,8 @@ simulated time beside the closed form.
 
 Then a training step of a workload (issue 28: `predict --workload`, netsim.sim.step): GPT-2
 large's 109 DDP buckets on 16,384 GPUs (2,048 nodes of 8 on 8 rails), each bucket's
-all-reduce from NCCL's model, and a sweep of 12 rank counts (8 to 16,384) of the same step;
+all-reduce from NCCL's model or simulated (a ring on NCCL's channels), and a sweep of 12
+rank counts (8 to 16,384) of the same step with NCCL's model;
 targets: under 10 s and 2 GB, and under a minute. Printed: wall and CPU time (they differ
 on a shared machine), peak memory, buckets and the distinct bucket sizes (NCCL's model
 runs once per size and rank count).
@@ -89,14 +90,18 @@ def one(algorithm: str, network: str, nodes: int, nelems: int, channels: int, ro
     }
 
 
-STEP_CASES = [  # (workload, nodes, rank counts)
-    ("gpt2-large", 2048, (16384,)),
-    ("gpt2-large", 2048, tuple(8 << k for k in range(12))),
+STEP_CASES = [  # (workload, nodes, rank counts, the collectives' model)
+    ("gpt2-large", 2048, (16384,), "nccl"),
+    ("gpt2-large", 2048, (16384,), "simulate"),
+    ("gpt2-large", 2048, tuple(8 << k for k in range(12)), "nccl"),
 ]
 
 
-def step_case(workload: str, nodes: int, ranks: tuple[int, ...]) -> dict:
-    """In this process: the workload's step at each rank count; wall time and peak memory."""
+def step_case(workload: str, nodes: int, ranks: tuple[int, ...], how: str) -> dict:
+    """In this process: the workload's step at each rank count, each bucket's all-reduce by
+    NCCL's model or simulated (a ring of NCCL's channel count); wall and CPU time, peak
+    memory."""
+    from netsim import algorithms
     from netsim.sim import step
     from netsim.workload import catalog
 
@@ -104,7 +109,9 @@ def step_case(workload: str, nodes: int, ranks: tuple[int, ...]) -> dict:
     w = catalog.builtin(workload)
     forward, backward = step.compute_times(w, "hopper")
     start, cpu = time.perf_counter(), time.process_time()
-    rows = [step.step(w, step.Timer(topo, p, "nccl"), forward, backward) for p in ranks]
+    rows = [
+        step.step(w, step.Timer(topo, p, how, algorithms.RING, 4), forward, backward) for p in ranks
+    ]
     return {
         "wall_s": time.perf_counter() - start,
         "cpu_s": time.process_time() - cpu,
@@ -119,13 +126,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
-    ap.add_argument("--step", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--step", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--steps-only", action="store_true", help="only the workload steps")
     args = ap.parse_args()
     if args.step:
-        workload, nodes, ranks = args.step
+        workload, nodes, ranks, how = args.step
         ranks = tuple(int(r) for r in ranks.split(","))
-        print(json.dumps(step_case(workload, int(nodes), ranks)))
+        print(json.dumps(step_case(workload, int(nodes), ranks, how)))
         return
     if args.one:
         algorithm, network, *numbers = args.one
@@ -146,12 +153,13 @@ def main() -> None:
             f"{r['simulated_s'] * 1e3:>7.2f} ms {r['closed_form_s'] * 1e3:>9.2f} ms"
         )
     print(
-        f"\n{'workload step':<14} {'ranks':>22} {'buckets':>8} {'sizes':>6} {'wall':>9} "
+        f"\n{'workload step':<14} {'all-reduces':<11} {'ranks':>22} {'buckets':>8} {'sizes':>6} "
+        f"{'wall':>9} "
         f"{'cpu':>9} {'peak':>10}"
     )
-    for workload, nodes, ranks in STEP_CASES:
+    for workload, nodes, ranks, how in STEP_CASES:
         spec = ",".join(map(str, ranks))
-        argv = [sys.executable, __file__, "--step", workload, str(nodes), spec]
+        argv = [sys.executable, __file__, "--step", workload, str(nodes), spec, how]
         r = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
         shown = (
             f"{ranks[0]:,}"
@@ -159,7 +167,7 @@ def main() -> None:
             else f"{len(ranks)} counts, {ranks[0]}..{ranks[-1]:,}"
         )
         print(
-            f"{workload:<14} {shown:>22} {r['buckets']:>8} {r['sizes']:>6} "
+            f"{workload:<14} {how:<11} {shown:>22} {r['buckets']:>8} {r['sizes']:>6} "
             f"{r['wall_s']:>7.1f} s {r['cpu_s']:>7.1f} s {r['peak_bytes'] / 2**30:>6.2f} GiB"
         )
 
