@@ -55,3 +55,26 @@ def test_gradients_are_ready_last_layer_first_and_in_reverse_within_a_layer():
 def test_caps_must_be_positive(caps):
     with pytest.raises(ValueError):
         buckets.plan([1, 2], *caps)
+
+
+def test_the_mlps_segments_are_its_flat_buffers_weights_and_biases_in_order():
+    """Training's MLP holds layer l's W (widths[l] x widths[l+1]) then its b in one flat
+    buffer (allreduce_train.maths.model); a run directory's workload has the same tensors in
+    the same order, so the plan over them is the plan training makes of its buffer."""
+    from allreduce_train.maths.model import layer_segments
+
+    widths = (784, 1024, 1024, 10)
+    segments = layer_segments(widths)
+    layers = [(a * b, b) for a, b in zip(widths, widths[1:])]
+    assert [(start, count) for start, count in segments] == [
+        (sum(map(sum, layers[:i])), sum(layers[i])) for i in range(len(layers))
+    ]
+    order = buckets.ready_order(layers)
+    sizes = [layers[i][k] * 4 for i, k in order]
+    plan = buckets.plan(sizes, cap_bytes=2 * MIB)
+    # b2, W2 (40 KiB) and b1 reach no MiB; W1 (4 MiB) closes the first bucket; then b0 and
+    # W0 (3 MiB) the second
+    assert [[order[i] for i in b] for b in plan] == [
+        [(2, 1), (2, 0), (1, 1), (1, 0)],
+        [(0, 1), (0, 0)],
+    ]
