@@ -33,10 +33,11 @@ InfiniBand.
 Two times per pair. The library ranks pairs by its own estimate (`model_s`): its latency
 table, the latency its network plugin reports, its per-channel tree ceiling and, in RCCL,
 its per-size correction factors. What nccl-tests measures (`time_s`) is the same formula
-with what the hardware costs: every step between nodes pays NCCL's `net` hop latency plus
-the topology's own NIC and switch latencies and the transport's per-message cost (twice
-for Simple, as tuning.cc adds its flush), and the tree is bounded by the links, not by a
-per-channel ceiling that NCCL only ranks with.
+with what the hardware costs: every step between nodes pays the library's `net` hop
+latency plus the topology's own NIC and switch latencies and the transport's per-message
+cost (twice for Simple, as tuning.cc adds its flush), and the tree is bounded by the links,
+not by a per-channel ceiling that NCCL only ranks with. RCCL's data moves at the links'
+rate cut by the protocol's share (LL: half); its bwRatio and correction factors only rank.
 
 The size ramp (enqueue.cc topoGetAlgoInfo): a call of n bytes runs on nc of the C channels,
 nc the largest with n >= nc x threads x threshold (nccl_tables.MAX_THREADS,
@@ -55,9 +56,11 @@ GPU's NVLink (xGMI) bandwidth holds; doubled (ncclTopoDupChannels) where a chann
 >= 25 GB/s, unless on Hopper and later it runs below 50 with more than 4 channels. NVLS uses
 one channel per GPU of the node, CollNet one per NIC.
 
-Not modelled: tuning.cc's 0.85 for trees of pattern TREE (multi-node NCCL builds BALANCED
-trees), RCCL's MSCCL kernels for small sizes on MI300X nodes, and the time NCCL spends on
-one call's host side other than the launch.
+Not modelled: the pipeline's fill beyond the per-step latency terms (enqueue.cc's chunk
+sizes), tuner plugins that override NCCL's pick (GCP's for TCPXO), tuning.cc's 0.85 for
+trees of pattern TREE (multi-node NCCL builds BALANCED trees), RCCL's MSCCL kernels for
+small sizes on MI300X nodes, and the time NCCL spends on one call's host side other than
+the launch.
 """
 
 from __future__ import annotations
