@@ -43,7 +43,7 @@ FLOOR = "that cluster measured >= 218 us below 256 KiB (RCCL's model: 50): not e
 RAMP = "RCCL with the Pollara plugin ramps slower than modelled from 1 to 16 MiB"
 SPARK = "DGX Spark measures 2-3x NCCL's two-node latency model: its NIC path is not known"
 NVLS221 = "NCCL 2.21.5 charged an NVLSTree network step 14 us; netsim reads 2.30's 20.9"
-EFA1 = "EFA on p4d with the 2022 plugin reached ~62% of its line rate: not modelled"
+EFA1 = "EFA on p4d with the plugins of 2021-22 ran at 35-62% of its line rate: not modelled"
 
 # the public source of each measurement set (bench/published.md has the addresses)
 SOURCE = {
@@ -64,6 +64,7 @@ SOURCE = {
     "A15": "nccl#1244",
     "A16": "hpc-ai-envs#30",
     "A17": "nccl-tests#290",
+    "A18": "aws-efa-eks",
 }
 
 # id, preset, ranks, bytes, NCCL_ALGO ("auto": the library's choice), GPUs per process,
@@ -138,6 +139,15 @@ SWEEPS = [
         1,
         (41.16, 55.28, 59.17, 81.37, 261.6, 1652.0, 5525.0, 43643.0),
         {MIB: RAMP, 16 * MIB: RAMP},
+    ),
+    (  # 8 B to 1 GiB: the sweep's top
+        "A18",
+        "p4d-efa",
+        16,
+        "auto",
+        1,
+        (167.5, 233.3, 273.9, 483.5, 1895.5, 16865.0, 61556.0),
+        {n: EFA1 for n in SWEEP[1:]},
     ),
 ]
 

@@ -26,9 +26,9 @@ has `multicast = true` unless it says false (third-generation NVSwitch and later
 Top-level `gpu` (volta, ampere, hopper, blackwell; cdna3, cdna4 for AMD Instinct, whose
 library is RCCL) and `cpu` (intel, amd, arm) choose the rows of NCCL's (or RCCL's) tables
 that the NCCL model reads (netsim.sim.nccl); a topology without `gpu` has no NCCL model.
-`nic.transport` (infiniband, the default; roce, efa, tcpx, tcpxo, socket) is what carries
-the traffic between nodes: its per-message cost and the protocols NCCL runs over it are
-netsim.cluster.transports'.
+`nic.transport` (infiniband, the default; roce, efa, efa-unordered, tcpx, tcpxo, socket) is
+what carries the traffic between nodes: its per-message cost and the protocols NCCL runs
+over it are netsim.cluster.transports'.
 """
 
 from __future__ import annotations

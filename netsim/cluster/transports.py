@@ -14,6 +14,7 @@ SRD), or TCP through the host kernel with a GPU-side unpack (Google's GPUDirect-
     infiniband   LL, LL128, Simple      all                   0           0 (net_ib)
     roce         LL, LL128, Simple      all                   0           0 (net_ib)
     efa          LL, LL128, Simple      ring, tree, nvls-tree 10 (est.)   35 (aws-ofi-nccl)
+    efa-unordered  Simple               ring, tree            10 (est.)   75 (aws-ofi-nccl)
     tcpx         Simple                 ring, tree            35 (est.)   0
     tcpxo        Simple                 ring, tree            10 (est.)   0
     socket       LL, LL128, Simple      ring, tree            25 (est.)   0 (net_socket.cc)
@@ -21,12 +22,14 @@ SRD), or TCP through the host kernel with a GPU-side unpack (Google's GPUDirect-
 Protocols: LL and LL128 need the NIC to land each 8-byte (LL) or 128-byte (LL128) line of
 data and flag in order in GPU memory, polled by the receiving kernel. EFA on P5 and later
 instances delivers 128-byte aligned writes in order (aws-ofi-nccl src/platform-aws.cpp,
-FI_OPT_EFA_WRITE_IN_ORDER_ALIGNED_128_BYTES; where it cannot, the plugin sets
-NCCL_PROTO=simple). GPUDirect-TCPX receives into GPU buffers through the host's TCP stack
-and unpacks with a kernel, so no flag can be polled: Google's configurations set
-NCCL_PROTO=Simple and NCCL_ALGO=Ring,Tree (GoogleCloudPlatform/container-engine-accelerators
-gpudirect-tcpx/nccl-config.yaml; gpudirect-tcpxo/best-practice.md, the profile without
-LL128: NCCL_PROTO=Simple, NCCL_NVLS_ENABLE=0). CollNet needs SHARP switches (InfiniBand);
+FI_OPT_EFA_WRITE_IN_ORDER_ALIGNED_128_BYTES); where it cannot, as on p4d and p3dn, the
+plugin sets NCCL_PROTO=simple ("byte delivery ordering" not supported): `efa-unordered`,
+whose plugin reports 75 us (`.latency = 75.0` for p4d.24xlarge). GPUDirect-TCPX receives
+into GPU buffers through the host's TCP stack and unpacks with a kernel, so no flag can be
+polled: Google's configurations set NCCL_PROTO=Simple and NCCL_ALGO=Ring,Tree
+(GoogleCloudPlatform/container-engine-accelerators gpudirect-tcpx/nccl-config.yaml;
+gpudirect-tcpxo/best-practice.md, the profile without LL128: NCCL_PROTO=Simple,
+NCCL_NVLS_ENABLE=0). CollNet needs SHARP switches (InfiniBand);
 NVLS between nodes needs a network whose plugin supports NVLS tree (aws-ofi-nccl tunes
 NCCL_NVLSTREE_MAX_CHUNKSIZE for it).
 
@@ -67,6 +70,7 @@ TRANSPORTS = {
         Transport("infiniband", PROTOCOLS, ALL_ALGORITHMS, 0.0),
         Transport("roce", PROTOCOLS, ALL_ALGORITHMS, 0.0),
         Transport("efa", PROTOCOLS, ("ring", "tree", "nvls-tree"), 10.0, 35.0),
+        Transport("efa-unordered", ("Simple",), ("ring", "tree"), 10.0, 75.0),
         Transport("tcpx", ("Simple",), ("ring", "tree"), 35.0),
         Transport("tcpxo", ("Simple",), ("ring", "tree"), 10.0),
         Transport("socket", PROTOCOLS, ("ring", "tree"), 25.0),

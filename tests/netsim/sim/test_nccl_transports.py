@@ -77,6 +77,8 @@ def test_each_transport_allows_the_protocols_and_algorithms_nccl_runs_over_it():
     assert ("ring", "LL128") in pairs("infiniband") and ("collnet", "Simple") in pairs("roce")
     for tcp in ("tcpx", "tcpxo"):  # Google's configurations: NCCL_PROTO=Simple, Ring,Tree
         assert pairs(tcp) == {("tree", "Simple"), ("ring", "Simple")}
+    # EFA without ordered 128-byte writes (p4d): aws-ofi-nccl sets NCCL_PROTO=simple
+    assert pairs("efa-unordered") == {("tree", "Simple"), ("ring", "Simple")}
     efa = pairs("efa")  # no SHARP switches: no CollNet, whatever the topology claims
     assert ("ring", "LL128") in efa and not any(a == "collnet" for a, _ in efa)
     with pytest.raises(InputError, match=r"no ring all-reduce with protocol LL128 .*tcpx"):
@@ -93,7 +95,8 @@ def test_simple_only_makes_a_tcpx_megabyte_slower_than_infiniband_picks():
 
 
 def test_every_transport_is_a_topology_key_with_infiniband_by_default():
-    assert set(transports.TRANSPORTS) == {"infiniband", "roce", "efa", "tcpx", "tcpxo", "socket"}
+    names = {"infiniband", "roce", "efa", "efa-unordered", "tcpx", "tcpxo", "socket"}
+    assert set(transports.TRANSPORTS) == names
     assert transports.of(topology.load("dgx-h100").spec).name == "infiniband"
     assert transports.of(topology.load("a3-mega").spec).name == "tcpxo"
     with pytest.raises(topology.TopologyError, match="nic.transport must be one of"):
