@@ -12,7 +12,9 @@ asserting the argv they return.
 local.py starts ranks on this machine; clusters.py builds the argv (and the environment it
 needs) that starts N nodes x G ranks per node on real hosts through MPICH's mpiexec, Open
 MPI's mpirun or Slurm's srun, and reads and writes their hostfiles. `python -m launch`
-(__main__.py) prints or runs those; examples/ holds a hostfile and a Slurm batch script.
+(__main__.py) prints or runs those, each rank under rank.py's watch (`python -m
+launch.rank`), which names a rank killed by a signal; examples/ holds a hostfile and a
+Slurm batch script.
 emulate.py (`python -m launch.emulate`) runs a job on a cluster emulated on this machine:
 netns.py builds its network (namespaces, bridges, veth links capped by tc), hop.py is what
 MPICH's Hydra runs instead of ssh to start a rank inside a node's namespace.

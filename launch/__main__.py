@@ -4,8 +4,13 @@ it would run. The command is what follows `--`, by default this interpreter's
 `python -m allreduce_train`.
 
 The argv is clusters.py's; this module only does what those pure functions may not: read
-the hostfile, the user id and the environment, and exec. Bad input is reported as argparse
-reports it, but on one line: `python -m launch: error: ...`, exit status 2.
+the hostfile, the user id and the environment, and run it. Run, each rank's command goes
+under launch.rank's watch (`python -m launch.rank -- COMMAND`, this interpreter), which
+names a rank killed by a signal; this process passes the launcher's stderr on, and exits
+7 (a peer lost) when a watch said so, else with the launcher's code. SIGINT, SIGTERM and
+SIGHUP go on to the launcher, which passes them to every rank. --dry-run prints the
+launcher's command without the watch, to paste. Bad input is reported as argparse reports
+it, but on one line: `python -m launch: error: ...`, exit status 2.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
+import subprocess
 import sys
 
-from . import clusters
+from . import clusters, rank
 
 PROG = "python -m launch"
 USAGE = (
@@ -36,8 +43,11 @@ def parser() -> argparse.ArgumentParser:
         usage=USAGE,
         description="Run COMMAND (default: this Python's -m allreduce_train) as G ranks on "
         "each of N hosts, one per GPU, under MPICH, Open MPI or Slurm.",
-        epilog="Example: python -m launch --launcher mpich --hostfile launch/examples/hostfile"
-        " --ranks-per-node 8 --dry-run -- python -m allreduce_train --device gpu",
+        epilog="Each rank runs under a watch (python -m launch.rank) that names a rank killed"
+        " by a signal: 'python -m launch: error: rank 2 died (signal 9: SIGKILL; ...)', and"
+        " the exit status is then 7, whatever the launcher's. Example: python -m launch"
+        " --launcher mpich --hostfile launch/examples/hostfile --ranks-per-node 8 --dry-run"
+        " -- python -m allreduce_train --device gpu",
     )
     p.add_argument("--launcher", required=True, choices=("mpich", "openmpi", "srun"))
     where = p.add_mutually_exclusive_group(required=True)
@@ -57,8 +67,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the command as one line to paste into a shell, the variables it needs"
-        " set before it (NAME=VALUE ... COMMAND); do not run it",
+        help="print the launcher's command as one line to paste into a shell, the variables it"
+        " needs set before it (NAME=VALUE ... COMMAND; without the per-rank watch); do not"
+        " run it",
     )
     return p
 
@@ -119,12 +130,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(command_line(launch))
         return 0
+    watched = build(args, [sys.executable, "-m", "launch.rank", "--", *command], os.geteuid() == 0)
+    return run(watched)
+
+
+def run(launch: clusters.Launch) -> int:
+    """Run the launch, each rank under launch.rank's watch, and pass its stderr on line by
+    line; SIGINT, SIGTERM and SIGHUP go on to the launcher, which passes them to every rank.
+    Its exit code, but PEER_LOST (7) when a watch said a rank died of a signal: the launcher's
+    own code is then the signal's number, or another rank's."""
     try:
-        os.execvpe(launch.argv[0], launch.argv, launch.environ(os.environ))
-    except OSError as e:  # exec returns only when it failed: no launcher by that name, say
+        proc = subprocess.Popen(
+            launch.argv,
+            env=launch.environ(os.environ),
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # a terminal's Ctrl-C reaches us, and the launcher once
+            preexec_fn=rank.die_with_parent,  # and it ends with us
+        )
+    except OSError as e:
         print(f"{PROG}: error: cannot start {launch.argv[0]}: {_reason(e)}", file=sys.stderr)
         return 127
-    return 0  # not reached
+
+    def forward(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, forward)
+    died = []
+    for line in proc.stderr:
+        sys.stderr.buffer.write(line)
+        sys.stderr.flush()
+        found = rank.DIED.search(line.decode(errors="replace"))
+        if found:
+            died.append(found[1])
+    code = proc.wait()
+    if died and code != 0:
+        return rank.PEER_LOST
+    return code if code >= 0 else 128 - code
 
 
 def command_line(launch: clusters.Launch) -> str:
