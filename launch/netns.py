@@ -17,6 +17,8 @@ only on these links, the switch namespace routes nothing, and no packet can leav
 machine. Deleting the namespaces deletes every veth and bridge in them; `down` first
 kills every process still inside, so nothing made here outlives it. `netem` is not in
 this kernel, so links add no latency: the latency a model needs comes from calibration.
+(Past 300 lines: the network, its counters, its latency and its removal, watcher included,
+are one thing; split, the names they share would be in two places.)
 """
 
 from __future__ import annotations
