@@ -2,7 +2,7 @@
 
 A cut is a replica step k where every replica has taken exactly its first k steps and every
 push sent before has been applied: k a multiple of n_push and n_fetch (a push and a fetch
-happen there anyway), above every replica's first step and below its last (roles.Layout.
+happen there anyway), above every replica's first step and below its last (ranks.Layout.
 can_cut). Server 0 coordinates, and no replica waits for another while none is due:
 
   - A replica at a cut it may take (Asking) looks for server 0's STOP notice without

@@ -1,5 +1,5 @@
 """The async role in the run's lifecycle (run.lifecycle): a Downpour replica or a parameter
-server (downpour.roles), from the start to the run directory's last file.
+server (downpour.ranks), from the start to the run directory's last file.
 
 At the start, as in a sync run: config.json (with the `downpour` layout), every replica's
 step file and every server's event file, the first writes agreed by all ranks. Then every
@@ -39,7 +39,7 @@ from ..maths.evaluate import digest, score
 from ..run import console
 from ..run.checkpoint import Snapshot
 from ..run.lifecycle import Run
-from .roles import Layout, Replica, Server
+from .ranks import Layout, Replica, Server
 
 
 class AsyncRole:
