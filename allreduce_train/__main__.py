@@ -104,7 +104,7 @@ def setup(world: World, argv):
             if args["resume"]:  # its settings, from its newest checkpoint (on every rank)
                 state = checkpoint.latest(args["resume"])
                 defaults = vars(parser(speak=False).parse_args([]))
-                args = checkpoint.resumed_config(state["config"], args, defaults)
+                args = checkpoint.resumed_config(state["config"], args, defaults, state["layers"])
             cfg = Config(**args)
             cfg.check_world(world.world_size)
             if state is not None and cfg.mode == "async":  # where each replica stood
@@ -161,11 +161,15 @@ def setup(world: World, argv):
     if world.is_root:
         try:
             run_dir = rundir.create(cfg.run_dir, world.world_size)
-        except OSError as exc:
-            error = str(exc) if isinstance(exc, FileExistsError) else f"--run-dir: {exc}"
+        except FileExistsError as exc:
+            error = (exits.USAGE, str(exc))
+        except OSError as exc:  # a read-only or full disk is the run directory's code (9)
+            disk = exc.errno in exits.DISK_ERRORS
+            error = (exits.OUTPUT, f"rank 0: {exc.filename}: {exc.strerror}") if disk else (
+                exits.USAGE, f"--run-dir: {exc}")  # fmt: skip
     error, run_dir = world.bcast((error, run_dir))
     if error is not None:
-        raise UsageError(error)
+        raise agreed(*error)
     return cfg, dataset, dev, run_dir, state
 
 

@@ -61,6 +61,7 @@ class Config:
     eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch
     check_every: int = 50  # steps between cross-rank weight checksum checks; 0: only at the end
     record: bool = True  # per-step records and reports (off only to measure their cost)
+    quiet: bool = False  # no progress lines within an epoch (only a terminal gets them anyway)
     trace_steps: str = "1-3"  # steps drawn in timeline.json: "A-B,C", or "none"
     ranks_per_node: int | None = None  # pretend nodes of this many ranks (default: real hosts)
     mode: str = "sync"  # sync: the all-reduce; async: Downpour SGD against parameter servers
@@ -276,6 +277,17 @@ class Config:
             raise UsageError(
                 f"--global-batch {self.global_batch} exceeds the {ntrain} training "
                 f"samples of {self.dataset}"
+            )
+        # Steps are numbered from 0: a step the run never takes is refused where it is named
+        # (--trace-steps' default may pass the end of a short run: it is only a default).
+        total = self.steps or self.epochs * (ntrain // self.global_batch)
+        last = f"the run has {total} step{'s' * (total > 1)}, 0 to {total - 1}"
+        if self.injection and self.injection.step >= total:
+            raise UsageError(f"--inject step={self.injection.step} would never strike: {last}")
+        beyond = sorted(s for s in self.traced_steps if s >= total)
+        if beyond and self.trace_steps != Config.trace_steps:
+            raise UsageError(
+                f"--trace-steps {self.trace_steps}: step {beyond[0]} cannot be drawn: {last}"
             )
 
     def widths_for(self, nfeatures: int, nclasses: int) -> tuple[int, ...]:

@@ -293,6 +293,12 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         help="keep no per-step records and print no traffic report (only to "
         "measure what recording costs)",
     )
+    g.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress lines within an epoch (rank 0 prints one every few seconds, with "
+        "the rate and an estimate of the time left, only when the output is a terminal)",
+    )
     g = p.add_argument_group("failures")
     g.add_argument(
         "--comm-timeout",

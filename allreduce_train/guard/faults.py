@@ -73,6 +73,8 @@ def parse(text: str) -> Injection:
         key, eq, value = part.partition("=")
         if not eq or key.strip() not in ("kind", "rank", "step", "secs"):
             raise ValueError(f"unexpected {part!r}")
+        if key.strip() in fields:
+            raise ValueError(f"{key.strip()} given twice")
         fields[key.strip()] = value.strip()
     missing = [k for k in ("kind", "rank", "step") if k not in fields]
     if missing:

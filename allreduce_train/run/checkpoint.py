@@ -8,9 +8,13 @@ computes exactly what the uninterrupted one would have.
 
 Rank 0 writes, after every rank has agreed on the step (the weight check before it: all
 replicas bit-identical), into RUN_DIR/checkpoints/step-NNNNNNNN.npz, atomically (temporary
-file, fsync, rename, fsync of the directory); the last `keep` stay. `--resume RUN_DIR`
-takes the newest one that loads; a damaged newest (a kill mid-write leaves at most a
-temporary file, which is never picked) falls back to the one before.
+file, fsync, rename, fsync of the directory); the last `keep` stay. A file is named by the
+number of the last step it holds, steps numbered from 0 as everywhere (ARCHITECTURE's
+Definitions): step-00000009.npz holds 10 steps done (its `step`, a count, says 10).
+`--resume RUN_DIR` takes the newest one that loads; a damaged newest (a kill mid-write
+leaves at most a temporary file, which is never picked; a disk may still leave one empty or
+cut short) falls back to the one before, and when none loads the error is one line naming
+each.
 
 An async run's (--mode async, downpour.role) `step` counts the run's batches done, as its
 --steps does: after a cut, where every replica has taken exactly its first k steps, that is
@@ -26,12 +30,14 @@ import glob
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from netsim.record import rundir
 
+from ..config.config import SGD_MOMENTUM
 from ..exits import CHECKPOINT, UsageError
 
 FORMAT = 1
@@ -44,7 +50,8 @@ MATHS = (
 )  # fmt: skip
 
 
-NEVER_INHERITED = ("run_dir", "resume", "inject")  # a new directory; a fault is not carried
+# a new directory; a fault is not carried; quiet is this terminal's choice
+NEVER_INHERITED = ("run_dir", "resume", "inject", "quiet")
 
 
 @dataclass
@@ -79,7 +86,7 @@ def save(run_dir: str, snapshot: Snapshot, keep: int) -> str:
     """The snapshot as RUN_DIR/checkpoints/step-NNNNNNNN.npz (the last `keep` stay); returns
     its path."""
     os.makedirs(directory(run_dir), exist_ok=True)
-    path = os.path.join(directory(run_dir), f"step-{snapshot.step:08d}.npz")
+    path = os.path.join(directory(run_dir), name(snapshot.step))
     write(path, snapshot)
     fd = os.open(directory(run_dir), os.O_RDONLY)  # the rename itself survives a crash
     try:
@@ -91,6 +98,11 @@ def save(run_dir: str, snapshot: Snapshot, keep: int) -> str:
     for old in sorted(glob.glob(os.path.join(directory(run_dir), "step-*.npz")))[:-keep]:
         os.unlink(old)
     return path
+
+
+def name(steps_done: int) -> str:
+    """A checkpoint's file name: the number of its last step (from 0), 8 digits."""
+    return f"step-{steps_done - 1:08d}.npz"
 
 
 def write(path: str, snapshot: Snapshot) -> None:
@@ -125,8 +137,9 @@ def latest(run_dir: str) -> dict:
     for path in found:
         try:
             return read(path)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            problems.append(f"{os.path.basename(path)}: {exc}")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            why = "empty" if os.path.isfile(path) and not os.path.getsize(path) else str(exc)
+            problems.append(f"{os.path.basename(path)}: {why or type(exc).__name__}")
     raise CheckpointError(f"--resume {run_dir}: no checkpoint loads ({'; '.join(problems)})")
 
 
@@ -162,12 +175,32 @@ def check_async(state: dict, run_dir: str, replicas: int, world_size: int) -> No
         )
 
 
-def resumed_config(saved: dict, given: dict, defaults: dict) -> dict:
+def resolved(key: str, value, saved: dict, layers=None):
+    """What a maths setting of the checkpoint's configuration `saved` meant: a default left
+    to the run (None) as the run resolved it (the layers from the data, `layers`: the
+    checkpoint's widths; SGD's momentum; the initialisation for the activation)."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if value is not None:
+        return value
+    if key == "layers" and layers is not None:
+        return tuple(int(w) for w in layers)
+    if key == "momentum":
+        sync_sgd = saved.get("optimizer", "sgd") == "sgd" and saved.get("mode", "sync") == "sync"
+        return SGD_MOMENTUM if sync_sgd else 0.0
+    if key == "init":
+        return "he" if saved.get("activation") == "relu" else "xavier"
+    return value
+
+
+def resumed_config(saved: dict, given: dict, defaults: dict, layers=None) -> dict:
     """The configuration of a resumed run: the checkpoint's, with what the user gave in its
     place where the maths allows (how long, how often to check or checkpoint, the rank
-    count, the algorithm, ...). A maths setting given with another value is refused,
-    naming it. --steps and --epochs are one setting, how long: either given replaces both.
-    A run whose all-reduce auto picked picks again (the rank count may differ)."""
+    count, the algorithm, ...). A maths setting given with another value than the one the
+    checkpointed run resolved it to (`layers`: the checkpoint's widths) is refused, naming
+    it; given with that value, it is the same run. --steps and --epochs are one setting,
+    how long: either given replaces both. A run whose all-reduce auto picked picks again
+    (the rank count may differ)."""
     out = dict(given)
     for key, value in saved.items():
         if key in defaults and key not in NEVER_INHERITED and given[key] == defaults[key]:
@@ -180,10 +213,16 @@ def resumed_config(saved: dict, given: dict, defaults: dict) -> dict:
         was = saved.get(key)
         if isinstance(was, list):
             was = tuple(was)
-        if given[key] != defaults[key] and given[key] != was:
+        meant = resolved(key, was, saved, layers)
+        if given[key] != defaults[key] and given[key] != was and given[key] != meant:
             raise CheckpointError(
-                f"--resume: --{key.replace('_', '-')} was {was} when the checkpoint was "
-                f"written; a resumed run keeps it (got {given[key]})"
+                f"--resume: --{key.replace('_', '-')} was {show(meant)} when the checkpoint "
+                f"was written; a resumed run keeps it (got {show(given[key])})"
             )
         out[key] = was
     return out
+
+
+def show(value) -> str:
+    """A setting as the command line writes it."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

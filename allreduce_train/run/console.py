@@ -1,7 +1,11 @@
-"""What rank 0 prints: the start banner, one line per epoch, the final summary."""
+"""What rank 0 prints: the start banner, one line per epoch (and, on a terminal, a progress
+line every few seconds within a long one), the final summary."""
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from collections import Counter
 
 from netsim import algorithms
@@ -39,7 +43,17 @@ def banner(d: dict) -> str:
             f"  optim    {optimizer(cfg)}, weight decay {cfg['weight_decay']:g}, seed "
             f"{cfg['seed']}",
             f"  records  {d['run_dir']}",
+            *([resumed_line(d["resumed_from"], d["total_steps"])] if d.get("resumed_from") else []),
         ]
+    )
+
+
+def resumed_line(resumed: dict, total: int) -> str:
+    """The banner's line of a resumed run: where it goes on from (steps numbered from 0)."""
+    done = resumed["step"]
+    return (
+        f"  resumed  from {resumed['checkpoint']} ({done:,} steps done, to step {done - 1}); "
+        f"this run takes steps {done} to {total - 1}"
     )
 
 
@@ -61,26 +75,38 @@ def epoch_line(
     samples_per_s: float,
     comm_share: float,
 ) -> str:
+    """The line after `step` (numbered from 0, as every file numbers it), the epoch's last."""
     epoch = step // steps_per_epoch + 1
     return (
-        f"epoch {epoch:>3}  step {step + 1:>6}  train loss {train_loss:.4f}  "
+        f"epoch {epoch:>3}  step {step:>6}  train loss {train_loss:.4f}  "
         f"test loss {test_loss:.4f}  test acc {accuracy:.4f}  "
         f"{samples_per_s:>9,.0f} samples/s  comm {comm_share:>4.0%}"
     )
+
+
+def this_run(s: dict, unit: str, units: str) -> str:
+    """How many steps (or batches) this run took; a resumed run's are not all of them."""
+    first, n = s.get("first_step", 0), s["steps"] - s.get("first_step", 0)
+    head = f"{n:,} {unit if n == 1 else units}"
+    if first:
+        head += f" ({units} {first} to {s['steps'] - 1}, resumed after {unit} {first - 1})"
+    return head
 
 
 def final_report(s: dict) -> str:
     if s.get("mode") == "async":
         r = len(s["steps_by_rank"]) - s["servers"]
         return (
-            f"done: {s['steps']} batches on {r} replica{'s' * (r > 1)} in {s['wall_s']:.2f} s, "
+            f"done: {this_run(s, 'batch', 'batches')} on {r} replica{'s' * (r > 1)} in "
+            f"{s['wall_s']:.2f} s, "
             f"{s['samples_per_s']:,.0f} samples/s; test accuracy {s['test_accuracy']:.4f}, test "
             f"loss {s['test_loss']:.4f} (the servers' final weights, blake2b "
             f"{s['weights_blake2b']})"
         )
     p = s["world_size"]
     lines = [
-        f"done: {s['steps']} steps in {s['wall_s']:.2f} s, {s['samples_per_s']:,.0f} samples/s; "
+        f"done: {this_run(s, 'step', 'steps')} in {s['wall_s']:.2f} s, "
+        f"{s['samples_per_s']:,.0f} samples/s; "
         f"test accuracy {s['test_accuracy']:.4f}, test loss {s['test_loss']:.4f}"
     ]
     compute = sum(s["compute_s_by_rank"]) / p / max(s["steps"], 1)
@@ -101,3 +127,80 @@ def final_report(s: dict) -> str:
             f"finite: {shown}"
         )
     return "\n".join(lines)
+
+
+PROGRESS_S = 3.0  # seconds between progress lines within an epoch
+# Processes that launch ranks and pass their output on through pipes: the terminal, if any,
+# is their outermost one's standard output.
+LAUNCHERS = ("hydra_pmi_proxy", "mpiexec", "mpiexec.hydra", "mpirun", "orted", "prted",
+             "prterun", "srun", "slurmstepd")  # fmt: skip
+
+
+def terminal() -> bool:
+    """Whether this process's output reaches a terminal: its own standard output, or under a
+    launcher (whose ranks write into pipes) the launcher's. Linux's /proc; elsewhere, or when
+    it cannot tell, no."""
+    if sys.stdout.isatty():
+        return True
+    pid = os.getpid()
+    try:
+        for _ in range(8):
+            out = os.readlink(f"/proc/{pid}/fd/1")
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{parent}/comm", encoding="utf-8") as f:
+                above = f.read().strip()
+            if not out.startswith(("pipe:", "socket:")) or above not in LAUNCHERS:
+                return out.startswith(("/dev/pts/", "/dev/tty", "/dev/console"))
+            pid = parent
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+class Progress:
+    """Rank 0's progress line within an epoch that takes more than `every_s` seconds: the
+    step, the rate and the estimated time left, every `every_s` seconds. Rank 0 alone
+    decides, from its own clock: `step` asks nothing of the other ranks."""
+
+    def __init__(self, first: int, total: int, steps_per_epoch: int, global_batch: int,
+                 every_s: float = PROGRESS_S, clock=time.perf_counter):  # fmt: skip
+        self.total, self.spe, self.batch, self.every_s, self.clock = (
+            total, steps_per_epoch, global_batch, every_s, clock)  # fmt: skip
+        self.epoch_start(first)
+
+    def epoch_start(self, first: int) -> None:
+        """An epoch (or the run) goes on from step `first`, now."""
+        self.first, self.since = first, self.clock()
+        self.last = self.since
+
+    def step(self, step: int) -> str | None:
+        """After step `step` (numbered from 0): a progress line when one is due, else None."""
+        done = step + 1
+        if done % self.spe == 0 or done == self.total:  # the epoch's own line follows
+            self.epoch_start(done)
+            return None
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return None
+        self.last = now
+        per_step = (now - self.since) / (done - self.first)
+        epoch_end = min(self.total, (step // self.spe + 1) * self.spe)
+        run = duration((self.total - done) * per_step)
+        left = f"the run ends in {run}"
+        if epoch_end < self.total:
+            left = f"epoch ends in {duration((epoch_end - done) * per_step)}, the run in {run}"
+        return (
+            f"  epoch {step // self.spe + 1:>3}  step {step:>6} of 0-{self.total - 1}  "
+            f"{self.batch / per_step:>9,.0f} samples/s  {left}"
+        )
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '2 h 07 min'."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -1,7 +1,9 @@
 """The sync role in the run's lifecycle (run.lifecycle): every rank a Trainer, all stepping
 together, the checks, evaluations and checkpoints between steps where they fall due.
 
-SIGINT and SIGTERM stop the loop after a step every rank agrees on, with a checkpoint: the
+On a terminal, rank 0 alone prints a progress line every few seconds within a long epoch
+(run.console.Progress, from its own clock: nothing is exchanged for it). SIGINT and SIGTERM
+stop the loop after a step every rank agrees on, with a checkpoint: the
 ranks compare their flags about every AGREE_S seconds (a step count fixed after the second
 step: a small collective every step cost the default job 5-30% here).
 """
@@ -64,10 +66,15 @@ class SyncRole:
         self.meter = meter = EpochMeter(tr, run.out)
         agreement = Agreement(world)
         wall_start, first, every = time.perf_counter(), tr.totals.steps, 0
+        progress = None  # rank 0's lines within a long epoch: its own clock, no collective
+        if world.is_root and not cfg.quiet and console.terminal():
+            progress = console.Progress(first, tr.total_steps, tr.steps_per_epoch, cfg.global_batch)
         try:
             for step in range(first, tr.total_steps):
                 tr.step(step)
                 self.between_steps(step)
+                if progress is not None and (line := progress.step(step)) is not None:
+                    world.log(line)
                 done = step + 1
                 if every <= 1:  # the first steps, and steps of AGREE_S or more: agree now
                     stop = agreement.now(stops.flag)

@@ -57,7 +57,7 @@ def run_row(run_dir: str, target: float | None) -> dict:
         merged = traffic.merge(config, records, complete=totals is not None)
         sent = merged.table["bytes_sent"].sum(axis=1)  # per step, all ranks
         upto = dict(zip(merged.steps.tolist(), np.cumsum(sent).tolist())).get
-        how = cfg.get("allreduce", "?")
+        how = cfg.get("allreduce", "?") + ("/shm" if cfg.get("transport") == "shm" else "")
     curve = []
     for row in evaluations(run_dir):
         moved = upto(row["step"])
@@ -66,6 +66,7 @@ def run_row(run_dir: str, target: float | None) -> dict:
         "run_dir": run_dir,
         "label": f"{os.path.basename(os.path.normpath(run_dir))}: p={config['world_size']} {how}",
         "world_size": config["world_size"],
+        "dataset": cfg.get("dataset"),
         "allreduce": cfg.get("allreduce"),
         "curve": curve,
         "final_accuracy": curve[-1]["test_accuracy"],
@@ -88,6 +89,21 @@ def compare(run_dirs: list[str], target: float | None) -> list[dict]:
     return [run_row(d, target) for d in run_dirs]
 
 
+def note(rows: list[dict]) -> str | None:
+    """A warning when the runs did not learn the same data: their accuracies (and the time
+    to one target) measure different tasks."""
+    datasets = {r.get("dataset") for r in rows}
+    if len(datasets) < 2:
+        return None
+    which = ", ".join(f"{os.path.basename(os.path.normpath(r['run_dir']))} {r.get('dataset')}"
+                      for r in rows)  # fmt: skip
+    against = " or against one target" if rows[0].get("target") is not None else ""
+    return (
+        f"note: these runs trained on different datasets ({which}): their accuracies do not "
+        f"compare with each other{against}"
+    )
+
+
 def text(rows: list[dict]) -> str:
     target = rows[0].get("target")
     head = f"{'run':<40} {'accuracy':>8} {'best':>6} {'time s':>8} {'bytes':>10}"
@@ -107,6 +123,8 @@ def text(rows: list[dict]) -> str:
                 else f"{t['step']:>6} {t['wall_s']:>8.2f} {_bytes(t['bytes']):>10}"
             )
         lines.append(line)
+    if note(rows):
+        lines.append(note(rows))
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ stall) is not billed to the network; algbw = buffer bytes / that time; busbw = a
 2(p-1)/p * n bytes (the nccl-tests convention for every algorithm, so that busbw compares
 algorithms). The bytes a run sent stand beside the count the run's own algorithm gives for
 them. A GPU run staged through host memory adds its copies: bytes each way per step, and
-their median times.
+their median times. One rank has no all-reduce to time: its algbw and busbw are None.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def summarize(config: dict, traffic: Traffic) -> dict:
         out.update(
             {
                 "allreduce_time_s_median": float(collective_s),
+                # one rank's all-reduce moves nothing: no bandwidth to speak of
                 "algbw_bytes_per_s": config["buffer_bytes"] / collective_s
-                if collective_s > 0
+                if collective_s > 0 and p > 1
                 else None,
                 "most_waited_for_rank": int(caused.argmax()),
                 "most_waited_for_share_of_steps": float(last[caused.argmax()] / steps),

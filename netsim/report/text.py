@@ -138,6 +138,11 @@ def _time_lines(traffic, s) -> list[str]:
             f"{ms(s['allreduce_time_s_median'])}; algbw {s['algbw_bytes_per_s'] / 1e9:.3f} GB/s, "
             f"busbw {s['busbw_bytes_per_s'] / 1e9:.3f} GB/s"
         )
+    elif traffic.world_size == 1 and s.get("allreduce_time_s_median") is not None:
+        lines.append(
+            "  all-reduce on one rank: nothing to exchange, no algbw or busbw (median call "
+            f"{ms(s['allreduce_time_s_median'])}, the call's own cost)"
+        )
     m = s["per_step_mean_by_rank"]
     head = "  per rank, mean per step:   compute    transfer       stall   stall/comm"
     lines.append(head + "   made others wait")

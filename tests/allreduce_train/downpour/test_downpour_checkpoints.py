@@ -48,7 +48,7 @@ def test_checkpoint_every_counts_each_replicas_steps_and_adds_no_message(tmp_pat
     )  # fmt: skip
     assert result.returncode == 0, result.output
     points = sorted((tmp_path / "checkpoints").iterdir())
-    assert [p.name for p in points] == [f"step-{b:08d}.npz" for b in (12, 24, 36)]
+    assert [p.name for p in points] == [f"step-{b:08d}.npz" for b in (11, 23, 35)]  # last batch
     for path, k in zip(points, (6, 12, 18)):
         state = saved(path)
         assert int(state["step"]) == 2 * k and state["replica_steps"].tolist() == [k, k]
@@ -71,7 +71,7 @@ def test_one_replica_killed_and_resumed_is_the_run_that_never_stopped(tmp_path, 
     )
     assert broken.returncode != 0 and "Killed (signal 9)" in broken.output, broken.output
     kept = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
-    assert kept == ["step-00000010.npz", "step-00000020.npz"]
+    assert kept == ["step-00000009.npz", "step-00000019.npz"]  # named by their last batch
     done = train(2, tmp_path / "b", "--resume", str(tmp_path / "a"))
     assert done.returncode == 0, done.output
     mine, whole = (read_json(tmp_path / d / "summary.json") for d in ("b", "whole"))
@@ -103,7 +103,7 @@ def test_two_replicas_resumed_take_the_batches_the_uninterrupted_run_takes(tmp_p
         3, tmp_path / "a", *args, "--checkpoint-every", "5", "--inject", "kind=kill,rank=1,step=14"
     )
     assert broken.returncode != 0
-    assert (tmp_path / "a" / "checkpoints" / "step-00000020.npz").exists()
+    assert (tmp_path / "a" / "checkpoints" / "step-00000019.npz").exists()  # 20 batches done
     done = train(3, tmp_path / "b", "--resume", str(tmp_path / "a"))
     assert done.returncode == 0, done.output
     batches = []
@@ -143,6 +143,9 @@ def interrupted(proc, run_dir, signum) -> tuple[int, list[int]]:
     assert "Traceback" not in err.decode(), err.decode()
     [point] = (run_dir / "checkpoints").iterdir()
     state = saved(point)
+    last = int(state["step"]) - 1  # the run's last batch done: the message's and the name's
+    assert f"{name} after step {last}: checkpoint {point}" in said[0], said
+    assert point.name == f"step-{last:08d}.npz"
     return int(state["step"]), state["replica_steps"].tolist()
 
 
@@ -177,9 +180,9 @@ def test_async_resume_refusals_are_one_line_on_every_rank(tmp_path):
     )
     old = tmp_path / "old"  # a checkpoint written before async runs could resume
     (old / "checkpoints").mkdir(parents=True)
-    state = saved(tmp_path / "a" / "checkpoints" / "step-00000008.npz")
+    state = saved(tmp_path / "a" / "checkpoints" / "step-00000007.npz")
     del state["replica_steps"]
-    np.savez(old / "checkpoints" / "step-00000008.npz", **state)
+    np.savez(old / "checkpoints" / "step-00000007.npz", **state)
     for ranks, args, words, code in [
         (2, (*ASYNC, "--steps", "3", "--checkpoint-every", "4", "--fetch-every", "3"),
          "--checkpoint-every 4: --mode async checkpoints where every replica pushes and "

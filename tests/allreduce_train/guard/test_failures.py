@@ -109,6 +109,8 @@ def test_injections_parse_or_say_what_is_wrong():
         ("kind=exit,rank=-1,step=1", "count from 0"),
         ("kind=sleep,rank=0,step=1,secs=nan", "secs must be"),
         ("kind=exit,rank=0,step=1,when=now", "unexpected 'when=now'"),
+        ("kind=exit,rank=0,step=1,step=3", "step given twice"),
+        ("kind=exit,kind=kill,rank=0,step=1", "kind given twice"),
     ]:
         with pytest.raises(ValueError, match=words):
             parse(text)

@@ -49,7 +49,7 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(whole, tmp_path):
     )
     assert broken.returncode != 0
     kept = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
-    assert kept == ["step-00000010.npz", "step-00000020.npz"]  # the newest 2
+    assert kept == ["step-00000009.npz", "step-00000019.npz"]  # the newest 2, by last step
     done = train(2, tmp_path / "b", "--resume", str(tmp_path / "a"))
     assert done.returncode == 0, done.output
     for mine, theirs in zip(final(tmp_path / "b"), final(whole)):
@@ -70,9 +70,9 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(whole, tmp_path):
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(whole, tmp_path):
     assert train(2, tmp_path / "a", "--steps", "30", "--checkpoint-every", "10").returncode == 0
     points = tmp_path / "a" / "checkpoints"
-    for newest in (points / "step-00000030.npz", tmp_path / "a" / "checkpoint.npz"):
+    for newest in (points / "step-00000029.npz", tmp_path / "a" / "checkpoint.npz"):
         newest.write_bytes(newest.read_bytes()[:500])  # a kill mid-write leaves a .tmp at
-    (points / "step-00000040.npz.tmp123").write_bytes(b"PK")  # most, but a disk may lie
+    (points / "step-00000039.npz.tmp123").write_bytes(b"PK")  # most, but a disk may lie
     done = train(2, tmp_path / "b", "--resume", str(tmp_path / "a"), *STEPS)
     assert done.returncode == 0, done.output
     assert json.loads((tmp_path / "b" / "config.json").read_text())["resumed_from"]["step"] == 20
@@ -107,11 +107,13 @@ def test_sigint_writes_a_checkpoint_and_the_run_goes_on_from_it(tmp_path):
     said = [x for x in out.decode().splitlines() if "SIGINT after step" in x]
     assert len(said) == 1 and "go on with --resume" in said[0], out.decode()
     [point] = (run_dir / "checkpoints").iterdir()
-    step = int(point.stem.split("-")[1])
-    assert 0 < step < 100000
-    done = train(2, tmp_path / "b", "--resume", str(run_dir), "--steps", str(step + 5))
+    step = int(point.stem.split("-")[1])  # its last step, the one the message names
+    assert 0 < step < 100000 and f"SIGINT after step {step}: checkpoint {point};" in said[0]
+    with np.load(point) as z:
+        assert int(z["step"]) == step + 1  # steps done
+    done = train(2, tmp_path / "b", "--resume", str(run_dir), "--steps", str(step + 6))
     assert done.returncode == 0, done.output
-    assert sorted({s for s, _ in losses(tmp_path / "b")}) == list(range(step, step + 5))
+    assert sorted({s for s, _ in losses(tmp_path / "b")}) == list(range(step + 1, step + 6))
 
 
 def test_a_resume_that_cannot_be_is_one_line(tmp_path):

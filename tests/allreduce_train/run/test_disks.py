@@ -61,3 +61,9 @@ def test_a_read_only_run_directory(tmp_path):
         result = train(2, disk, "--steps", "5")
         one_line(result, "Read-only file system", str(disk))
         assert sum(x.startswith("allreduce_train: error") for x in result.output.splitlines()) == 1
+
+
+def test_a_run_directory_that_cannot_be_made_on_a_read_only_disk(tmp_path):
+    with tmpfs(tmp_path / "disk", "1m", "ro") as disk:  # it exited 2, a usage error, before
+        result = train(2, disk / "run", "--steps", "5")
+        one_line(result, "Read-only file system", str(disk / "run"))

@@ -74,3 +74,26 @@ def test_bad_requests_are_one_line(runs, tmp_path):
         out = netsim("compare", *args)
         assert out.returncode == 2 and out.stderr.count("\n") == 1, (args, out.stderr)
         assert words in out.stderr, (args, out.stderr)
+
+
+def test_runs_of_different_datasets_against_one_target_get_a_note(runs, tmp_path):
+    xor = tmp_path / "xor"
+    assert train(1, xor, "--dataset", "xor", "--steps", "20", "--eval-every", "10").returncode == 0
+    out = netsim("compare", runs[1], xor, "--target", 0.9)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == (
+        "note: these runs trained on different datasets (p2 digits, xor xor): their "
+        "accuracies do not compare with each other or against one target"
+    )
+    rows = json.loads(netsim("compare", runs[1], xor, "--json").stdout)
+    assert [r["dataset"] for r in rows] == ["digits", "xor"]
+    assert "note:" not in netsim("compare", *runs).stdout  # one dataset: nothing to say
+
+
+def test_one_rank_reports_no_bandwidth_for_an_all_reduce_that_moves_nothing(runs):
+    traffic = json.loads((runs[0] / "summary.json").read_text())["traffic"]
+    assert traffic["algbw_bytes_per_s"] is None and "busbw_bytes_per_s" not in traffic
+    report = netsim("report", runs[0])
+    assert "algbw" not in report.stdout.replace("no algbw", ""), report.stdout
+    assert "all-reduce on one rank: nothing to exchange, no algbw or busbw" in report.stdout
+    assert "algbw" in netsim("report", runs[1]).stdout  # two ranks: the figure stands
