@@ -4,7 +4,8 @@ The order of samples depends only on the seed and the epoch: in step s of an epo
 global batch is rows perm[s*B:(s+1)*B] of that epoch's permutation, whatever the number of
 ranks. Rank r takes its contiguous part of those B rows (the first B mod p ranks get one
 extra), so p ranks together see exactly the batch one rank would, and each rank gathers
-(and, for memory-mapped files, reads) only its own rows.
+(and, for memory-mapped files, reads) only its own rows. (Past 300 lines: which rows a
+rank reads, and the checks that every file it reads them from is whole, are one idea.)
 
 Data sets:
   digits     scikit-learn's bundled 8x8 handwritten digits (1,797 images), no download.
