@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import algorithms, commands
+from . import algorithms, commands, step_commands
 from .calibration import choose, measure
 from .cluster import topology
 from .errors import InputError
 from .options import (
-    MAX_ACCUMULATE,
-    MAX_BATCH,
     MAX_CHANNELS,
     MAX_CHUNKS,
     MAX_PARAMS,
@@ -25,7 +23,6 @@ from .options import (
     real,
 )
 from .sim import nccl, nccl_tables
-from .workload import catalog
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,90 +104,7 @@ def parser() -> argparse.ArgumentParser:
             help="pipeline the buffer in K pieces, so that an algorithm's phases overlap "
             "as NCCL's do (default: %(default)s, the textbook algorithm)",
         )
-        return workload_options(c)
-
-    def workload_options(c):
-        w = c.add_argument_group(
-            "a training step of a workload",
-            "forward, then backward layer by layer, each DDP bucket's all-reduce issued "
-            "when its gradients are ready (docs/ARCHITECTURE.md defines the figures)",
-        )
-        w.add_argument(
-            "--workload",
-            metavar="W",
-            help=f"a built-in ({', '.join(catalog.BUILTINS)}), a workload file (TOML or "
-            "JSON), an ASTRA-sim 1.0 / SimAI workload file, or a run directory of ours",
-        )
-        w.add_argument(
-            "--seq-len",
-            type=integer(1, catalog.MAX_SEQ_LEN),
-            metavar="N",
-            help="tokens per sample of a built-in sequence model (default: its context)",
-        )
-        w.add_argument(
-            "--batch",
-            type=integer(1, MAX_BATCH),
-            metavar="B",
-            help="samples per GPU per micro-step (default: the workload's)",
-        )
-        w.add_argument(
-            "--step-ms",
-            type=real(0, low_open=True),
-            metavar="MS",
-            help="the measured forward + backward of one micro-step on one GPU: the "
-            "layers' compute is scaled to it (default: the workload's times or FLOPs)",
-        )
-        w.add_argument(
-            "--efficiency",
-            type=real(0, 1, low_open=True),
-            metavar="E",
-            help="the share of the device's peak FLOPs that the layers achieve (default: "
-            "the workload's [compute] efficiency, else 0.4)",
-        )
-        w.add_argument(
-            "--precision",
-            choices=("fp16", "bf16", "tf32", "fp32"),
-            help="the math the layers' FLOPs run at, which picks the device's peak (mixed "
-            "precision: fp16 or bf16; default: the workload's, else its dtype's)",
-        )
-        w.add_argument(
-            "--bucket-mb",
-            type=real(0),
-            metavar="MB",
-            help="DDP's bucket_cap_mb, MiB (default: 25); 0: the whole gradient in one bucket",
-        )
-        w.add_argument(
-            "--first-bucket-mb",
-            type=real(0, low_open=True),
-            metavar="MB",
-            help="the first bucket's cap, MiB (default: 1, DDP's)",
-        )
-        w.add_argument(
-            "--overlap",
-            choices=("on", "off"),
-            help="on: a bucket's all-reduce starts when its gradients are ready; off: "
-            "after the whole backward (default: on)",
-        )
-        w.add_argument(
-            "--accumulate",
-            type=integer(1, MAX_ACCUMULATE),
-            metavar="K",
-            help="gradient accumulation: K micro-steps per step, one all-reduce (default: 1)",
-        )
-        w.add_argument(
-            "--grad-dtype",
-            choices=("float32", "float16", "bfloat16"),
-            help="the gradients' dtype (default: the workload's)",
-        )
-        w.add_argument(
-            "--collectives",
-            choices=("auto", "nccl", "simulate"),
-            help="the all-reduce's model: NCCL's on a GPU topology, or the simulator with "
-            "--algorithm (default: auto, NCCL's where the topology has a gpu and is not "
-            "calibrated)",
-        )
-        w.add_argument("--csv", metavar="CSV", help="also write the rows as CSV")
-        return c
+        return step_commands.add_options(c)
 
     c = sized(
         modelled(

@@ -6,8 +6,9 @@ shift, each one tensor) and its forward and backward compute, as times for one m
 or as FLOPs per sample that a device's throughput turns into times. Here:
 
     workload   the Workload and its Layer, the compute model (FLOPs to seconds on a device
-               at a stated achievable share of its peak), the versioned file format
-               (TOML or JSON, netsim-workload version 1) and its checked loader
+               at a stated achievable share of its peak)
+    fileformat the versioned file format (TOML or JSON, netsim-workload version 1), its
+               checked loader and writers
     buckets    PyTorch DDP's bucket plan, the one function training calls too
     convnets   ResNet-50/101, VGG-16, Inception v3: generated from their definitions
     transformers  BERT-base/large, GPT-2 small..XL, Transformer-big: likewise

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 from . import convnets, importers, transformers
-from .workload import Workload, WorkloadError, load
+from .fileformat import load
+from .workload import Workload, WorkloadError
 
 BUILTINS = {
     "resnet-50": lambda seq: convnets.resnet(50),

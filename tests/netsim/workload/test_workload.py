@@ -7,6 +7,7 @@ import pytest
 
 from netsim.errors import InputError
 from netsim.workload import catalog, convnets, importers, transformers
+from netsim.workload import fileformat as ff
 from netsim.workload import workload as wl
 
 # Published parameter counts: torchvision's model documentation (ResNet, VGG, Inception v3
@@ -60,7 +61,7 @@ def test_gpt2_forward_flops_per_token_are_kaplans_2n_plus_attention(name):
 def test_every_built_in_round_trips_through_both_formats(tmp_path):
     for name in catalog.BUILTINS:
         w = catalog.builtin(name).with_(compute={"device": "hopper", "efficiency": 0.5})
-        for kind, text in (("toml", wl.to_toml(w)), ("json", wl.to_json(w))):
+        for kind, text in (("toml", ff.to_toml(w)), ("json", ff.to_json(w))):
             path = tmp_path / f"{name}.{kind}"
             path.write_text(text)
             assert catalog.resolve(str(path)) == w, (name, kind)
@@ -73,7 +74,7 @@ def test_layers_given_by_times_round_trip():
         batch=8,
     )
     w = w.with_(layers=(w.layers[0], wl.Layer("b", (), forward_s=0.0005, backward_s=0.001)))
-    assert wl.loads(wl.to_toml(w)) == w
+    assert ff.loads(ff.to_toml(w)) == w
     assert w.times() == ([0.001, 0.0005], [0.002, 0.001])
 
 
@@ -143,7 +144,7 @@ def spoil(path, value):
 )
 def test_a_bad_field_is_one_line_naming_it(path, value, words):
     with pytest.raises(wl.WorkloadError) as info:
-        wl.check(spoil(path, value))
+        ff.check(spoil(path, value))
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
@@ -151,7 +152,7 @@ def test_a_file_that_is_not_a_workload_is_one_line_naming_it(tmp_path):
     bad = tmp_path / "w.toml"
     bad.write_text("format = [")
     with pytest.raises(wl.WorkloadError, match="w.toml: not a TOML workload"):
-        wl.load(str(bad))
+        ff.load(str(bad))
     with pytest.raises(InputError, match="neither a built-in"):
         catalog.resolve(str(tmp_path / "absent.toml"))
     with pytest.raises(InputError, match="--seq-len is for sequence models"):
