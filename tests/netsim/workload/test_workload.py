@@ -214,3 +214,22 @@ def test_resnet_layers_are_torchvisions_modules_in_registration_order():
         "layer1.0.downsample.bn",
     ]
     assert names[-1] == "fc"
+
+
+def test_a_pytorch_module_becomes_its_parameters_in_registration_order():
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 4 * 4, 10),
+    )
+    w = importers.from_torch(model, torch.zeros(2, 3, 4, 4), batch=2)
+    assert [layer.tensors for layer in w.layers] == [(216,), (8, 8), (1280, 10)]
+    assert w.params == sum(p.numel() for p in model.parameters())
+    # a convolution's FLOPs: 2 x weights x output positions (4 x 4); a linear layer's: 2 x
+    # weights; the batch norm's element-wise work is not counted
+    assert [layer.forward_flops for layer in w.layers] == [2 * 216 * 16, 0.0, 2 * 1280]
+    timed = importers.from_torch(model, torch.zeros(2, 3, 4, 4), batch=2, measure=True)
+    assert all(layer.forward_s is not None for layer in timed.layers)
