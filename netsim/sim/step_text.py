@@ -18,7 +18,8 @@ def _head(o: dict) -> str:
     accumulate = f", {o['accumulate']} micro-steps a step" if o["accumulate"] > 1 else ""
     return (
         f"{o['workload']}: {o['params']:,} parameters, {o['gradient_dtype']} gradients "
-        f"({nbytes(o['gradient_bytes'])}), {o['batch_per_gpu']:,} samples per GPU{accumulate}; "
+        f"({nbytes(o['gradient_bytes'])}), {o['batch_per_gpu']:,} "
+        f"sample{'s' if o['batch_per_gpu'] != 1 else ''} per GPU{accumulate}; "
         f"{plan}, overlap {'on' if o['overlap'] else 'off'}; all-reduces: {o['collectives']}"
     )
 
