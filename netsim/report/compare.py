@@ -138,26 +138,8 @@ def _bytes(n) -> str:
 
 
 def plot(path: str, rows: list[dict]) -> None:
-    """Accuracy against wall time (and against bytes, where recorded), one line per run."""
-    from .plots import figure_class
+    """Accuracy against wall time (and against bytes, where recorded), one line per run
+    (plots.compare_figure)."""
+    from .plots import DPI, compare_figure
 
-    with_bytes = all(p["bytes"] is not None for r in rows for p in r["curve"])
-    fig = figure_class()(figsize=(11 if with_bytes else 7, 4.5))
-    axes = fig.subplots(1, 2 if with_bytes else 1, squeeze=False)[0]
-    for r in rows:
-        acc = [p["test_accuracy"] for p in r["curve"]]
-        axes[0].plot([p["wall_s"] for p in r["curve"]], acc, marker="o", label=r["label"])
-        if with_bytes:
-            axes[1].plot([p["bytes"] / 2**20 for p in r["curve"]], acc, marker="o")
-    axes[0].set_xlabel("running time (s)")
-    if with_bytes:
-        axes[1].set_xlabel("bytes moved by the all-reduce (MiB, all ranks)")
-    for ax in axes:
-        ax.set_ylabel("test accuracy")
-        ax.grid(True, alpha=0.3)
-        if rows[0].get("target") is not None:
-            ax.axhline(rows[0]["target"], color="grey", linestyle="--", linewidth=1)
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle("running time against accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    compare_figure(rows).savefig(path, dpi=DPI)

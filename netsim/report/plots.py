@@ -1,6 +1,10 @@
 """PNG plots of a run's network load, for reading at a glance.
 
-    plot_steps.png       bytes sent and synchronisation stall per step, one line per rank
+    plot_steps.png       synchronisation stall per step: each rank's median over bins of
+                         steps in a band of the ranks' 10th-90th percentiles, the straggler
+                         (the rank the others waited for) marked; bytes sent per step
+                         beside it only where they vary from step to step (else one line
+                         of text gives them)
     plot_time_split.png  mean step time of each rank split into compute / transfer / stall
     plot_links.png       bytes over the run between every pair of ranks (ring: one diagonal);
                          not written when no message was seen (MPI_Allreduce, one rank)
@@ -8,12 +12,15 @@
 matplotlib is optional (the `plot` extra), so it is imported only when plots are asked for.
 We draw on bare `matplotlib.figure.Figure` objects, never pyplot (matplotlib's advice for
 servers): they render to PNG through Agg, open no window, are freed with their last reference,
-and leave the backend of a notebook or program that calls us as it was.
+and leave the backend of a notebook or program that calls us as it was. compare_figure is
+`netsim compare --plot`'s. (Past 300 lines: every figure of a synchronous run and of
+compare, sharing one figure class, byte units, colours and straggler, in one place.)
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -41,7 +48,7 @@ def write_plots(out_dir: str, config: dict, traffic: Traffic) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     head = headline(config, traffic)
     figures = {
-        "plot_steps.png": _steps_figure(figure, head, traffic),
+        "plot_steps.png": steps_figure(figure, head, traffic),
         "plot_time_split.png": _time_split_figure(figure, head, traffic),
     }
     # MPI_Allreduce hides its messages, and one rank (or no step) sends none: no matrix to draw
@@ -89,26 +96,67 @@ def _rank_label(traffic: Traffic, rank: int) -> str:
 
 # --- per step ---------------------------------------------------------------------------
 
+BINS = 30  # about this many points per line: 440 raw steps of 4 ranks are a thicket
+STRAGGLER = "#d1495b"
 
-def _steps_figure(figure_class, head: str, traffic: Traffic):
-    panels = 2 if traffic.observable else 1
-    # the byte count of a fixed schedule rarely moves; the stall is the story, so it gets more room
-    fig = figure_class(figsize=(9, 6 if panels == 2 else 4), layout="constrained")
+
+def steps_figure(figure_class, head: str, traffic: Traffic):
+    """The stall per step, binned, the straggler marked; the bytes per step on a panel of
+    their own only when some rank's count varies from step to step (a schedule's count is
+    the same every step: a flat line says less than the sentence that replaces it)."""
+    sent = traffic.table.get("bytes_sent") if traffic.observable else None
+    vary = sent is not None and len(traffic.steps) > 1 and not _constant_per_rank(sent)
+    panels = 2 if vary else 1
+    fig = figure_class(figsize=(9, 6 if panels == 2 else 4.5), layout="constrained")
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False, height_ratios=[1, 2][-panels:])[:, 0]
-    fig.suptitle(f"Traffic and stall per step: {head}")
-    if traffic.observable:
-        sent = traffic.table["bytes_sent"]
+    fig.suptitle(f"Synchronisation stall per step: {head}")
+    if vary:
         unit, per_unit = byte_unit(np.nanmax(sent, initial=0))
-        _per_rank_lines(axes[0], traffic, sent / per_unit, unit)
+        _binned_lines(axes[0], traffic, sent / per_unit, unit, straggler=None)
         axes[0].set_ylabel(f"bytes sent per step ({unit})")
-        # from zero, with headroom: a nearly constant count must not sit on the frame
         axes[0].set_ylim(0, 1.15 * np.nanmax(sent / per_unit, initial=1))
-    _per_rank_lines(axes[-1], traffic, traffic.table["wait_s"] * 1e3, "ms")
+    straggler = _straggler(traffic)
+    _binned_lines(axes[-1], traffic, traffic.table["wait_s"] * 1e3, "ms", straggler)
     axes[-1].set_ylabel("synchronisation stall (ms)")
     axes[-1].set_xlabel("training step")
     axes[-1].xaxis.get_major_locator().set_params(integer=True)  # steps are whole numbers
-    axes[-1].set_title(_stall_note(traffic), fontsize="small", loc="left")
+    note = _stall_note(traffic)
+    if sent is not None and not vary:
+        note = f"{_bytes_note(traffic, sent)}\n{note}"
+    axes[-1].set_title(note, fontsize="small", loc="left")
     return fig
+
+
+def _constant_per_rank(values) -> bool:
+    """Each rank's value the same every step, within 0.1%."""
+    return bool(np.allclose(values, values[:1], rtol=1e-3, atol=0, equal_nan=True))
+
+
+def _bytes_note(traffic: Traffic, sent) -> str:
+    """The bytes of a count that does not vary from step to step, as words."""
+    if not len(traffic.steps):
+        return "bytes sent per step: no step recorded"
+    per_rank = sent[0]
+    unit, per_unit = byte_unit(np.nanmax(per_rank, initial=0))
+    if np.allclose(per_rank, per_rank[:1], rtol=1e-3, atol=0):
+        return (
+            f"bytes sent per step: {per_rank[0] / per_unit:,.1f} {unit} by every rank, every "
+            "step (the plot is omitted: nothing varies)"
+        )
+    if traffic.world_size <= 8:
+        each = ", ".join(f"r{r} {b / per_unit:,.1f} {unit}" for r, b in enumerate(per_rank))
+    else:
+        each = f"{np.nanmin(per_rank) / per_unit:,.1f}-{np.nanmax(per_rank) / per_unit:,.1f} {unit}"
+    return f"bytes sent per step, the same every step: {each} (plot_links.png: per link)"
+
+
+def _straggler(traffic: Traffic) -> int | None:
+    """The rank the others waited for most (traffic.py charges each step's stall to the
+    rank that entered the all-reduce last), or None when nobody waited."""
+    if not len(traffic.steps) or "caused_wait_s" not in traffic.table:
+        return None
+    caused_s = np.nansum(traffic.table["caused_wait_s"], axis=0)
+    return int(caused_s.argmax()) if caused_s.any() else None
 
 
 def _stall_note(traffic: Traffic) -> str:
@@ -119,13 +167,12 @@ def _stall_note(traffic: Traffic) -> str:
         else f"bytes not observable inside {label} (--allreduce ring counts them)\n"
     )
     steps = len(traffic.steps)
-    # traffic.py charges every step's stall to the rank that entered the collective last
-    caused_s = np.nansum(traffic.table["caused_wait_s"], axis=0)
-    if not steps or not caused_s.any():
+    worst = _straggler(traffic)
+    if worst is None:
         return (
             note + "stall: time spent waiting for ranks that reach the all-reduce later; none seen"
         )
-    worst = int(caused_s.argmax())
+    caused_s = np.nansum(traffic.table["caused_wait_s"], axis=0)
     last_share = np.mean(traffic.times["t_comm"].argmax(axis=1) == worst)
     return note + (
         "stall: waiting for ranks that reach the all-reduce later; most waited for: rank "
@@ -134,36 +181,47 @@ def _stall_note(traffic: Traffic) -> str:
     )
 
 
-def _per_rank_lines(ax, traffic: Traffic, values, unit: str) -> None:
+def bins(steps, size: int | None = None) -> list[slice]:
+    """Consecutive runs of `size` steps (about BINS of them), the last one shorter."""
+    n = len(steps)
+    size = size or max(1, round(n / BINS))
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _binned_lines(ax, traffic: Traffic, values, unit: str, straggler: int | None) -> None:
+    """Per bin of steps: a band from the 10th to the 90th percentile of every rank's steps
+    in it, each rank's median as a line (above LEGEND_RANKS ranks, the median rank's), and
+    the straggler's median in red, labelled."""
     steps, p = traffic.steps, traffic.world_size
-    # equal on every rank (the ring's byte count): p lines would hide behind one another. Within
-    # 0.1%, because a buffer that p does not divide gives chunks one element apart.
-    if (
-        p > 1
-        and len(steps)
-        and np.allclose(values, values[:, :1], rtol=1e-3, atol=0, equal_nan=True)
-    ):
-        ax.plot(
-            steps,
-            values[:, 0],
-            color="black",
-            label=f"every rank: {np.nanmean(values):,.1f} {unit}",
-        )
-    elif p <= LEGEND_RANKS:
+    if not len(steps):
+        ax.grid(alpha=0.3)
+        return
+    parts = bins(steps)
+    size = parts[0].stop - parts[0].start
+    x = np.array([steps[b].mean() for b in parts])
+    with warnings.catch_warnings():  # a bin where a rank recorded nothing is NaN, as it is
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.array([np.nanpercentile(values[b], [10, 90]) for b in parts]).T
+        median = np.array([np.nanmedian(values[b], axis=0) for b in parts])  # (bins, p)
+    what = f"median of each {size} steps" if size > 1 else "each step"
+    if p > 1:
+        ax.fill_between(x, low, high, color="#999999", alpha=0.25, lw=0,
+                        label="10th-90th percentile, all ranks" + (f", {size} steps" if size > 1
+                                                                  else ""))  # fmt: skip
+    if p <= LEGEND_RANKS:
         for rank in range(p):
-            ax.plot(steps, values[:, rank], lw=1.2, label=_rank_label(traffic, rank))
-    elif len(steps):
-        ax.fill_between(
-            steps,
-            np.nanmin(values, axis=1),
-            np.nanmax(values, axis=1),
-            alpha=0.3,
-            label=f"min-max over {p} ranks",
-        )
-        ax.plot(steps, np.nanmedian(values, axis=1), color="black", lw=1, label="median rank")
+            if rank != straggler:
+                ax.plot(x, median[:, rank], lw=1, label=f"{_rank_label(traffic, rank)}, {what}")
+    else:
+        others = [r for r in range(p) if r != straggler]
+        ax.plot(x, np.nanmedian(median[:, others], axis=1), color="black", lw=1.2,
+                label=f"median rank, {what}")  # fmt: skip
+    if straggler is not None:
+        label = f"{_rank_label(traffic, straggler)}: the straggler, the others wait for it"
+        ax.plot(x, median[:, straggler], color=STRAGGLER, lw=2.5, label=label)
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    if len(steps):
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
 
 
 # --- time split -------------------------------------------------------------------------
@@ -268,3 +326,50 @@ def _links_caption(traffic: Traffic, matrix) -> str:
         _, inter_bytes = traffic.intra_inter_bytes()
         caption += f", {inter_bytes / total_bytes:.0%} between nodes (red lines: node boundaries)"
     return caption
+
+
+# --- compare ----------------------------------------------------------------------------
+
+
+def compare_figure(rows: list[dict]):
+    """`netsim compare --plot`: test accuracy against running time (and against the bytes
+    the all-reduces moved, where every run recorded them), one line per run; the target
+    accuracy, when given, a labelled dashed line, and where each run first reached it a
+    hollow marker."""
+    figure = figure_class()
+    with_bytes = all(p["bytes"] is not None for r in rows for p in r["curve"])
+    fig = figure(figsize=(11 if with_bytes else 7, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2 if with_bytes else 1, squeeze=False)[0]
+    target = rows[0].get("target") if rows else None
+    for r in rows:
+        acc = [p["test_accuracy"] for p in r["curve"]]
+        (line,) = axes[0].plot([p["wall_s"] for p in r["curve"]], acc, marker="o", ms=3,
+                               label=r["label"])  # fmt: skip
+        if with_bytes:
+            axes[1].plot([p["bytes"] / 2**20 for p in r["curve"]], acc, marker="o", ms=3,
+                         color=line.get_color())  # fmt: skip
+        reached = r.get("to_target")
+        if reached is not None and target is not None:
+            axes[0].plot(reached["wall_s"], target, marker="o", ms=9, mfc="none",
+                         color=line.get_color())  # fmt: skip
+            if with_bytes and reached.get("bytes") is not None:
+                axes[1].plot(reached["bytes"] / 2**20, target, marker="o", ms=9, mfc="none",
+                             color=line.get_color())  # fmt: skip
+    axes[0].set_xlabel("running time (s)")
+    if with_bytes:
+        axes[1].set_xlabel("bytes moved by the all-reduce (MiB, all ranks)")
+    for ax in axes:
+        ax.set_ylabel("test accuracy")
+        ax.grid(True, alpha=0.3)
+        if target is not None:
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1,
+                       label=f"target accuracy {target:g}")  # fmt: skip
+    axes[0].legend(fontsize=8, loc="lower right")
+    if with_bytes and target is not None:
+        axes[1].legend(fontsize=8, loc="lower right")
+    against = "running time and bytes moved" if with_bytes else "running time"
+    fig.suptitle(
+        f"Test accuracy against {against}"
+        + (f"; circles: where each run first reached {target:g}" if target is not None else "")
+    )
+    return fig
