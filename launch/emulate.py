@@ -25,9 +25,9 @@ shared memory across namespaces too) on eth0. Links add no latency (no netem in 
 kernel). After the run the qdisc counters of every link go into RUN_DIR/network.json
 beside the emulated network's description, and are printed against the inter-node bytes
 the recorder counted: the difference is protocol overhead (TCP/IP headers, MPI envelopes,
-acknowledgements, the run's own small collectives). Needs root, `ip` and `tc`. (Past 300
-lines: one emulation's whole life, from the network up to the cleanup after a kill, is
-here, so that what it makes and what removes it are read side by side.)
+acknowledgements, the run's own small collectives). Needs root, `ip` and `tc`.
+(Past 300 lines: one emulation's whole life, from the network up to the cleanup after a
+kill, is here, so that what it makes and what removes it are read side by side.)
 """
 
 from __future__ import annotations
