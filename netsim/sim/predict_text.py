@@ -57,9 +57,10 @@ def sweep_text(topo, rows: list[dict], params: int, dtype: str, compute_ms: floa
 
 def nccl_text(topo, ranks: int, rows: list) -> str:
     """NCCL's model, one row per estimate (netsim.sim.nccl.Estimate), as nccl-tests reports."""
+    library = rows[0].library if rows else "NCCL"  # RCCL on AMD Instinct
     lines = [
-        f'NCCL all-reduce (float32 sum) on {ranks} ranks of "{topo.name}": NCCL\'s tuning '
-        f"model on netsim's links, as nccl-tests reports it",
+        f'{library} all-reduce (float32 sum) on {ranks} ranks of "{topo.name}": {library}\'s '
+        f"tuning model on netsim's links, as nccl-tests reports it",
         f"{'size':>10}  {'algorithm':<10} {'protocol':<8} {'ch':>3} {'time':>11} "
         f"{'algbw':>11} {'busbw':>11}  bottleneck",
     ]
