@@ -1,14 +1,19 @@
 """python -m allreduce_train.probe: what the MPI of this machine costs, measured for netsim.
 
     mpirun -n P python -m allreduce_train.probe --out probe.json [--pingpong-sizes 8,...,64M]
-        [--allreduce-sizes 4K,...,64M] [--rounds 7]
+        [--allreduce-sizes 4K,...,64M] [--shm-sizes 4K,...,64M] [--rounds 7]
 
-Two measurements, written by rank 0 as JSON (`netsim.calibration.fitting` fits a topology to them):
+Three measurements, written by rank 0 as JSON (`netsim.calibration.fitting` fits a topology to
+them):
 
 - ping-pong between ranks 0 and 1: per round, `iters` round trips of Send/Recv; one-way
   time = round trip / 2. Meant for 2 ranks: more would poll idly and take cores from it.
 - our ring all-reduce (the schedule executor the training uses, over comm.MpiTransport): per
   round, barrier, `iters` all-reduces, the slowest rank's elapsed time / iters.
+- the same ring through the node's shared memory (exchange.shm, what `--transport shm`
+  runs: peers' slices read from an MPI-3 window, the adds fused with the reads), timed
+  alike (`allreduce_shm`); its rounds alternate with the message ring's, so that both see
+  the same spells of load.
 
 Every size gets untimed warm-up repetitions first (page faults, MPI's first touch of a
 buffer), then `--rounds` timed rounds that take the sizes in turn, so that a burst of load
@@ -24,6 +29,7 @@ import argparse
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -33,8 +39,11 @@ from netsim.options import byte_sizes
 from netsim.record import rundir
 
 from .comm import MpiTransport, World, install_abort_hook, library_version, wtime
+from .exchange import factory
 from .exchange.protocol import Transport
 from .exchange.schedule import make_allreduce
+from .exchange.shm import SharedMemoryAllreduce
+from .maths.backend import Backend
 
 WARMUP = 2
 ROUND_BYTES = 64 << 20  # a timed round moves about this many bytes per message/buffer...
@@ -75,6 +84,13 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         default=ALLREDUCE_SIZES,
         metavar="B,B",
         help="float32 buffer sizes, or none (default: 4 KiB .. 64 MiB)",
+    )
+    p.add_argument(
+        "--shm-sizes",
+        type=byte_sizes,
+        default=ALLREDUCE_SIZES,
+        metavar="B,B",
+        help="float32 buffer sizes of the shared-memory ring, or none (default: 4 KiB .. 64 MiB)",
     )
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per size (default: 7)")
     p.speak = speak
@@ -135,6 +151,19 @@ def ring_allreduce(world: World, transport: Transport, nbytes: int):
     return lambda: run(buf)
 
 
+def shm_ring_allreduce(world: World, transport: Transport, nbytes: int):
+    """The ring through shared memory (one window per size, every rank of the host in it);
+    its buffer starts at zeros, as the message ring's."""
+    nelems, everyone = nbytes // 4, [0] * world.world_size
+    shm = SimpleNamespace(allreduce="ring", transport="shm")
+    memory = factory.gradient_memory(shm, world, Backend(np, "cpu"), nelems, np.float32, everyone)
+    if memory.peers is None:  # cannot happen with every rank on one node of the window
+        raise ProbeError("no shared-memory window over the ranks")
+    schedule = RING.schedule(world.world_size, nelems)
+    run = SharedMemoryAllreduce(schedule, world.rank, memory.peers, transport, np.float32)
+    return lambda: run(memory.grads)
+
+
 def measure(world: World, works: list, sizes, rounds: int) -> list[tuple[list, list]]:
     """Per size: (seconds of every round, cores share of every round); rounds are the outer
     loop (see the module docstring)."""
@@ -165,12 +194,15 @@ def main(argv=None) -> int:
         args.pingpong_sizes,
         args.rounds,
     )
-    ar = measure(
+    # the two rings' rounds alternate (one measure over both): a busy spell hits both alike
+    both = measure(
         world,
-        [ring_allreduce(world, transport, n) for n in args.allreduce_sizes],
-        args.allreduce_sizes,
+        [ring_allreduce(world, transport, n) for n in args.allreduce_sizes]
+        + [shm_ring_allreduce(world, transport, n) for n in args.shm_sizes],
+        [*args.allreduce_sizes, *args.shm_sizes],
         args.rounds,
     )
+    ar, shm = both[: len(args.allreduce_sizes)], both[len(args.allreduce_sizes) :]
     result = {
         "world_size": world.world_size,
         "algorithm": "ring",
@@ -190,6 +222,10 @@ def main(argv=None) -> int:
         "allreduce": [
             {"nbytes": n, "iters": iterations(n), "times_s": times, "cpu_share": shares}
             for n, (times, shares) in zip(args.allreduce_sizes, ar)
+        ],
+        "allreduce_shm": [
+            {"nbytes": n, "iters": iterations(n), "times_s": times, "cpu_share": shares}
+            for n, (times, shares) in zip(args.shm_sizes, shm)
         ],
     }
     transport.free()

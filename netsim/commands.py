@@ -157,18 +157,25 @@ def nccl(args) -> int:
 
 def replay(args) -> int:
     topo = topology.load(args.topology)
+    config, records, totals = rundir.load(args.run_dir)
+    transport = config["config"].get("transport", "mpi")
+    note = None
+    if transport == "shm":  # inside a node it read peers' memory: that path's rates
+        topo, note = choose.shared_memory(topo, args.topology)
     network = emulated.network_of(args.run_dir)
     if network is not None and topo.nodes == 1 and "compute" in topo.spec:
         topo = emulated.topology(topo, network)  # the calibrated node, K times, on its links
-    config, records, totals = rundir.load(args.run_dir)
     merged = traffic.merge(config, records, complete=totals is not None)
     algorithm = algorithms.get(args.algorithm) if args.algorithm else merged.algorithm
     out = prediction.replay(config, merged, topo, algorithm)
+    out["transport"], out["notes"] = transport, [note] if note else []
     measured = summary.summarize(config, merged)
     out["measured"] = {k: measured.get(k) for k in prediction.COMPARED}
     # the error of a prediction only where it predicts what was measured
     out["errors"] = prediction.errors(measured, out) if algorithm is merged.algorithm else {}
     print(rundir.dumps(out, indent=2) if args.json else predict_text.replay_text(out))
+    if note and not args.json:
+        print(f"note: {note}")
     return 0
 
 
@@ -281,7 +288,13 @@ def calibrate(args) -> int:
         if args.save_measurements:
             _write_text("--save-measurements", args.save_measurements, rundir.dumps(measurements))
     result = fitting.fit(measurements, args.name)
+    shared = fitting.fit_shared_memory(measurements, args.name)  # None: not measured
     _write_text("--out", args.out, fitting.toml_text(result, measurements))
+    beside = choose.shm_file(args.out)  # the shared-memory path, kept beside the calibration
+    if shared is not None:
+        _write_text("--out", str(beside), fitting.toml_text(shared, measurements))
+    elif beside.is_file():  # an older one would pass for this calibration's
+        os.remove(beside)
     if args.json:
         print(
             rundir.dumps(
@@ -293,10 +306,22 @@ def calibrate(args) -> int:
                     "machine": result.facts,
                     "disturbed_rounds": result.disturbed,
                     "out": args.out,
+                    "shared_memory": None
+                    if shared is None
+                    else {
+                        "topology": shared.spec,
+                        "parameters": shared.parameters,
+                        "residuals": shared.rows,
+                        "median_abs_error": shared.median_abs_error,
+                        "out": str(beside),
+                    },
                 },
                 indent=2,
             )
         )
     else:
-        print(f"{fitting.text(result)}\nwrote {args.out}")
+        if shared is not None:
+            print(f"{fitting.text(result)}\n\n{fitting.text(shared)}\nwrote {args.out}, {beside}")
+        else:
+            print(f"{fitting.text(result)}\nwrote {args.out}")
     return 0

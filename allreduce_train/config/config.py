@@ -21,7 +21,7 @@ from . import specs
 DEFAULT_HIDDEN = (128, 128)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "gpu")
-TRANSPORTS = ("mpi", "shm")
+TRANSPORTS = ("auto", "mpi", "shm")
 NONFINITE = ("stop", "skip")
 MODES = ("sync", "async")
 OPTIMIZERS = ("sgd", "adagrad")
@@ -72,8 +72,9 @@ class Config:
     # what --allreduce auto picks
     channels: int | None = None
     # a schedule's transfers between ranks of one node: mpi (messages) or shm (read from the
-    # peer's memory in a shared window, on the CPU); between nodes they are always messages
-    transport: str = "mpi"
+    # peer's memory in a shared window, on the CPU); between nodes they are always messages.
+    # auto: netsim's model picks (autoselect.py; mpi on a GPU or for a library's all-reduce)
+    transport: str = "auto"
     allreduce_choice: dict | None = None  # set by --allreduce auto: what it picked, and why
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
     # failures

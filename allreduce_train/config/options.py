@@ -199,8 +199,9 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         choices=TRANSPORTS,
         help="how a schedule's transfers between ranks of one node travel: mpi sends "
         "messages; shm reads the peer's gradient in a shared-memory window, its adds fused "
-        "with the reads (on the CPU; netsim's model, and so auto's pick and replay, still "
-        "price messages). Between nodes they are always messages (default: %(default)s)",
+        "with the reads (on the CPU); auto: the one netsim's model predicts faster on this "
+        "machine's calibration (mpi on a GPU or for MPI_Allreduce). Between nodes they are "
+        "always messages (default: %(default)s)",
     )
     g.add_argument(
         "--device",

@@ -7,8 +7,8 @@ which buffer, built from the run's configuration, and what setup must refuse bef
     on a GPU                       StagedAllreduce: the schedule on the gradient's pinned
                                    host mirror, the copies overlapped with the rounds
     on the CPU, --transport shm    SharedMemoryAllreduce: the schedule on the gradient in
-    with peers on its node         the node's shared-memory window, peers' slices read
-                                   directly, messages only between nodes
+    (or auto's pick: autoselect)   the node's shared-memory window, peers' slices read
+    with peers on its node         directly, messages only between nodes
     on the CPU                     the schedule (or MPI_Allreduce) on the gradient itself
 
 The gradient's memory is decided first (`gradient_memory`): in a shared-memory window the
@@ -61,8 +61,9 @@ class GradientMemory:
 
 
 def shares_memory(cfg, backend) -> bool:
-    """Whether the exchange runs through a node's shared memory: --transport shm, a schedule
-    (an MPI_Allreduce or NCCL moves its own bytes), on the CPU."""
+    """Whether the exchange runs through a node's shared memory: --transport shm (named, or
+    auto's pick: autoselect.resolve has replaced auto by then; an unresolved auto is
+    messages), a schedule (an MPI_Allreduce or NCCL moves its own bytes), on the CPU."""
     algorithm = algorithms.get(cfg.allreduce)
     return cfg.transport == "shm" and algorithm.scheduled and not backend.on_gpu
 

@@ -9,12 +9,19 @@ displaces the best so far only if predicted MARGIN faster: a gain the model cann
 (its median error here is about 10%) is not worth leaving the ring for (measured at p = 4,
 4-16 MiB: halving-doubling predicted 0.5% faster, measured 5-30% slower).
 
+Each candidate is also priced through shared memory inside a node (allreduce_train's
+`--transport shm`: a peer's slice read from a shared window, its add fused with the read)
+where the machine's shared-memory path is known: the same node with its own rates, a second
+topology (`shm_file`, written beside the calibration by `netsim calibrate`), so that the
+choice is (algorithm, channels, transport) with transport mpi or shm. Messages are listed
+first: shared memory displaces them only MARGIN faster, as any later candidate.
+
 The topology is this machine's calibration (`python -m netsim calibrate` writes it to
-`cache_file()`, one per host name) or, until there is one, ESTIMATE: what calibration
-fitted on the development VM (2 vCPUs, MPICH 5.0.2, the executor with persistent requests;
-median |error| 9.8% over p = 2-4 and 4 KiB-64 MiB; 2026-12-02), with this machine's core
-count. The choice is deterministic for a given file: the simulator is. Training makes it on
-rank 0 and broadcasts it, so every rank runs the same schedule.
+`cache_file()`, one per host name, and its shared-memory path to `shm_file()` of it) or,
+until there is one, ESTIMATE and SHM_ESTIMATE: what calibration fitted on the development
+VM (2 vCPUs, MPICH 5.0.2; see each), with this machine's core count. The choice is
+deterministic for given files: the simulator is. Training makes it on rank 0 and
+broadcasts it, so every rank runs the same schedule.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ MARGIN = 0.05  # how much faster a later-listed candidate must be predicted to b
 CACHE_ENV = "NETSIM_CACHE_DIR"  # where calibrations are kept (default: ~/.cache/netsim)
 
 # One node of ranks, as `netsim calibrate` writes it (see netsim.calibration.fitting for the
-# meaning of each key); gpus_per_node and nodes are set per run, cores per machine.
+# meaning of each key); gpus_per_node and nodes are set per run, cores per machine. Fitted on
+# the development VM (the executor with persistent requests; median |error| 9.8% over
+# p = 2-4 and 4 KiB-64 MiB; 2026-12-02).
 ESTIMATE = {
     "name": "built-in estimate (a 2-vCPU VM, MPICH 5.0.2)",
     "nodes": 1,
@@ -53,6 +62,33 @@ ESTIMATE = {
     },
     "compute": {"cores": 2, "message_overhead_us": 9.586, "reduce_gbyte_per_s": 4.63},
 }
+# The same node's shared-memory path (--transport shm). Measured on this VM on 2026-12-05,
+# 18:50-19:32, by `netsim calibrate --ranks 2,3,4 --rounds 3` (8 passes, then 4 more), whose
+# probe times the ring through messages and through shared memory in alternating rounds.
+# Other jobs held the machine throughout (load 10-15 on its 2 vCPUs): 2,072 of 2,088 rounds
+# had under 90% of the cores, too few undisturbed ones to fit, so the fit took what load
+# spoils least: per point, the ratio of the two paths' times (the median of each one's
+# fastest 3 rounds, pooled over all 12 passes; both seen through the same spells of load)
+# applied to ESTIMATE's undisturbed message times, and `fitting.fit_shared_memory` fitted
+# to those (median |error| 10%). The ratios: from 64 KiB shared memory took 0.54-0.74 of
+# the messages' time at p = 3, 4 (0.18-0.78 at p = 2 from 256 KiB), below it 1.05-1.17 at
+# p = 3, 4: a round's counters and waits cost about what MPI's do.
+SHM_ESTIMATE = {
+    "name": "built-in estimate (a 2-vCPU VM, shared memory)",
+    "nodes": 1,
+    "gpus_per_node": 4,
+    "placement": "block",
+    "intra_node": {
+        "kind": "all-to-all",
+        "latency_us": 0.2,
+        "bandwidth_gbit_per_s": 103.4,
+        "aggregate_bandwidth_gbit_per_s": 142.5,
+        "cache_bandwidth_gbit_per_s": 206.9,
+        "cache_bytes": 16 << 20,
+    },
+    "compute": {"cores": 2, "message_overhead_us": 13.25, "reduce_gbyte_per_s": 6.365},
+}
+TRANSPORTS = ("mpi", "shm")  # allreduce_train's --transport: messages, or shared memory
 # Between hosts, where a calibration (one node) says nothing: MPICH's TCP over 10 GbE.
 NETWORK_ESTIMATE = {
     "nic": {"count": 1, "bandwidth_gbit_per_s": 10, "latency_us": 15.0},
@@ -67,27 +103,32 @@ class Choice:
     predicted_s: dict  # "name" or "name xC" -> seconds, every candidate, in listing order
     source: str  # the topology's file, or the built-in estimate
     notes: list = field(default_factory=list)  # what the model had to assume
+    transport: str = "mpi"  # inside a node: mpi (messages) or shm (shared memory)
 
     def to_dict(self) -> dict:
         return {
             "algorithm": self.algorithm,
             "channels": self.channels,
+            "transport": self.transport,
             "predicted_s": self.predicted_s,
             "topology": self.source,
             "notes": self.notes,
         }
 
     def line(self, size: int, world_size: int) -> str:
-        """Why, in one line: what was picked, against the best of each other algorithm."""
+        """Why, in one line: what was picked, against the best of each other algorithm and
+        transport ("ring" through messages, "ring/shm" through shared memory)."""
         best: dict[str, float] = {}
         for key, t in self.predicted_s.items():
             name = key.split(" x")[0]
             best[name] = min(t, best.get(name, t))
         ranked = sorted(best.items(), key=lambda kv: kv[1])
-        others = ", ".join(f"{name} {ms(t)}" for name, t in ranked if name != self.algorithm)
-        picked = _key(self.algorithm, self.channels)
+        mine = _key(self.algorithm, 1, self.transport)
+        others = ", ".join(f"{name} {ms(t)}" for name, t in ranked if name != mine)
+        picked = _key(self.algorithm, self.channels, self.transport)
+        how = " (through shared memory inside a node)" if self.transport == "shm" else ""
         return (
-            f"{picked} for {nbytes(size)} on {world_size} ranks, "
+            f"{picked}{how} for {nbytes(size)} on {world_size} ranks, "
             f"predicted {ms(self.predicted_s[picked])} (the others at best: {others}; "
             f"model: {self.source})"
         )
@@ -103,21 +144,60 @@ def cache_file(host: str | None = None) -> Path:
     return Path(base) / f"calibrated-{name or 'host'}.toml"
 
 
+def shm_file(path: str | os.PathLike) -> Path:
+    """Where the calibration at `path` keeps its shared-memory path: beside it, `.shm`
+    before its suffix (calibrated-vm.toml: calibrated-vm.shm.toml)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.shm{path.suffix}")
+
+
 def machine_spec(path: str | os.PathLike | None = None) -> tuple[dict, str]:
     """(topology description, where it came from): the calibration at `path` (default: this
     host's cache file) if it exists, else the built-in estimate with this machine's cores.
     A cache file that exists but cannot be read is an error, not a silent estimate."""
+    specs, source = machine_specs(path)
+    return specs["mpi"], source
+
+
+def machine_specs(path: str | os.PathLike | None = None) -> tuple[dict, str]:
+    """({transport: topology description}, where they came from): "mpi", as machine_spec,
+    and "shm", the shared-memory path, where it is known (the estimate's, or the file
+    beside the calibration; a calibration without one, from an older netsim, has none)."""
     path = Path(path) if path is not None else cache_file()
     if not path.is_file():
-        spec = copy.deepcopy(ESTIMATE)
-        spec["compute"]["cores"] = len(os.sched_getaffinity(0)) or 1
-        return spec, "built-in estimate (python -m netsim calibrate measures this machine)"
+        specs = {"mpi": copy.deepcopy(ESTIMATE), "shm": copy.deepcopy(SHM_ESTIMATE)}
+        for spec in specs.values():
+            spec["compute"]["cores"] = len(os.sched_getaffinity(0)) or 1
+        return specs, "built-in estimate (python -m netsim calibrate measures this machine)"
+    specs = {"mpi": _read(path)}
+    if shm_file(path).is_file():
+        specs["shm"] = _read(shm_file(path))
+    return specs, str(path)
+
+
+def _read(path: Path) -> dict:
     try:
         spec = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"the calibration {path} cannot be read: {exc}") from None
     topology.parse(spec, str(path))  # one line naming the key if it is not a topology
-    return spec, str(path)
+    return spec
+
+
+def shared_memory(topo, path: str | os.PathLike | None):
+    """(the topology a run through shared memory is priced on, a note or None): for a
+    calibrated machine (a [compute] table: ranks are processes), its shared-memory path,
+    from the file beside `path`, else the built-in estimate's (noted); any other topology
+    (GPUs on their links) as it is."""
+    if "compute" not in topo.spec:
+        return topo, None
+    beside = shm_file(path) if path is not None else None
+    if beside is not None and beside.is_file():
+        return topology.parse(_read(beside), str(beside)), None
+    spec = {**copy.deepcopy(SHM_ESTIMATE), "gpus_per_node": topo.gpus_per_node}
+    spec["compute"]["cores"] = topo.spec["compute"].get("cores", spec["compute"]["cores"])
+    note = f"no shared-memory calibration beside {path}: the built-in estimate's (this VM's)"
+    return topology.parse(spec, "built-in estimate (shared memory)"), note
 
 
 def choose(
@@ -129,24 +209,43 @@ def choose(
     segments=None,
     source: str = "<dict>",
     channels: int | None = None,
+    shm: dict | None = None,
+    transport: str | None = None,
+    algorithm: str | None = None,
 ) -> Choice:
     """The fastest all-reduce of nelems elements on world_size ranks laid out on nodes as
     node_of_rank says (None: one node), on the machine `spec` describes; at `channels`
-    channels, or the best of CHANNELS (None)."""
-    topo, notes = _laid_out(spec, world_size, node_of_rank, source)
-    predicted = {}
-    for name, algorithm in algorithms.ALGORITHMS.items():
-        if not (algorithm.scheduled and algorithm.runs_over_mpi):
-            continue
-        for c in (channels,) if channels else CHANNELS if world_size > 1 else (1,):
-            try:
-                schedule = algorithm.schedule(world_size, nelems, node_of_rank, segments, c)
-            except InputError:  # a layout it cannot run (a hierarchical ring, uneven nodes)
+    channels, or the best of CHANNELS (None); `algorithm` only, or every one (None). With
+    `shm`, the machine's shared-memory path, each is also priced through it; `transport`
+    (mpi or shm) prices that one only (shm without `shm`: the messages' rates, noted)."""
+    if transport not in (None, *TRANSPORTS):
+        raise InputError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    paths = {"mpi": spec, "shm": shm} if transport is None else {transport: shm or spec}
+    paths = {t: s for t, s in paths.items() if s is not None}
+    notes, predicted = [], {}
+    if transport == "shm" and shm is None:
+        notes.append("shared memory: not calibrated; priced as messages")
+    for how, machine in paths.items():
+        topo, laid_out_notes = _laid_out(machine, world_size, node_of_rank, source)
+        notes += [n for n in laid_out_notes if n not in notes]
+        for name, candidate in algorithms.ALGORITHMS.items():
+            if not (candidate.scheduled and candidate.runs_over_mpi):
                 continue
-            predicted[_key(name, c)] = simulate.simulate(schedule, topo, itemsize).time_s
+            if algorithm is not None and name != algorithm:
+                continue
+            for c in (channels,) if channels else CHANNELS if world_size > 1 else (1,):
+                try:
+                    schedule = candidate.schedule(world_size, nelems, node_of_rank, segments, c)
+                except InputError:  # a layout it cannot run (a hierarchical ring, uneven nodes)
+                    continue
+                time_s = simulate.simulate(schedule, topo, itemsize).time_s
+                predicted[_key(name, c, how)] = time_s
+    if not predicted:
+        raise InputError(f"no all-reduce to choose from for {algorithm or 'any algorithm'}")
     picked = fastest(predicted)
     name, _, count = picked.partition(" x")
-    return Choice(name, int(count or channels or 1), predicted, source, notes)
+    name, _, how = name.partition("/")
+    return Choice(name, int(count or channels or 1), predicted, source, notes, how or "mpi")
 
 
 def fastest(predicted: dict) -> str:
@@ -172,5 +271,7 @@ def _laid_out(spec: dict, world_size: int, node_of_rank, source: str):
     return topology.parse(spec, source), notes
 
 
-def _key(name: str, channels: int) -> str:
+def _key(name: str, channels: int, transport: str = "mpi") -> str:
+    """ "ring", "ring x2"; through shared memory "ring/shm", "ring/shm x2"."""
+    name = name if transport == "mpi" else f"{name}/{transport}"
     return name if channels == 1 else f"{name} x{channels}"

@@ -34,6 +34,23 @@ The fit is least squares on log times (a relative error counts alike at 8 B and 
 parameters, with the simulator itself as the model: the TOML written predicts exactly
 the fitted times. Ping-pongs are simulated without the [compute] table (they are MPI
 alone, not our executor). A parameter that changes no fitted time by 1% is left out.
+
+The shared-memory path (allreduce_train's --transport shm) is the same node with other
+rates, fitted alike by `fit_shared_memory` from the ring through shared memory that the
+probe times beside the message ring (`allreduce_shm`), and written as a second topology
+(netsim.calibration.choose.shm_file), so that the simulator needs no other kind of link: a
+transfer inside the node is a read of the peer's slice, latency + bytes / rate, and its
+add is fused with the read, so reduce_gbyte_per_s is what adding costs on top of reading
+(infinite, left out, where it costs nothing measurable). The same keys mean:
+
+    intra_node.latency_us                   a counter's trip between     SHM_LATENCY_S, set:
+                                            cores (no MPI)               no ping-pong pins it
+    intra_node.bandwidth_gbit_per_s, aggregate_..., cache_...   one rank's and the node's
+                                            read rates                   all-reduces, as above
+    compute.message_overhead_us             a round's counters, waits and NumPy calls
+    compute.reduce_gbyte_per_s              the fused add, on top of the read
+
+(Past 300 lines: one fit of two paths and the text that shows its residuals, kept whole.)
 """
 
 from __future__ import annotations
@@ -50,6 +67,11 @@ from netsim.sim import predict
 from .machine import DIGITS, PARAMETERS, Model, topology_spec
 from .measure import MIN_CPU_SHARE, CalibrationError, disturbed_rounds, measured_report, pooled
 
+# the shared-memory path's latency, set rather than fitted (the ring's all-reduces cannot
+# tell it from the cost per round): a cache line's trip between two cores, about 0.1-0.2 us
+# on x86; what a round costs beyond it (counters, waits, NumPy calls) is its overhead
+SHM_LATENCY_S = 0.2e-6
+
 
 @dataclass(frozen=True)
 class Fit:
@@ -59,6 +81,7 @@ class Fit:
     facts: dict
     # (rounds left out: another process had part of the cores, all rounds)
     disturbed: tuple[int, int]
+    transport: str = "mpi"  # the path fitted: mpi (messages) or shm (shared memory)
 
     @property
     def median_abs_error(self) -> float:
@@ -73,6 +96,20 @@ def fit(measurements: dict, name: str = "this machine") -> Fit:
     pingpong, allreduce = pooled(measurements)
     if not allreduce:
         raise CalibrationError("the measurements hold no all-reduce: nothing to fit a node to")
+    return _fit(measurements, pingpong, allreduce, name, {})
+
+
+def fit_shared_memory(measurements: dict, name: str = "this machine") -> Fit | None:
+    """The node's shared-memory path (see the docstring) fitted to the ring through shared
+    memory; None where the measurements hold none (an older probe's)."""
+    _, allreduce = pooled(measurements, kind="allreduce_shm")
+    if not allreduce:
+        return None
+    fit = _fit(measurements, {}, allreduce, f"{name} (shared memory)", {"latency_s": SHM_LATENCY_S})
+    return Fit(fit.spec, fit.parameters, fit.rows, fit.facts, fit.disturbed, "shm")
+
+
+def _fit(measurements: dict, pingpong: dict, allreduce: dict, name: str, fixed: dict) -> Fit:
     facts = {"cores": None, "cache_bytes": None, **measurements.get("machine", {})}
     if not facts["cores"]:
         raise CalibrationError(
@@ -80,7 +117,8 @@ def fit(measurements: dict, name: str = "this machine") -> Fit:
         )
     model = Model(list(pingpong), list(allreduce), max(p for p, _ in allreduce), facts)
     measured = np.array([np.median(t) for t in [*pingpong.values(), *allreduce.values()]])
-    params = _least_squares(model, measured, _fitted(allreduce, facts), pingpong, allreduce)
+    names = [n for n in _fitted(allreduce, facts) if n not in fixed]
+    params = _least_squares(model, measured, names, pingpong, allreduce, fixed)
     params = _simplified(model, params)
     spec = topology_spec(params, model.gpus, facts, name)
     return Fit(
@@ -93,7 +131,12 @@ def fit(measurements: dict, name: str = "this machine") -> Fit:
 
 
 def _least_squares(
-    model: Model, measured: np.ndarray, names: list[str], pingpong: dict, allreduce: dict
+    model: Model,
+    measured: np.ndarray,
+    names: list[str],
+    pingpong: dict,
+    allreduce: dict,
+    fixed: dict,
 ) -> dict:
     from scipy.optimize import least_squares
 
@@ -105,7 +148,7 @@ def _least_squares(
         lo[-1], hi[-1] = -np.log(20), np.log(20)
 
     def residuals(x):  # log times: relative errors, alike at 8 B and at 64 MiB
-        return np.log(model.times(_physical(names, x)) / measured)
+        return np.log(model.times({**fixed, **_physical(names, x)}) / measured)
 
     # soft_l1: beyond ~10% (0.1 in log) a residual counts linearly, so one disturbed size
     # (a burst of load on a shared host) cannot drag every parameter after it. The cost is
@@ -121,7 +164,7 @@ def _least_squares(
     )
     if len(starts) > 1:
         starts = [min((solve(x, max_nfev=12) for x in starts), key=lambda r: r.cost).x]
-    return _physical(names, solve(starts[0]).x)
+    return {**fixed, **_physical(names, solve(starts[0]).x)}
 
 
 def _simplified(model: Model, params: dict) -> dict:
@@ -228,10 +271,14 @@ def toml_text(result: Fit, measurements: dict) -> str:
     cache = f" and {nbytes(f['cache_bytes'])} of last-level cache" if f.get("cache_bytes") else ""
     worst = result.worst()
     name = " ".join(str(result.spec["name"]).split())  # a comment is one line
+    sweeps = (
+        "sweeps of the ring all-reduce through shared memory (--transport shm)"
+        if result.transport == "shm"
+        else "ping-pong and ring all-reduce sweeps"
+    )
     head = [
         f"# {name}: written by `python -m netsim calibrate` on {measurements.get('date', '?')}",
-        f"# from ping-pong and ring all-reduce sweeps on {f.get('host') or 'this host'} "
-        f"({f['cores']} cores{cache});",
+        f"# from {sweeps} on {f.get('host') or 'this host'} ({f['cores']} cores{cache});",
         f"# {_library(measurements)}. Ranks play GPUs. Fit: median |error| "
         f"{result.median_abs_error:.1%},",
         f"# worst {worst['error']:+.0%} ({worst['kind']}, p = {worst['world_size']}, "
@@ -247,11 +294,12 @@ def _library(measurements: dict) -> str:
 
 
 def text(result: Fit) -> str:
-    p = result.parameters
+    p, shm = result.parameters, result.transport == "shm"
+    latency = "latency (set, not fitted) " if shm else "latency (MPI)             "
     lines = [
         f'fitted "{result.spec["name"]}": 1 node of {result.spec["gpus_per_node"]} ranks, '
         f"{result.facts['cores']} cores",
-        f"  latency (MPI)              {p['latency_s'] * 1e6:10.2f} us",
+        f"  {latency} {p['latency_s'] * 1e6:10.2f} us",
         f"  bandwidth per rank         {p['bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s",
         f"  aggregate bandwidth        {p['aggregate_bandwidth_bytes_per_s'] / 1e9:10.2f} GB/s",
     ]
@@ -269,10 +317,10 @@ def text(result: Fit) -> str:
         if "reduce_bytes_per_s" in p
         else "         -   (too fast to resolve: free)"
     )
+    executor = "(counters, waits, NumPy calls)" if shm else "(our executor, on top of MPI)"
     lines += [
-        f"  overhead per round         {p['message_overhead_s'] * 1e6:10.2f} us   "
-        "(our executor, on top of MPI)",
-        f"  reduction (adding)         {reduce}",
+        f"  overhead per round         {p['message_overhead_s'] * 1e6:10.2f} us   {executor}",
+        f"  reduction (adding)         {reduce}{' (fused with the read)' * shm}",
         "",
         f"{'':<11} {'p':>2} {'size':>10} {'measured':>11} {'fitted':>11} {'error':>7} "
         f"{'spread':>7}",

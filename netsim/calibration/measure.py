@@ -1,4 +1,5 @@
-"""Measuring this machine's MPI for calibration: ping-pong and our ring all-reduce.
+"""Measuring this machine for calibration: ping-pong, and our ring all-reduce through MPI
+messages and through the node's shared memory (allreduce_train's --transport mpi and shm).
 
 allreduce_train.probe runs under mpirun (launch finds it) as a subprocess per rank count
 (so netsim never imports MPI); `passes` times over the rank counts in turn. Rounds in which
@@ -57,7 +58,7 @@ def machine() -> dict:
 
 
 def probe_argv(
-    world_size: int, out: str, pingpong_sizes, allreduce_sizes, rounds: int
+    world_size: int, out: str, pingpong_sizes, allreduce_sizes, rounds: int, shm_sizes=()
 ) -> list[str]:
     def sizes(s):
         return ",".join(map(str, s)) or "none"
@@ -74,6 +75,8 @@ def probe_argv(
             sizes(pingpong_sizes),
             "--allreduce-sizes",
             sizes(allreduce_sizes),
+            "--shm-sizes",
+            sizes(shm_sizes),
             "--rounds",
             str(rounds),
         ],
@@ -86,12 +89,13 @@ def run_probe(
     allreduce_sizes=ALLREDUCE_SIZES,
     rounds: int = 5,
     timeout_s: float = 120,
+    shm_sizes=(),
 ) -> dict:
     """One `mpirun -n P python -m allreduce_train.probe`; its JSON. A hang is killed with its
     whole process group after timeout_s."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "probe.json")
-        argv = probe_argv(world_size, out, pingpong_sizes, allreduce_sizes, rounds)
+        argv = probe_argv(world_size, out, pingpong_sizes, allreduce_sizes, rounds, shm_sizes)
         # the probe lives beside netsim: found even where the project is not installed
         root = str(Path(__file__).resolve().parents[2])
         env = {
@@ -123,17 +127,28 @@ def measure(
     allreduce_sizes=ALLREDUCE_SIZES,
     timeout_s: float = 120,
     log=None,
+    shm_sizes=None,
 ) -> dict:
-    """Ping-pong at the smallest rank count, the ring all-reduce at every one; `passes`
-    times over all rank counts in turn, so that a busy spell of the machine lands on all of
-    them alike instead of on one. Every round of every pass is kept."""
+    """Ping-pong at the smallest rank count, the ring all-reduce at every one, through MPI
+    messages (`allreduce`) and through shared memory (`allreduce_shm`, at shm_sizes: None
+    is allreduce_sizes, () none); `passes` times over all rank counts in turn, so that a
+    busy spell of the machine lands on all of them alike instead of on one. Every round of
+    every pass is kept."""
+    shm_sizes = allreduce_sizes if shm_sizes is None else shm_sizes
     runs = []
     for k in range(passes):
         for i, p in enumerate(sorted(ranks)):
             if log:
                 log(f"probe: pass {k + 1}/{passes}, {p} ranks")
             runs.append(
-                run_probe(p, pingpong_sizes if i == 0 else (), allreduce_sizes, rounds, timeout_s)
+                run_probe(
+                    p,
+                    pingpong_sizes if i == 0 else (),
+                    allreduce_sizes,
+                    rounds,
+                    timeout_s,
+                    shm_sizes,
+                )
             )
     return {
         "machine": machine(),
@@ -142,17 +157,21 @@ def measure(
     }
 
 
-def pooled(measurements: dict, min_cpu_share: float = MIN_CPU_SHARE) -> tuple[dict, dict]:
+def pooled(
+    measurements: dict, min_cpu_share: float = MIN_CPU_SHARE, kind: str = "allreduce"
+) -> tuple[dict, dict]:
     """({nbytes: one-way seconds of every round}, {(p, nbytes): all-reduce seconds of every
     round}) over all runs of a measurement file, less the rounds in which the ranks had
     less than min_cpu_share of the cores (another process was running: that is not the
-    machine we model). Where every round of a size was disturbed, all are kept."""
+    machine we model). Where every round of a size was disturbed, all are kept. kind: the
+    all-reduces through messages (allreduce) or shared memory (allreduce_shm; a file of
+    an older probe has none)."""
     pingpong, allreduce = {}, {}
     try:
         for run in measurements["runs"]:
             for e in run["pingpong"]:
                 pingpong.setdefault(int(e["nbytes"]), []).append(_rounds(e, "one_way_s"))
-            for e in run["allreduce"]:
+            for e in run["allreduce"] if kind == "allreduce" else run.get(kind, []):
                 allreduce.setdefault((int(run["world_size"]), int(e["nbytes"])), []).append(
                     _rounds(e, "times_s")
                 )
@@ -176,7 +195,7 @@ def disturbed_rounds(measurements: dict, min_cpu_share: float = MIN_CPU_SHARE) -
     shares = [
         s
         for run in measurements["runs"]
-        for e in run["pingpong"] + run["allreduce"]
+        for e in run["pingpong"] + run["allreduce"] + run.get("allreduce_shm", [])
         for s in e.get("cpu_share", [1.0] * len(e.get("times_s", e.get("one_way_s", []))))
     ]
     return sum(s < min_cpu_share for s in shares), len(shares)

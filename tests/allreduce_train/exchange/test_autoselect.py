@@ -95,6 +95,84 @@ def test_the_calibration_is_read_from_the_cache_and_a_bad_one_is_one_line(tmp_pa
     assert "\n" not in str(err.value)
 
 
+def test_shared_memory_is_a_candidate_and_wins_only_where_it_is_predicted_faster():
+    cheap, dear = spec(1.0, 400.0), spec(60.0, 5.0)  # the shared-memory path's rates
+    c = choose.choose(spec(20.0), 4, 1 << 20, shm=cheap)
+    assert c.transport == "shm" and c.to_dict()["transport"] == "shm"
+    assert {k for k in c.predicted_s if "/shm" in k} >= {"ring/shm", "ring/shm x2"}
+    line = c.line(1 << 20, 4)
+    assert line.startswith(f"{choose._key(c.algorithm, c.channels, 'shm')} (through shared")
+    assert f"{c.algorithm} " in line.split("others at best: ")[1]  # its messages, beside it
+    assert choose.choose(spec(20.0), 4, 1 << 20, shm=dear).transport == "mpi"
+    asked = choose.choose(spec(20.0), 4, 1 << 20, shm=cheap, transport="mpi")
+    assert asked.transport == "mpi" and not any("/shm" in k for k in asked.predicted_s)
+    ring = choose.choose(spec(20.0), 4, 1 << 20, shm=cheap, channels=1, algorithm="ring")
+    assert set(ring.predicted_s) == {"ring", "ring/shm"} and ring.algorithm == "ring"
+    # shm asked for where only the messages are calibrated: priced at their rates, said
+    unknown = choose.choose(spec(20.0), 4, 1 << 20, transport="shm")
+    assert unknown.transport == "shm" and "not calibrated" in unknown.notes[0]
+    # equal rates: messages stay (listed first; shm must be MARGIN faster)
+    assert choose.choose(spec(5.0), 4, 1 << 20, shm=spec(5.0)).transport == "mpi"
+
+
+def test_the_shared_memory_calibration_is_read_from_beside_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(choose.CACHE_ENV, str(tmp_path))
+    specs, source = choose.machine_specs()
+    assert source.startswith("built-in estimate") and set(specs) == {"mpi", "shm"}
+    assert specs["shm"]["compute"]["cores"] == specs["mpi"]["compute"]["cores"] >= 1
+    write_calibration(tmp_path, spec(42.0))  # an older calibration: messages only
+    specs, _ = choose.machine_specs()
+    assert set(specs) == {"mpi"}
+    choose.shm_file(choose.cache_file()).write_text(topology.to_toml(spec(3.0)))
+    specs, source = choose.machine_specs()
+    assert source == str(choose.cache_file()) and specs["shm"]["compute"] == spec(3.0)["compute"]
+
+
+class RootAlone:
+    """Rank 0 of a world of p ranks, its broadcasts the identity (resolve in-process)."""
+
+    rank = local_rank = 0
+    is_root = True
+
+    def __init__(self, p: int):
+        self.world_size = self.local_size = p
+
+    def bcast(self, value):
+        return value
+
+
+def test_transport_auto_is_the_models_pick_and_messages_where_there_is_no_choice(
+    tmp_path, monkeypatch
+):
+    from allreduce_train.config.config import Config
+    from allreduce_train.exchange import autoselect
+
+    monkeypatch.setenv(choose.CACHE_ENV, str(tmp_path))
+    write_calibration(tmp_path, spec(20.0))
+    choose.shm_file(choose.cache_file()).write_text(topology.to_toml(spec(1.0, 400.0)))
+    world, nodes, widths = RootAlone(4), [0] * 4, [64, 128, 128, 10]
+
+    def resolve(on_gpu=None, **options):
+        return autoselect.resolve(Config(device="cpu", **options), world, nodes, widths, on_gpu)
+
+    both = resolve()
+    assert both.transport == both.allreduce_choice["transport"] == "shm"
+    assert "through shared memory" in both.allreduce_choice["why"]
+    named = resolve(allreduce="ring")  # only the transport is picked, nothing recorded
+    assert (named.allreduce, named.channels, named.transport) == ("ring", 1, "shm")
+    assert named.allreduce_choice is None
+    assert resolve(allreduce="mpi").transport == "mpi"  # the library moves its own bytes
+    on_gpu = resolve(on_gpu=True)
+    assert on_gpu.transport == "mpi"
+    assert not any("/shm" in k for k in on_gpu.allreduce_choice["predicted_s"])
+    told = resolve(transport="mpi")
+    assert told.transport == "mpi" and told.allreduce_choice["transport"] == "mpi"
+    asked = Config(device="cpu", allreduce="ring", transport="shm")
+    assert autoselect.resolve(asked, world, nodes, widths) is asked
+    downpour = resolve(mode="async")
+    assert (downpour.allreduce, downpour.transport) == ("ring", "mpi")
+
+
 @pytest.mark.mpi
 @pytest.mark.slow
 @pytest.mark.parametrize("p", [1, 2, 3, 4, 5])
@@ -129,6 +207,7 @@ def test_a_training_run_says_what_auto_picked_and_records_why(tmp_path):
     assert config["config"]["allreduce"] == choice["algorithm"] in lines[0]
     assert lines[0] == "  auto     " + choice["why"]
     assert config["config"]["channels"] == choice["channels"]
+    assert config["config"]["transport"] == choice["transport"] in ("mpi", "shm")
     assert choice["predicted_s"] and choice["world_size"] == 3
     summary = read_json(tmp_path / "summary.json")
     assert summary["allreduce"] == choice["algorithm"]

@@ -12,14 +12,27 @@ TRUE = {
     "message_overhead_s": 10e-6,
     "reduce_bytes_per_s": 20e9,
 }
+# the shared-memory path: its latency is set (fitting.SHM_LATENCY_S), the rest fitted
+TRUE_SHM = {
+    "latency_s": 0.2e-6,
+    "bandwidth_bytes_per_s": 16e9,
+    "aggregate_bandwidth_bytes_per_s": 22e9,
+    "cache_bandwidth_bytes_per_s": 40e9,
+    "message_overhead_s": 3e-6,
+    "reduce_bytes_per_s": 60e9,
+}
 MIB = 1 << 20
 
 
-def synthetic(params=TRUE, ranks=(2, 3, 4), facts=FACTS, disturb=None):
+def synthetic(params=TRUE, ranks=(2, 3, 4), facts=FACTS, disturb=None, shm=None):
     """A measurement file as `measure.measure` writes it, with times made by the simulator
     from known parameters; rounds scattered around them, so their median is the exact time.
-    disturb: {(p, nbytes): factor} multiplies those medians (a busy spell of the machine)."""
+    disturb: {(p, nbytes): factor} multiplies those medians (a busy spell of the machine).
+    shm: the shared-memory path's parameters (its `allreduce_shm` points), or None."""
     points = [(p, n) for p in ranks for n in measure.ALLREDUCE_SIZES]
+    through_shm = (
+        dict(zip(points, machine.Model((), points, max(ranks), facts).times(shm))) if shm else {}
+    )
     times = machine.Model(measure.PINGPONG_SIZES, points, max(ranks), facts).times(params)
     pp, ar = (
         times[: len(measure.PINGPONG_SIZES)],
@@ -43,6 +56,16 @@ def synthetic(params=TRUE, ranks=(2, 3, 4), facts=FACTS, disturb=None):
             "allreduce": [
                 {"nbytes": n, "times_s": rounds(ar[p, n], (p, n))} for n in measure.ALLREDUCE_SIZES
             ],
+            **(
+                {
+                    "allreduce_shm": [
+                        {"nbytes": n, "times_s": rounds(through_shm[p, n])}
+                        for n in measure.ALLREDUCE_SIZES
+                    ]
+                }
+                if shm
+                else {}
+            ),
         }
         for p in ranks
     ]

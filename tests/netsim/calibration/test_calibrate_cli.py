@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from netsim.algorithms import RING
-from netsim.calibration import measure
+from netsim.calibration import choose, measure
 from netsim.cluster import topology
 from netsim.sim import predict
 
 from conftest import mpirun, read_json
-from measurements import MIB, synthetic
+from measurements import MIB, TRUE_SHM, synthetic
 
 # ---------------------------------------------------------------- the CLI and the written file
 
@@ -46,6 +46,34 @@ def test_calibrate_from_measurements_writes_a_topology_that_predicts_them_back(t
         netsim("calibrate", "--from-measurements", str(saved), "--out", str(out), "--json").stdout
     )
     assert as_json["topology"] == topo.spec and as_json["median_abs_error"] < 1e-3
+
+
+@pytest.mark.slow
+def test_the_shared_memory_path_is_written_beside_the_calibration(tmp_path):
+    """--transport shm's rates in X.shm.toml beside X.toml, a topology of their own that
+    predicts the shared-memory points back; refitted from a file without them (an older
+    probe's), the stale one goes."""
+    saved = tmp_path / "measured.json"
+    saved.write_text(json.dumps(synthetic(shm=TRUE_SHM)))
+    out = tmp_path / "box.toml"
+    result = netsim("calibrate", "--from-measurements", str(saved), "--out", str(out), "--json")
+    assert result.returncode == 0, result.output
+    beside = choose.shm_file(out)
+    assert beside == tmp_path / "box.shm.toml"
+    assert json.loads(result.stdout)["shared_memory"]["out"] == str(beside)
+    shm = topology.load(str(beside))
+    assert shm.name == "this machine (shared memory)" and shm.gpus == 4
+    _, points = measure.pooled(synthetic(shm=TRUE_SHM), kind="allreduce_shm")
+    for (p, n), times in points.items():
+        measured = measure.measured_report(p, n, times)
+        error = predict.errors(measured, predict.predict(shm, RING, p, n // 4))
+        assert abs(error["allreduce_time_s_median"]) < 0.01, (p, n, error)
+    specs, source = choose.machine_specs(out)
+    assert source == str(out) and specs["shm"] == tomllib.loads(beside.read_text())
+    saved.write_text(json.dumps(synthetic()))
+    result = netsim("calibrate", "--from-measurements", str(saved), "--out", str(out))
+    assert result.returncode == 0 and not beside.exists() and out.exists(), result.output
+    assert "shm" not in choose.machine_specs(out)[0]
 
 
 @pytest.mark.parametrize(
@@ -106,6 +134,11 @@ def test_calibrate_end_to_end_on_this_machine(tmp_path):
     assert run["world_size"] == 2 and [e["nbytes"] for e in run["pingpong"]] == [8, 65536, MIB]
     assert all(len(e["times_s"]) == 2 and min(e["times_s"]) > 0 for e in run["allreduce"])
     assert np.isfinite(predict.predict(topo, RING, 2, MIB // 4)["allreduce_time_s_median"])
+    # the ring through shared memory, timed beside it, and its own topology beside the file
+    assert [e["nbytes"] for e in run["allreduce_shm"]] == [64 << 10, MIB]
+    assert all(len(e["times_s"]) == 2 and min(e["times_s"]) > 0 for e in run["allreduce_shm"])
+    shm = topology.load(str(choose.shm_file(out)))
+    assert shm.gpus == 2 and "shared memory" in shm.name
 
 
 @pytest.mark.mpi
@@ -114,6 +147,7 @@ def test_calibrate_end_to_end_on_this_machine(tmp_path):
     [
         (2, ["--rounds", "0"], "--rounds must be positive"),
         (2, ["--allreduce-sizes", "7"], "multiples of 4 bytes"),
+        (2, ["--shm-sizes", "7"], "multiples of 4 bytes"),
         (2, ["--pingpong-sizes", "4Q"], "not a byte count: '4Q'"),
         (2, ["--out", "/nonexistent/dir/p.json"], "--out: no such directory"),
         (0, [], "needs at least 2 ranks"),

@@ -9,7 +9,7 @@ from netsim.calibration import fitting, machine, measure
 from netsim.cluster import topology
 from netsim.sim import predict, simulate
 
-from measurements import FACTS, MIB, TRUE, synthetic
+from measurements import FACTS, MIB, TRUE, TRUE_SHM, synthetic
 
 
 def ring(p, n):
@@ -139,6 +139,25 @@ def test_parameters_the_data_cannot_see_are_left_out():
     assert "reduce_gbyte_per_s" not in result.spec["compute"]
     assert "cache_bytes" not in result.spec["intra_node"]
     assert result.median_abs_error < 0.01
+
+
+@pytest.mark.slow
+def test_the_shared_memory_path_is_fitted_beside_the_messages():
+    """The probe's shared-memory ring pins the same node's other rates (its latency set,
+    not fitted); the message path's points are the same with or without them."""
+    measurements = synthetic(shm=TRUE_SHM)
+    shm = fitting.fit_shared_memory(measurements, "box")
+    assert shm.transport == "shm" and shm.spec["name"] == "box (shared memory)"
+    for name, value in TRUE_SHM.items():
+        assert shm.parameters[name] == pytest.approx(value, rel=0.01), name
+    assert shm.median_abs_error < 2e-3 and len(shm.rows) == 3 * len(measure.ALLREDUCE_SIZES)
+    assert {r["kind"] for r in shm.rows} == {"all-reduce"}
+    assert topology.parse(shm.spec).spec["intra_node"]["latency_us"] == 0.2
+    assert measure.pooled(measurements) == measure.pooled(synthetic())  # messages: as before
+    text = fitting.text(shm)
+    assert "latency (set, not fitted)" in text and "fused with the read" in text
+    assert "through shared memory" in fitting.toml_text(shm, measurements).splitlines()[1]
+    assert fitting.fit_shared_memory(synthetic()) is None  # an older probe's file: none
 
 
 def test_fit_refuses_files_it_cannot_use():
