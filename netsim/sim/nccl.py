@@ -65,6 +65,7 @@ the launch.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -281,14 +282,21 @@ def estimates(
     return sorted(out, key=lambda e: e.model_s)
 
 
+@functools.lru_cache(maxsize=32)
 def _per_byte_loads(topology, ranks: int, algorithm: str, channels: int) -> np.ndarray:
-    """Bytes on each link per byte of buffer (loads grow linearly with the buffer)."""
+    """Bytes on each link per byte of buffer (loads grow linearly with the buffer), kept
+    across calls: a step of 100 buckets asks for the same few (topology, ranks, algorithm,
+    channels), and at 16,384 ranks each costs seconds. A Topology is frozen and hashes by
+    identity, so a cached entry is never another topology's; the array is read-only."""
     alg = algorithms.get(ALGORITHMS[algorithm])
     if not alg.scheduled:
-        return alg.link_bytes(topology, ranks, 1.0)
-    nelems = ranks * channels * 64  # every chunk whole: no rounding in the loads
-    schedule = alg.schedule(ranks, nelems, topology.node_of_rank(ranks), channels=channels)
-    return cost.link_bytes(schedule, topology, ITEMSIZE) / (nelems * ITEMSIZE)
+        loads = np.array(alg.link_bytes(topology, ranks, 1.0))
+    else:
+        nelems = ranks * channels * 64  # every chunk whole: no rounding in the loads
+        schedule = alg.schedule(ranks, nelems, topology.node_of_rank(ranks), channels=channels)
+        loads = cost.link_bytes(schedule, topology, ITEMSIZE) / (nelems * ITEMSIZE)
+    loads.flags.writeable = False
+    return loads
 
 
 def _estimate(topology, ranks, nbytes, a, p, c, loads, gpus_per_thread) -> Estimate:
