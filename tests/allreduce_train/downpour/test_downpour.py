@@ -14,6 +14,7 @@ from netsim.record import rundir, serverfile
 from conftest import left_behind, mpirun, read_json, run, train
 
 pytestmark = pytest.mark.mpi
+SLOW = pytest.mark.slow  # every run of the async mode takes seconds: most tests here
 
 ASYNC = ("--mode", "async")
 
@@ -31,6 +32,7 @@ def events(run_dir, rank) -> np.ndarray:
     return serverfile.read(serverfile.path(str(run_dir), rank))[1]
 
 
+@SLOW
 @pytest.mark.parametrize(
     "servers,maths",
     [
@@ -62,6 +64,7 @@ def test_one_replica_fetching_and_pushing_every_step_is_the_sequential_run(
     assert s["traffic"]["staleness_histogram"] == [[0, 30 * servers]]
 
 
+@SLOW
 def test_bytes_per_link_are_what_the_fetches_and_pushes_say(tmp_path):
     # 2 replicas, 2 servers, 23 batches: 12 steps and 11; n_fetch 2, n_push 3; 26,122
     # parameters in shards of 13,061
@@ -103,6 +106,7 @@ def test_bytes_per_link_are_what_the_fetches_and_pushes_say(tmp_path):
     assert "2 replicas and 2 servers" in text
 
 
+@SLOW
 def test_staleness_is_zero_with_one_replica_and_counts_updates_between_fetches(tmp_path):
     """One replica fetching every 3rd step pushes on weights 0, 1, 2 updates old in turn."""
     result = train(2, tmp_path, *ASYNC, "--steps", "12", "--fetch-every", "3")
@@ -113,6 +117,7 @@ def test_staleness_is_zero_with_one_replica_and_counts_updates_between_fetches(t
     assert pushes["version"].tolist() == list(range(12))
 
 
+@SLOW
 def test_one_replica_is_reproducible_whatever_its_fetch_and_push_intervals(tmp_path):
     """One replica's messages reach each server in its order, so the run is a function of
     the seed; it is no longer the sequential run (pushes are sums, fetches are late)."""
@@ -124,6 +129,7 @@ def test_one_replica_is_reproducible_whatever_its_fetch_and_push_intervals(tmp_p
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
 
 
+@SLOW
 def test_staleness_grows_with_replicas_as_a_straggler_makes_predictable(tmp_path):
     """Replica 1 straggles 0.15 s a step, so replica 0's 8 updates all land while replica 1
     holds older weights: replica 1's staleness adds up to exactly 8 (n = 1: each of replica
@@ -140,6 +146,7 @@ def test_staleness_grows_with_replicas_as_a_straggler_makes_predictable(tmp_path
     assert s["staleness_mean"] > 0 and s["staleness_max"] == slow.max()
 
 
+@SLOW
 def test_a_killed_replica_ends_every_rank(tmp_path):
     result = train(4, tmp_path, *ASYNC, "--steps", "5000", "--inject", "kind=kill,rank=1,step=5")
     assert result.returncode != 0
@@ -157,6 +164,7 @@ def test_a_killed_replica_ends_every_rank(tmp_path):
     assert json.loads(report.stdout)["complete"] is False
 
 
+@SLOW
 def test_a_stopped_replica_is_named_and_the_job_ends_at_the_timeout(tmp_path):
     result = train(
         3, tmp_path, *ASYNC, "--steps", "5000", "--inject", "kind=stop,rank=1,step=5",
@@ -168,6 +176,7 @@ def test_a_stopped_replica_is_named_and_the_job_ends_at_the_timeout(tmp_path):
     assert left_behind(tmp_path) == ""
 
 
+@SLOW
 def test_a_replicas_nonfinite_gradient_ends_the_run_in_one_line(tmp_path):
     result = train(3, tmp_path, *ASYNC, "--steps", "200", "--inject", "kind=nan,rank=1,step=3")
     assert result.returncode == exits.NONFINITE, result.output
@@ -198,6 +207,7 @@ def test_bad_async_settings_are_one_line_on_every_rank(tmp_path, ranks, args, ex
     assert len(lines) == 1 and expected in lines[0], result.output
 
 
+@SLOW
 def test_replicas_of_the_2_2_1_network_learn_xor_asynchronously(tmp_path):
     """The DistBelief-in-Akka demo on fewer ranks: 3 replicas and a server (README runs the
     blog's 25 replicas)."""

@@ -95,6 +95,7 @@ def invalid_dicts(draw):
     return data, ".".join(path)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=invalid_dicts())
 def test_invalid_dicts_name_the_key_in_one_line(case):

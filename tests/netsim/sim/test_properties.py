@@ -4,6 +4,7 @@ bytes it lays on links are the bytes the schedule sends along their routes, and 
 algorithm's own count of the elements a rank sends is what its schedule sends."""
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,7 @@ def topologies(draw):
     return topology.parse(data)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     topo=topologies(),
