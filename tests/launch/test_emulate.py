@@ -261,6 +261,35 @@ def test_an_interrupted_job_checkpoints_as_under_mpirun_and_leaves_nothing_behin
 @pytest.mark.slow
 @pytest.mark.mpi
 @needs_root
+def test_a_second_signal_ends_the_job_at_once(tmp_path):
+    run_dir = tmp_path / "run"
+    # a rank that ignores SIGINT: only the second signal, which the emulator acts on itself,
+    # can end the job
+    token = f"stubborn{os.getpid()}x{time.monotonic_ns()}"  # what pgrep looks for
+    stubborn = f"import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); {token} = 1"
+    proc = start(tmp_path, "--ranks-per-node", "1", "--exec", "--", sys.executable, "-c",
+                 f"{stubborn}; time.sleep(300)")  # fmt: skip
+    deadline = time.monotonic() + 60
+    ranks = f"^{sys.executable} -c import signal.*{token}"  # not the emulator, not Hydra
+    while len(subprocess.run(["pgrep", "-f", ranks], capture_output=True).stdout.split()) < 2:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"the ranks did not start: {proc.communicate()}")
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1)
+    assert proc.poll() is None  # passed on, ignored: the job goes on
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "SIGINT passed to the ranks" in err and "removing the emulated cluster" in err
+    assert nothing_left(proc.pid, run_dir)
+    assert subprocess.run(["pgrep", "-f", token], capture_output=True).stdout == b""
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+@needs_root
 def test_a_killed_emulator_takes_its_job_namespaces_and_directory_with_it(tmp_path):
     run_dir = tmp_path / "run"
     proc = start(tmp_path, "--", "--epochs", "100000", "--run-dir", str(run_dir))
