@@ -156,7 +156,8 @@ def setup(world: World, argv):
     if error is not None:
         raise agreed(*error)
     widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
-    cfg = autoselect.resolve(cfg, world, world.node_of_rank(cfg.ranks_per_node), widths)
+    nodes = world.node_of_rank(cfg.ranks_per_node)
+    cfg = autoselect.resolve(cfg, world, nodes, widths, on_gpu=dev.on_gpu)
     run_dir = None
     if world.is_root:
         try:

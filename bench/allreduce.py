@@ -6,8 +6,9 @@
 The driver (plain python) starts `mpirun -n p python bench/allreduce.py --worker ...` once
 per rank count, with a hard timeout. The worker checks every algorithm once per size, then
 times them in interleaved rounds, so that machine noise hits all alike, and writes JSON.
-`auto` is what `--allreduce auto` would run for this buffer (netsim.calibration.choose on this
-host's calibration, or the built-in estimate), picked on rank 0 and broadcast. A name with
+`auto` is what `--allreduce auto` would run for this buffer, its transport included
+(netsim.calibration.choose on this host's calibration, or the built-in estimate, weighing
+messages and shared memory), picked on rank 0 and broadcast. A name with
 `/shm` (ring/shm, auto/shm) runs that schedule through the node's shared memory
 (--transport shm: peers' buffers read in an MPI-3 window, adds fused with the reads).
 Bandwidths follow nccl-tests: algbw = buffer bytes / time, busbw = algbw * 2(p-1)/p. The
@@ -73,14 +74,16 @@ def timed_round(allreduce, buf, iters: int, world, wtime) -> float:
     return float(world.max_(np.array([wtime() - t0]))[0]) / iters
 
 
-def picked(world, nelems: int) -> tuple[str, int]:
-    """(algorithm, channels) --allreduce auto would run here, agreed from rank 0."""
+def picked(world, nelems: int) -> tuple[str, int, str]:
+    """(algorithm, channels, transport) --allreduce auto would run here (on the CPU, with
+    --transport auto), agreed from rank 0."""
     from netsim.calibration import choose
 
     if world.is_root:
-        spec, source = choose.machine_spec()
-        c = choose.choose(spec, world.world_size, nelems, 4, source=source)
-        return world.bcast((c.algorithm, c.channels))
+        specs, source = choose.machine_specs()
+        c = choose.choose(specs["mpi"], world.world_size, nelems, 4, source=source,
+                          shm=specs.get("shm"))  # fmt: skip
+        return world.bcast((c.algorithm, c.channels, c.transport))
     return world.bcast(None)
 
 
@@ -95,6 +98,8 @@ def executor(name: str, auto, nelems: int, world, transport, memory):
 
     base, _, how = name.partition("/")
     algorithm, channels = (auto[0], auto[1]) if base == "auto" else (base, 1)
+    if name == "auto":  # what --allreduce auto runs, its transport included
+        how = auto[2]
     if how == "shm":
         cfg = SimpleNamespace(allreduce=algorithm, channels=channels, transport="shm")
         nodes = [0] * world.world_size
@@ -116,7 +121,7 @@ def bench_size(nbytes: int, rounds: int, names: list[str], world, transport) -> 
     nelems = nbytes // 4
     auto = picked(world, nelems)
     memory = None
-    if any(a.endswith("/shm") for a in names):  # one window for every /shm name
+    if any(a.endswith("/shm") for a in names) or "auto" in names and auto[2] == "shm":
         memory = factory.gradient_memory(SimpleNamespace(allreduce="ring", transport="shm"),
                                          world, Backend(np, "cpu"), nelems, np.float32,
                                          [0] * world.world_size)  # fmt: skip
@@ -137,6 +142,7 @@ def bench_size(nbytes: int, rounds: int, names: list[str], world, transport) -> 
             f, buf = algs[a]
             times_s[a].append(timed_round(f, buf, iters, world, wtime))
     label = auto[0] if auto[1] == 1 else f"{auto[0]} x{auto[1]}"
+    label += "/shm" * (auto[2] == "shm")
     return {"nbytes": nbytes, "iters": iters, "ok": ok, "times_s": times_s, "auto": label}
 
 

@@ -50,8 +50,9 @@ MATHS = (
 )  # fmt: skip
 
 
-# a new directory; a fault is not carried; quiet is this terminal's choice
-NEVER_INHERITED = ("run_dir", "resume", "inject", "quiet")
+# a new directory; a fault is not carried; quiet is this terminal's choice; the transport
+# is picked anew for this world and device (it changes no bit of the sum)
+NEVER_INHERITED = ("run_dir", "resume", "inject", "quiet", "transport")
 
 
 @dataclass
