@@ -1,7 +1,7 @@
 """The topology file format: a TOML description checked once (one line naming the key on
 any error) and written back (`to_toml`). netsim.cluster.topology turns a checked description
-into links and routes; the keys are described there and in the preset files. (Past 300
-lines: every key's check is here, in one place, as the format is one idea.)
+into links and routes; the keys are described there and in the preset files. (It runs
+past 300 lines: every key's check is here, in one place, as the format is one idea.)
 
 Optional, for a node whose GPUs are really processes sharing one memory (calibrated
 machines, `python -m netsim calibrate`): `intra_node.aggregate_bandwidth_gbit_per_s` (all-

@@ -104,6 +104,12 @@ def test_bytes_per_link_are_what_the_fetches_and_pushes_say(tmp_path):
     text = mpirun(0, ["-m", "netsim", "report", str(tmp_path)]).stdout
     assert "bytes per link: equal to the definition's count" in text
     assert "2 replicas and 2 servers" in text
+    # and draws an async run's own figures (it refused --plots for async runs before)
+    drawn = mpirun(0, ["-m", "netsim", "report", str(tmp_path), "--plots"])
+    assert drawn.returncode == 0, drawn.output
+    for name in ("plot_staleness.png", "plot_incast.png"):
+        assert f"wrote {tmp_path / name}" in drawn.stdout
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @SLOW
