@@ -1,5 +1,6 @@
 """The emulated cluster: its plan as data (always), and real runs over namespaces, veth and
-tbf (root with `ip` and `tc` only; skipped with the reason otherwise)."""
+tbf (root with `ip` and `tc` only; skipped with the reason otherwise). It runs past 300 lines:
+one emulator, its plan, its runs and its signals and kills, each test a real namespace run."""
 
 import json
 import os
