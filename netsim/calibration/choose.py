@@ -127,10 +127,17 @@ class Choice:
         others = ", ".join(f"{name} {ms(t)}" for name, t in ranked if name != mine)
         picked = _key(self.algorithm, self.channels, self.transport)
         how = " (through shared memory inside a node)" if self.transport == "shm" else ""
+        mine_s = self.predicted_s[picked]
+        # a faster one was passed over by the margin: say so, or the line contradicts itself
+        margin = (
+            f"; kept over those predicted less than {MARGIN:.0%} faster, within the model's error"
+            if ranked and ranked[0][1] < mine_s
+            else ""
+        )
         return (
             f"{picked}{how} for {nbytes(size)} on {world_size} ranks, "
-            f"predicted {ms(self.predicted_s[picked])} (the others at best: {others}; "
-            f"model: {self.source})"
+            f"predicted {ms(mine_s)} (the others at best: {others}; model: {self.source}"
+            f"{margin})"
         )
 
 

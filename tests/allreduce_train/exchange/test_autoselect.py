@@ -213,3 +213,14 @@ def test_a_training_run_says_what_auto_picked_and_records_why(tmp_path):
     assert summary["allreduce"] == choice["algorithm"]
     report = mpirun(0, ["-m", "netsim", "report", str(tmp_path)], timeout=60)
     assert report.returncode == 0 and "(= " in report.stdout  # bytes = its analytic count
+
+
+def test_the_line_says_when_a_pick_was_kept_over_one_predicted_a_little_faster():
+    """The margin was silent: 'ring, predicted 66.6 us (the others at best: recursive-doubling
+    64.0 us ...)' read as a contradiction."""
+    kept = choose.Choice("ring", 1, {"ring": 66.6e-6, "recursive-doubling": 64.0e-6}, "m")
+    assert kept.line(1 << 10, 4).endswith(
+        "model: m; kept over those predicted less than 5% faster, within the model's error)"
+    )
+    best = choose.Choice("ring", 1, {"ring": 60.0e-6, "recursive-doubling": 64.0e-6}, "m")
+    assert best.line(1 << 10, 4).endswith("model: m)")
