@@ -19,6 +19,7 @@ from .options import (
     MAX_PARAMS,
     MAX_TIMEOUT_S,
     byte_sizes,
+    count,
     integer,
     real,
 )
@@ -75,9 +76,9 @@ def parser() -> argparse.ArgumentParser:
     def sized(c):
         c.add_argument(
             "--params",
-            type=integer(1, MAX_PARAMS),
+            type=count(1, MAX_PARAMS),
             metavar="N",
-            help="parameters in the gradient buffer (or --workload)",
+            help="parameters in the gradient buffer, e.g. 25557032, 1e8 or 1.5B (or --workload)",
         )
         c.add_argument(
             "--dtype", choices=("float32", "float64"), help="the buffer's (default: float32)"

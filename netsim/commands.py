@@ -36,7 +36,7 @@ def report(args) -> int:
         from netsim.report import plots
 
         for path in plots.write_plots(args.run_dir, config, merged):
-            print(f"wrote {path}")
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -141,7 +141,7 @@ def sweep(args) -> int:
         )
     if args.plot:
         _write("--plot", args.plot, lambda tmp: predict_text.sweep_plot(tmp, topo, rows))
-        print(f"wrote {args.plot}")
+        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)  # JSON stays JSON
     return 0
 
 

@@ -34,6 +34,31 @@ def integer(low: int, high: int | None = None):
     return parse
 
 
+COUNT_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9}  # counts: 1.5B parameters
+
+
+def count(low: int, high: int | None = None):
+    """An argparse type: a count from low to high, written as an integer, in scientific
+    notation (1e8) or with a decimal unit (100M, 1.5B: K, M, G or B), as model sizes are
+    quoted; one that is not a whole number is refused."""
+    whole = integer(low, high)
+
+    def parse(text: str) -> int:
+        t = text.strip().upper().replace("_", "")
+        scale = COUNT_UNITS.get(t[-1:], 1)
+        try:
+            value = float(t[:-1] if scale > 1 else t) * scale
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a count: {text!r} (e.g. 25557032, 1e8, 100M, 1.5B)"
+            ) from None
+        if not math.isfinite(value) or value != int(value):
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+        return whole(str(int(value)))
+
+    return parse
+
+
 def real(low: float, high: float = math.inf, low_open: bool = False):
     """An argparse type: a finite number from low (excluded when low_open) to high."""
 

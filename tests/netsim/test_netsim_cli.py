@@ -67,6 +67,35 @@ def test_sweep_table_and_plot(tmp_path):
 
 
 @pytest.mark.slow
+def test_sweep_with_json_and_a_plot_keeps_stdout_json(tmp_path):
+    """'wrote F.png' went to stdout, after the JSON: the output could not be parsed."""
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "sweep.png"
+    result = netsim("sweep", "--topology", "dgx-h100", "--params", "10M", "--ranks", "8,16",
+                    "--algorithms", "ring", "--json", "--plot", str(png))  # fmt: skip
+    assert result.returncode == 0, result.output
+    assert len(json.loads(result.stdout)) == 2  # valid JSON, one row per rank count
+    assert f"wrote {png}" in result.stderr and png.exists()
+
+
+@pytest.mark.parametrize(
+    "text,params", [("25557032", 25557032), ("1e8", 10**8), ("100M", 10**8), ("1.5B", 15 * 10**8)]
+)
+def test_params_are_written_as_model_sizes_are_quoted(text, params):
+    result = netsim("predict", "--topology", "dgx-h100", "--params", text, "--json")
+    assert result.returncode == 0, result.output
+    assert json.loads(result.stdout)["buffer_bytes"] == params * 4
+
+
+@pytest.mark.parametrize("text", ["1.5", "1e-3", "abc", "2.5K7", "inf"])
+def test_params_that_are_not_a_whole_count_are_one_line(text):
+    result = netsim("predict", "--topology", "dgx-h100", "--params", text)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("netsim: error: argument --params: ")
+
+
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_replay_of_a_recorded_run(tmp_path):
     assert train(2, tmp_path, "--steps", "4").returncode == 0
