@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -108,6 +109,22 @@ def check_machine() -> None:
             raise ValueError(f"an emulated cluster needs `{tool}`, which is not on PATH")
 
 
+def _bounded(kind, low, high=math.inf, what="a number"):
+    """An argparse type: `kind` (int or float) from low to high, finite (NaN refused)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            top = "" if high == math.inf else f" and at most {high:g}"
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}{top}, got {text}")
+        return value
+
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m launch.emulate",
@@ -116,17 +133,20 @@ def parser() -> argparse.ArgumentParser:
         "the command itself).",
     )
     ap.add_argument("--topology", help="a topology TOML file, or a netsim preset's name")
-    ap.add_argument("--nodes", type=int, help="emulate this many of its nodes (default: all)")
-    ap.add_argument("--ranks-per-node", type=int, help="default: the topology's gpus_per_node")
+    count = _bounded(int, 1, what="an integer")
+    ap.add_argument("--nodes", type=count, help="emulate this many of its nodes (default: all)")
+    ap.add_argument("--ranks-per-node", type=count, help="default: the topology's gpus_per_node")
     ap.add_argument(
         "--rate-mbit",
-        type=float,
+        type=_bounded(float, 1e-3, 1e9),
         help="each node's link, Mbit/s each way (default: the topology's NIC count x rate)",
     )
-    ap.add_argument("--mtu", type=int, default=1500, help="(default: %(default)s)")
+    # Linux's bounds for an IPv4 interface and a veth pair
+    ap.add_argument("--mtu", type=_bounded(int, 68, 65535, "an integer"), default=1500,
+                    help="(default: %(default)s)")  # fmt: skip
     ap.add_argument(
         "--timeout",
-        type=float,
+        type=_bounded(float, 1e-3, 1e7),
         default=3600.0,
         metavar="S",
         help="end the job after S seconds (default: %(default)s)",

@@ -338,3 +338,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     )
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "error:" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "option,value", [("--mtu", "0"), ("--timeout", "nan"), ("--rate-mbit", "-1"), ("--nodes", "0")]
+)
+def test_bad_numbers_are_refused_as_bad_input_not_as_a_bug(option, value, tmp_path):
+    """--mtu 0 reached `ip link set ... mtu 0` and exited 1, the code of a bug; --timeout
+    nan was taken."""
+    out = subprocess.run(
+        [sys.executable, "-m", "launch.emulate", option, value, "--topology", "two-nodes"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2, out.stderr
+    assert f"argument {option}: must be at least" in out.stderr.splitlines()[-1]
