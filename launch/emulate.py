@@ -125,8 +125,15 @@ def _bounded(kind, low, high=math.inf, what="a number"):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="python -m launch.emulate",
         description=__doc__.splitlines()[0],
         epilog="Everything after -- goes to python -m allreduce_train (or, with --exec, is "
