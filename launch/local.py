@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 
@@ -55,10 +56,26 @@ def run(argv: list[str], timeout_s: float, env=None, cwd=None) -> subprocess.Com
         cwd=cwd,
         stdin=subprocess.DEVNULL,
     )
+    # SIGTERM to the caller ends it by an exception (exit 143), so that the job, in a
+    # session of its own and out of the signal's reach, is killed with it, as on Ctrl-C.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         raise subprocess.TimeoutExpired(argv, timeout_s, stdout, stderr) from None
+    except BaseException:  # Ctrl-C, SIGTERM, a bug: the job does not outlive its caller
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)

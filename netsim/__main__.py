@@ -285,6 +285,9 @@ def main(argv=None) -> int:
         line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
         print(f"netsim: error: {line}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, during calibrate's runs say: one line, not a trace
+        print("netsim: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -73,3 +73,33 @@ def test_run_kills_the_whole_process_group_of_a_hung_command(tmp_path):
 def test_run_returns_what_a_command_printed_and_its_exit_code():
     done = launch.run([sys.executable, "-c", "import sys; print('out'); sys.exit(3)"], timeout_s=30)
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,code", [(2, 130), (15, 143)])
+def test_a_caller_stopped_by_a_signal_takes_the_job_with_it(signum, code, tmp_path):
+    """The job runs in a session of its own, out of the signal's reach: a SIGTERM or Ctrl-C
+    to the caller (netsim calibrate running its probes) left mpirun and its ranks running."""
+    pids = tmp_path / "pids"
+    caller = (
+        "import launch, sys\n"
+        "try:\n"
+        f"    launch.run(['sh', '-c', 'sleep 60 & echo $! > {pids}; wait'], timeout_s=60)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", caller], cwd=Path(launch.__file__).parent.parent)
+    for _ in range(200):
+        if pids.exists() and pids.read_text().strip():
+            break
+        time.sleep(0.05)
+    child = int(pids.read_text())
+    os.kill(proc.pid, signum)
+    assert proc.wait(timeout=20) == code
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the job's process {child} outlived its caller")
