@@ -2,6 +2,7 @@
 
 Bad input (a file that is not what it should be, a value out of range: InputError) is one
 line on stderr and exit code 2; anything else is a bug of ours and keeps its traceback.
+(It runs past 300 lines: the syntax of every subcommand, each option with its help.)
 """
 
 from __future__ import annotations
@@ -161,10 +162,19 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--sizes",
         type=byte_sizes,
-        default=byte_sizes("8,1K,64K,1M,16M,256M,1G,8G"),
         metavar="B,B",
         help="buffer sizes, K/M/G suffixes (default: 8,1K,64K,1M,16M,256M,1G,8G)",
     )
+    c.add_argument(
+        "-b", "--minbytes", type=_one_size, metavar="B",
+        help="nccl-tests' sweep: from B bytes (with -e and -f; instead of --sizes)",
+    )  # fmt: skip
+    c.add_argument("-e", "--maxbytes", type=_one_size, metavar="B", help="up to B bytes")
+    c.add_argument(
+        "-f", "--stepfactor", type=integer(2, 1 << 20), metavar="F",
+        help="each size F times the last (default: 2, as nccl-tests)",
+    )  # fmt: skip
+    c.add_argument("--csv", metavar="CSV", help="also write the rows as CSV")
     c.add_argument(
         "--algorithm",
         default="auto",
@@ -275,6 +285,12 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--json", action="store_true", help="print parameters and residuals as JSON")
     return p
+
+
+def _one_size(text: str) -> int:
+    """One byte count of --sizes' form (8, 4K, 64M, 1G)."""
+    (n,) = byte_sizes(text) or (0,)
+    return n
 
 
 def main(argv=None) -> int:

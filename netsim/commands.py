@@ -145,11 +145,35 @@ def sweep(args) -> int:
     return 0
 
 
+NCCL_SIZES = (8, 1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20, 1 << 30, 8 << 30)
+
+
+def nccl_sizes(args) -> tuple[int, ...]:
+    """--sizes, or nccl-tests' sweep -b B -e E -f F (B, B*F, ... up to E), or the default."""
+    sweep = (args.minbytes, args.maxbytes, args.stepfactor)
+    if any(v is not None for v in sweep):
+        if args.sizes is not None:
+            raise InputError("--sizes or -b/-e/-f (nccl-tests' sweep), not both")
+        low, high = args.minbytes or args.maxbytes, args.maxbytes or args.minbytes
+        if low > high:
+            raise InputError(f"-b {low} is above -e {high}: the sweep runs upwards")
+        sizes, size = [], low
+        while size <= high:
+            sizes.append(size)
+            size *= args.stepfactor or 2
+        return tuple(sizes)
+    return args.sizes if args.sizes is not None else NCCL_SIZES
+
+
 def nccl(args) -> int:
     topo = topology.load(args.topology)
     ranks = _ranks(args.ranks, topo, 2)
+    sizes = nccl_sizes(args)
+    if args.csv and not args.csv.lower().endswith(".csv"):
+        raise InputError(f"--csv wants a .csv file name, got {args.csv!r}")
+    _check_output("--csv", args.csv)
     rows = []
-    for size in args.sizes:
+    for size in sizes:
         found = nccl_model.estimates(
             topo, ranks, size, args.algorithm, args.protocol, args.channels, args.gpus_per_thread
         )
@@ -158,6 +182,9 @@ def nccl(args) -> int:
         print(rundir.dumps([e.to_dict() for e in rows], indent=2))
     else:
         print(predict_text.nccl_text(topo, ranks, rows))
+    if args.csv:
+        _write_text("--csv", args.csv, predict_text.nccl_csv(rows))
+        print(f"wrote {args.csv}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

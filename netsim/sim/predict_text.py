@@ -4,6 +4,10 @@ estimates."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 from netsim.report import plots
 from netsim.report.text import gbps, ms, nbytes
 
@@ -55,6 +59,18 @@ def sweep_text(topo, rows: list[dict], params: int, dtype: str, compute_ms: floa
     return "\n".join(lines)
 
 
+def nccl_csv(rows: list) -> str:
+    """The estimates as CSV, a row each, every field of their JSON (lists as JSON)."""
+    dicts = [e.to_dict() for e in rows]
+    out = io.StringIO()
+    fields = list(dicts[0]) if dicts else []
+    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for d in dicts:
+        w.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in d.items()})
+    return out.getvalue()
+
+
 def nccl_text(topo, ranks: int, rows: list) -> str:
     """NCCL's model, one row per estimate (netsim.sim.nccl.Estimate), as nccl-tests reports."""
     library = rows[0].library if rows else "NCCL"  # RCCL on AMD Instinct
@@ -68,7 +84,7 @@ def nccl_text(topo, ranks: int, rows: list) -> str:
         star = " *" if e.simulated_only else ""
         lines.append(
             f"{nbytes(e.nbytes):>10}  {e.algorithm + star:<10} {e.protocol:<8} "
-            f"{e.channels:>3} {e.time_s * 1e6:>8.1f} us {gbps(e.algbw_bytes_per_s):>11} "
+            f"{e.channels:>3} {ms(e.time_s):>11} {gbps(e.algbw_bytes_per_s):>11} "
             f"{gbps(e.busbw_bytes_per_s):>11}  {e.bottleneck}"
         )
     if any(e.simulated_only for e in rows):

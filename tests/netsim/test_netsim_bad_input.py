@@ -38,7 +38,7 @@ def one_line_error(capsys, argv, before_any_output=True) -> str:
         (PREDICT[:-1] + ["0"], "--params: must be in 1..1,099,511,627,776, got 0"),
         (SWEEP[:4] + ["-10"], "--params: must be in 1..1,099,511,627,776, got -10"),
         (PREDICT[:-1] + [str(10**20)], "--params: must be in 1..1,099,511,627,776"),
-        (PREDICT[:-1] + ["1e6"], "--params: not an integer: '1e6'"),
+        (PREDICT[:-1] + ["1.5"], "--params: not a whole number: '1.5'"),  # 1e6 is a count
         (SWEEP + ["--chunks", "0"], "--chunks: must be in 1..64, got 0"),
         (PREDICT + ["--chunks", "100000000"], "--chunks: must be in 1..64"),
         (PREDICT + ["--channels", "100000"], "--channels: must be in 1..64"),

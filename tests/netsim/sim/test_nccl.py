@@ -1,7 +1,9 @@
 """The NCCL model: tuning.cc's latencies and bandwidth refinements reproduced by hand, the
 picks it makes, the launch floor, its errors, and the published table it must predict."""
 
+import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +139,20 @@ def test_the_command_prints_the_pick_per_size_and_marks_simulated_only():
     assert lines[-1].startswith("* simulated only")
     bad = subprocess.run([*run, "--ranks", "1"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--ranks" in bad.stderr
+
+
+def test_the_sweep_is_nccl_tests_own_and_the_rows_go_to_csv_too(tmp_path):
+    """nccl-tests' -b/-e/-f (begin, end, factor) give the sizes; --csv writes every row; the
+    time is printed in its unit (us below a millisecond, ms above)."""
+    run = [sys.executable, "-m", "netsim", "nccl", "--topology", "hgx-h100"]
+    csv_path = tmp_path / "rows.csv"
+    out = subprocess.run([*run, "-b", "8", "-e", "128M", "-f", "16", "--csv", str(csv_path)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    sizes = [8 * 16**k for k in range(7)]  # 8 B .. 128 MiB
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [int(r["nbytes"]) for r in rows] == sizes
+    table = out.stdout.splitlines()[2:9]
+    assert " 15.0 us " in table[0] and re.search(r" [\d,.]+ (us|ms) ", table[-1])
+    both = subprocess.run([*run, "-b", "8", "--sizes", "8"], capture_output=True, text=True)
+    assert both.returncode == 2 and "not both" in both.stderr and both.stderr.count("\n") == 1
