@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from ..exits import UsageError
+from ..maths import model
 from .config import DEFAULT_HIDDEN, Config
 
 # (samples, features, classes, bytes a value) of the datasets that come in a known size
@@ -31,7 +32,7 @@ def rank_bytes(cfg: Config, world_size: int) -> int:
     else:
         samples, features, classes, item = KNOWN[cfg.dataset]
     widths = cfg.layers or (features, *DEFAULT_HIDDEN, classes)
-    nparams = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    nparams = model.nparams(widths)
     itemsize = 8 if cfg.dtype == "float64" else 4
     rows = -(-cfg.global_batch // world_size)
     return (

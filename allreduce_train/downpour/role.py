@@ -36,6 +36,7 @@ from netsim.record.recorder import Recorder
 from ..exits import ReplicasDiverged
 from ..maths import data
 from ..maths.evaluate import digest, score
+from ..maths.model import nparams
 from ..run import console
 from ..run.checkpoint import Snapshot
 from ..run.lifecycle import Run
@@ -50,10 +51,9 @@ class AsyncRole:
         self.cfg, self.world, self.backend, self.dataset = cfg, world, backend, dataset
         self.spe = len(dataset.y_train) // cfg.global_batch
         widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
-        nparams = sum(a * b + b for a, b in zip(widths, widths[1:]))
         total = cfg.steps or cfg.epochs * self.spe  # the run's batches, dealt round-robin
         first = None if state is None else state["replica_steps"]
-        self.layout = layout = Layout(cfg, world.world_size, nparams, total, first)
+        self.layout = layout = Layout(cfg, world.world_size, nparams(widths), total, first)
         self.is_replica = world.rank < layout.replicas
         kind = Replica if self.is_replica else Server
         self.part = kind(cfg, world.rank, layout, backend, dataset, transport, None)

@@ -253,6 +253,11 @@ def _xp_of(a):
     return np if isinstance(a, np.ndarray) else sys.modules[type(a).__module__.split(".")[0]]
 
 
+def nparams(widths) -> int:
+    """Parameters of an MLP of these widths: each layer's weights and biases."""
+    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+
 def layer_segments(widths) -> list[tuple[int, int]]:
     """(start, count) of each layer's weights and biases in the flat buffer of an MLP of
     these widths."""

@@ -57,6 +57,10 @@ class Role(Protocol):
     device: str  # the device line: the backend and how the gradient travels
     model: object  # its model (config.json records its layers)
     dataset: object
+    watchdog: object  # the lifecycle hands it the live one before train
+
+    def record_into(self, records) -> None:
+        """Record every later step into `records` (its open_records' file; None: none)."""
 
     def describe(self) -> dict:
         """Its own keys of config.json (collective if it must be)."""

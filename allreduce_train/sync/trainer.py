@@ -22,7 +22,7 @@ from ..exchange.protocol import Transport
 from ..exits import NonFinite, ReplicasDiverged
 from ..guard.faults import Straggler
 from ..guard.watchdog import Watchdog
-from ..maths import data, optim
+from ..maths import data, model, optim
 from ..maths.backend import Backend
 from ..maths.evaluate import digest, score
 from ..maths.model import MLP
@@ -56,9 +56,8 @@ class Trainer:
         # is the window's; then the gradient path (exchange.factory): `exchange.buffer` is
         # what it sums, the gradient itself or its pinned host mirror, which then holds the
         # sum too.
-        nparams = sum(a * b + b for a, b in zip(widths, widths[1:]))
         memory = factory.gradient_memory(
-            cfg, world, backend, nparams, self.dtype, self.node_of_rank
+            cfg, world, backend, model.nparams(widths), self.dtype, self.node_of_rank
         )
         self.model = MLP(widths, cfg.activation, cfg.loss, backend.xp, self.dtype, backend.kernels,
                          grads=memory.grads)  # fmt: skip
