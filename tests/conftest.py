@@ -97,3 +97,16 @@ def left_behind(run_dir, grace_s: float = 3.0) -> str:
         if not found.stdout or time.monotonic() > deadline:
             return found.stdout
         time.sleep(0.1)
+
+
+def gone(pid: int, grace_s: float = 10.0) -> bool:
+    """Whether process `pid` is gone within grace_s: one killed is reaped a moment later by
+    whoever inherits it."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False

@@ -10,6 +10,8 @@ import pytest
 
 import launch
 
+from conftest import gone
+
 
 def executable(path: Path) -> Path:
     path.write_text("#!/bin/sh\n")
@@ -60,14 +62,7 @@ def test_run_kills_the_whole_process_group_of_a_hung_command(tmp_path):
         launch.run(hung, timeout_s=1)
     assert caught.value.stdout == "started\n"
     child = int(pids.read_text())
-    for _ in range(100):  # killed at once; reaped by whoever inherits it, a moment later
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail(f"the hung command's child {child} outlived the timeout")
+    assert gone(child), f"the hung command's child {child} outlived the timeout"
 
 
 def test_run_returns_what_a_command_printed_and_its_exit_code():
@@ -96,10 +91,4 @@ def test_a_caller_stopped_by_a_signal_takes_the_job_with_it(signum, code, tmp_pa
     child = int(pids.read_text())
     os.kill(proc.pid, signum)
     assert proc.wait(timeout=20) == code
-    for _ in range(100):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"the job's process {child} outlived its caller")
+    assert gone(child), f"the job's process {child} outlived its caller"

@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from launch import rank
+
+from conftest import gone
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,14 +84,7 @@ def test_the_rank_dies_with_its_watch(tmp_path):
     child = int(pid_file.read_text())
     proc.kill()
     proc.communicate(timeout=30)
-    for _ in range(200):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail(f"the rank {child} outlived its watch")
+    assert gone(child), f"the rank {child} outlived its watch"
 
 
 def kill_rank_2(launcher: list[str], run_dir: Path) -> subprocess.CompletedProcess:
