@@ -91,7 +91,7 @@ def setup(world: World, argv):
     from netsim.record import rundir
 
     from .config import budget
-    from .exchange import autoselect, factory
+    from .exchange import autoselect, buckets, factory
     from .maths import backend, data
     from .run import checkpoint
 
@@ -157,6 +157,7 @@ def setup(world: World, argv):
         raise agreed(*error)
     widths = cfg.widths_for(dataset.nfeatures, dataset.nclasses)
     nodes = world.node_of_rank(cfg.ranks_per_node)
+    cfg = buckets.resolve(cfg, widths)
     cfg = autoselect.resolve(cfg, world, nodes, widths, on_gpu=dev.on_gpu)
     run_dir = None
     if world.is_root:

@@ -24,6 +24,7 @@ DEVICES = ("auto", "cpu", "gpu")
 TRANSPORTS = ("auto", "mpi", "shm")
 NONFINITE = ("stop", "skip")
 MODES = ("sync", "async")
+OVERLAP = ("auto", "on", "off")
 OPTIMIZERS = ("sgd", "adagrad")
 SGD_MOMENTUM = 0.9  # --momentum's default for SGD (Adagrad has none)
 MAX_CHANNELS = 64
@@ -76,6 +77,13 @@ class Config:
     # auto: netsim's model picks (autoselect.py; mpi on a GPU or for a library's all-reduce)
     transport: str = "auto"
     allreduce_choice: dict | None = None  # set by --allreduce auto: what it picked, and why
+    # gradient buckets, as DDP's (netsim.workload.buckets.plan): a bucket closes once it holds
+    # this many MiB (None: DDP's 25; 0: one bucket of the whole gradient), the first at
+    # first_bucket_mb (None: DDP's 1); overlap: each bucket all-reduced as soon as backward
+    # has written it (auto: on when there is more than one bucket)
+    bucket_mb: float | None = None
+    first_bucket_mb: float | None = None
+    overlap: str = "auto"
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
     # failures
     comm_timeout: float = 300.0  # seconds without progress in a collective that end the job
@@ -162,6 +170,25 @@ class Config:
                 "cannot skip an update the others never wait for)",
             )
             need(not self.cuda_aware_mpi, "--cuda-aware-mpi: --mode async has no all-reduce")
+            need(
+                self.bucket_mb is None and self.first_bucket_mb is None and self.overlap == "auto",
+                "--bucket-mb, --first-bucket-mb and --overlap bucket the all-reduce; --mode "
+                "async pushes and fetches per server shard instead",
+            )
+        for name in ("bucket_mb", "first_bucket_mb"):
+            value = getattr(self, name)
+            need(
+                value is None or 0 <= value < math.inf,
+                f"--{name.replace('_', '-')} must be >= 0 and finite, got {value}",
+            )
+        need(
+            self.first_bucket_mb is None or self.first_bucket_mb > 0,
+            f"--first-bucket-mb must be positive, got {self.first_bucket_mb}",
+        )
+        need(
+            self.overlap in OVERLAP,
+            f"--overlap must be one of {', '.join(OVERLAP)}, got {self.overlap!r}",
+        )
         need(
             0 <= self.weight_decay < math.inf,
             f"--weight-decay must be >= 0 and finite, got {self.weight_decay:g}",

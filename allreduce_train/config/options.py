@@ -15,6 +15,7 @@ from .config import (
     DTYPES,
     MODES,
     NONFINITE,
+    OVERLAP,
     OPTIMIZERS,
     SGD_MOMENTUM,
     TRANSPORTS,
@@ -202,6 +203,31 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         "with the reads (on the CPU); auto: the one netsim's model predicts faster on this "
         "machine's calibration (mpi on a GPU or for MPI_Allreduce). Between nodes they are "
         "always messages (default: %(default)s)",
+    )
+    g.add_argument(
+        "--bucket-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="all-reduce the gradient in buckets of about MB MiB, cut at parameter boundaries "
+        "last layer first, as PyTorch DDP's bucket_cap_mb; 0: one bucket of the whole "
+        "gradient (default: 25, DDP's)",
+    )
+    g.add_argument(
+        "--first-bucket-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="the first bucket's cap, which DDP keeps small so that communication starts "
+        "early in backward (default: 1, DDP's)",
+    )
+    g.add_argument(
+        "--overlap",
+        default=d.overlap,
+        choices=OVERLAP,
+        help="on: each bucket's all-reduce starts as soon as backward has written it and runs "
+        "while backward goes on (a communication thread); off: all of them after backward; "
+        "auto: on when there is more than one bucket (default: %(default)s)",
     )
     g.add_argument(
         "--device",

@@ -35,19 +35,21 @@ _COUNTER_BYTES = 64  # a rank's round counter, alone on its cache line, before i
 
 @dataclass(frozen=True, eq=False)
 class GradientExchange:
-    """A run's gradient path: `executor` sums `buffer` (the gradient itself, or its pinned
-    host mirror, which then holds the sum too) over every rank; `description` is how the
-    gradient travels, for the device line ("" on the CPU)."""
+    """A run's gradient path: `executors[b]` sums `views[b]`, bucket b of `buffer` (the
+    gradient itself, or its pinned host mirror, which then holds the sum too), over every
+    rank; `spans[b]` is where that bucket lies in the flat gradient, in elements, in launch
+    order (one span: the whole gradient); `description` is how the gradient travels, for
+    the device line ("" on the CPU)."""
 
-    executor: Executor
+    executors: tuple
+    views: tuple
+    spans: tuple
     buffer: object
     description: str = ""
 
     def __call__(self) -> None:
-        self.executor(self.buffer)
-
-    def record_into(self, recorder) -> None:
-        self.executor.record_into(recorder)
+        for executor, view in zip(self.executors, self.views):
+            executor(view)
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,42 +103,90 @@ def gradient_memory(cfg, world, backend, nelems: int, dtype, node_of_rank) -> Gr
 
 def make(
     cfg, world, backend, grads, transport: Transport, *, node_of_rank, segments,
-    memory: GradientMemory = GradientMemory(),
+    memory: GradientMemory = GradientMemory(), spans=None, algorithms_by_bucket=None,
 ) -> GradientExchange:  # fmt: skip
     """This rank's gradient path for the gradient buffer `grads` (the model's, in `memory`
-    where gradient_memory put it)."""
+    where gradient_memory put it): one executor per bucket, `spans` the buckets' element
+    ranges in launch order (None: one bucket of the whole gradient). Each bucket runs
+    cfg's algorithm, or algorithms_by_bucket[b] ((name, channels), as --allreduce auto
+    picked it for that bucket's size)."""
+    spans = tuple(spans or ((0, grads.size),))
+    picks = algorithms_by_bucket or [(cfg.allreduce, cfg.channels)] * len(spans)
+    host = None if memory.peers is not None or not backend.on_gpu else (
+        backend.host_mirror(grads) if not cfg.cuda_aware_mpi else None)  # fmt: skip
+    nccl = None  # one NCCL communicator, shared by the buckets
+    if any(algorithms.get(name).needs_gpu for name, _ in picks):
+        nccl = NcclAllreduce(world, backend.xp, grads.dtype)
+    executors, views = [], []
+    for (lo, hi), (name, channels) in zip(spans, picks):
+        algorithm = algorithms.get(name)
+        parts = _within(segments, lo, hi)
+        executor, view = _bucket(cfg, world, backend, grads, transport, algorithm, channels,
+                                 node_of_rank, parts, memory, host, nccl, lo, hi)  # fmt: skip
+        executors.append(executor)
+        views.append(view)
     algorithm = algorithms.get(cfg.allreduce)
     if memory.peers is not None:
-        schedule = algorithm.schedule(
-            world.world_size, grads.size, node_of_rank=node_of_rank, segments=segments,
-            channels=cfg.channels,
-        )  # fmt: skip
-        executor = SharedMemoryAllreduce(schedule, world.rank, memory.peers, transport, grads.dtype)
         nodes = len(set(node_of_rank))
         between = "; messages between nodes" if nodes > 1 else ""
-        return GradientExchange(
-            executor, grads, f"; the schedule's rounds read peers' memory inside a node{between}"
-        )
+        description = f"; the schedule's rounds read peers' memory inside a node{between}"
+        buffer = grads
+    elif algorithm.needs_gpu:
+        description, buffer = "; the all-reduce by NCCL on the GPU buffers", grads
+    elif backend.on_gpu and cfg.cuda_aware_mpi:
+        description, buffer = "; the all-reduce on the GPU buffers (CUDA-aware MPI)", grads
+    elif backend.on_gpu:
+        description, buffer = "; gradients staged through pinned host memory", host
+    else:
+        description, buffer = "", grads
+    return GradientExchange(tuple(executors), tuple(views), spans, buffer, description)
+
+
+def _within(segments, lo: int, hi: int):
+    """The layer segments (start, count) clipped to [lo, hi), relative to lo."""
+    out = []
+    for start, count in segments or ():
+        a, b = max(start, lo), min(start + count, hi)
+        if a < b:
+            out.append((a - lo, b - a))
+    return out or None
+
+
+def _bucket(cfg, world, backend, grads, transport, algorithm, channels, node_of_rank,
+            segments, memory, host, nccl, lo, hi):  # fmt: skip
+    """The executor of bucket [lo, hi) and the view it sums."""
+    if memory.peers is not None:
+        p = memory.peers
+        schedule = algorithm.schedule(
+            world.world_size, hi - lo, node_of_rank=node_of_rank, segments=segments,
+            channels=channels,
+        )  # fmt: skip
+        mine = Peers({r: b[lo:hi] for r, b in p.buffers.items()}, p.counters, p.fence, p.alive)
+        executor = SharedMemoryAllreduce(schedule, world.rank, mine, transport, grads.dtype)
+        return executor, mine.buffers[world.rank]
     if algorithm.needs_gpu:
-        nccl = NcclAllreduce(world, backend.xp, grads.dtype)
-        return GradientExchange(nccl, grads, "; the all-reduce by NCCL on the GPU buffers")
+        return nccl, grads[lo:hi]
 
     def host_executor(xp):  # the schedule, its adds by xp (NumPy: on the host buffer)
         return make_allreduce(
-            algorithm, world.world_size, world.rank, grads.size, transport, xp, grads.dtype,
-            node_of_rank=node_of_rank, segments=segments, channels=cfg.channels,
+            algorithm, world.world_size, world.rank, hi - lo, transport, xp, grads.dtype,
+            node_of_rank=node_of_rank, segments=segments, channels=channels,
         )  # fmt: skip
 
     if backend.on_gpu and cfg.cuda_aware_mpi:
-        direct = DirectAllreduce(host_executor(backend.xp), backend.synchronize)
-        return GradientExchange(
-            direct, grads, "; the all-reduce on the GPU buffers (CUDA-aware MPI)"
-        )
+        inner = host_executor(backend.xp)
+        direct = DirectAllreduce(inner, backend.synchronize)
+        inner.bind(grads[lo:hi])
+        return direct, grads[lo:hi]
     if backend.on_gpu:
-        mirror = backend.host_mirror(grads)
-        staged = StagedAllreduce(host_executor(np), backend.copier(), grads, mirror)
-        return GradientExchange(staged, mirror, "; gradients staged through pinned host memory")
-    return GradientExchange(host_executor(np), grads)
+        inner = host_executor(np)
+        staged = StagedAllreduce(inner, backend.copier(), grads[lo:hi], host[lo:hi])
+        inner.bind(staged.host)
+        return staged, staged.host
+    executor = host_executor(np)
+    view = grads[lo:hi]
+    executor.bind(view)
+    return executor, view
 
 
 def check_allreduce(dev, algorithm, local_size: int) -> None:

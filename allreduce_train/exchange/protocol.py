@@ -62,3 +62,8 @@ class RoundExecutor(Executor, Protocol):
 
     def stage(self, wait: Callable[[int], None]) -> None:
         """Call wait(k) just before round k runs, every call from now on."""
+
+    def bind(self, buf) -> None:
+        """Make now what every call on `buf` uses (views, prepared requests, the messages it
+        records), after `stage`: a recorder given later counts them at once, and a step of
+        a bucketed exchange lays out its readings before any bucket runs."""

@@ -74,7 +74,7 @@ class ScheduleAllreduce:
 
     def __call__(self, buf) -> None:
         if buf is not self._buf:
-            self._bind(buf)
+            self.bind(buf)
         add, recorder = self._add, self.recorder
         if recorder is None:
             for run, adds, _ in self._bound:
@@ -91,10 +91,10 @@ class ScheduleAllreduce:
                     add(dst, src, out=dst)
                 readings[k] = clock()
 
-    def _bind(self, buf) -> None:
+    def bind(self, buf) -> None:
         """Views of `buf` and the scratch for every round, made once per buffer (training
-        passes the same gradient buffer every step): a step then slices nothing, and the
-        recorder counts the messages once."""
+        passes the same gradient buffer every step, and binds it before the first): a step
+        then slices nothing, and the recorder counts the messages once."""
         if buf.shape != (self.schedule.nelems,):
             raise ValueError(
                 f"buffer of shape {buf.shape}, schedule made for {self.schedule.nelems}"
@@ -134,6 +134,9 @@ class NativeAllreduce:
 
     def stage(self, wait) -> None:
         self._wait = wait
+
+    def bind(self, buf) -> None:
+        """Nothing to make: the library takes the buffer as it comes."""
 
     def record_into(self, recorder) -> None:
         if recorder is not None:

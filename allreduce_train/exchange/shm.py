@@ -113,6 +113,9 @@ class SharedMemoryAllreduce:
     def stage(self, wait) -> None:
         self._wait = wait
 
+    def bind(self, buf) -> None:
+        """Its buffer is the window's, bound when made."""
+
     def record_into(self, recorder) -> None:
         """Every call recorded: the schedule's transfers counted as its messages (a read
         from a peer is the transfer the schedule names), one reading per round boundary."""

@@ -217,11 +217,13 @@ class MLP:
                 a = self.activation(z)
         return (a, inputs) if keep else a
 
-    def loss_and_grad(self, x, labels, scale: float) -> float:
+    def loss_and_grad(self, x, labels, scale: float, ready=None) -> float:
         """Writes scale * d(sum of losses)/d(params) into `grads`; returns the loss sum.
 
         scale is 1/global_batch: folding it into the output delta scales every layer's
-        gradient at no extra pass over the buffer."""
+        gradient at no extra pass over the buffer. ready: called with each layer's index
+        once its gradients are written (the last layer first), for the exchange to start
+        the buckets it completes while backward goes on."""
         logits, inputs = self.forward(x, keep=True)
         loss, delta = self.loss(logits, labels)
         delta *= self.dtype.type(scale)
@@ -229,6 +231,8 @@ class MLP:
             a = inputs[layer]
             self.xp.matmul(a.T, delta, out=self.weight_grads[layer])
             delta.sum(axis=0, out=self.bias_grads[layer])
+            if ready is not None:
+                ready(layer)
             if layer > 0:
                 delta = delta @ self.weights[layer].T
                 if self.fused is not None:

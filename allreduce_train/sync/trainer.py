@@ -17,7 +17,7 @@ from netsim.record.recorder import Recorder
 
 from ..comm import World
 from ..config.config import Config
-from ..exchange import factory
+from ..exchange import buckets, factory
 from ..exchange.protocol import Transport
 from ..exits import NonFinite, ReplicasDiverged
 from ..guard.faults import Straggler
@@ -65,9 +65,22 @@ class Trainer:
         self.optimizer = optim.make(
             cfg, self.model.params, self.model.grads, backend.xp, backend.threads, backend.kernels
         )
-        self.exchange = factory.make(
+        # The gradient in buckets (one, or DDP's), each with its executor (auto: the one
+        # picked for its size), all-reduced as backward writes them (overlap) or after it.
+        self.buckets = buckets.plan(
+            widths, np.dtype(cfg.dtype).itemsize, cfg.bucket_mb, cfg.first_bucket_mb
+        )
+        per_bucket = (cfg.allreduce_choice or {}).get("buckets")
+        exchange = factory.make(
             cfg, world, backend, self.model.grads, transport,
             node_of_rank=self.node_of_rank, segments=self.model.layer_segments, memory=memory,
+            spans=[(b.lo, b.hi) for b in self.buckets],
+            algorithms_by_bucket=per_bucket and [(c["algorithm"], c["channels"])
+                                                 for c in per_bucket],
+        )  # fmt: skip
+        self.exchange = buckets.BucketedExchange(
+            exchange, self.buckets, buckets.overlapping(cfg.overlap, len(self.buckets)),
+            time.perf_counter_ns, backend.synchronize if backend.on_gpu else None,
         )  # fmt: skip
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         self.batches = data.Batches(len(dataset.y_train), cfg.seed, cfg.global_batch)
@@ -128,14 +141,14 @@ class Trainer:
         clock): start, all-reduce entry and exit, end. Recording, its record is committed."""
         # Clock readings in integer nanoseconds, stored as they are in the step file.
         t0 = time.perf_counter_ns()
-        loss_sum, n = self.local_gradient(step)
+        loss_sum, n = self.local_gradient(step, self.exchange.ready)
         if self.straggler is not None:  # a deliberately slow rank: its compute takes longer
             self.straggler.slow(t0)
         if self.injection is not None and self.injection.kind != "nan":
             self.injection.strike(self.world.rank, step, None)
         t1 = time.perf_counter_ns()
         self.watchdog.where = (step, "the all-reduce", t1)  # tuples: no cost to speak of
-        self.exchange()
+        self.exchange.wait()  # every bucket's sum in place (with overlap, begun in backward)
         t2 = time.perf_counter_ns()
         self.watchdog.where = (step, None, t2)
         if self.backend.finite(self.exchange.buffer):  # NaN, Inf, or a norm past the dtype's
@@ -155,15 +168,25 @@ class Trainer:
             self.recorder.commit(step, loss_sum / n, t0, t1, t2, t3)
         return t0, t1, t2, t3
 
-    def local_gradient(self, step: int) -> tuple[float, int]:
+    def local_gradient(self, step: int, ready=None) -> tuple[float, int]:
         """This rank's gradient of its rows of the step's batch, into the model's gradient
         buffer (which the all-reduce then sums, or stages); returns the rows' loss sum and
-        count."""
+        count. ready(layer): called as backward finishes each layer (the buckets)."""
         xp, b = self.backend.xp, self.cfg.global_batch
         x, y = self.dataset.rows("train", self.batches.rows(step)[self.mine], self.dtype)
-        loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b)
         if self.injection is not None and self.injection.kind == "nan":
-            self.injection.strike(self.world.rank, step, self.model.grads)
+            # NaN into the first layer's gradient once backward has written it, before its
+            # bucket leaves (with overlap, the buckets of the layers above are in flight)
+            first = self.model.grads[: self.model.layer_segments[0][1]]
+            strike, rank, inner = self.injection.strike, self.world.rank, ready
+
+            def ready(layer):
+                if layer == 0:
+                    strike(rank, step, first)
+                if inner is not None:
+                    inner(layer)
+
+        loss_sum = self.model.loss_and_grad(xp.asarray(x), xp.asarray(y), 1.0 / b, ready)
         return loss_sum, len(y)
 
     def nonfinite(self, step: int, loss: float) -> None:

@@ -54,6 +54,9 @@ class Tally:
     # what a step copies between GPU and host memory around the collective (staging)
     d2h_bytes: int = 0
     h2d_bytes: int = 0
+    # per bucket (offset, bytes, rounds, bytes_sent, bytes_recv, messages, links), in launch
+    # order; None: the step is not bucketed (stepfile.BUCKET)
+    buckets: tuple | None = None
 
 
 HIDDEN = Tally(None, None, None, None, None)
@@ -104,6 +107,7 @@ class Recorder:
         self._copy_slot = 0  # _slots[_base + _copy_slot]: the open frame's d2h_ns, h2d_ns
         self._fsize = 0  # the size of a step frame under it
         self._last = -1  # the last end of a frame after which the next still fits
+        self._bucket_at = []  # where each bucket's readings start in a step's
         self._grow(-(-capacity // 8) * 8)
         self._append(stepfile.header(rank, steps_per_epoch, samples))
 
@@ -127,14 +131,45 @@ class Recorder:
     def bind(self, messages) -> Tally:
         """The collective sends `messages` every step from now on (None: it hides them);
         counted here, and a messages frame written if they differ from the last."""
-        tally = count(self.rank, messages)
+        return self._bound(count(self.rank, messages))
+
+    def bind_buckets(self, buckets) -> Tally:
+        """Every step from now on all-reduces the gradient in these buckets, in this order:
+        (offset, nbytes, messages) each, messages as `bind` takes them (None: hidden; all
+        hidden or none). A step's readings are then each bucket's in turn
+        (`bucket_readings`)."""
+        tallies = [count(self.rank, m) for _, _, m in buckets]
+        hidden = any(m is None for _, _, m in buckets)
+        whole = count(self.rank, None if hidden else [r for _, _, m in buckets for r in m])
+        shape = tuple(
+            (int(offset), int(nbytes), len(t.round_labels or ()), t.bytes_sent, t.bytes_recv,
+             t.messages, None if t.links is None else [list(x) for x in t.links])
+            for (offset, nbytes, _), t in zip(buckets, tallies)
+        )  # fmt: skip
+        self._bucket_at = []
+        at = 0
+        for b in shape:
+            self._bucket_at.append(at)
+            at += stepfile.bucket_readings(b[2])
+        return self._bound(dataclasses.replace(whole, buckets=shape))
+
+    def bucket_readings(self, b: int) -> memoryview:
+        """Bucket b's clock readings in the open step: [ready, start, the end of each of its
+        rounds (or its end alone)], a view of the mapped file as `readings()`."""
+        at = self._base + self._bucket_at[b]
+        n = stepfile.bucket_readings(self.tally.buckets[b][2])
+        return self._slots[at : at + n]
+
+    def _bound(self, tally: Tally) -> Tally:
         if any(self.copies):
             tally = dataclasses.replace(tally, **dict(zip(stepfile.COPIES, self.copies)))
         if tally != self.tally:
             self._append(stepfile.messages(tally))
             nrounds = len(tally.round_labels or ())
-            self.tally, self._fsize = tally, stepfile.step_struct(nrounds).size
-            self._nreadings = self._copy_slot = stepfile.readings(nrounds)
+            buckets = None if tally.buckets is None else [{"rounds": b[2]} for b in tally.buckets]
+            nreadings = stepfile.step_readings(nrounds, buckets)
+            self.tally, self._fsize = tally, stepfile.step_struct(nreadings).size
+            self._nreadings = self._copy_slot = nreadings
             self._open()
         return tally
 

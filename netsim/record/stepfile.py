@@ -18,19 +18,29 @@ bytes (JSON payloads are padded with spaces), so that the readings of a step are
 slots. Zero bytes, or the header of a step frame not yet closed, follow the last frame (the
 file grows while the run is alive and is cut to its length at the end).
 
-    kind 0  header      JSON: {"format": "allreduce_train steps", "version": 4, "rank": R,
+    kind 0  header      JSON: {"format": "allreduce_train steps", "version": 5, "rank": R,
                         "steps_per_epoch": E, "samples": S (this rank's rows in every step)}
     kind 1  messages    JSON: bytes_sent, bytes_recv, messages, links ([src, dst, bytes,
                         messages] per peer sent to) and round_labels ([phase, index] or null
                         per round): what every following step sent, until the next kind 1;
                         all null where the collective hid its messages (MPI_Allreduce);
                         d2h_bytes, h2d_bytes: what every step copies between the GPU and
-                        host memory around the collective (0 on the CPU, and with NCCL)
-    kind 2  step        for the R rounds of the last kind-1 frame (none if R is 0), R + 1
-                        i64 clock readings: when round 0 was posted, then when each round
-                        ended, which is when the next one was posted (a round ends once its
-                        data is in place: received, and added where the round reduces);
-                        then i64 d2h_ns, h2d_ns (how long the step's copies took, 0 where
+                        host memory around the collective (0 on the CPU, and with NCCL);
+                        buckets (version 5, where the gradient is all-reduced in buckets:
+                        training always says it, one bucket or many): per bucket, in launch
+                        order, {offset, bytes (of the gradient: where the bucket lies in it),
+                        rounds (how many of round_labels are its, in order), bytes_sent,
+                        bytes_recv, messages, links (its own tally, null where hidden)}
+    kind 2  step        without buckets: for the R rounds of the last kind-1 frame (none if
+                        R is 0), R + 1 i64 clock readings: when round 0 was posted, then
+                        when each round ended, which is when the next one was posted (a
+                        round ends once its data is in place: received, and added where the
+                        round reduces). With buckets: per bucket, when its gradient was
+                        ready (backward wrote its last part), when its all-reduce started,
+                        then when each of its R_b rounds ended, the last being when the
+                        all-reduce returned (a bucket of no rounds, or of hidden ones, stores
+                        its end alone): 2 + max(R_b, 1) readings.
+                        Then i64 d2h_ns, h2d_ns (how long the step's copies took, 0 where
                         there are none); i64 step; f64 loss; i64 t_start_ns, t_comm_ns,
                         t_comm_end_ns, t_end_ns; 4 zero bytes
 
@@ -40,7 +50,18 @@ derived: epoch is step // E, samples is S, compute_s is (t_comm_ns - t_start_ns 
 t_comm_end_ns) / 1e9 and comm_s is (t_comm_end_ns - t_comm_ns) / 1e9, exactly as training
 computes them. Version 3 is the first format a release wrote (1 and 2 were development
 formats, never released, and are not read); 4 added the copies, and a version-3 file reads
-as copying nothing.
+as copying nothing; 5 added the buckets (a file without them reads as before: `buckets`
+None, the communication all exposed).
+
+A bucketed step's record adds `buckets` (per bucket: offset, bytes, its tally, ready_ns,
+start_ns, end_ns, its rounds) and splits the communication as docs/ARCHITECTURE.md defines
+it: exposed_s is the part of the step the rank's compute waited on communication (t_comm_ns
+to t_comm_end_ns: after backward, until the last bucket's sum is there), hidden_s the time
+buckets were in flight outside that wait (under backward), comm_s their sum. Without
+overlap every bucket runs inside the wait: hidden_s is 0 and comm_s is what it always was.
+
+(Past 300 lines: the format and its one reader, which checks every field it reads; apart,
+the layout would be written twice.)
 """
 
 from __future__ import annotations
@@ -50,8 +71,8 @@ import struct
 
 from netsim.errors import InputError
 
-FORMAT = {"format": "allreduce_train steps", "version": 4}
-READS = (3, 4)  # the versions read: 3 has no copies
+FORMAT = {"format": "allreduce_train steps", "version": 5}
+READS = (3, 4, 5)  # the versions read: 3 has no copies, 3 and 4 no buckets
 HEADER, MESSAGES, STEP = 0, 1, 2
 FRAME = struct.Struct("<II")  # size, kind
 SIZE = struct.Struct("<I")  # the closing size
@@ -61,6 +82,7 @@ _STEP_READ = FIELDS_FORMAT.replace("4x", "I")  # the 4 zero bytes read, to be ch
 TALLY = ("bytes_sent", "bytes_recv", "messages", "links", "round_labels")
 COPIES = ("d2h_bytes", "h2d_bytes")  # in the messages frame (version 4)
 COPY_TIMES = ("d2h_ns", "h2d_ns")  # in the step frame, after the readings (version 4)
+BUCKET = ("offset", "bytes", "rounds") + TALLY[:4]  # a bucket in the messages frame (version 5)
 
 
 class StepFileError(InputError):
@@ -72,9 +94,24 @@ def readings(nrounds: int) -> int:
     return nrounds + 1 if nrounds else 0
 
 
-def step_struct(nrounds: int) -> struct.Struct:
-    """A whole step frame: its header, readings, copy times, fields and closing size."""
-    return struct.Struct("<II" + "q" * (readings(nrounds) + len(COPY_TIMES)) + FIELDS_FORMAT + "I")
+def bucket_readings(nrounds: int) -> int:
+    """How many clock readings a bucket of `nrounds` rounds stores: ready, start, the end of
+    each round (or the end alone)."""
+    return 2 + max(nrounds, 1)
+
+
+def step_readings(nrounds: int, buckets) -> int:
+    """How many clock readings a step stores, given its messages frame's rounds and buckets
+    (None: not bucketed)."""
+    if buckets is None:
+        return readings(nrounds)
+    return sum(bucket_readings(b["rounds"]) for b in buckets)
+
+
+def step_struct(nreadings: int) -> struct.Struct:
+    """A whole step frame of `nreadings` readings: its header, readings, copy times, fields
+    and closing size."""
+    return struct.Struct("<II" + "q" * (nreadings + len(COPY_TIMES)) + FIELDS_FORMAT + "I")
 
 
 def frame(kind: int, payload: bytes) -> bytes:
@@ -95,10 +132,10 @@ def header(rank: int, steps_per_epoch: int, samples: int) -> bytes:
 
 
 def messages(tally) -> bytes:
-    return frame(
-        MESSAGES,
-        json.dumps({k: getattr(tally, k) for k in TALLY + COPIES}, allow_nan=False).encode(),
-    )
+    fields = {k: getattr(tally, k) for k in TALLY + COPIES}
+    if tally.buckets is not None:
+        fields["buckets"] = [dict(zip(BUCKET, b)) for b in tally.buckets]
+    return frame(MESSAGES, json.dumps(fields, allow_nan=False).encode())
 
 
 def read(path: str) -> list[dict]:
@@ -143,7 +180,7 @@ def _parse(path: str, data: bytes, records: list) -> None:
             head = _header(path, payload if kind == HEADER else b"")
         elif kind == MESSAGES:
             tally = _tally(path, payload, offset, head["version"])
-            nreadings = readings(len(tally["round_labels"] or ()))
+            nreadings = step_readings(len(tally["round_labels"] or ()), tally["buckets"])
             ncopies = len(COPY_TIMES) if head["version"] >= 4 else 0
             layout = struct.Struct("<" + "q" * (nreadings + ncopies) + _STEP_READ)
         elif kind == STEP:
@@ -178,28 +215,72 @@ def rounds(labels, times) -> list | None:
     ]
 
 
+def _buckets(tally: dict, times: tuple) -> tuple[list, list | None]:
+    """Each bucket's record (its tally, ready_ns, start_ns, end_ns, rounds) and the step's
+    rounds, every bucket's in launch order, from a bucketed step's readings."""
+    labels = tally["round_labels"]
+    out, rounds_, at, first = [], [] if labels is not None else None, 0, 0
+    for b in tally["buckets"]:
+        n = b["rounds"]
+        mine = times[at : at + bucket_readings(n)]
+        theirs = rounds(labels[first : first + n], mine[1:]) if labels is not None else None
+        if theirs is not None:
+            rounds_ += theirs
+        out.append(
+            {k: b[k] for k in BUCKET if k != "rounds"}
+            | {"ready_ns": mine[0], "start_ns": mine[1], "end_ns": mine[-1], "rounds": theirs}
+        )
+        at, first = at + bucket_readings(n), first + n
+    return out, rounds_
+
+
+def split(t_comm_ns: int, t_comm_end_ns: int, buckets) -> tuple[float, float]:
+    """(exposed_s, hidden_s) of a step (docs/ARCHITECTURE.md, Definitions): exposed is the
+    wait after backward, from t_comm_ns to t_comm_end_ns; hidden is the time buckets were in
+    flight outside it (under compute). buckets: [(start_ns, end_ns)], or None."""
+    exposed = t_comm_end_ns - t_comm_ns
+    spans = sorted((s, e) for s, e in buckets or () if e > s)
+    hidden, reach = 0, None  # the union of the buckets' spans, less the exposed wait
+    for s, e in spans:
+        if reach is not None and s < reach:
+            s = reach
+        if e <= s:
+            continue
+        hidden += (e - s) - max(0, min(e, t_comm_end_ns) - max(s, t_comm_ns))
+        reach = e if reach is None else max(reach, e)
+    return exposed / 1e9, hidden / 1e9
+
+
 def _record(fields: dict, head: dict, tally: dict, times: tuple, copies: tuple) -> dict:
     """The fields a step does not store, derived as training does, and its tally's."""
     step, t0, t1, t2, t3 = (
         fields[k] for k in ("step", "t_start_ns", "t_comm_ns", "t_comm_end_ns", "t_end_ns")
     )
+    if tally["buckets"] is None:
+        buckets, rounds_ = None, rounds(tally["round_labels"], times)
+    else:
+        buckets, rounds_ = _buckets(tally, times)
+    exposed, hidden = split(t1, t2, buckets and [(b["start_ns"], b["end_ns"]) for b in buckets])
     return {
         "step": step,
         "epoch": step // head["steps_per_epoch"],
         "samples": head["samples"],
         "loss": fields["loss"],
         "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9,
-        "comm_s": (t2 - t1) / 1e9,
+        "comm_s": exposed + hidden,
+        "exposed_s": exposed,
+        "hidden_s": hidden,
         "t_start_ns": t0,
         "t_comm_ns": t1,
         "t_comm_end_ns": t2,
         "t_end_ns": t3,
         **{k: tally[k] for k in TALLY[:4]},
-        "rounds": rounds(tally["round_labels"], times),
+        "rounds": rounds_,
         "d2h_bytes": tally["d2h_bytes"],
         "h2d_bytes": tally["h2d_bytes"],
         "d2h_s": copies[0] / 1e9,
         "h2d_s": copies[1] / 1e9,
+        "buckets": buckets,
     }
 
 
@@ -226,6 +307,8 @@ def _tally(path: str, payload: bytes, offset: int, version: int) -> dict:
         tally = None
     if version < 4 and isinstance(tally, dict):
         tally.update(dict.fromkeys(COPIES, 0))
+    if isinstance(tally, dict):
+        tally.setdefault("buckets", None)
     if (
         not isinstance(tally, dict)
         or any(k not in tally for k in TALLY)
@@ -233,6 +316,11 @@ def _tally(path: str, payload: bytes, offset: int, version: int) -> dict:
         or not (tally["links"] is None or _listed(tally["links"], _link))
         or not (tally["round_labels"] is None or _listed(tally["round_labels"], _label))
         or not all(_count(tally.get(k), 0) for k in COPIES)
+        or not (tally["buckets"] is None or _listed(tally["buckets"], _bucket))
+        or (
+            tally["buckets"] is not None
+            and sum(b["rounds"] for b in tally["buckets"]) != len(tally["round_labels"] or ())
+        )
     ):
         raise StepFileError(f"{path}: damaged at byte {offset} (its messages frame)")
     return tally
@@ -240,6 +328,16 @@ def _tally(path: str, payload: bytes, offset: int, version: int) -> dict:
 
 def _listed(values, valid) -> bool:
     return isinstance(values, list) and all(valid(v) for v in values)
+
+
+def _bucket(value) -> bool:
+    return (
+        isinstance(value, dict)
+        and all(k in value for k in BUCKET)
+        and all(_count(value[k], 0) for k in BUCKET[:3])
+        and all(value[k] is None or _count(value[k], 0) for k in TALLY[:3])
+        and (value["links"] is None or _listed(value["links"], _link))
+    )
 
 
 def _link(value) -> bool:

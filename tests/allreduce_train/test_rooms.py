@@ -26,6 +26,7 @@ ROOMS = {
         "allreduce_train.maths",
         "netsim.algorithms",
         "netsim.calibration.choose",
+        "netsim.workload.buckets",
     },
     "allreduce_train.run": {
         "allreduce_train.exits",

@@ -158,6 +158,8 @@ def test_the_file_reads_back_every_step_derived_fields_included_through_changes_
         "loss": 0.25,
         "compute_s": ((t1 - t0) + (t3 - t2)) / 1e9,
         "comm_s": (t2 - t1) / 1e9,
+        "exposed_s": (t2 - t1) / 1e9,  # not bucketed: all of it exposed
+        "hidden_s": 0.0,
         "t_start_ns": t0,
         "t_comm_ns": t1,
         "t_comm_end_ns": t2,
@@ -171,6 +173,7 @@ def test_the_file_reads_back_every_step_derived_fields_included_through_changes_
         "h2d_bytes": 0,
         "d2h_s": 0.0,
         "h2d_s": 0.0,
+        "buckets": None,
     }
     assert [r["epoch"] for r in back] == [0, 0, 0, 1, 1]
     assert back[1]["rounds"] == [["exchange", 0, 31, 35], ["exchange", 1, 35, 39]]

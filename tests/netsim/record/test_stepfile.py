@@ -45,12 +45,13 @@ def test_damage_before_the_end_is_named(tmp_path):
         stepfile.read(path)
 
 
-@pytest.mark.parametrize("version", [1, 2, 5])
+@pytest.mark.parametrize("version", [1, 2, 6])
 def test_another_format_version_is_named(version, tmp_path):
     path = rundir.step_file(str(tmp_path), 0)
     open(path, "wb").write(header(version=version, steps_per_epoch=1, samples=1))
     with pytest.raises(
-        stepfile.StepFileError, match=f"format version {version}; this netsim reads versions 3, 4"
+        stepfile.StepFileError,
+        match=f"format version {version}; this netsim reads versions 3, 4, 5",
     ):
         stepfile.read(path)
 
