@@ -25,7 +25,7 @@ from netsim import algorithms
 
 from ..exits import UsageError
 from .nccl import NcclAllreduce
-from .protocol import Executor, Transport
+from .protocol import Transport
 from .schedule import make_allreduce
 from .shm import Peers, SharedMemoryAllreduce
 from .staging import DirectAllreduce, StagedAllreduce
