@@ -45,7 +45,15 @@ class SyncRole:
             "steps_per_epoch": tr.steps_per_epoch,
             "total_steps": tr.total_steps,
             "node_of_rank": tr.node_of_rank,
-        }
+            # the gradient's buckets in launch order: where each lies (bytes) and the layer
+            # whose backward completes it; overlap: all-reduced during backward
+            "buckets": [
+                {"offset": b.lo * tr.model.dtype.itemsize,
+                 "bytes": (b.hi - b.lo) * tr.model.dtype.itemsize, "layer": b.layer}
+                for b in tr.buckets
+            ],
+            "overlap": tr.exchange.overlap,
+        }  # fmt: skip
 
     def banner(self, description: dict) -> str:
         return console.banner(description)
