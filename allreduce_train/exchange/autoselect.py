@@ -24,6 +24,7 @@ import numpy as np
 from ..config.config import Config
 from ..exits import UsageError
 from ..maths import model
+from . import buckets
 
 
 def resolve(cfg: Config, world, node_of_rank, widths, on_gpu: bool | None = None) -> Config:
@@ -83,6 +84,7 @@ def _on_root(cfg: Config, world, node_of_rank, widths) -> tuple[str | None, dict
 
     segments = model.layer_segments(widths)
     nelems, itemsize = sum(n for _, n in segments), np.dtype(cfg.dtype).itemsize
+    layout = node_of_rank if len(set(node_of_rank)) > 1 else None
     try:
         specs, source = choose.machine_specs()
         picked = choose.choose(
@@ -90,7 +92,7 @@ def _on_root(cfg: Config, world, node_of_rank, widths) -> tuple[str | None, dict
             world.world_size,
             nelems,
             itemsize,
-            node_of_rank if len(set(node_of_rank)) > 1 else None,
+            layout,
             segments,
             source,
             channels=cfg.channels,
@@ -98,11 +100,34 @@ def _on_root(cfg: Config, world, node_of_rank, widths) -> tuple[str | None, dict
             transport=None if cfg.transport == "auto" else cfg.transport,
             algorithm=None if cfg.allreduce == "auto" else cfg.allreduce,
         )
+        per_bucket = None
+        spans = buckets.plan(widths, itemsize, cfg.bucket_mb, cfg.first_bucket_mb)
+        if cfg.allreduce == "auto" and len(spans) > 1:
+            # each bucket its own pick, on the transport picked for the gradient (its memory
+            # is one window or none); sizes met twice are picked once
+            seen: dict[int, dict] = {}
+            per_bucket = []
+            for b in spans:
+                n = b.hi - b.lo
+                if n not in seen:
+                    mine = choose.choose(
+                        specs["mpi"], world.world_size, n, itemsize, layout,
+                        buckets.within(segments, b.lo, b.hi), source, channels=cfg.channels,
+                        shm=specs.get("shm"), transport=picked.transport,
+                    )  # fmt: skip
+                    seen[n] = {"algorithm": mine.algorithm, "channels": mine.channels,
+                               "predicted_s": min(mine.predicted_s.values())}  # fmt: skip
+                per_bucket.append({"bytes": n * itemsize, **seen[n]})
     except InputError as exc:
         return str(exc), None
+    why = picked.line(nelems * itemsize, world.world_size)
+    if per_bucket is not None:
+        names = sorted({f"{c['algorithm']} x{c['channels']}" for c in per_bucket})
+        why += f"; per bucket ({len(per_bucket)}): {', '.join(names)}"
     return None, {
         **picked.to_dict(),
         "nbytes": nelems * itemsize,
         "world_size": world.world_size,
-        "why": picked.line(nelems * itemsize, world.world_size),
+        "why": why,
+        **({"buckets": per_bucket} if per_bucket is not None else {}),
     }

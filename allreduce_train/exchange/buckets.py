@@ -85,6 +85,13 @@ def plan(widths, itemsize: int, bucket_mb: float | None = None,
     return out
 
 
+def within(segments, lo: int, hi: int):
+    """The layer segments (start, count) clipped to the bucket [lo, hi), relative to it (the
+    shards a parameter-server schedule cuts the bucket into); None if none."""
+    out = [(max(s, lo) - lo, min(s + n, hi) - max(s, lo)) for s, n in segments or ()]
+    return [(s, n) for s, n in out if n > 0] or None
+
+
 def overlapping(overlap: str, nbuckets: int) -> bool:
     """--overlap on, or auto with more than one bucket."""
     return overlap == "on" or (overlap == "auto" and nbuckets > 1)

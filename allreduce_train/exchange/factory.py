@@ -24,6 +24,7 @@ import numpy as np
 from netsim import algorithms
 
 from ..exits import UsageError
+from . import buckets
 from .nccl import NcclAllreduce
 from .protocol import Transport
 from .schedule import make_allreduce
@@ -120,7 +121,7 @@ def make(
     executors, views = [], []
     for (lo, hi), (name, channels) in zip(spans, picks):
         algorithm = algorithms.get(name)
-        parts = _within(segments, lo, hi)
+        parts = buckets.within(segments, lo, hi)
         executor, view = _bucket(cfg, world, backend, grads, transport, algorithm, channels,
                                  node_of_rank, parts, memory, host, nccl, lo, hi)  # fmt: skip
         executors.append(executor)
@@ -140,16 +141,6 @@ def make(
     else:
         description, buffer = "", grads
     return GradientExchange(tuple(executors), tuple(views), spans, buffer, description)
-
-
-def _within(segments, lo: int, hi: int):
-    """The layer segments (start, count) clipped to [lo, hi), relative to lo."""
-    out = []
-    for start, count in segments or ():
-        a, b = max(start, lo), min(start + count, hi)
-        if a < b:
-            out.append((a - lo, b - a))
-    return out or None
 
 
 def _bucket(cfg, world, backend, grads, transport, algorithm, channels, node_of_rank,
