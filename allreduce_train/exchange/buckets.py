@@ -61,11 +61,7 @@ def plan(widths, itemsize: int, bucket_mb: float | None = None,
     DDP's caps, 25 MiB and a first of 1 MiB)."""
     bucket_mb = DEFAULT_MB if bucket_mb is None else bucket_mb
     first_bucket_mb = DEFAULT_FIRST_MB if first_bucket_mb is None else first_bucket_mb
-    segments = model.layer_segments(widths)
-    tensors = [  # per layer, its tensors in registration order: W, then b; (start, count)
-        [(start, count - b), (start + count - b, b)]
-        for (start, count), b in zip(segments, widths[1:])
-    ]
+    tensors = [[(start, count) for start, count, _ in layer] for layer in layer_tensors(widths)]
     order = plans.ready_order([[n * itemsize for _, n in layer] for layer in tensors])
     if bucket_mb == 0:
         groups = [list(range(len(order)))]
@@ -90,6 +86,26 @@ def within(segments, lo: int, hi: int):
     shards a parameter-server schedule cuts the bucket into); None if none."""
     out = [(max(s, lo) - lo, min(s + n, hi) - max(s, lo)) for s, n in segments or ()]
     return [(s, n) for s, n in out if n > 0] or None
+
+
+def layer_tensors(widths) -> list[list[tuple[int, int, tuple[int, ...]]]]:
+    """Per layer, its tensors in registration order, W then b, each (start, count, shape) in
+    the flat gradient: DDP's parameters (what a compression that works on matrices, such
+    as PowerSGD, needs to know of a bucket)."""
+    return [
+        [(start, count - b, (a, b)), (start + count - b, b, (b,))]
+        for (start, count), a, b in zip(model.layer_segments(widths), widths, widths[1:])
+    ]
+
+
+def tensors_in(widths, bucket: Bucket) -> list[tuple[int, int, tuple[int, ...]]]:
+    """The tensors of `bucket`, (start relative to the bucket, count, shape), in buffer order."""
+    return [
+        (start - bucket.lo, count, shape)
+        for layer in layer_tensors(widths)
+        for start, count, shape in layer
+        if bucket.lo <= start < bucket.hi
+    ]
 
 
 def overlapping(overlap: str, nbuckets: int) -> bool:
