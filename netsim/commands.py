@@ -199,13 +199,31 @@ def replay(args) -> int:
     if network is not None and topo.nodes == 1 and "compute" in topo.spec:
         topo = emulated.topology(topo, network)  # the calibrated node, K times, on its links
     merged = traffic.merge(config, records, complete=totals is not None)
-    algorithm = algorithms.get(args.algorithm) if args.algorithm else merged.algorithm
-    out = prediction.replay(config, merged, topo, algorithm)
-    out["transport"], out["notes"] = transport, [note] if note else []
-    measured = summary.summarize(config, merged)
-    out["measured"] = {k: measured.get(k) for k in prediction.COMPARED}
-    # the error of a prediction only where it predicts what was measured
-    out["errors"] = prediction.errors(measured, out) if algorithm is merged.algorithm else {}
+    asked = algorithms.get(args.algorithm) if args.algorithm else None
+    # --ranks P and --overlap on|off, where the parser gives them: a bucketed run only
+    ranks, overlap = getattr(args, "ranks", None), getattr(args, "overlap", None)
+    ranks = None if ranks is None else _ranks(ranks, topo, 1)
+    if prediction.bucketed(config):
+        out = prediction.replay_buckets(
+            config,
+            merged,
+            records,
+            topo,
+            asked,
+            ranks,
+            None if overlap is None else overlap == "on",
+        )
+        out["transport"], out["notes"] = transport, [note] if note else []
+    else:
+        if ranks not in (None, config["world_size"]) or overlap is not None:
+            raise InputError("--ranks and --overlap replay a run of more than one bucket")
+        algorithm = asked or merged.algorithm
+        out = prediction.replay(config, merged, topo, algorithm)
+        out["transport"], out["notes"] = transport, [note] if note else []
+        measured = summary.summarize(config, merged)
+        out["measured"] = {k: measured.get(k) for k in prediction.COMPARED}
+        # the error of a prediction only where it predicts what was measured
+        out["errors"] = prediction.errors(measured, out) if algorithm is merged.algorithm else {}
     print(rundir.dumps(out, indent=2) if args.json else predict_text.replay_text(out))
     if note and not args.json:
         print(f"note: {note}")

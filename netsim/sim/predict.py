@@ -1,17 +1,24 @@
-"""Predictions on a modelled cluster: one step, a scaling sweep, the replay of a real run,
-and their text (and the sweep's plot, with the plot extra).
+"""Predictions on a modelled cluster: one step, a scaling sweep, the replay of a real run
+(its whole buffer after each step's compute, or, for a bucketed run, each bucket when its
+run had it ready, through netsim.sim.step's stream), and their text (and the sweep's plot,
+with the plot extra).
 
 A prediction is reported with the same keys as a measured run's traffic summary
 (`netsim.report.summary`): allreduce_time_s_median, algbw_bytes_per_s, busbw_bytes_per_s,
 bytes_sent_per_step_by_rank, per_step_mean_by_rank. So `errors(measured, predicted)` is a
 computation, never an eyeballed comparison.
+
+(Past 300 lines as one idea: predict, and what is built on it in a measured run's keys, a
+sweep and the two replays of a recorded run, which share its cost and step_period_s.)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from netsim import algorithms
 from netsim.algorithms import Algorithm, busbw
+from netsim.algorithms.compose import in_slice
 from netsim.errors import InputError
 
 from . import nccl, simulate
@@ -161,12 +168,7 @@ def replay(
     run's buffer, through the run's algorithm (or another), on the topology."""
     p = config["world_size"]
     algorithm = algorithm or traffic.algorithm
-    if not algorithm.scheduled:
-        raise InputError(
-            f"the run used {algorithm.label} (the library's own algorithm: its messages are "
-            f"unknown), which netsim cannot replay: name one to replay it with (--algorithm "
-            f"ring, for instance), or record the run with --allreduce ring"
-        )
+    _replayable(algorithm)
     itemsize = config["buffer_bytes"] // config["nparams"]
     compute = traffic.table["compute_s"]
     pick = (
@@ -201,6 +203,180 @@ def replay(
     out["steps_replayed"] = len(steps)
     out["measured_step_time_s"] = step_period_s(traffic.times)
     return out
+
+
+def bucketed(config: dict) -> bool:
+    """The run all-reduced its gradient in more than one bucket (config.json's buckets): its
+    replay is replay_buckets'. One bucket is the whole buffer after backward, as before."""
+    return len(config.get("buckets") or ()) > 1
+
+
+def replay_buckets(
+    config: dict,
+    traffic,
+    records: list[list[dict]],
+    topology,
+    algorithm: Algorithm | None = None,
+    ranks: int | None = None,
+    overlap: bool | None = None,
+    max_steps: int = 200,
+) -> dict:
+    """A bucketed run on another network, step by step: its buckets (sizes in launch order),
+    when backward had each ready (ready_ns - t_start_ns), backward's end (t_comm_ns -
+    t_start_ns) and the update after the wait (t_end_ns - t_comm_end_ns), each step the
+    latest over the run's ranks (a bucket's all-reduce starts when its last rank has it;
+    on `ranks` other than the run's every rank is taken to run as that slowest one). Each
+    bucket costs what predict says for its size, its layers and its algorithm (the run's,
+    `algorithm`, or the per-bucket picks of --allreduce auto), and the buckets run on one
+    stream as netsim.sim.step has them: at max(ready, previous end), or all after
+    backward's end with overlap off (`overlap`: the run's by default). Per step, as the
+    records split it: compute = backward end + update; exposed, the wait from backward's
+    end to the last bucket's; step = compute + exposed; hidden, the all-reduces' time before
+    backward's end (their sum - exposed); each figure the median over steps.
+    Beside them, measured: the step period, and the medians over steps and ranks of the
+    records' compute_s, exposed_s and hidden_s."""
+    from . import step as steps  # step imports this module: the import waits for the call
+
+    p, run_p = ranks or config["world_size"], config["world_size"]
+    run_overlap = bool(config.get("overlap"))
+    overlap = run_overlap if overlap is None else overlap
+    itemsize = config["buffer_bytes"] // config["nparams"]
+    plan = config["buckets"]
+    picks = _picks(config, traffic.algorithm, algorithm, len(plan))
+    took = [
+        _bucket_s(topology, p, name, channels, b, itemsize, config)
+        for b, (name, channels) in zip(plan, picks)
+    ]
+    ready, backward, update, measured = _timings(traffic, records, len(plan))
+    if not len(backward):
+        raise InputError("the run has no step recorded on every rank")
+    pick = np.linspace(0, len(backward) - 1, min(max_steps, len(backward))).astype(int)
+    rows, figures = [], []
+    for s in pick:
+        end_of_backward, after = float(backward[s].max()), float(update[s].max())
+        on_stream = steps.stream(ready[s].max(axis=0).tolist(), took, end_of_backward, overlap)
+        exposed = max(0.0, on_stream[-1][2] - end_of_backward)
+        hidden = sum(max(0.0, min(end, end_of_backward) - at) for _, at, end in on_stream)
+        compute_s = end_of_backward + after
+        rows.append(on_stream)
+        figures.append((compute_s + exposed, compute_s, exposed, hidden, end_of_backward, after))
+    median = np.median(np.asarray(figures), axis=0)
+    at = np.median(np.asarray(rows), axis=0)  # (bucket, ready/start/end)
+    busy = float(sum(took))
+    per_rank = float(np.median(traffic.table["samples"])) if len(traffic.table["samples"]) else 0
+    out = {
+        "world_size": p,
+        "algorithm": ", ".join(dict.fromkeys(name for name, _ in picks)),
+        "topology": topology.name,
+        "buffer_bytes": config["buffer_bytes"],
+        "overlap": overlap,
+        "run_overlap": run_overlap,
+        "steps_replayed": len(pick),
+        "step_time_s": float(median[0]),
+        "compute_s": float(median[1]),
+        "exposed_comm_s": float(median[2]),
+        "hidden_comm_s": float(median[3]),
+        "comm_busy_s": busy,
+        "backward_s": float(median[4]),
+        "update_s": float(median[5]),
+        "samples_per_s": float(per_rank * p / median[0]) if median[0] > 0 else None,
+        "buckets": [
+            {
+                "bucket": k,
+                "bytes": b["bytes"],
+                "algorithm": name,
+                "channels": channels,
+                "ready_s": float(at[k, 0]),
+                "start_s": float(at[k, 1]),
+                "end_s": float(at[k, 2]),
+                "allreduce_s": took[k],
+                "measured_allreduce_s": float(np.median(measured["bucket_s"][:, :, k])),
+            }
+            for k, (b, (name, channels)) in enumerate(zip(plan, picks))
+        ],
+    }
+    out.update(_rates(config["buffer_bytes"], busy, p))
+    period = step_period_s(traffic.times)
+    samples = float(np.median(traffic.table["samples"].sum(axis=1)))
+    out["measured"] = {
+        **_rates(config["buffer_bytes"], float(np.median(measured["bucket_s"].sum(axis=2))), run_p),
+        "step_time_s": period,
+        "samples_per_s": samples / period if period > 0 else None,
+        **{k: float(np.median(v)) for k, v in measured.items() if k != "bucket_s"},
+    }
+    same = p == run_p and overlap == run_overlap and algorithm is None  # what was measured
+    m = out["measured"]
+    out["errors"] = {k: out[k] / m[k] - 1 for k in m if same and m[k] and out.get(k) is not None}
+    return out
+
+
+def _rates(nbytes: int, collective_s: float, p: int) -> dict:
+    algbw = nbytes / collective_s if collective_s > 0 else None
+    return {
+        "allreduce_time_s_median": collective_s,
+        "algbw_bytes_per_s": algbw,
+        "busbw_bytes_per_s": busbw(algbw, p) if algbw else None,
+    }
+
+
+def _picks(config: dict, run: Algorithm, asked: Algorithm | None, count: int) -> list:
+    """(algorithm, channels) of each bucket: the one asked for, else --allreduce auto's
+    per-bucket picks (config's allreduce_choice), else the run's."""
+    chosen = (config["config"].get("allreduce_choice") or {}).get("buckets")
+    if asked is None and chosen and len(chosen) == count:
+        picks = [(c["algorithm"], c["channels"]) for c in chosen]
+    else:
+        picks = [((asked or run).name, config["config"].get("channels", 1))] * count
+    for name, _ in picks:
+        _replayable(algorithms.get(name))
+    return picks
+
+
+def _replayable(algorithm: Algorithm) -> None:
+    if not algorithm.scheduled:
+        raise InputError(
+            f"the run used {algorithm.label} (the library's own algorithm: its messages are "
+            f"unknown), which netsim cannot replay: name one to replay it with (--algorithm "
+            f"ring, for instance), or record the run with --allreduce ring"
+        )
+
+
+def _bucket_s(topology, p: int, name: str, channels: int, bucket: dict, itemsize, config):
+    """A bucket's all-reduce alone on the network: predict's time for its elements, cut
+    into its layers' segments as training cuts them (a parameter server's shards)."""
+    if p == 1:
+        return 0.0  # one rank moves nothing
+    lo, n = bucket["offset"] // itemsize, bucket["bytes"] // itemsize
+    segments = config.get("segments")
+    if segments is not None:
+        segments = in_slice([tuple(seg) for seg in segments], config["nparams"], lo, lo + n)
+    out = predict(topology, algorithms.get(name), p, n, itemsize, 0.0, segments, channels=channels)
+    return out["allreduce_time_s_median"]
+
+
+def _timings(traffic, records: list[list[dict]], count: int):
+    """Of the steps recorded on every rank, each rank's, in seconds from its step's start:
+    bucket ready times (S, p, B), backward's end (S, p), the update after the wait (S, p);
+    and measured (S, p) figures: compute_s, exposed_comm_s, hidden_comm_s, bucket_s (S, p,
+    B: each bucket's all-reduce, end - start)."""
+    by_step = [{r["step"]: r for r in recs} for recs in records]
+    rows = [[mine[int(s)] for mine in by_step] for s in traffic.steps]
+    if any(len(rec.get("buckets") or ()) != count for row in rows for rec in row):
+        raise InputError(f"the run's step records do not time its {count} buckets each")
+
+    def each(f) -> np.ndarray:
+        return np.asarray([[f(rec) for rec in row] for row in rows], dtype=float) / 1e9
+
+    ready = each(lambda r: [b["ready_ns"] - r["t_start_ns"] for b in r["buckets"]])
+    backward = each(lambda r: r["t_comm_ns"] - r["t_start_ns"])
+    update = each(lambda r: r["t_end_ns"] - r["t_comm_end_ns"])
+    measured = {
+        "compute_s": each(lambda r: r["compute_s"] * 1e9),
+        "exposed_comm_s": each(lambda r: r["exposed_s"] * 1e9),
+        "hidden_comm_s": each(lambda r: r["hidden_s"] * 1e9),
+        "bucket_s": each(lambda r: [b["end_ns"] - b["start_ns"] for b in r["buckets"]]),
+    }
+    return ready, backward, update, measured
 
 
 def step_period_s(times: dict) -> float:

@@ -95,6 +95,8 @@ def nccl_text(topo, ranks: int, rows: list) -> str:
 def replay_text(o: dict) -> str:
     """pred/meas-1 is the prediction's error when the topology models the machine the run was
     measured on (see calibrate); on another cluster it is how much faster or slower it would be."""
+    if "buckets" in o:
+        return replay_buckets_text(o)
     m, e = o["measured"], o["errors"]
     lines = [
         f"replay of {o['steps_replayed']} recorded steps: {o['algorithm']} all-reduce of "
@@ -114,6 +116,55 @@ def replay_text(o: dict) -> str:
     )
     lines.append(_bottleneck(o))
     return "\n".join(lines)
+
+
+def replay_buckets_text(o: dict) -> str:
+    """A bucketed run replayed: per bucket when it was ready (measured) and when its modelled
+    all-reduce ran, then the step's figures beside the measured ones. pred/meas-1 only where
+    the replay is the run (its ranks, algorithms and overlap)."""
+    m, e = o["measured"], o["errors"]
+    as_run = (
+        "as the run"
+        if o["overlap"] == o["run_overlap"]
+        else "the run's was " + ("on" if o["run_overlap"] else "off")
+    )
+    lines = [
+        f"replay of {o['steps_replayed']} recorded steps: {len(o['buckets'])} buckets of "
+        f"{nbytes(o['buffer_bytes'])}, {o['algorithm']} all-reduce, overlap "
+        f"{'on' if o['overlap'] else 'off'} ({as_run}), on {o['world_size']:,} ranks of "
+        f'"{o["topology"]}"',
+        f"  {'bucket':>6} {'bytes':>10} {'algorithm':<18} {'ready':>11} {'start':>11} "
+        f"{'end':>11} {'all-reduce':>11} {'measured':>11}",
+    ]
+    for b in o["buckets"]:
+        lines.append(
+            f"  {b['bucket']:>6} {nbytes(b['bytes']):>10} {b['algorithm']:<18} "
+            f"{ms(b['ready_s']):>11} {ms(b['start_s']):>11} {ms(b['end_s']):>11} "
+            f"{ms(b['allreduce_s']):>11} {ms(b['measured_allreduce_s']):>11}"
+        )
+    lines.append(
+        f"  {'per step (median)':<26} {'predicted':>12} {'measured':>12} {'pred/meas-1':>12}"
+    )
+    for key, label, fmt in (
+        ("step_time_s", "step time", ms),
+        ("compute_s", "compute", ms),
+        ("exposed_comm_s", "exposed communication", ms),
+        ("hidden_comm_s", "hidden communication", ms),
+        ("allreduce_time_s_median", "all-reduces (their sum)", ms),
+        ("busbw_bytes_per_s", "busbw", gbps),
+        ("samples_per_s", "samples/s", _rate),
+    ):
+        err = f"{e[key]:+.0%}" if key in e else "-"
+        lines.append(f"  {label:<26} {fmt(o[key]):>12} {fmt(m.get(key)):>12} {err:>12}")
+    lines.append(
+        f"  compute: backward {ms(o['backward_s'])} (ready times from its start), update "
+        f"{ms(o['update_s'])} after the wait"
+    )
+    return "\n".join(lines)
+
+
+def _rate(value) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def _bottleneck(o: dict) -> str:

@@ -9,6 +9,8 @@ uses) in the order they become ready, and a bucket's all-reduce is issued once a
 gradients are: at that moment, or when the bucket before it has finished, since NCCL runs
 one communicator's calls one after another on its stream. With overlap off, every bucket
 waits for the backward's end (as a training loop that all-reduces after backward does).
+That rule alone is `stream`, which `netsim replay` also runs a recorded run's buckets
+through (netsim.sim.predict.replay_buckets).
 
 A bucket's all-reduce takes what the collectives' model says for its bytes on these ranks:
 NCCL's own model on a GPU topology (netsim.sim.nccl: the algorithm and protocol NCCL would
@@ -118,6 +120,23 @@ def compute_times(workload: Workload, gpu=None, efficiency=None, step_s=None):
     return forward, backward
 
 
+def stream(
+    ready: list[float], took: list[float], backward_end: float, overlap: bool = True, free=0.0
+) -> list[tuple[float, float, float]]:
+    """The buckets' all-reduces on the one stream, in launch order: bucket k is issued at
+    ready[k] (with overlap off, at backward_end) or when bucket k - 1 ends, whichever is
+    later, and takes took[k]; free: when the stream is first free. (ready, start, end) of
+    each. The workload's step below and the replay of a recorded run (netsim.sim.predict)
+    both run their buckets through it."""
+    out = []
+    for r, t in zip(ready, took):
+        r = r if overlap else backward_end
+        begin = max(r, free)
+        free = begin + t
+        out.append((r, begin, free))
+    return out
+
+
 def step(
     workload: Workload,
     timer: Timer,
@@ -148,28 +167,25 @@ def step(
         plan = [list(range(len(order)))] if order else []
     else:
         plan = bucket_plan.plan(sizes, cap_bytes, first_cap_bytes)
-    rows, free = [], start  # free: when the stream's previous all-reduce ends
-    for index, members in enumerate(plan):
-        nbytes = sum(sizes[m] for m in members)
-        first_layer, last_layer = order[members[0]][0], order[members[-1]][0]
-        ready = ready_of_layer[last_layer] if overlap else compute_end
-        begin = max(ready, free)
-        took = timer(nbytes)
-        free = begin + took
-        rows.append(
-            {
-                "bucket": index,
-                "bytes": nbytes,
-                "tensors": len(members),
-                "layers": [layers[last_layer].name, layers[first_layer].name],
-                "ready_s": ready,
-                "start_s": begin,
-                "end_s": free,
-                "allreduce_s": took,
-            }
-        )
+    nbytes = [sum(sizes[m] for m in members) for members in plan]
+    took = [timer(n) for n in nbytes]
+    ready = [ready_of_layer[order[members[-1]][0]] for members in plan]
+    on_stream = stream(ready, took, compute_end, overlap, start)
+    rows = [
+        {
+            "bucket": index,
+            "bytes": nbytes[index],
+            "tensors": len(members),
+            "layers": [layers[order[members[-1]][0]].name, layers[order[members[0]][0]].name],
+            "ready_s": ready_s,
+            "start_s": begin,
+            "end_s": end,
+            "allreduce_s": took[index],
+        }
+        for index, (members, (ready_s, begin, end)) in enumerate(zip(plan, on_stream))
+    ]
     compute_s = accumulate * (f_s + b_s)
-    step_s = max(compute_end, free)
+    step_s = max(compute_end, on_stream[-1][2] if on_stream else start)
     busy = sum(r["allreduce_s"] for r in rows)
     exposed = step_s - compute_s
     p = timer.ranks
