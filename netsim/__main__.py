@@ -216,6 +216,19 @@ def parser() -> argparse.ArgumentParser:
         choices=algorithms.SCHEDULED,
         help="replay with another algorithm (default: the run's)",
     )
+    c.add_argument(
+        "--ranks",
+        type=integer(1),
+        metavar="P",
+        help="a bucketed run on P modelled ranks, each running as the run's slowest "
+        "(default: the run's ranks)",
+    )
+    c.add_argument(
+        "--overlap",
+        choices=("on", "off"),
+        help="a bucketed run with its all-reduces overlapping backward, or all after it: "
+        "what overlap saves on that cluster (default: as the run did)",
+    )
     c = sub.add_parser(
         "calibrate",
         help="measure this machine's MPI and fit a topology of it",
