@@ -40,6 +40,32 @@ _LAUNCHER_SIZE_VARS = (
 )
 
 
+PAUSE_S = 2e-4  # how long a patient wait sleeps between looks
+
+
+class Patience:
+    """How a wait for peers spends its time. While the main thread computes (backward, with
+    buckets in flight on the communication thread) a wait sleeps between looks and leaves
+    the core to the compute it shares it with; MPICH's own wait spins, and on ranks that
+    share their cores a spinning communication thread took half of backward's (measured:
+    bench/README.md, "Buckets and overlap"). Once the main thread waits on communication
+    itself (the exposed part) waits spin again, for latency."""
+
+    def __init__(self):
+        self.computing = False
+
+    def pause(self) -> None:
+        """One pause of a wait's loop: a short sleep while the main thread computes, else
+        the core given to whoever else is ready (sched_yield)."""
+        if self.computing:
+            time.sleep(PAUSE_S)
+        else:
+            os.sched_yield()
+
+
+PATIENCE = Patience()  # the process's: the bucket exchange sets it, every wait reads it
+
+
 @dataclass(frozen=True, eq=False)
 class World:
     _comm: MPI.Comm  # only this module's: the rest of the program asks World's methods
@@ -173,6 +199,10 @@ class NodeWindow:
     def sync(self) -> None:
         self._win.Sync()
 
+    def pause(self) -> None:
+        """One pause of a wait for a peer's counter (Patience: the process's)."""
+        PATIENCE.pause()
+
     def alive(self, rank: int) -> bool:
         """Whether world rank `rank`'s process still runs (it is on this node)."""
         try:
@@ -220,11 +250,14 @@ class MpiTransport:
         self._persistent += requests
         if not requests:
             return _nothing
-        start, wait = MPI.Prequest.Startall, MPI.Request.Waitall
+        start, wait, test = MPI.Prequest.Startall, MPI.Request.Waitall, MPI.Request.Testall
+        patience, sleep = PATIENCE, time.sleep
 
         def run() -> None:
             try:
                 start(requests)
+                while patience.computing and not test(requests):  # under backward: sleep
+                    sleep(PAUSE_S)
                 wait(requests)
             except MPI.Exception as exc:
                 _peer_lost(exc, sends, recvs)

@@ -131,10 +131,14 @@ class BucketedExchange:
     """A step's gradient exchange, bucket by bucket: `ready(layer)` from backward, `wait()`
     once backward is done (returns when every bucket's sum is in place)."""
 
-    def __init__(self, exchange, buckets: list[Bucket], overlap: bool, clock, synchronize=None):
+    def __init__(self, exchange, buckets: list[Bucket], overlap: bool, clock, synchronize=None,
+                 patience=None):  # fmt: skip
         """exchange: factory.GradientExchange, one executor per bucket of `buckets`;
-        synchronize: the device's (on a GPU: a bucket leaves once its layer is computed)."""
+        synchronize: the device's (on a GPU: a bucket leaves once its layer is computed);
+        patience: what the waits of the communication thread read (comm.Patience: its
+        `computing` is set from the first bucket handed over until `wait`)."""
         self.exchange, self.buckets, self.overlap = exchange, buckets, overlap
+        self.patience = patience
         self.buffer, self.description = exchange.buffer, exchange.description
         self.clock, self.synchronize = clock, synchronize
         self.by_layer: dict[int, list[int]] = {}
@@ -185,6 +189,8 @@ class BucketedExchange:
                 self.synchronize()  # the layer's kernels done: the bucket is on the device
             if self._thread is None:
                 self._start()
+            if self.patience is not None:
+                self.patience.computing = True  # the thread's waits sleep: backward computes
             for b in mine:
                 self._todo.put(b)
             self._handed += len(mine)
@@ -200,6 +206,8 @@ class BucketedExchange:
             if self._handed == 0:  # no backward told us (a recomputation): all of them now
                 for layer in sorted(self.by_layer, reverse=True):
                     self.ready(layer)
+            if self.patience is not None:
+                self.patience.computing = False  # the step waits: the thread's waits spin
             for _ in range(self._handed):
                 self._done.acquire()
             self._handed = 0

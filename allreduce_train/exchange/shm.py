@@ -24,7 +24,8 @@ the rank's gradient is written, so that nobody reads last step's). So
   - before returning, wait until every rank that reads from it has read for the last time:
     backward then overwrites the buffer.
 A wait spins on the counter, giving the core away (sched_yield) between looks, so that a
-rank waiting for a peer that shares its core lets that peer run; every second of waiting it
+rank waiting for a peer that shares its core lets that peer run (and sleeping between looks
+while its own main thread computes: comm.Patience); every second of waiting it
 asks whether the peer's process is still alive (a peer killed mid-round ends the job at once
 as a lost peer, as a broken MPI channel does), and the watchdog names one that is alive but
 silent (stopped) past --comm-timeout.
@@ -61,6 +62,7 @@ class Peers:
     counters: dict[int, np.ndarray]
     fence: object  # a memory barrier of the window (MPI_Win_sync)
     alive: object  # alive(rank) -> bool: whether that rank's process still runs
+    pause: object = os.sched_yield  # one pause of a wait's loop (comm.Patience)
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ class SharedMemoryAllreduce:
         if counter[0] >= value:
             self.peers.fence()
             return
-        yield_, deadline = os.sched_yield, time.monotonic() + ALIVE_EVERY_S
+        yield_, deadline = self.peers.pause, time.monotonic() + ALIVE_EVERY_S
         while counter[0] < value:
             yield_()
             if time.monotonic() > deadline:

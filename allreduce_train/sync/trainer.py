@@ -15,7 +15,7 @@ import numpy as np
 from netsim.record import rundir
 from netsim.record.recorder import Recorder
 
-from ..comm import World
+from ..comm import PATIENCE, World
 from ..config.config import Config
 from ..exchange import buckets, factory
 from ..exchange.protocol import Transport
@@ -80,7 +80,7 @@ class Trainer:
         )  # fmt: skip
         self.exchange = buckets.BucketedExchange(
             exchange, self.buckets, buckets.overlapping(cfg.overlap, len(self.buckets)),
-            time.perf_counter_ns, backend.synchronize if backend.on_gpu else None,
+            time.perf_counter_ns, backend.synchronize if backend.on_gpu else None, PATIENCE,
         )  # fmt: skip
         self.mine = data.local_slice(cfg.global_batch, world.world_size, world.rank)
         self.batches = data.Batches(len(dataset.y_train), cfg.seed, cfg.global_batch)
