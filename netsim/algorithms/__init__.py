@@ -3,7 +3,8 @@ sends, and its closed-form time. May import NumPy and netsim.errors, nothing els
 it knows nothing of MPI, GPUs, files or clusters (a topology is only asked for latencies,
 bandwidths and routes), so every other part can use it. Also here, and not an all-reduce
 (nor in ALGORITHMS): downpour.py, the messages of asynchronous Downpour SGD counted from
-its definition.
+its definition; compression.py, what a bucket compressed (fp16, bf16, top-k, PowerSGD)
+sends: its collectives, the ring all-gather among them.
 
 A schedule says, round by round, which rank sends which slice of the flat buffer to whom,
 and whether the receiver adds the slice into its own buffer (reduce) or overwrites its
