@@ -84,6 +84,9 @@ class Config:
     bucket_mb: float | None = None
     first_bucket_mb: float | None = None
     overlap: str = "auto"
+    # each bucket compressed before it travels: none, fp16, bf16, topk:RATIO, powersgd:RANK
+    # (netsim.algorithms.compression: what each sends; exchange.compress: how it runs)
+    compress: str = "none"
     straggler: str | None = None  # "RANK:SECONDS" extra compute per step, or "RANK:xFACTOR"
     # failures
     comm_timeout: float = 300.0  # seconds without progress in a collective that end the job
@@ -185,6 +188,7 @@ class Config:
             self.first_bucket_mb is None or self.first_bucket_mb > 0,
             f"--first-bucket-mb must be positive, got {self.first_bucket_mb}",
         )
+        self._check_compress(need)
         need(
             self.overlap in OVERLAP,
             f"--overlap must be one of {', '.join(OVERLAP)}, got {self.overlap!r}",
@@ -239,6 +243,37 @@ class Config:
                 "--layers needs at least two positive widths, got "
                 f"{','.join(map(str, self.layers))}",
             )
+
+    def _check_compress(self, need) -> None:
+        """--compress parsed (and written as parsed: config.json's, the fingerprint's), and
+        what it cannot go with; with it, --transport auto is messages."""
+        from netsim import algorithms
+
+        method = self.compression
+        object.__setattr__(self, "compress", str(method))
+        if method.method == "none":
+            return
+        need(
+            self.mode == "sync",
+            f"--compress {method}: --mode async pushes to parameter servers; compression is "
+            "of the all-reduce's buckets (--mode sync)",
+        )
+        need(
+            self.allreduce == "auto" or algorithms.ALGORITHMS[self.allreduce].scheduled,
+            f"--compress {method}: --allreduce {self.allreduce} is the library's own; the "
+            "compressed collectives run on our schedules (ring, tree, ...), which record them",
+        )
+        need(
+            self.transport != "shm",
+            f"--compress {method}: its collectives move buffers of their own as messages; "
+            "--transport shm sums the gradient in place in shared memory (use mpi or auto)",
+        )
+        object.__setattr__(self, "transport", "mpi")  # auto: messages, nothing to pick
+
+    @property
+    def compression(self):
+        """--compress as netsim.algorithms.compression.Compression (method, parameter)."""
+        return specs.compress(self.compress)
 
     @property
     def traced_steps(self) -> frozenset[int]:

@@ -230,6 +230,16 @@ def parser(speak: bool = True) -> argparse.ArgumentParser:
         "auto: on when there is more than one bucket (default: %(default)s)",
     )
     g.add_argument(
+        "--compress",
+        default=d.compress,
+        metavar="METHOD",
+        help="compress each bucket before it travels, as PyTorch DDP's communication hooks: "
+        "fp16 or bf16 (the all-reduce on that type), topk:RATIO (the RATIO largest share of "
+        "each rank's gradient plus its residual, error feedback, by an all-gather of values "
+        "and indices), powersgd:RANK (rank-RANK factors of each weight matrix all-reduced, "
+        "error feedback; biases as they are); none: as it is (default: %(default)s)",
+    )
+    g.add_argument(
         "--device",
         default=d.device,
         choices=DEVICES,

@@ -1,9 +1,21 @@
-"""The options that are little languages (--trace-steps, --straggler), parsed: a bad one
-is a UsageError naming the option and what it wants."""
+"""The options that are little languages (--trace-steps, --straggler, --compress), parsed: a
+bad one is a UsageError naming the option and what it wants."""
 
 from __future__ import annotations
 
+from netsim.algorithms import compression
+from netsim.errors import InputError
+
 from ..exits import UsageError
+
+
+def compress(text: str) -> compression.Compression:
+    """--compress none, fp16, bf16, topk:RATIO or powersgd:RANK: the method and its parameter
+    (netsim.algorithms.compression defines what each sends)."""
+    try:
+        return compression.parse(text)
+    except InputError as exc:
+        raise UsageError(f"--compress: {exc}") from None
 
 
 def trace_steps(text: str) -> frozenset[int]:

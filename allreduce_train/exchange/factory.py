@@ -10,6 +10,8 @@ which buffer, built from the run's configuration, and what setup must refuse bef
     (or auto's pick: autoselect)   the node's shared-memory window, peers' slices read
     with peers on its node         directly, messages only between nodes
     on the CPU                     the schedule (or MPI_Allreduce) on the gradient itself
+    on the CPU, --compress M       CompressedAllreduce per bucket (exchange.compress): the
+                                   method's collectives, each by the schedule, as messages
 
 The gradient's memory is decided first (`gradient_memory`): in a shared-memory window the
 model's gradient buffer is the window's, so the exchange copies nothing in.
@@ -22,9 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from netsim import algorithms
+from netsim.algorithms import compression
 
 from ..exits import UsageError
-from . import buckets
+from ..maths import model
+from . import buckets, compress
 from .nccl import NcclAllreduce
 from .protocol import Transport
 from .schedule import make_allreduce
@@ -52,6 +56,11 @@ class GradientExchange:
         for executor, view in zip(self.executors, self.views):
             executor(view)
 
+    def compress_ns(self) -> int:
+        """The compression's own compute so far, over every bucket, in nanoseconds (0 with
+        none)."""
+        return sum(getattr(e, "compute_ns", 0) for e in self.executors)
+
 
 @dataclass(frozen=True, eq=False)
 class GradientMemory:
@@ -66,13 +75,24 @@ class GradientMemory:
 def shares_memory(cfg, backend) -> bool:
     """Whether the exchange runs through a node's shared memory: --transport shm (named, or
     auto's pick: autoselect.resolve has replaced auto by then; an unresolved auto is
-    messages), a schedule (an MPI_Allreduce or NCCL moves its own bytes), on the CPU."""
+    messages), a schedule (an MPI_Allreduce or NCCL moves its own bytes), on the CPU, and no
+    --compress (its collectives move buffers of their own, as messages)."""
     algorithm = algorithms.get(cfg.allreduce)
-    return cfg.transport == "shm" and algorithm.scheduled and not backend.on_gpu
+    return (
+        cfg.transport == "shm" and algorithm.scheduled and not backend.on_gpu
+        and cfg.compress == compression.NONE
+    )  # fmt: skip
 
 
 def check_transport(cfg, dev) -> None:
-    """--transport shm on a GPU rank: a UsageError (shared memory is the host's)."""
+    """What the gradient's path cannot do on this rank's device: --transport shm on a GPU
+    (shared memory is the host's), --compress on a GPU (the compression runs on host
+    arrays): a UsageError."""
+    if cfg.compress != compression.NONE and dev.on_gpu:
+        raise UsageError(
+            f"--compress {cfg.compress}: the compression runs on the CPU's gradient; this "
+            f"rank's is on {dev.description} (--device cpu runs it)"
+        )
     if cfg.transport == "shm" and dev.on_gpu:
         raise UsageError(
             f"--transport shm: the gradient lives on the GPU ({dev.description}); shared "
@@ -105,13 +125,16 @@ def gradient_memory(cfg, world, backend, nelems: int, dtype, node_of_rank) -> Gr
 def make(
     cfg, world, backend, grads, transport: Transport, *, node_of_rank, segments,
     memory: GradientMemory = GradientMemory(), spans=None, algorithms_by_bucket=None,
+    widths=None,
 ) -> GradientExchange:  # fmt: skip
     """This rank's gradient path for the gradient buffer `grads` (the model's, in `memory`
     where gradient_memory put it): one executor per bucket, `spans` the buckets' element
     ranges in launch order (None: one bucket of the whole gradient). Each bucket runs
     cfg's algorithm, or algorithms_by_bucket[b] ((name, channels), as --allreduce auto
-    picked it for that bucket's size)."""
+    picked it for that bucket's size); with --compress, compressed (exchange.compress: the
+    tensors of the MLP of these `widths`, None: read back from cfg and the segments)."""
     spans = tuple(spans or ((0, grads.size),))
+    method = compression.parse(cfg.compress)
     picks = algorithms_by_bucket or [(cfg.allreduce, cfg.channels)] * len(spans)
     host = None if memory.peers is not None or not backend.on_gpu else (
         backend.host_mirror(grads) if not cfg.cuda_aware_mpi else None)  # fmt: skip
@@ -119,9 +142,20 @@ def make(
     if any(algorithms.get(name).needs_gpu for name, _ in picks):
         nccl = NcclAllreduce(world, backend.xp, grads.dtype)
     executors, views = [], []
-    for (lo, hi), (name, channels) in zip(spans, picks):
+    for b, ((lo, hi), (name, channels)) in enumerate(zip(spans, picks)):
         algorithm = algorithms.get(name)
         parts = buckets.within(segments, lo, hi)
+        if method.method != compression.NONE:
+            widths = widths or mlp_widths(cfg, segments)
+            tensors = buckets.tensors_in(widths, buckets.Bucket(lo, hi, 0))
+            executor = compress.make(
+                method, tensors, world.world_size, world.rank, transport, grads.dtype,
+                algorithm, node_of_rank=node_of_rank, segments=parts, channels=channels,
+                seed=(cfg.seed, b),
+            )  # fmt: skip
+            executors.append(executor)
+            views.append(grads[lo:hi])
+            continue
         executor, view = _bucket(cfg, world, backend, grads, transport, algorithm, channels,
                                  node_of_rank, parts, memory, host, nccl, lo, hi)  # fmt: skip
         executors.append(executor)
@@ -140,7 +174,32 @@ def make(
         description, buffer = "; gradients staged through pinned host memory", host
     else:
         description, buffer = "", grads
+    if method.method != compression.NONE:
+        description += f"; each bucket compressed ({_SAYS[method.method]})"
     return GradientExchange(tuple(executors), tuple(views), spans, buffer, description)
+
+
+_SAYS = {
+    compression.FP16: "fp16: its all-reduce on float16",
+    compression.BF16: "bf16: its all-reduce on bfloat16",
+    compression.TOPK: "top-k with error feedback: an all-gather of values and indices",
+    compression.POWERSGD: "PowerSGD: low-rank factors all-reduced, with error feedback",
+}
+
+
+def mlp_widths(cfg, segments) -> tuple[int, ...]:
+    """The widths of the MLP whose layer segments these are (layer i holds (w_i + 1) w_i+1
+    elements): cfg's layers, or its rule for them with the data's features and classes read
+    back from the first and last layer."""
+    widths = cfg.layers or cfg.widths_for(1, 2)  # the hidden widths cfg's rule gives
+    if not cfg.layers:
+        hidden = widths[1:-1]
+        first = segments[0][1] // hidden[0] - 1
+        last = segments[-1][1] // (hidden[-1] + 1)
+        widths = (first, *hidden, last)
+    if model.layer_segments(widths) != [tuple(s) for s in segments]:
+        raise ValueError(f"layer segments {segments} are not those of an MLP {widths}")
+    return tuple(widths)
 
 
 def _bucket(cfg, world, backend, grads, transport, algorithm, channels, node_of_rank,
