@@ -1,5 +1,10 @@
 """What rank 0 prints: the start banner, one line per epoch (and, on a terminal, a progress
-line every few seconds within a long one), the final summary."""
+line every few seconds within a long one), the final summary.
+
+Communication is counted as docs/ARCHITECTURE.md defines it: the training's comm_s is the
+wait after backward (t_comm to t_comm_end), the exposed communication, so that a step is
+compute + exposed; with buckets overlapped with backward, the time they were in flight
+under backward is hidden, known from the records (summary.json's traffic)."""
 
 from __future__ import annotations
 
@@ -37,6 +42,11 @@ def banner(d: dict) -> str:
                 if cfg.get("allreduce_choice")
                 else []
             ),
+            *(
+                [bucket_line(d["buckets"], d.get("overlap"))]
+                if len(d.get("buckets") or ()) > 1
+                else []
+            ),
             f"  data     {ds['name']}: {ds['train_samples']:,} train / {ds['test_samples']:,} "
             f"test; {batch}, "
             f"{d['steps_per_epoch']} steps per epoch, {d['total_steps']} steps",
@@ -46,6 +56,14 @@ def banner(d: dict) -> str:
             *([resumed_line(d["resumed_from"], d["total_steps"])] if d.get("resumed_from") else []),
         ]
     )
+
+
+def bucket_line(buckets: list[dict], overlap: bool | None) -> str:
+    """The banner's line of a gradient all-reduced in buckets: how many, their sizes in
+    launch order, and whether they go during backward."""
+    sizes = ", ".join(nbytes(b["bytes"]) for b in buckets)
+    how = "overlapped with backward" if overlap else "all-reduced after backward"
+    return f"  buckets  {len(buckets)} ({sizes}; in launch order), {how}"
 
 
 def resumed_line(resumed: dict, total: int) -> str:
@@ -75,7 +93,10 @@ def epoch_line(
     samples_per_s: float,
     comm_share: float,
 ) -> str:
-    """The line after `step` (numbered from 0, as every file numbers it), the epoch's last."""
+    """The line after `step` (numbered from 0, as every file numbers it), the epoch's last.
+    comm_share: the exposed communication's share of the step time (the training's comm_s
+    is the wait after backward, so compute + comm is the step; time hidden under backward
+    is not in it)."""
     epoch = step // steps_per_epoch + 1
     return (
         f"epoch {epoch:>3}  step {step:>6}  train loss {train_loss:.4f}  "
@@ -109,12 +130,7 @@ def final_report(s: dict) -> str:
         f"{s['samples_per_s']:,.0f} samples/s; "
         f"test accuracy {s['test_accuracy']:.4f}, test loss {s['test_loss']:.4f}"
     ]
-    compute = sum(s["compute_s_by_rank"]) / p / max(s["steps"], 1)
-    comm = sum(s["comm_s_by_rank"]) / p / max(s["steps"], 1)
-    lines.append(
-        f"  per step (mean over ranks): compute {compute * 1e3:.2f} ms, all-reduce "
-        f"{comm * 1e3:.2f} ms ({s['comm_share']:.0%} of step time)"
-    )
+    lines.append(per_step_line(s))
     lines.append(
         f"  replicas: bit-identical on {p} rank{'s' * (p > 1)} (weights blake2b "
         f"{s['weights_blake2b']})"
@@ -127,6 +143,23 @@ def final_report(s: dict) -> str:
             f"finite: {shown}"
         )
     return "\n".join(lines)
+
+
+def per_step_line(s: dict) -> str:
+    """Compute and communication per step, mean over ranks. comm_s_by_rank is the exposed
+    communication (the wait after backward); the hidden time under backward comes from the
+    records (s["traffic"]), and where there is some the line says both."""
+    p, steps = s["world_size"], max(s["steps"], 1)
+    compute = sum(s["compute_s_by_rank"]) / p / steps
+    exposed = sum(s["comm_s_by_rank"]) / p / steps
+    head = f"  per step (mean over ranks): compute {compute * 1e3:.2f} ms, "
+    hidden = (s.get("traffic") or {}).get("hidden_s")
+    if not hidden:
+        return head + f"all-reduce {exposed * 1e3:.2f} ms ({s['comm_share']:.0%} of step time)"
+    return head + (
+        f"communication {(exposed + hidden) * 1e3:.2f} ms of which {hidden * 1e3:.2f} ms hidden "
+        f"under backward, {exposed * 1e3:.2f} ms exposed ({s['comm_share']:.0%} of step time)"
+    )
 
 
 PROGRESS_S = 3.0  # seconds between progress lines within an epoch

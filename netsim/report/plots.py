@@ -32,7 +32,7 @@ DPI = 120
 # the three parts of a step, in the order they are stacked: table column, legend, colour
 PARTS = (
     ("compute_s", "compute", "#4c9f70"),
-    ("transfer_s", "transfer (comm - stall)", "#3b75af"),
+    ("transfer_s", "transfer (exposed comm - stall)", "#3b75af"),  # exposed_s - wait_s
     ("wait_s", "synchronisation stall", "#d1495b"),
 )
 LEGEND_RANKS = 8  # above this many ranks, per-rank lines become a median and a min-max band

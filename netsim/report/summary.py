@@ -8,6 +8,15 @@ stall) is not billed to the network; algbw = buffer bytes / that time; busbw = a
 algorithms). The bytes a run sent stand beside the count the run's own algorithm gives for
 them. A GPU run staged through host memory adds its copies: bytes each way per step, and
 their median times. One rank has no all-reduce to time: its algbw and busbw are None.
+
+A run all-reduced in buckets times each bucket alike (from the last rank's start of it to
+the last rank's end) and sums them: with overlap the wait after backward is not the
+all-reduce. Every run says what its communication cost the step (docs/ARCHITECTURE.md,
+Definitions), as means per step over ranks: exposed_s (compute waited on it), hidden_s (in
+flight under backward), hidden_share (hidden of exposed + hidden), step_s and the exposed
+share of it, and the samples per second of the steps' own time; a bucketed run (step file
+5) adds, per bucket in launch order, its place, bytes, the delay from ready to start, its
+duration and the share of it hidden under backward.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import numpy as np
 from netsim.algorithms import busbw
 from netsim.record import rundir
 
-from .traffic import Traffic
+from .traffic import Traffic, bucket_allreduce
 
 
 def summarize(config: dict, traffic: Traffic) -> dict:
@@ -34,11 +43,21 @@ def summarize(config: dict, traffic: Traffic) -> dict:
         out["damage"] = traffic.damage
     mean = (lambda a: np.nanmean(a, axis=0).tolist()) if steps else (lambda a: [None] * p)
     out["per_step_mean_by_rank"] = {
-        k: mean(t[k]) for k in ("compute_s", "transfer_s", "wait_s", "caused_wait_s", "comm_s")
+        k: mean(t[k])
+        for k in (
+            "compute_s",
+            "transfer_s",
+            "wait_s",
+            "caused_wait_s",
+            "comm_s",
+            "exposed_s",
+            "hidden_s",
+        )
     }
+    out.update(communication(config, traffic))
     if steps:
         times = traffic.times
-        collective_s = np.median(times["t_comm_end"].max(axis=1) - times["t_comm"].max(axis=1))
+        collective_s = np.median(collective_time_s(traffic))
         caused = np.nansum(t["caused_wait_s"], axis=0)
         last = np.bincount(times["t_comm"].argmax(axis=1), minlength=p)
         out.update(
@@ -76,6 +95,7 @@ def summarize(config: dict, traffic: Traffic) -> dict:
                     {
                         "phase": ph,
                         "round": ix,
+                        **traffic.bucket_of_round(k),
                         "peer_not_ready_s_mean": _nanmean(traffic.peer_not_ready_s[:, :, k]),
                         "transfer_s_mean": _nanmean(traffic.round_transfer_s[:, :, k]),
                     }
@@ -86,14 +106,81 @@ def summarize(config: dict, traffic: Traffic) -> dict:
     return out
 
 
+def collective_time_s(traffic: Traffic) -> np.ndarray:
+    """Per step, the all-reduce's own time once every rank had arrived: the last rank's
+    entry to the last exit; in buckets, each bucket's last start to its last end, summed."""
+    if traffic.nbuckets > 1:
+        b = traffic.buckets
+        return np.clip(b.end.max(axis=1) - b.start.max(axis=1), 0, None).sum(axis=1)
+    times = traffic.times
+    return times["t_comm_end"].max(axis=1) - times["t_comm"].max(axis=1)
+
+
+def communication(config: dict, traffic: Traffic) -> dict:
+    """What communication cost the steps, means per step over ranks (None: no step), and
+    each bucket's figures (None: records without buckets)."""
+    t, b, steps = traffic.table, traffic.buckets, len(traffic.steps)
+    step_s = traffic.times["t_end"] - traffic.times["t_start"] if steps else None
+    exposed, hidden = (_nanmean(t[k]) for k in ("exposed_s", "hidden_s"))
+    comm = (exposed or 0.0) + (hidden or 0.0)
+    out = {
+        "exposed_s": exposed,
+        "hidden_s": hidden,
+        "hidden_share": hidden / comm if steps and comm > 0 else (0.0 if steps else None),
+        "step_s": _nanmean(step_s) if steps else None,
+        "exposed_share_of_step": (
+            float(np.nansum(t["exposed_s"]) / np.sum(step_s))
+            if steps and np.sum(step_s) > 0
+            else None
+        ),
+        "step_samples_per_s": (
+            float(np.nansum(t["samples"]) / np.mean(step_s, axis=1).sum())
+            if steps and np.sum(step_s) > 0
+            else None
+        ),
+        "overlap": config.get("overlap"),
+        "buckets": None,
+    }
+    if b is None:
+        return out
+    duration = b.end - b.start
+    out["buckets"] = [
+        {
+            "bucket": k,
+            **layout,
+            "bytes_sent_per_step_by_rank": _by_rank(b.bytes_sent[:, :, k]),
+            "ready_to_start_s_mean": _nanmean(b.start[:, :, k] - b.ready[:, :, k]),
+            "duration_s_mean": _nanmean(duration[:, :, k]),
+            "hidden_s_mean": _nanmean(b.hidden_s[:, :, k]),
+            "hidden_share": (
+                float(np.nansum(b.hidden_s[:, :, k]) / np.nansum(duration[:, :, k]))
+                if np.nansum(duration[:, :, k]) > 0
+                else 0.0
+            ),
+        }
+        for k, layout in enumerate(b.layout)
+    ]
+    return out
+
+
+def _by_rank(a) -> list | None:
+    return np.nanmean(a, axis=0).tolist() if len(a) and np.isfinite(a).all() else None
+
+
 def _nanmean(a) -> float | None:
     return float(np.nanmean(a)) if np.isfinite(a).any() else None
 
 
 def analytic_bytes(config: dict, traffic: Traffic) -> list[int] | None:
-    """What the run's algorithm says each rank sends per step (None: not observable)."""
+    """What the run's algorithm says each rank sends per step (None: not observable); in
+    buckets, the sum of each bucket's algorithm's count for its size."""
+    itemsize = config["buffer_bytes"] // config["nparams"] if config["nparams"] else 0
+    if traffic.nbuckets > 1:
+        layout, p = traffic.buckets.layout, traffic.world_size
+        counts = [a.elements_sent(p, n, **context) for a, n, context in
+                  (bucket_allreduce(config, layout, b) for b in range(len(layout)))]  # fmt: skip
+        return None if any(c is None for c in counts) else (sum(counts) * itemsize).tolist()
     elements = traffic.algorithm.elements_sent(
         traffic.world_size, config["nparams"], **rundir.allreduce_context(config)
     )
-    itemsize = config["buffer_bytes"] // config["nparams"] if config["nparams"] else 0
     return None if elements is None else (elements * itemsize).tolist()

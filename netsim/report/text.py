@@ -1,5 +1,7 @@
 """The text people read: the traffic and synchronisation report, and the units every text of
-the project writes numbers in (nbytes, ms, gbps)."""
+the project writes numbers in (nbytes, ms, gbps). The report says what communication cost
+the steps: exposed (compute waited on it) and hidden (in flight under backward), and for a
+run in more than one bucket, a table of its buckets."""
 
 from __future__ import annotations
 
@@ -51,7 +53,9 @@ def text(config: dict, traffic: Traffic, s: dict) -> str:
         )
     if not s["steps_recorded"]:
         return "\n".join(lines + ["  no step was recorded on every rank"])
-    lines += _bytes_lines(config, traffic, s) + _copy_lines(s) + _time_lines(traffic, s)
+    lines += _bytes_lines(config, traffic, s) + _copy_lines(s)
+    lines += communication_lines(s) + bucket_lines(s)
+    lines += _time_lines(traffic, s)
     if traffic.observable:
         lines += _round_lines(traffic, s) + _link_lines(traffic, s)
     if "network" in s:
@@ -130,11 +134,63 @@ def per_rank(values) -> str:
     return ", ".join(f"r{r} {nbytes(v)}" for r, v in enumerate(values))
 
 
+def communication_lines(s) -> list[str]:
+    """What communication cost a step, mean over ranks: hidden under backward and exposed
+    (the part of the step compute waited on it), and the steps' rate."""
+    exposed, hidden, step = s.get("exposed_s"), s.get("hidden_s"), s.get("step_s")
+    if exposed is None:
+        return []
+    buckets = s.get("buckets") or []
+    share = s["exposed_share_of_step"]
+    of_step = f"{share:.0%} of a {ms(step)} step" if share is not None else "no step time"
+    if hidden:
+        split = (
+            f" = {ms(hidden)} hidden under backward ({s['hidden_share']:.0%}) + {ms(exposed)} "
+            f"exposed ({of_step})"
+        )
+    else:
+        after = f"; {len(buckets)} buckets, after backward" if len(buckets) > 1 else ""
+        split = f", all exposed ({of_step}{after})"
+    rate = s.get("step_samples_per_s")
+    return [
+        f"  communication per step (mean over ranks): {ms(exposed + (hidden or 0.0))}{split}"
+        + (f"; {rate:,.0f} samples/s (steps alone)" if rate else "")
+    ]
+
+
+def bucket_lines(s) -> list[str]:
+    """A run in more than one bucket: one row per bucket, in launch order."""
+    buckets = s.get("buckets") or []
+    if len(buckets) < 2:
+        return []
+    how = "overlapped with backward" if s.get("overlap") else "after backward"
+    lines = [
+        f"  buckets in launch order, {how} (mean over ranks and steps):",
+        "    bucket  layer  offset KiB    size KiB  sent KiB/rank  ready->start ms  "
+        "duration ms  hidden  algorithm",
+    ]
+    for b in buckets:
+        sent = b["bytes_sent_per_step_by_rank"]
+        lines.append(
+            f"    {b['bucket']:>6}  {'-' if b['layer'] is None else b['layer']:>5}  "
+            f"{b['offset'] / 1024:>10,.1f}  {b['bytes'] / 1024:>10,.1f}  "
+            f"{'-' if sent is None else f'{sum(sent) / len(sent) / 1024:,.1f}':>13}  "
+            f"{_ms3(b['ready_to_start_s_mean']):>15}  {_ms3(b['duration_s_mean']):>11}  "
+            f"{b['hidden_share']:>6.0%}  {b['algorithm'] or '-'}"
+        )
+    return lines
+
+
+def _ms3(seconds) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:,.3f}"
+
+
 def _time_lines(traffic, s) -> list[str]:
     lines = []
     if s.get("algbw_bytes_per_s"):
+        each = " (each bucket's, summed)" if traffic.nbuckets > 1 else ""
         lines.append(
-            "  all-reduce once every rank had arrived: median "
+            f"  all-reduce once every rank had arrived{each}: median "
             f"{ms(s['allreduce_time_s_median'])}; algbw {s['algbw_bytes_per_s'] / 1e9:.3f} GB/s, "
             f"busbw {s['busbw_bytes_per_s'] / 1e9:.3f} GB/s"
         )
@@ -144,13 +200,17 @@ def _time_lines(traffic, s) -> list[str]:
             f"{ms(s['allreduce_time_s_median'])}, the call's own cost)"
         )
     m = s["per_step_mean_by_rank"]
-    head = "  per rank, mean per step:   compute    transfer       stall   stall/comm"
+    # the stall's share of the wait after backward: exposed_s (comm_s counts hidden time too;
+    # without buckets the two are one)
+    share_of = "   stall/comm" if traffic.nbuckets == 1 else "  stall/exposed"
+    head = "  per rank, mean per step:   compute    transfer       stall" + share_of
     lines.append(head + "   made others wait")
     for r in range(traffic.world_size):
-        share = m["wait_s"][r] / m["comm_s"][r] if m["comm_s"][r] else 0.0
+        share = m["wait_s"][r] / m["exposed_s"][r] if m["exposed_s"][r] else 0.0
         lines.append(
             f"    rank {r:>3} (node {traffic.node_of_rank[r]:>2})  {ms(m['compute_s'][r]):>10}  "
-            f"{ms(m['transfer_s'][r]):>10}  {ms(m['wait_s'][r]):>10}  {share:>10.0%}   "
+            f"{ms(m['transfer_s'][r]):>10}  {ms(m['wait_s'][r]):>10}  "
+            f"{share:>{len(share_of) - 3}.0%}   "
             f"{ms(m['caused_wait_s'][r]):>10}"
         )
     worst = s["most_waited_for_rank"]
@@ -167,24 +227,26 @@ def _round_lines(traffic, s) -> list[str]:
     rounds = s["rounds"]
     if not rounds:
         return []
+    # a bucketed run's rounds are each bucket's: named "b<bucket> <phase>"
+    name = lambda r: f"b{r['bucket']} {r['phase']}" if "bucket" in r else r["phase"]  # noqa: E731
     if len(rounds) > 12:  # keep the report compact for large p: one line per phase
-        phases = dict.fromkeys(r["phase"] for r in rounds)
+        phases = {name(r): r for r in rounds}
         rounds = [
             {
-                "phase": ph,
+                **{k: r[k] for k in ("phase", "bucket") if k in r},
                 "round": "all",
                 "peer_not_ready_s_mean": sum(
-                    r["peer_not_ready_s_mean"] or 0 for r in rounds if r["phase"] == ph
+                    x["peer_not_ready_s_mean"] or 0 for x in rounds if name(x) == key
                 ),
-                "transfer_s_mean": sum(
-                    r["transfer_s_mean"] or 0 for r in rounds if r["phase"] == ph
-                ),
+                "transfer_s_mean": sum(x["transfer_s_mean"] or 0 for x in rounds if name(x) == key),
             }
-            for ph in phases
+            for key, r in phases.items()
         ]
-    lines = ["  rounds (mean over ranks and steps):    peer not ready    transfer"]
+    width = max(14, *(len(name(r)) for r in rounds))
+    pad = " " * (width - 14)
+    lines = [f"  rounds (mean over ranks and steps):    {pad}peer not ready    transfer"]
     lines += [
-        f"    {r['phase']:>14} {r['round']!s:>3}          {ms(r['peer_not_ready_s_mean']):>14}  "
+        f"    {name(r):>{width}} {r['round']!s:>3}          {ms(r['peer_not_ready_s_mean']):>14}  "
         f"{ms(r['transfer_s_mean']):>10}"
         for r in rounds
     ]

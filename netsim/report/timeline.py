@@ -5,6 +5,17 @@ or chrome://tracing). One process per rank, three tracks each:
   communication  the all-reduce, with its rounds nested inside it
   stall          the part of the all-reduce spent waiting for ranks that arrived later
 
+A run all-reduced in more than one bucket draws its communication apart from the wait after
+backward, so that one sees it overlap backward:
+
+  communication  (drawn under compute) one slice per bucket, from the start of its
+                 all-reduce to its end, its rounds nested inside it; args: its bytes, when
+                 it was ready, the shares of it hidden under backward and exposed
+  exposed wait   the wait after backward for the last buckets (the all-reduce slice above)
+
+and marks on the compute track when each bucket became ready (an instant, and a flow arrow
+from there to the start of its all-reduce).
+
 Each message is a flow arrow from the round in which its sender posted it to the round in
 which its receiver completed it. Times are microseconds on rank 0's clock, counted from
 the start of the first traced step. Only `--trace-steps` are drawn, so the file stays
@@ -17,8 +28,11 @@ import numpy as np
 
 from .traffic import Traffic
 
-COMPUTE, COMM, STALL = 0, 1, 2
+COMPUTE, COMM, STALL, BUCKETS = 0, 1, 2, 3
 _TRACKS = {COMPUTE: "compute", COMM: "communication", STALL: "stall"}
+# a run in buckets: its buckets' communication under compute, then the wait after backward
+_BUCKET_TRACKS = {COMPUTE: "compute", BUCKETS: "communication", COMM: "exposed wait",
+                  STALL: "stall"}  # fmt: skip
 
 
 def chrome_trace(config: dict, traffic: Traffic, traced_steps) -> dict:
@@ -29,6 +43,7 @@ def chrome_trace(config: dict, traffic: Traffic, traced_steps) -> dict:
         us = lambda t: round((t - origin) * 1e6, 3)  # noqa: E731 (a unit conversion, named)
         for s in rows:
             events += _step_events(traffic, s, us)
+            events += _bucket_events(traffic, s, us)
             events += _message_flows(traffic, s, us)
     return {
         "traceEvents": events,
@@ -65,7 +80,8 @@ def _metadata(traffic: Traffic) -> list[dict]:
                 "args": {"sort_index": r},
             }
         )
-        for tid, name in _TRACKS.items():
+        tracks = _BUCKET_TRACKS if traffic.nbuckets > 1 else _TRACKS
+        for order, (tid, name) in enumerate(tracks.items()):
             events.append(
                 {
                     "ph": "M",
@@ -76,6 +92,17 @@ def _metadata(traffic: Traffic) -> list[dict]:
                     "args": {"name": name},
                 }
             )
+            if traffic.nbuckets > 1:
+                events.append(
+                    {
+                        "ph": "M",
+                        "name": "thread_sort_index",
+                        "pid": r,
+                        "tid": tid,
+                        "ts": 0,
+                        "args": {"sort_index": order},
+                    }
+                )
     return events
 
 
@@ -125,8 +152,39 @@ def _step_events(traffic: Traffic, s: int, us) -> list[dict]:
                     waited_for=last,
                 )
             )
-        for phase, index, posted, done in traffic.raw_rounds[r][s] if traffic.raw_rounds else []:
-            events.append(_slice(f"{phase} {index}", r, COMM, us(posted), us(done), step=step))
+        track = BUCKETS if traffic.nbuckets > 1 else COMM  # nested in its bucket, or the call
+        for phase, index, posted, done, _ in traffic.raw_rounds[r][s] if traffic.raw_rounds else []:
+            events.append(_slice(f"{phase} {index}", r, track, us(posted), us(done), step=step))
+    return events
+
+
+def _bucket_events(traffic: Traffic, s: int, us) -> list[dict]:
+    """A run in more than one bucket: each bucket's all-reduce on the communication track,
+    and when it became ready on the compute track (an instant and a flow to its start)."""
+    b, step = traffic.buckets, int(traffic.steps[s])
+    if traffic.nbuckets < 2:
+        return []
+    events = []
+    for r in range(traffic.world_size):
+        for k, layout in enumerate(b.layout):
+            ready, start, end = (us(a[s, r, k]) for a in (b.ready, b.start, b.end))
+            took = b.end[s, r, k] - b.start[s, r, k]
+            hidden = float(b.hidden_s[s, r, k] / took) if took > 0 else 0.0
+            events.append(
+                _slice(f"bucket {k}", r, BUCKETS, start, end, step=step, bucket=k,
+                       bytes=layout["bytes"], bytes_sent=_int(b.bytes_sent[s, r, k]),
+                       ready_us=ready, hidden_share=round(hidden, 4),
+                       exposed_share=round(1.0 - hidden, 4))
+            )  # fmt: skip
+            events.append(
+                {"ph": "i", "s": "t", "name": f"bucket {k} ready", "pid": r, "tid": COMPUTE,
+                 "ts": ready, "args": {"step": step, "bucket": k, "bytes": layout["bytes"]}}
+            )  # fmt: skip
+            flow = f"{step}:ready:{r}:{k}"
+            events.append({"ph": "s", "id": flow, "name": "bucket ready", "cat": "bucket",
+                           "pid": r, "tid": COMPUTE, "ts": ready})  # fmt: skip
+            events.append({"ph": "f", "bp": "e", "id": flow, "name": "bucket ready",
+                           "cat": "bucket", "pid": r, "tid": BUCKETS, "ts": start})  # fmt: skip
     return events
 
 
@@ -135,17 +193,20 @@ def _message_flows(traffic: Traffic, s: int, us) -> list[dict]:
     the enclosing slice on their track)."""
     if traffic.raw_rounds is None:
         return []
-    events, step, schedule = [], int(traffic.steps[s]), traffic.schedule
+    events, step = [], int(traffic.steps[s])
+    track = BUCKETS if traffic.nbuckets > 1 else COMM
     when = [
-        {(ph, ix): (tp, td) for ph, ix, tp, td in traffic.raw_rounds[r][s]}
+        {(b, ph, ix): (tp, td) for ph, ix, tp, td, b in traffic.raw_rounds[r][s]}
         for r in range(traffic.world_size)
     ]
-    for rnd in schedule.rounds:
+    each = [(b, rnd) for b, schedule in enumerate(traffic.schedules) for rnd in schedule.rounds]
+    for b, rnd in each:
         for src, dst, count in zip(rnd.src, rnd.dst, rnd.count):
-            key = (rnd.phase, rnd.index)
+            key = (b, rnd.phase, rnd.index)
             if key not in when[src] or key not in when[dst]:
                 continue
-            flow = f"{step}:{rnd.phase}:{rnd.index}:{src}->{dst}"
+            bucket = f"b{b}:" if traffic.nbuckets > 1 else ""
+            flow = f"{step}:{bucket}{rnd.phase}:{rnd.index}:{src}->{dst}"
             events.append(
                 {
                     "ph": "s",
@@ -153,7 +214,7 @@ def _message_flows(traffic: Traffic, s: int, us) -> list[dict]:
                     "name": "message",
                     "cat": "message",
                     "pid": int(src),
-                    "tid": COMM,
+                    "tid": track,
                     "ts": us(when[src][key][0]),
                 }
             )
@@ -165,7 +226,7 @@ def _message_flows(traffic: Traffic, s: int, us) -> list[dict]:
                     "name": "message",
                     "cat": "message",
                     "pid": int(dst),
-                    "tid": COMM,
+                    "tid": track,
                     "ts": us(when[dst][key][1]),
                     "args": {"elements": int(count)},
                 }
