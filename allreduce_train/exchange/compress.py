@@ -8,7 +8,8 @@ the global batch B), so the sum is the global batch's mean gradient; a method re
 sum, or its approximation, in the bucket, identical on every rank:
 
     fp16, bf16   the bucket cast to the narrow type (a rank's gradient is already what DDP's
-                 fp16_compress_hook casts: its local mean divided by the world size), summed
+                 fp16_compress_hook casts: its local mean divided by the world size, divided
+                 before the cast as torch's hooks now do, to keep the sum in range), summed
                  on it by the run's all-reduce: float16 adds as NumPy does them, bfloat16
                  (held as its uint16 bits: NumPy has no bfloat16) each add in float32
                  rounded back to nearest-even, as NCCL does; cast back. Past float16's range
