@@ -217,10 +217,52 @@ def _check_config(path: str, config: dict) -> None:
         or (isinstance(offsets, list) and len(offsets) == p and all(map(_number, offsets))),
         "total_steps": _count(config.get("total_steps", 0), 0),
         "segments": segments is None or _segments(segments, config["nparams"]),
+        "buckets": _buckets(config.get("buckets"), config["buffer_bytes"]),
+        "overlap": isinstance(config.get("overlap", False), bool),
+        "allreduce_choice": _choice(cfg.get("allreduce_choice") if isinstance(cfg, dict) else None),
     }
     bad = [k for k, ok in valid.items() if not ok]
     if bad:
         raise RunDirError(f"{path}: not a run's configuration (bad {', '.join(bad)})")
+
+
+def _buckets(buckets, nbytes) -> bool:
+    """None, or [{offset, bytes, layer}, ...]: spans of the gradient, every byte in one."""
+    if buckets is None:
+        return True
+    if not isinstance(buckets, list) or not buckets:
+        return False
+    spans = []
+    for b in buckets:
+        if not (isinstance(b, dict) and all(_count(b.get(k), 0) for k in ("offset", "bytes"))):
+            return False
+        if not _count(b.get("layer", 0), 0):
+            return False
+        spans.append((b["offset"], b["bytes"]))
+    end = 0
+    for offset, size in sorted(spans):
+        if offset != end:
+            return False
+        end += size
+    return end == nbytes
+
+
+def _choice(choice) -> bool:
+    """None, or --allreduce auto's pick: its per-bucket picks, if any, each an algorithm's
+    name and a channel count."""
+    if choice is None:
+        return True
+    if not isinstance(choice, dict):
+        return False
+    picks = choice.get("buckets")
+    return picks is None or (
+        isinstance(picks, list)
+        and all(
+            isinstance(c, dict) and isinstance(c.get("algorithm"), str)
+            and _count(c.get("channels", 1), 1)
+            for c in picks
+        )
+    )  # fmt: skip
 
 
 def _segments(segments, nparams) -> bool:

@@ -87,6 +87,7 @@ def test_garbage_in_a_step_file_keeps_the_steps_before_it(base, tmp_path):
     path = run / "steps-rank1.bin"
     data = bytearray(path.read_bytes())
     at = middle_of_the_steps(data)
+    at += stepfile.FRAME.unpack_from(data, at)[0] - 4  # its closing size, the next's size
     data[at : at + 8] = b"\xff" * 8
     path.write_bytes(bytes(data))
     code, out, _ = report(run, "--json")
