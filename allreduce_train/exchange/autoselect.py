@@ -122,8 +122,10 @@ def _on_root(cfg: Config, world, node_of_rank, widths) -> tuple[str | None, dict
         return str(exc), None
     why = picked.line(nelems * itemsize, world.world_size)
     if per_bucket is not None:
-        names = sorted({f"{c['algorithm']} x{c['channels']}" for c in per_bucket})
-        why += f"; per bucket ({len(per_bucket)}): {', '.join(names)}"
+        picks = [c["algorithm"] + (f" x{c['channels']}" if c["channels"] > 1 else "")
+                 for c in per_bucket]  # fmt: skip
+        counted = ", ".join(f"{name} for {picks.count(name)}" for name in dict.fromkeys(picks))
+        why += f"; per bucket of {len(per_bucket)}: {counted}"
     return None, {
         **picked.to_dict(),
         "nbytes": nelems * itemsize,
