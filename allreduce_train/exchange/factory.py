@@ -75,13 +75,10 @@ class GradientMemory:
 def shares_memory(cfg, backend) -> bool:
     """Whether the exchange runs through a node's shared memory: --transport shm (named, or
     auto's pick: autoselect.resolve has replaced auto by then; an unresolved auto is
-    messages), a schedule (an MPI_Allreduce or NCCL moves its own bytes), on the CPU, and no
-    --compress (its collectives move buffers of their own, as messages)."""
+    messages), a schedule (an MPI_Allreduce or NCCL moves its own bytes), on the CPU. (With
+    --compress the transport is messages: Config refuses shm and settles auto to mpi.)"""
     algorithm = algorithms.get(cfg.allreduce)
-    return (
-        cfg.transport == "shm" and algorithm.scheduled and not backend.on_gpu
-        and cfg.compress == compression.NONE
-    )  # fmt: skip
+    return cfg.transport == "shm" and algorithm.scheduled and not backend.on_gpu
 
 
 def check_transport(cfg, dev) -> None:
@@ -134,7 +131,7 @@ def make(
     picked it for that bucket's size); with --compress, compressed (exchange.compress: the
     tensors of the MLP of these `widths`, None: read back from cfg and the segments)."""
     spans = tuple(spans or ((0, grads.size),))
-    method = compression.parse(cfg.compress)
+    method = compression.parse(getattr(cfg, "compress", compression.NONE))  # (hand-made cfgs)
     picks = algorithms_by_bucket or [(cfg.allreduce, cfg.channels)] * len(spans)
     host = None if memory.peers is not None or not backend.on_gpu else (
         backend.host_mirror(grads) if not cfg.cuda_aware_mpi else None)  # fmt: skip
