@@ -116,7 +116,9 @@ def gradient_memory(cfg, world, backend, nelems: int, dtype, node_of_rank) -> Gr
     counters[world.rank][...] = 0
     window.sync()
     world.barrier()  # every counter zero before anyone looks
-    return GradientMemory(buffers[world.rank], Peers(buffers, counters, window.sync, window.alive))
+    return GradientMemory(
+        buffers[world.rank], Peers(buffers, counters, window.sync, window.alive, window.pause)
+    )
 
 
 def make(
@@ -208,7 +210,8 @@ def _bucket(cfg, world, backend, grads, transport, algorithm, channels, node_of_
             world.world_size, hi - lo, node_of_rank=node_of_rank, segments=segments,
             channels=channels,
         )  # fmt: skip
-        mine = Peers({r: b[lo:hi] for r, b in p.buffers.items()}, p.counters, p.fence, p.alive)
+        mine = Peers({r: b[lo:hi] for r, b in p.buffers.items()}, p.counters, p.fence, p.alive,
+                     p.pause)  # fmt: skip
         executor = SharedMemoryAllreduce(schedule, world.rank, mine, transport, grads.dtype)
         return executor, mine.buffers[world.rank]
     if algorithm.needs_gpu:
