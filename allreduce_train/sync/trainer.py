@@ -74,7 +74,7 @@ class Trainer:
         exchange = factory.make(
             cfg, world, backend, self.model.grads, transport,
             node_of_rank=self.node_of_rank, segments=self.model.layer_segments, memory=memory,
-            spans=[(b.lo, b.hi) for b in self.buckets],
+            spans=[(b.lo, b.hi) for b in self.buckets], widths=widths,
             algorithms_by_bucket=per_bucket and [(c["algorithm"], c["channels"])
                                                  for c in per_bucket],
         )  # fmt: skip
@@ -213,6 +213,11 @@ class Trainer:
         elif bad:
             ranks = ", ".join(map(str, bad))
             whose = f"the local gradients of ranks {ranks} were not finite (losses {losses})"
+        elif self.cfg.compression.method == "fp16":
+            whose = (
+                "every local gradient was finite: their float16 sum overflowed (--compress "
+                "fp16: its largest value is 65504; bf16 keeps float32's range)"
+            )
         else:
             whose = "every local gradient was finite: their sum overflowed"
         raise NonFinite(

@@ -97,7 +97,8 @@ def test_fp16_past_its_range_stops_naming_the_step(tmp_path):
     assert result.returncode == exits.NONFINITE, result.output
     line = [x for x in result.output.splitlines() if "not finite" in x]
     assert len(line) == 1 and re.match(r"allreduce_train: error: step \d+: ", line[0]), line
-    assert "every local gradient was finite: their sum overflowed" in line[0]
+    assert "every local gradient was finite: their float16 sum overflowed" in line[0]
+    assert "--compress fp16: its largest value is 65504" in line[0]
 
 
 # Steps each method needs on digits (64-128-128-10, global batch 64, lr 0.05, momentum 0.9,
