@@ -289,6 +289,32 @@ class MpiTransport:
             raise exits.PeerLost(f"waiting for the replicas: {one_line(exc)}") from None
         return status.Get_source(), status.Get_tag()
 
+    def isend(self, sends, tag: int = 0):
+        """sends: [(dst, view)], started and not waited for (MPI_Isend); the views are read
+        until they complete. Returns wait(patience_s=None) -> whether they have completed:
+        it waits for them, or with patience_s at most that long."""
+        try:
+            requests = [self._comm.Isend(buf, dst, tag) for dst, buf in sends]
+        except MPI.Exception as exc:
+            _peer_lost(exc, sends, [])
+
+        def wait(patience_s: float | None = None) -> bool:
+            try:
+                if patience_s is None:
+                    MPI.Request.Waitall(requests)
+                    return True
+                return _test_for(requests, patience_s)
+            except MPI.Exception as exc:
+                _peer_lost(exc, sends, [])
+
+        return wait
+
+    def inbox(self, buffers: dict) -> Inbox:
+        """A receive of any tag posted from every source of `buffers` ({rank: array}) into
+        its array's bytes: a parameter server's, which takes whichever message is in first
+        and waits on no one peer (Inbox)."""
+        return Inbox(self._comm, buffers)
+
     def iprobe(self, source: int, tag: int) -> bool:
         """Whether a message of `tag` from `source` waits to be received (not waiting for
         one: a replica's look for a stop notice, under a microsecond)."""
@@ -307,6 +333,66 @@ class MpiTransport:
 
 def _nothing() -> None:
     pass
+
+
+class Inbox:
+    """One receive of any tag posted per source, into that source's buffer (as bytes:
+    whatever a message holds, a 0-byte request, a gradient, a pair of integers). `next`
+    takes a message that is in (MPI_Waitsome: every source with one in gets its turn before
+    any gets another); `again` posts the source's receive anew once its message is handled.
+    One receive at a time per source takes its messages in the order they were sent (MPI's
+    non-overtaking rule), and a source that sends nothing, or stopped halfway through a
+    message, holds up no other source."""
+
+    def __init__(self, comm: MPI.Comm, buffers: dict):
+        self._comm, self._sources = comm, list(buffers)
+        self._index = {src: i for i, src in enumerate(self._sources)}
+        self._buffers = [np.asarray(b).reshape(-1).view(np.uint8) for b in buffers.values()]
+        self._requests = [MPI.REQUEST_NULL] * len(self._sources)
+        self._statuses = [MPI.Status() for _ in self._sources]
+        self._in: list = []  # (source, tag, bytes) of the messages in, not yet taken
+        for src in self._sources:
+            self.again(src)
+
+    def again(self, source: int) -> None:
+        """Post source's receive again (its buffer may be written from now on)."""
+        i = self._index[source]
+        self._requests[i] = self._comm.Irecv([self._buffers[i], MPI.BYTE], source, MPI.ANY_TAG)
+
+    def next(self) -> tuple[int, int, int]:
+        """(source, tag, bytes) of a message in, waiting until one is if none is: its bytes
+        lie at the start of the source's buffer, whose receive stays unposted until `again`."""
+        if not self._in:
+            try:
+                done = MPI.Request.Waitsome(self._requests, self._statuses)
+            except MPI.Exception as exc:
+                if not lost(exc):
+                    raise
+                raise exits.PeerLost(f"waiting for the replicas: {one_line(exc)}") from None
+            if done is None:
+                raise RuntimeError("Inbox.next: no receive is posted")
+            self._in = [(self._sources[i], s.Get_tag(), s.Get_count(MPI.BYTE))
+                        for i, s in zip(done, self._statuses)][::-1]  # fmt: skip
+        return self._in.pop()
+
+    def close(self, patience_s: float = 1.0) -> None:
+        """Cancel the receives still posted. One whose message a stopped peer left half
+        sent may never complete: it is left after patience_s rather than waited for."""
+        live = [r for r in self._requests if r != MPI.REQUEST_NULL]
+        for request in live:
+            request.Cancel()
+        _test_for(live, patience_s)
+        self._requests = [MPI.REQUEST_NULL] * len(self._sources)
+
+
+def _test_for(requests: list, patience_s: float) -> bool:
+    """Whether `requests` complete within patience_s (MPI_Testall, every millisecond)."""
+    deadline = time.monotonic() + patience_s
+    while not MPI.Request.Testall(requests):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 def _peer_lost(exc, sends, recvs):

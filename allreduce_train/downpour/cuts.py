@@ -19,7 +19,9 @@ can_cut). Server 0 coordinates, and no replica waits for another while none is d
 
 Periodic cuts need no more: every replica asks at the same k, and none passes it before
 all have asked. A replica that asked first waits for the others, as it would in the
-checkpoint's collective.
+checkpoint's collective. So a replica that stops holds the others up here (and at the
+run's end) and nowhere else: they train on to the cut and wait there, where past
+--comm-timeout the watchdog names it and ends the job.
 """
 
 from __future__ import annotations
@@ -77,26 +79,23 @@ class Coordinator:
         self.ending = False  # a replica is done: no more cuts
         self.told = False  # this server's own signal passed on
         self.cuts = 0  # the replicas at the cut
-        self.message = np.zeros(2, np.int64)  # ASK's and STOP's
 
-    def receive(self, src: int, tag: int) -> bool:
-        """A CUT, ASK or STOP message: True once every replica has sent its CUT (then every
-        push of theirs before it has been applied)."""
+    def receive(self, src: int, tag: int, numbers: np.ndarray) -> bool:
+        """A CUT, ASK or STOP message (`numbers`: what it holds, as int64) from `src`: True
+        once every replica has sent its CUT (then every push of theirs before it has been
+        applied)."""
         if tag == CUT:
-            self.transport.exchange([], [(src, _EMPTY)], CUT)
             self.cuts += 1
             if self.cuts < self.layout.replicas:
                 return False
             self.cuts = 0
             return True
         if tag == ASK:  # (server 0)
-            self.transport.exchange([], [(src, self.message)], ASK)
-            self.asks[src] = (int(self.message[0]), int(self.message[1]))
-            self.stop(int(self.message[1]))
+            self.asks[src] = (int(numbers[0]), int(numbers[1]))
+            self.stop(int(numbers[1]))
             self.settle()
         else:  # STOP (server 0): another server caught a signal
-            self.transport.exchange([], [(src, self.message[:1])], STOP)
-            self.stop(int(self.message[0]))
+            self.stop(int(numbers[0]))
         return False
 
     def caught(self, signal: int) -> None:

@@ -7,9 +7,12 @@ server s holds shard s and its optimizer state. Every rank starts from the same 
 any other replica, repeats: the gradient of its next batch on its own copy of the weights,
 added to what it has not pushed yet; every n_push steps (and after its last) it PUSHES
 that sum, shard s to server s; then every n_fetch steps (not after its last) it FETCHES
-every shard (a 0-byte request, answered by the shard). A server answers messages in the
-order they come: a fetch gets the shard as it is, a push is applied at once by SGD or
-Adagrad. Between fetches a replica keeps computing on its copy, as DistBelief's did.
+every shard (a 0-byte request, answered by the shard). A server answers whichever
+replica's message is in, each replica's in the order sent: a fetch gets the shard as it
+is, a push is applied at once by SGD or Adagrad. It waits on no one replica, so one that
+stops (even halfway through a message) holds up no other until the run needs it too, at a
+cut or at the end. Between fetches a replica keeps computing on its copy, as DistBelief's
+did.
 
 The data is the sequential run's, dealt round-robin: the run's G batches (--steps, or
 --epochs times the steps of an epoch) are the batches one process would take, and replica
@@ -24,6 +27,9 @@ stops once all R replicas are done.
 
 A cut (a checkpoint every rank agrees on) falls where every replica has taken the same
 steps and pushed them all; `cuts` says how the ranks agree on it without waiting meanwhile.
+
+(Past 300 lines: the replica and the server are the two ends of one protocol, its tags and
+its order, read together.)
 """
 
 from __future__ import annotations
@@ -215,7 +221,11 @@ class Replica:
 
 class Server:
     """Rank R + s: shard s of the parameters and of the optimizer's state; answers every
-    message until all replicas are done, each event into its server file."""
+    message until all replicas are done, each event into its server file. It waits on no
+    one replica: a receive of any tag is posted from each (comm.Inbox), whichever message
+    is in is answered, and a fetch's answer is a copy of the shard sent without waiting
+    (the replica's to take when it will), so a replica that stops, even halfway through a
+    message, holds up its own messages only."""
 
     def __init__(self, cfg, rank: int, layout: Layout, backend, dataset, transport, dog):
         self.cfg, self.rank, self.layout, self.transport, self.dog = (
@@ -234,6 +244,11 @@ class Server:
         self.busy_s = 0.0
         self.log = None  # a serverfile.ServerLog, or None (--no-record)
         self.cuts = Coordinator(rank, layout, transport)
+        # what each sender's message comes into: a push, or ASK's and STOP's two integers
+        senders = [*range(layout.replicas), *(layout.servers[1:] if self.cuts.is_first else ())]
+        self.inbound = {src: np.zeros(max(self.shard.nbytes, 16), np.uint8) for src in senders}
+        self.inbox = None  # the receives, posted when it first serves
+        self.replies = {}  # replica -> (the copy it fetched, the wait for its send)
 
     def restore(self, state: dict) -> None:
         """Its shard of a checkpoint's parameters and optimizer state."""
@@ -244,31 +259,38 @@ class Server:
 
     def serve(self, stops) -> bool:
         """Every message in turn until all replicas are done (False) or have cut (True)."""
-        clock, replicas = time.perf_counter_ns, self.layout.replicas
-        exchange, agree = self.transport.exchange, self.cuts
+        clock, replicas, agree = time.perf_counter_ns, self.layout.replicas, self.cuts
+        if self.inbox is None:
+            self.inbox = self.transport.inbox(self.inbound)
+        inbox = self.inbox
         while len(agree.finished) < replicas:
             agree.caught(stops.flag)  # a signal here: server 0 hears of it
             self.dog.where = (None, "waiting for the replicas", clock())
-            src, tag = self.transport.probe()
+            src, tag, nbytes = inbox.next()
             t_recv = clock()
             self.dog.where = (None, None, t_recv)
+            message = self.inbound[src][:nbytes]
             if tag == FETCH:
-                exchange([], [(src, _EMPTY)], FETCH)
-                exchange([(src, self.shard)], [], FETCH)
+                inbox.again(src)
+                self.reply(src)
                 self.fetched_at[src] = self.version
                 kind, staleness = serverfile.FETCH, 0
             elif tag == PUSH:
-                exchange([], [(src, self.grad)], PUSH)
+                if nbytes != self.grad.nbytes:
+                    raise RuntimeError(f"server {self.rank}: a push of {nbytes} bytes from {src}")
+                self.grad[...] = message.view(self.grad.dtype)
+                inbox.again(src)
                 staleness = self.version - int(self.fetched_at[src])
                 self.optimizer.step()
                 kind = serverfile.PUSH
                 self.version += 1
-            elif tag == DONE:
-                exchange([], [(src, _EMPTY)], DONE)
+            elif tag == DONE:  # (its last message: its receive is not posted again)
                 agree.done(src)
                 continue
             elif tag in (CUT, ASK, STOP):  # the cut's agreement
-                if agree.receive(src, tag):  # every replica at the cut, its pushes applied
+                numbers = message.view(np.int64).copy()
+                inbox.again(src)
+                if agree.receive(src, tag, numbers):  # every replica at the cut, pushes applied
                     self.dog.where = (None, None, clock())
                     return True
                 continue
@@ -283,3 +305,24 @@ class Server:
                 self.log.log(kind, src, index, version, staleness, t_recv, t_done)
         self.dog.where = (None, None, clock())
         return False
+
+    def reply(self, replica: int) -> None:
+        """The shard as it is now, to `replica`, not waited for: a copy, as the shard changes
+        with the next push. Its previous answer was taken before it asked again."""
+        copy, wait = self.replies.get(replica, (None, None))
+        if wait is not None:
+            wait()
+        copy = np.empty_like(self.shard) if copy is None else copy
+        copy[...] = self.shard
+        self.replies[replica] = (copy, self.transport.isend([(replica, copy)], FETCH))
+
+    def close(self, patience_s: float = 1.0) -> None:
+        """The run ends: the receives no message came for cancelled, the answers' sends
+        completed (taken before their replicas' DONE or CUT; should the run end otherwise,
+        one to a stopped replica is left after patience_s)."""
+        if self.inbox is not None:
+            self.inbox.close(patience_s)
+            self.inbox = None
+        for _, wait in self.replies.values():
+            wait(patience_s)
+        self.replies = {}

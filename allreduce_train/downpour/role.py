@@ -127,8 +127,11 @@ class AsyncRole:
                     self.cut(run, done, stop)
             part.finish()
         else:
-            while part.serve(stops):
-                self.cut(run, 0, 0)
+            try:
+                while part.serve(stops):
+                    self.cut(run, 0, 0)
+            finally:  # (a stop at a cut ends the run here too: Interrupted)
+                part.close()
         return time.perf_counter() - start
 
     def cut(self, run: Run, done: int, stop: int) -> None:

@@ -2,7 +2,11 @@
 exact bytes per link, staleness where it is predictable, and failures that end every rank."""
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ from allreduce_train import exits
 from netsim.algorithms import downpour
 from netsim.record import rundir, serverfile
 
-from conftest import left_behind, mpirun, read_json, run, train
+from conftest import ROOT, launcher, left_behind, mpirun, read_json, run, train
 
 pytestmark = pytest.mark.mpi
 SLOW = pytest.mark.slow  # every run of the async mode takes seconds: most tests here
@@ -179,6 +183,53 @@ def test_a_stopped_replica_is_named_and_the_job_ends_at_the_timeout(tmp_path):
     assert result.returncode == exits.TIMEOUT, result.output
     errors = [x for x in result.output.splitlines() if x.startswith("allreduce_train: error")]
     assert len(errors) == 1 and "rank 1 does not answer (stopped" in errors[0], result.output
+    assert "no progress in the end of the run" in errors[0], errors  # it took all its steps
+    assert len(rundir.read_steps(str(tmp_path), 0)) == 2500
+    assert left_behind(tmp_path) == ""
+
+
+@SLOW
+def test_a_replica_stopped_inside_its_fetch_holds_up_no_other(tmp_path):
+    """Rank 1 stopped while the server answers its fetch (the server is held, then rank 1
+    stopped waiting on it, then the server let go): the server serves whichever replica is
+    in, so replicas 0 and 2 train on to the first cut, which needs rank 1 too, and wait
+    there; the watchdog names rank 1 and ends the job. (A server that waited in its answer
+    to rank 1 held every replica in its next push or fetch, 0 steps more.)"""
+    argv = [*launcher(), "-n", "4", sys.executable, "-m", "allreduce_train", "--run-dir",
+            str(tmp_path), *ASYNC, "--steps", "100000", "--eval-every", "1000000",
+            "--push-every", "10", "--checkpoint-every", "300", "--comm-timeout", "4",
+            "--stall-warn", "2"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    steps = [0, 0, 0]
+    try:
+        deadline = time.monotonic() + 60
+        files = [tmp_path / "config.json", *(tmp_path / f"steps-rank{r}.bin" for r in range(3))]
+        while steps[1] < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if all(f.exists() for f in files):
+                steps = [len(rundir.read_steps(str(tmp_path), r)) for r in range(3)]
+        pids = read_json(tmp_path / "config.json")["pid_by_rank"]
+        os.kill(pids[3], signal.SIGSTOP)
+        time.sleep(0.5)  # every replica waits on the server: rank 1 mostly in a fetch
+        os.kill(pids[1], signal.SIGSTOP)
+        time.sleep(0.1)
+        steps = [len(rundir.read_steps(str(tmp_path), r)) for r in range(3)]
+        os.kill(pids[3], signal.SIGCONT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == exits.TIMEOUT, out + err
+    after = [len(rundir.read_steps(str(tmp_path), r)) for r in range(3)]
+    assert max(steps) < 300 and after[1] == steps[1]  # (step files are written as it goes)
+    assert after[0] == after[2] == 300, (steps, after)  # the cut's steps, after rank 1 stopped
+    # (replica 0 speaks; replica 2 too, should it have come to the cut some 4 s before: the
+    # watchdog's others hold back 3 GRACE_S from their own wait, not the speaker's)
+    errors = [x for x in err.splitlines() if x.startswith("allreduce_train: error")]
+    assert errors and all("rank 1 does not answer (stopped" in x for x in errors), err
+    assert all("no progress in the cut's agreement of step 299" in x for x in errors), errors
     assert left_behind(tmp_path) == ""
 
 
