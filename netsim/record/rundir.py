@@ -17,6 +17,9 @@ rounds ([phase, index, posted_ns, completed_ns] per round of the schedule); d2h_
 h2d_bytes, d2h_s, h2d_s: a GPU gradient's copies to host memory and back around the
 collective (0 where none). Units are in the names; bytes are payload bytes of the
 collective's point-to-point messages.
+
+(Past 300 lines: the run directory's one contract, its writer's helpers and its reader's
+checks of every file in it, config.json's fields included.)
 """
 
 from __future__ import annotations
