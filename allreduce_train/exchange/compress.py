@@ -35,10 +35,11 @@ rank alike: the trainer then stops or skips the step, and the next starts clean.
 Recording: a bucket's rounds are, in order, a round of the method's own compute (no
 messages), the first collective's rounds, a compute round, ..., a last compute round; every
 round ends with a clock reading, so the compression's compute and each collective's rounds
-are timed apart. Only the rounds of the all-reduce of the bucket itself (fp16, bf16) keep
-their labels: the others (compute, top-k's all-gather, PowerSGD's all-reduces of other
-sizes) are unlabelled, which the reports count but do not match to the run's schedule.
-`compute_ns` totals the compute over the calls.
+are timed apart. Compute round j is labelled ("compress", j) (COMPRESS: the phase netsim's
+reports read as the compression's compute, netsim.report.traffic); each collective's rounds
+keep their schedule's labels (the bucket's all-reduce on the narrow type, top-k's ring
+all-gather, PowerSGD's all-reduces), and the compute round before a collective says which
+of the plan's collectives they are. `compute_ns` totals the compute over the calls.
 
 (Past 300 lines: the three methods and the one executor that drives any of them between its
 collectives and times them are one idea, a compressed bucket; bfloat16's arithmetic is here
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,7 +58,19 @@ from netsim.algorithms import compression as methods
 
 from .schedule import ScheduleAllreduce
 
-_COMPUTE = (None, (), ())  # a round of the method's own compute: no messages
+COMPRESS = "compress"  # the phase of a compute round (netsim.report.traffic reads it)
+
+
+class _Compute(NamedTuple):
+    """The label of compute round j, as the recorder reads a schedule's Round: phase, index."""
+
+    phase: str
+    index: int
+
+
+def _compute(j: int):
+    """Compute round j: its label, and no messages."""
+    return (_Compute(COMPRESS, j), (), ())
 
 
 def to_bf16(x, out) -> None:
@@ -283,14 +297,13 @@ class CompressedAllreduce:
             for executor in self.executors:
                 executor.record_into(None)
             return
-        messages, at = [_COMPUTE], []
-        for c, executor in zip(self.plan, self.executors):
+        messages, at = [_compute(0)], []
+        for j, executor in enumerate(self.executors, 1):
             part = _Within(recorder, len(messages))
             executor.record_into(part)
             at.append(part.at)
-            keep = c.what == "gradient"  # the bucket's own all-reduce: the run's schedule
-            messages += [(label if keep else None, s, r) for label, s, r in part.messages]
-            messages.append(_COMPUTE)
+            messages += part.messages  # the collective's own labels
+            messages.append(_compute(j))
         self._at = tuple(at)
         recorder.bind(messages)
 

@@ -24,6 +24,16 @@ at start-up put all ranks on rank 0's clock; then, per step:
   buckets: per step, rank and bucket (launch order) when its gradient was ready, when its
       all-reduce started and ended (on the global clock), its bytes, and the part of its
       time outside the rank's exposed wait (hidden under backward).
+  compress_s: a compressed run's (--compress) own compute, per step and rank (and per
+      bucket): its rounds of phase "compress" (exchange.compress records compute round j
+      of a bucket as ("compress", j), before its collective j and after the last). They
+      are compute of the exchange, inside the bucket's span, not rounds of a schedule. A
+      compressed bucket's rounds are those of netsim.algorithms.compression's plan for it
+      (`bucket_collectives`: the all-reduce of the bucket on the narrow type, top-k's ring
+      all-gather, PowerSGD's all-reduces), each checked against its collective's schedule;
+      a collective other than the bucket's own all-reduce names its phases after what it
+      carries ("P reduce-scatter", "values and indices all-gather"), so that PowerSGD's
+      three all-reduces' rounds stay apart.
 
 The clock offsets, the stall and the blame are those of the design (docs/ARCHITECTURE.md).
 
@@ -34,12 +44,17 @@ global clock exactly as its bucket does, to nest in it.)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from netsim import algorithms
+from netsim.algorithms import compression as methods
+from netsim.errors import InputError
 from netsim.record import rundir
+
+COMPRESS = "compress"  # the phase of a compression's compute round (exchange.compress's)
 
 _PER_RANK = (
     "epoch",
@@ -73,6 +88,7 @@ class Buckets:
     bytes_sent: np.ndarray
     bytes_recv: np.ndarray
     messages: np.ndarray
+    compress_s: np.ndarray | None = None  # (S, p, B): the compression's compute (0: none)
 
     def __len__(self) -> int:
         return len(self.layout)
@@ -101,6 +117,8 @@ class Traffic:
     schedules: list = field(default_factory=list)  # one per bucket (one: the run's schedule)
     buckets: Buckets | None = None  # None: records without buckets (before step file 5)
     damage: list[str] = field(default_factory=list)  # rundir.load's, one line per file
+    compression: str = methods.NONE  # config's --compress, as written
+    plans: list | None = None  # per bucket, a compressed run's collectives (compression's)
 
     @property
     def nodes(self) -> int:
@@ -183,9 +201,22 @@ def merge(config: dict, records: list[list[dict]], complete: bool) -> Traffic:
         damage=list(config.get("damage", [])),
     )
     traffic.buckets = _buckets(config, rows, offsets, times)
+    traffic.compression = str(compression(config))
+    traffic.table["compress_s"] = (
+        traffic.buckets.compress_s.sum(axis=2) if traffic.buckets is not None
+        else np.zeros((len(rows), p))
+    )  # fmt: skip
     if observable:
         traffic.links = _links(common, rows)
-        if traffic.buckets is None:
+        if traffic.compression != methods.NONE and traffic.buckets is not None:
+            layout = traffic.buckets.layout
+            traffic.plans, traffic.schedules = [], []
+            for b in range(len(layout)):
+                plan, algorithm, context = bucket_collectives(config, layout, b)
+                traffic.plans.append(plan)
+                traffic.schedules.append(_joined(plan, algorithm, p, context))
+            traffic.schedule = traffic.schedules[0] if len(layout) == 1 else None
+        elif traffic.buckets is None:
             traffic.schedule = algorithm.schedule(
                 p, config["nparams"], **rundir.allreduce_context(config)
             )
@@ -225,6 +256,68 @@ def bucket_allreduce(config: dict, layout: list[dict], b: int) -> tuple:
     parts = [(s, c) for s, c in parts if c > 0] or None
     return algorithm, n, {"node_of_rank": config["node_of_rank"], "segments": parts,
                           "channels": channels}  # fmt: skip
+
+
+def compression(config: dict) -> methods.Compression:
+    """The run's --compress (config.json's, as parsed and written; none before it existed)."""
+    try:
+        return methods.parse(config["config"].get("compress") or methods.NONE)
+    except InputError as exc:
+        raise rundir.RunDirError(f"config.json: {exc}") from None
+
+
+def bucket_tensors(config: dict, lo: int, n: int) -> list[tuple[int, tuple[int, ...]]]:
+    """The tensors of the bucket of elements [lo, lo + n), (count, shape as DDP views it),
+    in buffer order, as the factory gives them to the compression: layer i of the MLP
+    (config.json's layers, widths a -> b; its segment) holds W, (b, a) to DDP, then b."""
+    widths, segments = config.get("layers"), config.get("segments")
+    if not widths or not segments or len(segments) != len(widths) - 1:
+        return [(n, (n,))]  # no layers said: one vector (all a method but PowerSGD needs)
+    out = []
+    for (start, count), a, b in zip(segments, widths, widths[1:]):
+        if count != (a + 1) * b:
+            raise rundir.RunDirError(
+                f"config.json: layer segment {[start, count]} is not a {a} -> {b} layer's"
+            )
+        out += [(start, a * b, (b, a)), (start + a * b, b, (b,))]
+    return [(count, shape) for start, count, shape in out if lo <= start < lo + n]
+
+
+def bucket_collectives(config: dict, layout: list[dict], b: int, world_size=None) -> tuple:
+    """(plan, algorithm, context) of bucket b on world_size ranks (default: the run's): the
+    collectives netsim.algorithms.compression defines for it under the run's --compress
+    (none: the all-reduce of the bucket), each all-reduce by the bucket's algorithm in its
+    context (allreduce_context's: node_of_rank, segments, channels)."""
+    algorithm, n, context = bucket_allreduce(config, layout, b)
+    itemsize = config["buffer_bytes"] // config["nparams"]
+    lo = layout[b]["offset"] // itemsize
+    method = compression(config)
+    tensors = bucket_tensors(config, lo, n)
+    if method.method == methods.POWERSGD and sum(c for c, _ in tensors) != n:
+        raise rundir.RunDirError(
+            f"config.json: bucket {b} is not whole tensors of its layers (PowerSGD's)"
+        )
+    dtype = config["config"].get("dtype") or {4: "float32", 8: "float64"}.get(itemsize, "float32")
+    plan = methods.collectives(method, tensors, world_size or config["world_size"], dtype)
+    return plan, algorithm, context
+
+
+def qualified(collective: methods.Collective, phase: str) -> str:
+    """A round's phase as the reports name it: the bucket's own all-reduce's as its schedule
+    names it, another collective's after what it carries (PowerSGD's "P reduce-scatter")."""
+    return phase if collective.what == "gradient" else f"{collective.what} {phase}"
+
+
+def _joined(plan, algorithm, p: int, context: dict) -> algorithms.Schedule:
+    """A compressed bucket's collectives' schedules as one, in order, phases qualified."""
+    parts = methods.schedules(plan, algorithm, p, **context)
+    rounds = tuple(
+        dataclasses.replace(r, phase=qualified(c, r.phase))
+        for c, schedule in zip(plan, parts)
+        for r in schedule.rounds
+    )
+    name = ", ".join(dict.fromkeys(schedule.algorithm for schedule in parts))
+    return algorithms.Schedule(name, p, sum(c.nelems for c in plan), rounds)
 
 
 def _buckets(config: dict, rows, offsets, times) -> Buckets | None:
@@ -271,7 +364,17 @@ def _buckets(config: dict, rows, offsets, times) -> Buckets | None:
         each("bytes_sent"),
         each("bytes_recv"),
         each("messages"),
+        np.array(
+            [[[compress_ns(b) for b in rec["buckets"]] for rec in row] for row in rows],
+            dtype=float,
+        ).reshape(len(rows), len(offsets), nb)
+        / 1e9,
     )
+
+
+def compress_ns(bucket: dict) -> int:
+    """A bucket's compression compute in one step: its rounds of phase "compress"."""
+    return sum(t1 - t0 for phase, _, t0, t1 in bucket.get("rounds") or () if phase == COMPRESS)
 
 
 def _links(common, rows) -> np.ndarray:
@@ -311,7 +414,11 @@ def _rounds(traffic: Traffic, rows, offsets) -> None:
     raw = [[[] for _ in rows] for _ in range(p)]
     for s, row in enumerate(rows):
         for rank, rec in enumerate(row):
-            for b, phase, index, t_post, t_done in _recorded_rounds(rec):
+            for b, phase, index, t_post, t_done in _recorded_rounds(rec, rank, traffic.plans):
+                if phase == COMPRESS:  # compute of the exchange, in no schedule
+                    times = (t_post / 1e9 + offsets[rank], t_done / 1e9 + offsets[rank])
+                    raw[rank][s].append([phase, index, *times, b])
+                    continue
                 k = position.get((b, phase, index))
                 if k is None:
                     which = traffic.schedules[b].algorithm
@@ -340,8 +447,25 @@ def _rounds(traffic: Traffic, rows, offsets) -> None:
     traffic.raw_rounds = raw
 
 
-def _recorded_rounds(rec: dict):
-    """(bucket, phase, index, posted_ns, completed_ns) of each round a record has."""
+def _recorded_rounds(rec: dict, rank: int, plans=None):
+    """(bucket, phase, index, posted_ns, completed_ns) of each round a record has; a
+    compressed bucket's (plans: each bucket's collectives) with its phases qualified by the
+    collective they belong to, the one after the compute round ("compress", j) being the
+    plan's collective j."""
     if rec.get("buckets") is None:
         return [(0, *r) for r in rec["rounds"] or ()]
-    return [(b, *r) for b, bucket in enumerate(rec["buckets"]) for r in bucket["rounds"] or ()]
+    out = []
+    for b, bucket in enumerate(rec["buckets"]):
+        plan, j = plans[b] if plans else None, None
+        for phase, index, *times in bucket["rounds"] or ():
+            if phase == COMPRESS:
+                j = index
+            elif plan is not None:
+                if j is None or j >= len(plan):
+                    raise rundir.RunDirError(
+                        f"rank {rank}'s step {rec['step']} has round {phase} {index} in bucket "
+                        f"{b} outside its {len(plan)} collectives"
+                    )
+                phase = qualified(plan[j], phase)
+            out.append((b, phase, index, *times))
+    return out

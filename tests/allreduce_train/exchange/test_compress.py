@@ -273,7 +273,11 @@ def test_a_bucket_records_compute_rounds_around_its_collectives_and_netsims_byte
         compute = [k for k, (label, s, v) in enumerate(rec.messages) if not s and not v]
         assert len(compute) == len(plan) + 1 and compute[0] == 0
         assert compute[-1] == len(rec.messages) - 1
-        labels = [label for label, _, _ in rec.messages]
-        assert any(labels) == (method == "fp16")  # the bucket's own all-reduce keeps them
+        # compute round j is ("compress", j); every collective's rounds keep their schedule's
+        labels = [(label.phase, label.index) for label, _, _ in rec.messages]
+        assert [labels[k] for k in compute] == [("compress", j) for j in range(len(plan) + 1)]
+        rounds = [(r.phase, r.index) for s in methods.schedules(plan, algorithms.get("ring"), p)
+                  for r in s.rounds]  # fmt: skip
+        assert [x for k, x in enumerate(labels) if k not in compute] == rounds
         assert (np.diff(rec.slots) >= 0).all() and rec.slots[0] > 0
         assert executors[r].compute_ns > 0 and executors[r].calls == 2
