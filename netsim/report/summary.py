@@ -17,6 +17,13 @@ flight under backward), hidden_share (hidden of exposed + hidden), step_s and th
 share of it, and the samples per second of the steps' own time; a bucketed run (step file
 5) adds, per bucket in launch order, its place, bytes, the delay from ready to start, its
 duration and the share of it hidden under backward.
+
+A compressed run (--compress) counts its analytic bytes by netsim.algorithms.compression's
+definition, bucket by bucket (each bucket's collectives on the run's algorithm for it), and
+adds `compression`: the method, the bytes per step against what the run's algorithms would
+send for the same buckets uncompressed (ratio: uncompressed over compressed), and the
+compression's own compute per step (its rounds of phase "compress", traffic.compress_s),
+whole and per bucket.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from __future__ import annotations
 import numpy as np
 
 from netsim.algorithms import busbw
+from netsim.algorithms import compression as methods
 from netsim.record import rundir
 
-from .traffic import Traffic, bucket_allreduce
+from .traffic import Traffic, bucket_allreduce, bucket_collectives
 
 
 def summarize(config: dict, traffic: Traffic) -> dict:
@@ -74,6 +82,8 @@ def summarize(config: dict, traffic: Traffic) -> dict:
         )
         if out["algbw_bytes_per_s"] is not None:
             out["busbw_bytes_per_s"] = busbw(out["algbw_bytes_per_s"], p)
+    if traffic.compression != methods.NONE and traffic.buckets is not None:
+        out["compression"] = compressed(config, traffic)
     if steps and np.nansum(t["d2h_bytes"] + t["h2d_bytes"]):
         out["copies"] = {  # staging: the GPU gradient to host memory and its sum back
             "d2h_bytes_per_step_by_rank": np.nanmean(t["d2h_bytes"], axis=0).tolist(),
@@ -173,8 +183,33 @@ def _nanmean(a) -> float | None:
 
 def analytic_bytes(config: dict, traffic: Traffic) -> list[int] | None:
     """What the run's algorithm says each rank sends per step (None: not observable); in
-    buckets, the sum of each bucket's algorithm's count for its size."""
+    buckets, the sum of each bucket's algorithm's count for its size; compressed, the sum
+    of each bucket's collectives' (netsim.algorithms.compression.bytes_sent)."""
+    if traffic.compression != methods.NONE and traffic.buckets is not None:
+        counts = _compressed_bytes(config, traffic)
+        return None if any(c is None for c in counts) else sum(counts).tolist()
+    return uncompressed_bytes(config, traffic)
+
+
+def _compressed_bytes(config: dict, traffic: Traffic) -> list:
+    """Per bucket, each rank's bytes per step by the compression's definition (None: hidden)."""
+    layout, p = traffic.buckets.layout, traffic.world_size
+    return [
+        methods.bytes_sent(plan, algorithm, p, **context)
+        for plan, algorithm, context in (
+            bucket_collectives(config, layout, b) for b in range(len(layout))
+        )
+    ]
+
+
+def uncompressed_bytes(config: dict, traffic: Traffic, bucket: int | None = None):
+    """Each rank's bytes per step by the run's algorithms without compression: the whole
+    gradient's, or one bucket's (None: not observable)."""
     itemsize = config["buffer_bytes"] // config["nparams"] if config["nparams"] else 0
+    if bucket is not None:
+        a, n, context = bucket_allreduce(config, traffic.buckets.layout, bucket)
+        elements = a.elements_sent(traffic.world_size, n, **context)
+        return None if elements is None else (elements * itemsize).tolist()
     if traffic.nbuckets > 1:
         layout, p = traffic.buckets.layout, traffic.world_size
         counts = [a.elements_sent(p, n, **context) for a, n, context in
@@ -184,3 +219,50 @@ def analytic_bytes(config: dict, traffic: Traffic) -> list[int] | None:
         traffic.world_size, config["nparams"], **rundir.allreduce_context(config)
     )
     return None if elements is None else (elements * itemsize).tolist()
+
+
+def compressed(config: dict, traffic: Traffic) -> dict:
+    """A compressed run's figures: its method; bytes per step and rank, measured, by the
+    compression's definition and uncompressed (the run's algorithms on the same buckets),
+    and their ratio (uncompressed over compressed, from the definitions); the compression's
+    compute per step, mean over steps per rank and over ranks; the same per bucket, with
+    its collectives."""
+    b, t, steps = traffic.buckets, traffic.table, len(traffic.steps)
+    analytic = _compressed_bytes(config, traffic)
+    whole = uncompressed_bytes(config, traffic)
+    sent = sum(a for a in analytic) if all(a is not None for a in analytic) else None
+    ratio = (float(np.sum(whole) / np.sum(sent))
+             if whole is not None and sent is not None and np.sum(sent) else None)  # fmt: skip
+    layout = b.layout
+    return {
+        "method": traffic.compression,
+        "bytes_sent_per_step_by_rank": _by_rank(t["bytes_sent"]) if steps else None,
+        "analytic_bytes_sent_per_step_by_rank": None if sent is None else sent.tolist(),
+        "uncompressed_bytes_sent_per_step_by_rank": whole,
+        "ratio": ratio,
+        "compress_s_per_step_by_rank": _by_rank(t["compress_s"]) if steps else None,
+        "compress_s_per_step": _nanmean(t["compress_s"]) if steps else None,
+        "buckets": [
+            {
+                "bucket": k,
+                "bytes": layout[k]["bytes"],
+                "collectives": [
+                    {
+                        "kind": c.kind,
+                        "what": c.what,
+                        "nelems": c.nelems,
+                        "dtype": c.dtype,
+                        "bytes": c.nbytes,
+                    }
+                    for c in bucket_collectives(config, layout, k)[0]
+                ],  # fmt: skip
+                "bytes_sent_per_step_by_rank": _by_rank(b.bytes_sent[:, :, k]) if steps else None,
+                "analytic_bytes_sent_per_step_by_rank": (
+                    None if analytic[k] is None else analytic[k].tolist()
+                ),
+                "uncompressed_bytes_sent_per_step_by_rank": uncompressed_bytes(config, traffic, k),
+                "compress_s_mean": _nanmean(b.compress_s[:, :, k]) if steps else None,
+            }
+            for k in range(len(layout))
+        ],
+    }

@@ -1,7 +1,12 @@
 """The text people read: the traffic and synchronisation report, and the units every text of
 the project writes numbers in (nbytes, ms, gbps). The report says what communication cost
 the steps: exposed (compute waited on it) and hidden (in flight under backward), and for a
-run in more than one bucket, a table of its buckets."""
+run in more than one bucket, a table of its buckets. A compressed run (--compress) says its
+method, its bytes per step against the same buckets uncompressed, the compression's own
+compute per step, and per bucket its bytes on the wire, its compute and its collectives.
+
+(Past 300 lines: one page of text, the report, a short function per section in the order
+they print, and the units they share; apart, one report would be read from several files.)"""
 
 from __future__ import annotations
 
@@ -53,7 +58,7 @@ def text(config: dict, traffic: Traffic, s: dict) -> str:
         )
     if not s["steps_recorded"]:
         return "\n".join(lines + ["  no step was recorded on every rank"])
-    lines += _bytes_lines(config, traffic, s) + _copy_lines(s)
+    lines += _bytes_lines(config, traffic, s) + _copy_lines(s) + compression_lines(s)
     lines += communication_lines(s) + bucket_lines(s)
     lines += _time_lines(traffic, s)
     if traffic.observable:
@@ -103,15 +108,53 @@ def _bytes_lines(config, traffic, s) -> list[str]:
         s["bytes_sent_per_step_by_rank"],
         s["analytic_bytes_sent_per_step_by_rank"],
     )
-    expected = (
-        f"= {algorithm.name} analytic {algorithm.formula}"
-        if sent == analytic
-        else f"{algorithm.name} analytic {algorithm.formula}: {per_rank(analytic)}"
-    )
+    count = f"{algorithm.name} analytic {algorithm.formula}"
+    if "compression" in s:  # each bucket's collectives, by the compression's definition
+        count = f"{s['compression']['method']} over {algorithm.name}, netsim's count"
+    expected = f"= {count}" if sent == analytic else f"{count}: {per_rank(analytic)}"
     return [
         f"  bytes sent per step: {per_rank(sent)} ({expected}); whole run "
         f"{nbytes(s['bytes_sent_total'])}"
     ]
+
+
+def compression_lines(s) -> list[str]:
+    """A compressed run: its bytes per step against the same buckets uncompressed, the
+    compression's compute per step, and a row per bucket."""
+    c = s.get("compression")
+    if c is None:
+        return []
+    sent, whole = (
+        c["analytic_bytes_sent_per_step_by_rank"],
+        c["uncompressed_bytes_sent_per_step_by_rank"],
+    )
+    mean = lambda v: sum(v) / len(v) if v else None  # noqa: E731
+    against = (
+        f"{nbytes(mean(sent))} per rank per step against {nbytes(mean(whole))} uncompressed"
+        if sent and whole else "bytes not observable"
+    )  # fmt: skip
+    ratio = f" ({c['ratio']:.3g}x fewer)" if c["ratio"] else ""
+    lines = [
+        f"  compression {c['method']}: {against}{ratio}; its compute "
+        f"{ms(c['compress_s_per_step'])} per step (mean over ranks)",
+        "    bucket    size KiB  sent KiB/rank  uncompressed KiB/rank  compress ms  collectives",
+    ]
+    for b in c["buckets"]:
+        measured, whole = (
+            b["bytes_sent_per_step_by_rank"],
+            b["uncompressed_bytes_sent_per_step_by_rank"],
+        )
+        what = ", ".join(
+            f"{x['kind']} of {x['what']} ({nbytes(x['bytes'])} {x['dtype']})"
+            for x in b["collectives"]
+        )
+        lines.append(
+            f"    {b['bucket']:>6}  {b['bytes'] / 1024:>10,.1f}  "
+            f"{'-' if measured is None else f'{mean(measured) / 1024:,.1f}':>13}  "
+            f"{'-' if whole is None else f'{mean(whole) / 1024:,.1f}':>21}  "
+            f"{_ms3(b['compress_s_mean']):>11}  {what or '-'}"
+        )
+    return lines
 
 
 def _copy_lines(s) -> list[str]:
