@@ -52,13 +52,32 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "compare",
         help="runs side by side: test accuracy against time and bytes, time to a target",
-        description="For each run directory: its test evaluations against the wall time "
-        "since training began and the bytes its all-reduces moved, and the step, time and "
-        "bytes at which it first reached --target.",
+        description="For each run directory: its method (--compress), its test evaluations "
+        "against the wall time since training began and the bytes its all-reduces moved, "
+        "and the steps, time and bytes at which it first reached the target; with "
+        "--topology, its time to the target on that cluster: the steps it needed here "
+        "times its step replayed there.",
     )
     r.set_defaults(run=commands.compare)
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    r.add_argument("--target", type=real(0.0, 1.0, low_open=True), help="an accuracy, e.g. 0.9")
+    r.add_argument(
+        "--target",
+        type=real(0.0, 1.0, low_open=True),
+        help="an accuracy, e.g. 0.9 (default: the lowest final accuracy among the runs, "
+        "which every run reached)",
+    )
+    r.add_argument(
+        "--topology",
+        metavar="T",
+        help="also predict each run's time to the target on this cluster, a TOML file or a "
+        f"preset ({', '.join(topology.presets())})",
+    )
+    r.add_argument(
+        "--ranks",
+        type=integer(1),
+        metavar="P",
+        help="with --topology: ranks there (default: every GPU of the topology)",
+    )
     r.add_argument("--plot", metavar="PNG", help="draw accuracy against time (plot extra)")
     r.add_argument("--json", action="store_true", help="print the rows as JSON")
 

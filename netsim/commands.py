@@ -60,7 +60,17 @@ def compare(args) -> int:
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InputError(f"--plot wants a .png file name, got {args.plot!r}")
     _check_output("--plot", args.plot)
-    rows = comparison.compare(args.run_dirs, args.target)
+    there = None
+    if args.topology is not None:  # each run's time to the target on a modelled cluster
+        topo = topology.load(args.topology)
+        ranks = _ranks(args.ranks, topo, 1)
+
+        def there(config, merged, records):
+            return prediction.step_there(config, merged, records, topo, ranks)
+
+    elif args.ranks is not None:
+        raise InputError("--ranks is the modelled cluster's: name it with --topology")
+    rows = comparison.compare(args.run_dirs, args.target, there)
     print(rundir.dumps(rows, indent=2) if args.json else comparison.text(rows))
     if args.plot:
         _write("--plot", args.plot, lambda tmp: comparison.plot(tmp, rows))
@@ -203,7 +213,7 @@ def replay(args) -> int:
     # --ranks P and --overlap on|off, where the parser gives them: a bucketed run only
     ranks, overlap = getattr(args, "ranks", None), getattr(args, "overlap", None)
     ranks = None if ranks is None else _ranks(ranks, topo, 1)
-    if prediction.bucketed(config):
+    if prediction.bucketed(config) or prediction.compressed(config):
         out = prediction.replay_buckets(
             config,
             merged,

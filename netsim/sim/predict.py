@@ -3,6 +3,17 @@
 run had it ready, through netsim.sim.step's stream), and their text (and the sweep's plot,
 with the plot extra).
 
+A compressed run (--compress) replays as a bucketed one, whatever its bucket count: each
+bucket costs its collectives as netsim.algorithms.compression defines them on the modelled
+ranks (fp16 and bf16: the bucket's all-reduce on 2-byte elements; top-k: the ring
+all-gather of every rank's values and indices; PowerSGD: its all-reduces of the tensors it
+leaves, P and Q), one after another, plus the compression's own compute as the run
+measured it (its rounds of phase "compress": per step the slowest rank's, per bucket). As
+with backward and the update, that compute is this machine's, not rescaled: the replay
+asks what the network makes of a step whose compute stays what it was here. `step_there`
+is the step a run would take on a modelled cluster (what time to accuracy multiplies: the
+steps a run needed here times that step, netsim.report.compare.time_to_accuracy).
+
 A prediction is reported with the same keys as a measured run's traffic summary
 (`netsim.report.summary`): allreduce_time_s_median, algbw_bytes_per_s, busbw_bytes_per_s,
 bytes_sent_per_step_by_rank, per_step_mean_by_rank. So `errors(measured, predicted)` is a
@@ -18,8 +29,10 @@ import numpy as np
 
 from netsim import algorithms
 from netsim.algorithms import Algorithm, busbw
+from netsim.algorithms import compression as methods
 from netsim.algorithms.compose import in_slice
 from netsim.errors import InputError
+from netsim.report import traffic as merge
 
 from . import nccl, simulate
 
@@ -211,6 +224,31 @@ def bucketed(config: dict) -> bool:
     return len(config.get("buckets") or ()) > 1
 
 
+def compressed(config: dict) -> bool:
+    """The run compressed its buckets (--compress other than none): its replay is
+    replay_buckets', whose buckets cost their compression's collectives."""
+    return merge.compression(config).method != methods.NONE
+
+
+def step_there(config: dict, traffic, records, topology, ranks: int | None = None) -> dict:
+    """What a run's step would be on `topology` with `ranks` (default: the run's): the
+    replay of its buckets (replay_buckets) for any run whose records time them (step file
+    5: every run since buckets, one bucket or many, compressed or not), so that runs
+    compared are replayed alike; the whole-buffer replay for older records (on the run's
+    ranks only). Its step_time_s is the step there."""
+    timed = config.get("buckets") and all(
+        rec.get("buckets") is not None for recs in records for rec in recs
+    )
+    if timed:
+        return replay_buckets(config, traffic, records, topology, ranks=ranks)
+    if ranks not in (None, config["world_size"]):
+        raise InputError(
+            f"a run whose records do not time buckets replays on its own {config['world_size']} "
+            f"ranks only, not {ranks}"
+        )
+    return replay(config, traffic, topology)
+
+
 def replay_buckets(
     config: dict,
     traffic,
@@ -247,22 +285,26 @@ def replay_buckets(
         _bucket_s(topology, p, name, channels, b, itemsize, config)
         for b, (name, channels) in zip(plan, picks)
     ]
-    ready, backward, update, measured = _timings(traffic, records, len(plan))
+    ready, backward, update, measured, compress = _timings(traffic, records, len(plan))
     if not len(backward):
         raise InputError("the run has no step recorded on every rank")
     pick = np.linspace(0, len(backward) - 1, min(max_steps, len(backward))).astype(int)
     rows, figures = [], []
     for s in pick:
         end_of_backward, after = float(backward[s].max()), float(update[s].max())
-        on_stream = steps.stream(ready[s].max(axis=0).tolist(), took, end_of_backward, overlap)
+        # each bucket: its collectives there, and its compression's compute (slowest rank)
+        took_s = [t + c for t, c in zip(took, compress[s].max(axis=0).tolist())]
+        on_stream = steps.stream(ready[s].max(axis=0).tolist(), took_s, end_of_backward, overlap)
         exposed = max(0.0, on_stream[-1][2] - end_of_backward)
         hidden = sum(max(0.0, min(end, end_of_backward) - at) for _, at, end in on_stream)
         compute_s = end_of_backward + after
         rows.append(on_stream)
-        figures.append((compute_s + exposed, compute_s, exposed, hidden, end_of_backward, after))
+        figures.append((compute_s + exposed, compute_s, exposed, hidden, end_of_backward, after,
+                        sum(took_s), sum(took_s) - sum(took)))  # fmt: skip
     median = np.median(np.asarray(figures), axis=0)
     at = np.median(np.asarray(rows), axis=0)  # (bucket, ready/start/end)
-    busy = float(sum(took))
+    compress_by_bucket = np.median(compress[pick].max(axis=1), axis=0)
+    busy = float(median[6])
     per_rank = float(np.median(traffic.table["samples"])) if len(traffic.table["samples"]) else 0
     out = {
         "world_size": p,
@@ -279,6 +321,8 @@ def replay_buckets(
         "comm_busy_s": busy,
         "backward_s": float(median[4]),
         "update_s": float(median[5]),
+        "compression": str(merge.compression(config)),
+        "compress_s": float(median[7]),
         "samples_per_s": float(per_rank * p / median[0]) if median[0] > 0 else None,
         "buckets": [
             {
@@ -289,7 +333,9 @@ def replay_buckets(
                 "ready_s": float(at[k, 0]),
                 "start_s": float(at[k, 1]),
                 "end_s": float(at[k, 2]),
-                "allreduce_s": took[k],
+                "allreduce_s": took[k] + float(compress_by_bucket[k]),
+                "network_s": took[k],
+                "compress_s": float(compress_by_bucket[k]),
                 "measured_allreduce_s": float(np.median(measured["bucket_s"][:, :, k])),
             }
             for k, (b, (name, channels)) in enumerate(zip(plan, picks))
@@ -343,22 +389,49 @@ def _replayable(algorithm: Algorithm) -> None:
 
 def _bucket_s(topology, p: int, name: str, channels: int, bucket: dict, itemsize, config):
     """A bucket's all-reduce alone on the network: predict's time for its elements, cut
-    into its layers' segments as training cuts them (a parameter server's shards)."""
+    into its layers' segments as training cuts them (a parameter server's shards); a
+    compressed bucket's collectives (compression.collectives on p ranks), one after another,
+    each alone on the network (_collective_s)."""
     if p == 1:
         return 0.0  # one rank moves nothing
     lo, n = bucket["offset"] // itemsize, bucket["bytes"] // itemsize
     segments = config.get("segments")
     if segments is not None:
         segments = in_slice([tuple(seg) for seg in segments], config["nparams"], lo, lo + n)
-    out = predict(topology, algorithms.get(name), p, n, itemsize, 0.0, segments, channels=channels)
+    method = merge.compression(config)
+    if method.method == methods.NONE:
+        out = predict(
+            topology, algorithms.get(name), p, n, itemsize, 0.0, segments, channels=channels
+        )
+        return out["allreduce_time_s_median"]
+    dtype = config["config"].get("dtype") or {8: "float64"}.get(itemsize, "float32")
+    plan = methods.collectives(method, merge.bucket_tensors(config, lo, n), p, dtype)
+    return sum(
+        _collective_s(topology, p, algorithms.get(name), channels, c,
+                      segments if c.what == "gradient" else None)
+        for c in plan
+    )  # fmt: skip
+
+
+def _collective_s(topology, p: int, algorithm: Algorithm, channels: int, collective, segments):
+    """One collective of a compressed bucket alone on the network: an all-reduce as predict
+    has it (on the collective's elements and element size: 2 bytes for fp16 and bf16), the
+    all-gather as the simulator runs the ring's schedule (compression.all_gather_schedule:
+    copies, no adds)."""
+    c = collective
+    if c.kind == methods.ALL_GATHER:
+        schedule = methods.all_gather_schedule(p, c.nelems)
+        return float(simulate.simulate(schedule, topology, c.itemsize).finish_s.max())
+    out = predict(topology, algorithm, p, c.nelems, c.itemsize, 0.0, segments, channels=channels)
     return out["allreduce_time_s_median"]
 
 
 def _timings(traffic, records: list[list[dict]], count: int):
     """Of the steps recorded on every rank, each rank's, in seconds from its step's start:
     bucket ready times (S, p, B), backward's end (S, p), the update after the wait (S, p);
-    and measured (S, p) figures: compute_s, exposed_comm_s, hidden_comm_s, bucket_s (S, p,
-    B: each bucket's all-reduce, end - start)."""
+    measured (S, p) figures: compute_s, exposed_comm_s, hidden_comm_s, bucket_s (S, p,
+    B: each bucket's all-reduce, end - start); and the compression's compute (S, p, B: its
+    rounds of phase "compress", 0 where none)."""
     by_step = [{r["step"]: r for r in recs} for recs in records]
     rows = [[mine[int(s)] for mine in by_step] for s in traffic.steps]
     if any(len(rec.get("buckets") or ()) != count for row in rows for rec in row):
@@ -376,7 +449,8 @@ def _timings(traffic, records: list[list[dict]], count: int):
         "hidden_comm_s": each(lambda r: r["hidden_s"] * 1e9),
         "bucket_s": each(lambda r: [b["end_ns"] - b["start_ns"] for b in r["buckets"]]),
     }
-    return ready, backward, update, measured
+    compress = each(lambda r: [merge.compress_ns(b) for b in r["buckets"]]).reshape(ready.shape)
+    return ready, backward, update, measured, compress
 
 
 def step_period_s(times: dict) -> float:

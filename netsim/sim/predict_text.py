@@ -160,6 +160,12 @@ def replay_buckets_text(o: dict) -> str:
         f"  compute: backward {ms(o['backward_s'])} (ready times from its start), update "
         f"{ms(o['update_s'])} after the wait"
     )
+    if o.get("compression", "none") != "none":
+        lines.append(
+            f"  compression {o['compression']}: each bucket's all-reduce is its collectives "
+            f"there ({ms(sum(b['network_s'] for b in o['buckets']))} in all) and its compute as "
+            f"measured here ({ms(o['compress_s'])} per step, the slowest rank's)"
+        )
     return "\n".join(lines)
 
 
