@@ -7,6 +7,12 @@
 The same MLP (ReLU, cross-entropy, SGD lr 0.05 momentum 0.9) on random inputs: throughput
 only, so the data need not be learnable. Timed like `python -m allreduce_train` times its
 loop: every step from the first, wall clock of the slowest rank, samples over all ranks.
+
+Buckets: DDP's defaults unless --bucket-cap-mb is given. Left unset, DDP caps buckets at 25
+MiB and the first at 1 MiB (the plan `python -m allreduce_train` makes by default); an
+explicit bucket_cap_mb, even 25, caps the first bucket at the same size, which makes one
+bucket of a model under 25 MiB. The result lists the buckets DDP ended with (its rebuilt
+ones, in the order gradients became ready), in MiB.
 """
 
 from __future__ import annotations
@@ -61,12 +67,25 @@ def train(model, widths: list[int], batch: int, steps: int, rank: int) -> list[f
     return step_s
 
 
+def bucket_sizes_mib(model) -> list[float] | None:
+    """The sizes of DDP's buckets after its rebuild; None where this torch does not say."""
+    try:
+        logged = model._get_ddp_logging_data()  # private, but the only place DDP tells
+        sizes = logged.get("rebuilt_bucket_sizes") or logged["bucket_sizes"]
+        return [round(int(b) / 2**20, 2) for b in str(sizes).split(",")]
+    except (AttributeError, KeyError, ValueError):
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="PyTorch DDP (gloo) MLP throughput")
     ap.add_argument("--layers", required=True, help="layer widths, input to output")
     ap.add_argument("--batch-per-rank", type=int, required=True)
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--warmup-steps", type=int, default=10, help="left out of step_s_mean")
+    ap.add_argument(
+        "--bucket-cap-mb", type=float, help="DDP's bucket_cap_mb (default: DDP's, 25 and 1)"
+    )
     ap.add_argument("--out", required=True, help="JSON written by rank 0")
     args = ap.parse_args()
     widths = [int(w) for w in args.layers.split(",")]
@@ -75,7 +94,7 @@ def main() -> None:
     # Ranks share the machine's cores, as the project's NumPy ranks do (backend._numpy).
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world_size))
     torch.manual_seed(0)
-    model = DistributedDataParallel(mlp(widths))
+    model = DistributedDataParallel(mlp(widths), bucket_cap_mb=args.bucket_cap_mb)
     dist.barrier()
     wall_start_s = time.perf_counter()
     step_s = train(model, widths, args.batch_per_rank, args.steps, rank)
@@ -94,6 +113,7 @@ def main() -> None:
                     "samples_per_s": args.steps * args.batch_per_rank * world_size / wall_s.item(),
                     "step_s_mean": step_s_mean.item() / world_size,
                     "threads_per_rank": torch.get_num_threads(),
+                    "buckets_mib": bucket_sizes_mib(model),
                     "torch": torch.__version__,
                 },
                 f,
