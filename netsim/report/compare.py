@@ -151,6 +151,12 @@ def predict_row(row: dict, step: dict) -> dict:
         "ranks": step["world_size"],
         "step_s": step["step_time_s"],
         "compress_s": step.get("compress_s", 0.0),
+        # the buckets' collectives alone on that network (the whole buffer's all-reduce)
+        "network_s": (
+            sum(b["network_s"] for b in step["buckets"])
+            if "buckets" in step
+            else step["allreduce_time_s_median"]
+        ),
         "exposed_comm_s": step.get("exposed_comm_s"),
         "measured_step_s": measured,
         "steps_to_target": steps,
@@ -224,8 +230,9 @@ def predicted_lines(rows: list[dict]) -> list[str]:
         "  (its recorded steps replayed there: each bucket's collectives, compressed as the "
         "run compressed them, on that network; backward, the update and the compression's "
         "compute as measured here)",
-        f"{'run':<34} {'method':<12} {'step here':>10} {'step there':>10} {'compress':>10} "
-        f"| to target: {'steps':>6} {'time there':>11}  {'whole run there':>15}",
+        f"{'run':<34} {'method':<12} {'step here':>10} {'step there':>10} {'network':>10} "
+        f"{'compress':>10} | to target: {'steps':>6} {'time there':>11}  "
+        f"{'whole run there':>15}",
     ]
     for r in rows:
         o = r.get("predicted")
@@ -236,7 +243,7 @@ def predicted_lines(rows: list[dict]) -> list[str]:
         t = o["time_to_target_s"]
         lines.append(
             head + f"{_ms(o['measured_step_s']):>10} {_ms(o['step_s']):>10} "
-            f"{_ms(o['compress_s']):>10} | {' ' * len('to target:')} "
+            f"{_ms(o['network_s']):>10} {_ms(o['compress_s']):>10} | {' ' * len('to target:')} "
             + (f"{'not reached':>18}" if t is None else f"{o['steps_to_target']:>6} {_s(t):>11}")
             + f"  {_s(o['time_s']):>15}"
         )

@@ -120,7 +120,7 @@ def test_predicted_time_to_accuracy_is_measured_steps_times_predicted_step_exact
     assert out["time_to_target_s"] == 20 * step["step_time_s"]  # exactly
     assert out["time_s"] == 30 * step["step_time_s"]
     assert (out["topology"], out["ranks"], out["step_s"]) == (topo.name, 8, step["step_time_s"])
-    assert out["compress_s"] == step["compress_s"]
+    assert out["compress_s"] == step["compress_s"] and out["network_s"] == 0.25e-3
     compare.predict_row(compare.to_target(row, 0.99), step)
     assert row["predicted"]["time_to_target_s"] is None  # never reached: no time
     assert compare.time_to_accuracy(7, 0.1) == 7 * 0.1
