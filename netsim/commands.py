@@ -83,6 +83,7 @@ def predict(args) -> int:
     ranks = _ranks(args.ranks, topo, 1)
     if step_commands.check(args):  # --workload: a training step, bucket by bucket
         return step_commands.predict(args, topo, ranks, _check_output, _write)
+    _check_csv(args)
     own = (args.servers, args.fetch_every, args.push_every)  # downpour's options
     if args.algorithm == downpour.NAME or any(v is not None for v in own):
         return _downpour(args, topo, ranks)
@@ -97,7 +98,22 @@ def predict(args) -> int:
         chunks=args.chunks,
     )
     print(rundir.dumps(out, indent=2) if args.json else predict_text.prediction_text(out))
+    _csv(args, [out])
     return 0
+
+
+def _check_csv(args) -> None:
+    """--csv names a .csv file that can be written (before anything is computed)."""
+    if args.csv and not args.csv.lower().endswith(".csv"):
+        raise InputError(f"--csv wants a .csv file name, got {args.csv!r}")
+    _check_output("--csv", args.csv)
+
+
+def _csv(args, rows: list[dict]) -> None:
+    """predict's or sweep's rows as CSV into --csv, if given (its single-valued fields)."""
+    if args.csv:
+        _write_text("--csv", args.csv, predict_text.rows_csv(rows))
+        print(f"wrote {args.csv}", file=sys.stderr if args.json else sys.stdout)
 
 
 def _downpour(args, topo, ranks: int) -> int:
@@ -112,6 +128,7 @@ def _downpour(args, topo, ranks: int) -> int:
         topo, ranks, args.servers or 1, args.params, _itemsize(args), args.compute_ms / 1e3, *every
     )
     print(rundir.dumps(out, indent=2) if args.json else downpour.text(out))
+    _csv(args, [out])
     return 0
 
 
@@ -121,6 +138,8 @@ def sweep(args) -> int:
         raise InputError(f"--plot wants a .png file name, got {args.plot!r}")
     workload = step_commands.check(args)
     _check_output("--plot", args.plot)
+    if not workload:
+        _check_csv(args)
     if workload:  # --workload: its step at each rank count
         return step_commands.sweep(args, topo, _sizes(args.ranks, topo.gpus), _check_output, _write)
     names = [a.strip() for a in (args.algorithms or ",".join(algorithms.SCHEDULED)).split(",")]
@@ -152,6 +171,7 @@ def sweep(args) -> int:
     if args.plot:
         _write("--plot", args.plot, lambda tmp: predict_text.sweep_plot(tmp, topo, rows))
         print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)  # JSON stays JSON
+    _csv(args, rows)
     return 0
 
 

@@ -30,7 +30,6 @@ WORKLOAD_ONLY = {
     "accumulate": None,
     "grad_dtype": None,
     "collectives": None,
-    "csv": None,
 }
 
 

@@ -59,6 +59,18 @@ def sweep_text(topo, rows: list[dict], params: int, dtype: str, compute_ms: floa
     return "\n".join(lines)
 
 
+def rows_csv(rows: list[dict]) -> str:
+    """predict's or sweep's rows as CSV, a row each: their single-valued fields (the per-rank
+    lists and the nested figures stay in --json)."""
+    fields = [k for k, v in rows[0].items() if not isinstance(v, list | dict)] if rows else []
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for row in rows:
+        w.writerow(row)
+    return out.getvalue()
+
+
 def nccl_csv(rows: list) -> str:
     """The estimates as CSV, a row each, every field of their JSON (lists as JSON)."""
     dicts = [e.to_dict() for e in rows]
