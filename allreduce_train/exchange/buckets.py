@@ -218,13 +218,6 @@ class BucketedExchange:
             self.recorder.copy_times(*self._copy_ns)
         self._copy_ns = [0, 0]
 
-    def __call__(self) -> None:
-        """The whole exchange of a gradient backward did not announce: every bucket."""
-        if self.overlap:
-            for layer in sorted(self.by_layer, reverse=True):
-                self.ready(layer)
-        self.wait()
-
     def _run(self, b: int) -> None:
         rec, clock = self.recorder, self.clock
         if rec is None:
