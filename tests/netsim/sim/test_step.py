@@ -190,9 +190,10 @@ def test_bad_workload_options_are_one_line(capsys, args, words):
 def test_a_run_of_ours_predicted_from_its_run_directory_on_this_machines_calibration(tmp_path):
     """A run of one bucket (--bucket-mb 0) is the unbucketed case: one all-reduce after the
     backward (a bucketed run is replayed bucket by bucket: test_replay_buckets.py). The
-    workload is the run's own layers and measured compute; the machine is calibrated here and now (a short calibration, about 12 s), and
-    the prediction is held to the run's measured step (the median step period). The bound
-    is loose: this machine's speed changes from run to run (README, calibration)."""
+    workload is the run's own layers and measured compute; the machine is calibrated here
+    and now (a short calibration, about 12 s), and the prediction is held to the run's
+    measured step (the median step period). The bound is loose: this machine's speed
+    changes from run to run (README, calibration)."""
     run = tmp_path / "run"
     result = train(2, run, "--layers", "64,512,512,10", "--steps", "200", "--allreduce", "ring",
                    "--bucket-mb", "0")  # fmt: skip
