@@ -33,7 +33,8 @@ COMMON = [
 
 CASES = [
     (2, "fp16", "ring"), (3, "fp16", "tree"), (4, "fp16", "halving-doubling"),
-    (2, "bf16", "halving-doubling"), (3, "bf16", "ring"), (4, "bf16", "double-binary-tree"), (2, "topk:0.05", "ring"), (3, "topk:0.05", "parameter-server"),
+    (2, "bf16", "halving-doubling"), (3, "bf16", "ring"), (4, "bf16", "double-binary-tree"),
+    (2, "topk:0.05", "ring"), (3, "topk:0.05", "parameter-server"),
     (4, "topk:0.05", "double-binary-tree"), (2, "powersgd:2", "ring"),
     (3, "powersgd:2", "recursive-doubling"), (4, "powersgd:2", "ring"),
 ]  # fmt: skip
