@@ -78,6 +78,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="P",
         help="with --topology: ranks there (default: every GPU of the topology)",
     )
+    r.add_argument(
+        "--compute",
+        choices=("here", "scaled"),
+        default="here",
+        help="with --topology: each step's compute as measured here, or scaled to the "
+        "topology's GPU as a workload's is (the MLP's FLOPs at 40%% of its peak; the "
+        "compression's compute alike) (default: %(default)s)",
+    )
     r.add_argument("--plot", metavar="PNG", help="draw accuracy against time (plot extra)")
     r.add_argument("--json", action="store_true", help="print the rows as JSON")
 

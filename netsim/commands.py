@@ -65,11 +65,15 @@ def compare(args) -> int:
         topo = topology.load(args.topology)
         ranks = _ranks(args.ranks, topo, 1)
 
-        def there(config, merged, records):
-            return prediction.step_there(config, merged, records, topo, ranks)
+        scaled = args.compute == "scaled"
 
-    elif args.ranks is not None:
-        raise InputError("--ranks is the modelled cluster's: name it with --topology")
+        def there(config, merged, records):
+            return prediction.step_there(config, merged, records, topo, ranks, scaled)
+
+    elif args.ranks is not None or args.compute != "here":
+        raise InputError(
+            "--ranks and --compute are the modelled cluster's: name it with --topology"
+        )
     rows = comparison.compare(args.run_dirs, args.target, there)
     print(rundir.dumps(rows, indent=2) if args.json else comparison.text(rows))
     if args.plot:

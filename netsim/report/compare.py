@@ -158,6 +158,7 @@ def predict_row(row: dict, step: dict) -> dict:
             else step["allreduce_time_s_median"]
         ),
         "exposed_comm_s": step.get("exposed_comm_s"),
+        "compute_scale": step.get("compute_scale", 1.0),
         "measured_step_s": measured,
         "steps_to_target": steps,
         "time_to_target_s": time_to_accuracy(steps, step["step_time_s"]),
@@ -224,12 +225,21 @@ def predicted_lines(rows: list[dict]) -> list[str]:
     first = next((r["predicted"] for r in rows if "step_s" in r.get("predicted", {})), None)
     if first is None:
         return [f"predicted: {r['predicted']['error']}" for r in rows if "predicted" in r][:1]
+    scaled = [r["predicted"].get("compute_scale", 1.0) for r in rows if "step_s" in r.get(
+        "predicted", {})]  # fmt: skip
+    compute = (
+        "compute as measured here"
+        if all(x == 1.0 for x in scaled)
+        else "compute scaled to the topology's GPU as a workload's is ("
+        + ", ".join(f"x{x:.3g}" for x in scaled)
+        + " of what it took here)"
+    )
     lines = [
         f'predicted on {first["ranks"]:,} ranks of "{first["topology"]}": time to the target '
         "there = the steps each run needed here x its step there",
         "  (its recorded steps replayed there: each bucket's collectives, compressed as the "
-        "run compressed them, on that network; backward, the update and the compression's "
-        "compute as measured here)",
+        f"run compressed them, on that network; backward, the update and the compression's "
+        f"{compute})",
         f"{'run':<34} {'method':<12} {'step here':>10} {'step there':>10} {'network':>10} "
         f"{'compress':>10} | to target: {'steps':>6} {'time there':>11}  "
         f"{'whole run there':>15}",

@@ -230,7 +230,9 @@ def compressed(config: dict) -> bool:
     return merge.compression(config).method != methods.NONE
 
 
-def step_there(config: dict, traffic, records, topology, ranks: int | None = None) -> dict:
+def step_there(
+    config: dict, traffic, records, topology, ranks: int | None = None, scale_compute=False
+) -> dict:
     """What a run's step would be on `topology` with `ranks` (default: the run's): the
     replay of its buckets (replay_buckets) for any run whose records time them (step file
     5: every run since buckets, one bucket or many, compressed or not), so that runs
@@ -240,7 +242,10 @@ def step_there(config: dict, traffic, records, topology, ranks: int | None = Non
         rec.get("buckets") is not None for recs in records for rec in recs
     )
     if timed:
-        return replay_buckets(config, traffic, records, topology, ranks=ranks)
+        scale = compute_scale(config, records, topology) if scale_compute else 1.0
+        return replay_buckets(config, traffic, records, topology, ranks=ranks, compute_scale=scale)
+    if scale_compute:
+        raise InputError("--compute scaled needs a run whose records time its buckets")
     if ranks not in (None, config["world_size"]):
         raise InputError(
             f"a run whose records do not time buckets replays on its own {config['world_size']} "
@@ -258,6 +263,7 @@ def replay_buckets(
     ranks: int | None = None,
     overlap: bool | None = None,
     max_steps: int = 200,
+    compute_scale: float = 1.0,
 ) -> dict:
     """A bucketed run on another network, step by step: its buckets (sizes in launch order),
     when backward had each ready (ready_ns - t_start_ns), backward's end (t_comm_ns -
@@ -286,6 +292,10 @@ def replay_buckets(
         for b, (name, channels) in zip(plan, picks)
     ]
     ready, backward, update, measured, compress = _timings(traffic, records, len(plan))
+    # compute_scale: this machine's compute (backward, its ready times, the update and the
+    # compression's own) as the modelled device would run it (compute_scale())
+    ready, backward, update, compress = (a * compute_scale for a in (ready, backward, update,
+                                                                      compress))  # fmt: skip
     if not len(backward):
         raise InputError("the run has no step recorded on every rank")
     pick = np.linspace(0, len(backward) - 1, min(max_steps, len(backward))).astype(int)
@@ -322,6 +332,7 @@ def replay_buckets(
         "backward_s": float(median[4]),
         "update_s": float(median[5]),
         "compression": str(merge.compression(config)),
+        "compute_scale": compute_scale,
         "compress_s": float(median[7]),
         "samples_per_s": float(per_rank * p / median[0]) if median[0] > 0 else None,
         "buckets": [
@@ -451,6 +462,30 @@ def _timings(traffic, records: list[list[dict]], count: int):
     }
     compress = each(lambda r: [merge.compress_ns(b) for b in r["buckets"]]).reshape(ready.shape)
     return ready, backward, update, measured, compress
+
+
+def compute_scale(config: dict, records, topology) -> float:
+    """How much faster (< 1) or slower the run's compute would be on the topology's GPU, as
+    a workload's compute is scaled there (netsim.workload: FLOPs per sample x batch at the
+    default achievable share of the device's peak for the dtype): the MLP's FLOPs (forward
+    2ab, backward 4ab a sample, at the run's largest per-rank batch) so timed, over the
+    median compute per step measured here. The compression's compute is scaled alike."""
+    from netsim.workload.workload import Layer, Workload
+
+    widths, p = config.get("layers"), config["world_size"]
+    if not widths:
+        raise InputError("--compute scaled needs the run's layers (config.json)")
+    batch = max(config.get("local_batch_by_rank") or [config["config"]["global_batch"] // p])
+    layers = tuple(
+        Layer(f"layer{i}", (a * b, b), forward_flops=2.0 * a * b)
+        for i, (a, b) in enumerate(zip(widths, widths[1:]))
+    )
+    mlp = Workload("mlp", layers, dtype=config["config"]["dtype"], batch=max(1, batch))
+    forward, backward = mlp.times(topology.spec.get("gpu"))
+    here = float(np.median([r["compute_s"] for recs in records for r in recs]))
+    if not here > 0:
+        raise InputError("--compute scaled: the run measured no compute")
+    return (sum(forward) + sum(backward)) / here
 
 
 def step_period_s(times: dict) -> float:
