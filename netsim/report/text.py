@@ -26,6 +26,11 @@ def gbps(bytes_per_s) -> str:
     return "-" if bytes_per_s is None else f"{bytes_per_s / 1e9:.2f} GB/s"
 
 
+def rate(value) -> str:
+    """A count per second (samples/s), whole, or "-" where there is none."""
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def ms(seconds) -> str:
     """Milliseconds, or microseconds below one (a modelled NVLink round is ~1 us)."""
     if seconds is None:

@@ -9,7 +9,7 @@ import io
 import json
 
 from netsim.report import plots
-from netsim.report.text import gbps, ms, nbytes
+from netsim.report.text import gbps, ms, nbytes, rate
 
 
 def prediction_text(o: dict) -> str:
@@ -115,13 +115,11 @@ def replay_text(o: dict) -> str:
         f'{nbytes(o["buffer_bytes"])} on {o["world_size"]} ranks of "{o["topology"]}"',
         f"  {'':<22} {'predicted':>12} {'measured':>12} {'pred/meas-1':>12}",
     ]
-    for key, label, fmt in (
+    lines += _compared(o, m, e, 22, (
         ("allreduce_time_s_median", "all-reduce (median)", ms),
         ("algbw_bytes_per_s", "algbw", gbps),
         ("busbw_bytes_per_s", "busbw", gbps),
-    ):
-        err = f"{e[key]:+.0%}" if key in e else "-"
-        lines.append(f"  {label:<22} {fmt(o[key]):>12} {fmt(m.get(key)):>12} {err:>12}")
+    ))  # fmt: skip
     lines.append(
         f"  step time (median): predicted {ms(o['step_time_s'])}, measured "
         f"{ms(o['measured_step_time_s'])}"
@@ -157,17 +155,15 @@ def replay_buckets_text(o: dict) -> str:
     lines.append(
         f"  {'per step (median)':<26} {'predicted':>12} {'measured':>12} {'pred/meas-1':>12}"
     )
-    for key, label, fmt in (
+    lines += _compared(o, m, e, 26, (
         ("step_time_s", "step time", ms),
         ("compute_s", "compute", ms),
         ("exposed_comm_s", "exposed communication", ms),
         ("hidden_comm_s", "hidden communication", ms),
         ("allreduce_time_s_median", "all-reduces (their sum)", ms),
         ("busbw_bytes_per_s", "busbw", gbps),
-        ("samples_per_s", "samples/s", _rate),
-    ):
-        err = f"{e[key]:+.0%}" if key in e else "-"
-        lines.append(f"  {label:<26} {fmt(o[key]):>12} {fmt(m.get(key)):>12} {err:>12}")
+        ("samples_per_s", "samples/s", rate),
+    ))  # fmt: skip
     lines.append(
         f"  compute: backward {ms(o['backward_s'])} (ready times from its start), update "
         f"{ms(o['update_s'])} after the wait"
@@ -181,8 +177,13 @@ def replay_buckets_text(o: dict) -> str:
     return "\n".join(lines)
 
 
-def _rate(value) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+def _compared(o: dict, m: dict, e: dict, width: int, rows) -> list[str]:
+    """A line per (key, label, format): predicted, measured, and their error where known."""
+    out = []
+    for key, label, fmt in rows:
+        err = f"{e[key]:+.0%}" if key in e else "-"
+        out.append(f"  {label:<{width}} {fmt(o[key]):>12} {fmt(m.get(key)):>12} {err:>12}")
+    return out
 
 
 def _bottleneck(o: dict) -> str:

@@ -5,7 +5,7 @@ text, CSV and efficiency against ranks."""
 from __future__ import annotations
 
 from netsim.report import plots
-from netsim.report.text import ms, nbytes
+from netsim.report.text import ms, nbytes, rate
 
 
 def _head(o: dict) -> str:
@@ -33,7 +33,7 @@ def step_text(o: dict) -> str:
         f"{ms(o['forward_s'])}, backward {ms(o['backward_s'])}); communication "
         f"{ms(o['comm_busy_s'])}: exposed {ms(o['exposed_comm_s'])}, hidden "
         f"{ms(o['hidden_comm_s'])}",
-        f"  {_rate(o['samples_per_s'])} samples/s; one GPU {_rate(o['single_gpu_samples_per_s'])}; "
+        f"  {rate(o['samples_per_s'])} samples/s; one GPU {rate(o['single_gpu_samples_per_s'])}; "
         f"scaling efficiency {o['scaling_efficiency']:.1%}",
         f"  {'bucket':>6} {'bytes':>10} {'tensors':>7} {'ready':>11} {'start':>11} "
         f"{'end':>11} {'all-reduce':>11}  layers",
@@ -49,10 +49,6 @@ def step_text(o: dict) -> str:
     return "\n".join(lines)
 
 
-def _rate(value) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
 def step_sweep_text(rows: list[dict]) -> str:
     """sweep --workload: one line per rank count (and algorithm, when simulated)."""
     lines = [
@@ -65,7 +61,7 @@ def step_sweep_text(rows: list[dict]) -> str:
         lines.append(
             f"{r['world_size']:>7,} {ms(r['step_time_s']):>11} {ms(r['compute_s']):>11} "
             f"{ms(r['exposed_comm_s']):>11} {ms(r['hidden_comm_s']):>11} "
-            f"{len(r['buckets']):>7} {_rate(r['samples_per_s']):>13} "
+            f"{len(r['buckets']):>7} {rate(r['samples_per_s']):>13} "
             f"{r['scaling_efficiency']:>10.1%}  {r['collectives']}"
         )
     return "\n".join(lines)
