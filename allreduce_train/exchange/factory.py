@@ -27,7 +27,6 @@ from netsim import algorithms
 from netsim.algorithms import compression
 
 from ..exits import UsageError
-from ..maths import model
 from . import buckets, compress
 from .nccl import NcclAllreduce
 from .protocol import Transport
@@ -55,11 +54,6 @@ class GradientExchange:
     def __call__(self) -> None:
         for executor, view in zip(self.executors, self.views):
             executor(view)
-
-    def compress_ns(self) -> int:
-        """The compression's own compute so far, over every bucket, in nanoseconds (0 with
-        none)."""
-        return sum(getattr(e, "compute_ns", 0) for e in self.executors)
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,7 +125,7 @@ def make(
     ranges in launch order (None: one bucket of the whole gradient). Each bucket runs
     cfg's algorithm, or algorithms_by_bucket[b] ((name, channels), as --allreduce auto
     picked it for that bucket's size); with --compress, compressed (exchange.compress: the
-    tensors of the MLP of these `widths`, None: read back from cfg and the segments)."""
+    tensors of the MLP of these `widths`, which a compressed exchange needs)."""
     spans = tuple(spans or ((0, grads.size),))
     method = compression.parse(getattr(cfg, "compress", compression.NONE))  # (hand-made cfgs)
     picks = algorithms_by_bucket or [(cfg.allreduce, cfg.channels)] * len(spans)
@@ -145,7 +139,8 @@ def make(
         algorithm = algorithms.get(name)
         parts = buckets.within(segments, lo, hi)
         if method.method != compression.NONE:
-            widths = widths or mlp_widths(cfg, segments)
+            if widths is None:
+                raise ValueError("a compressed exchange needs the MLP's widths")
             tensors = buckets.tensors_in(widths, buckets.Bucket(lo, hi, 0))
             executor = compress.make(
                 method, tensors, world.world_size, world.rank, transport, grads.dtype,
@@ -184,21 +179,6 @@ _SAYS = {
     compression.TOPK: "top-k with error feedback: an all-gather of values and indices",
     compression.POWERSGD: "PowerSGD: low-rank factors all-reduced, with error feedback",
 }
-
-
-def mlp_widths(cfg, segments) -> tuple[int, ...]:
-    """The widths of the MLP whose layer segments these are (layer i holds (w_i + 1) w_i+1
-    elements): cfg's layers, or its rule for them with the data's features and classes read
-    back from the first and last layer."""
-    widths = cfg.layers or cfg.widths_for(1, 2)  # the hidden widths cfg's rule gives
-    if not cfg.layers:
-        hidden = widths[1:-1]
-        first = segments[0][1] // hidden[0] - 1
-        last = segments[-1][1] // (hidden[-1] + 1)
-        widths = (first, *hidden, last)
-    if model.layer_segments(widths) != [tuple(s) for s in segments]:
-        raise ValueError(f"layer segments {segments} are not those of an MLP {widths}")
-    return tuple(widths)
 
 
 def _bucket(cfg, world, backend, grads, transport, algorithm, channels, node_of_rank,

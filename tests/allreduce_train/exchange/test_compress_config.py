@@ -10,7 +10,6 @@ from allreduce_train.config.config import Config
 from allreduce_train.config.options import parser
 from allreduce_train.exchange import factory
 from allreduce_train.exits import UsageError
-from allreduce_train.maths import model
 
 
 def config(*argv):
@@ -46,16 +45,3 @@ def test_refused_on_a_gpu_at_setup():
     with pytest.raises(UsageError, match="--compress fp16: the compression runs on the CPU"):
         factory.check_transport(config("--compress", "fp16"), gpu)
     factory.check_transport(config("--compress", "fp16"), SimpleNamespace(on_gpu=False))
-
-
-@pytest.mark.parametrize(
-    "argv,widths",
-    [
-        ([], (64, 128, 128, 10)),
-        (["--layers", "64,37,29,10"], (64, 37, 29, 10)),
-        (["--dataset", "xor"], (2, 2, 1)),
-        (["--dataset", "synthetic", "--features", "30", "--classes", "7"], (30, 128, 128, 7)),
-    ],
-)
-def test_the_factory_reads_the_widths_back_from_the_layer_segments(argv, widths):
-    assert factory.mlp_widths(config(*argv), model.layer_segments(widths)) == widths
