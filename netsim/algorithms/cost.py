@@ -105,7 +105,8 @@ def link_bytes(schedule, topology, itemsize: int = 1) -> np.ndarray:
     for r in schedule.rounds:
         if len(r.src):
             entry = sums.setdefault((id(r.src), id(r.dst)), [r.src, r.dst, 0])
-            entry[2] = entry[2] + r.count
+            least, largest, _ = r.span  # chunks of one size: a scalar, not an array per round
+            entry[2] = entry[2] + (largest if least == largest else r.count)
     loads = np.zeros(len(topology.bandwidth_bytes_per_s))
     for src, dst, count in sums.values():
         indptr, links = topology.routes(gpu[src], gpu[dst])

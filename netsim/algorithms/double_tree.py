@@ -131,11 +131,10 @@ def _tree_schedule(name: str, parent: np.ndarray, start: int, count: int) -> Sch
     """Reduce up the tree deepest first, then broadcast down, every transfer the slice."""
     p = len(parent)
     depth = np.zeros(p, dtype=np.int64)
-    for r in range(p):  # depth by walking up (trees here are shallow: chain + log2 nodes)
-        q = r
-        while parent[q] >= 0:
-            depth[r] += 1
-            q = parent[q]
+    q = parent.copy()  # every rank's ancestor one level further up, all ranks at once
+    while (q >= 0).any():  # as many passes as the tree is deep (a chain + log2 nodes)
+        depth += q >= 0
+        q = np.where(q >= 0, parent[np.maximum(q, 0)], -1)
     levels = [np.flatnonzero(depth == d) for d in range(int(depth.max(initial=0)), 0, -1)]
     up, down = [], []
     for k, ranks in enumerate(levels):
