@@ -57,6 +57,8 @@ class Round:
 
     @property
     def any_adds(self) -> bool:
+        if isinstance(self.reduce, (bool, np.bool_)):  # one flag: no array to look through
+            return bool(self.reduce)
         return bool(np.any(self.reduce))
 
 
