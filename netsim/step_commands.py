@@ -5,6 +5,7 @@ values."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from netsim import algorithms
@@ -13,7 +14,7 @@ from netsim.options import MAX_ACCUMULATE, MAX_BATCH, integer, real
 from netsim.record import rundir
 from netsim.sim import step as steps
 from netsim.sim import step_text
-from netsim.workload import catalog
+from netsim.workload import catalog, fileformat
 from netsim.workload.workload import ITEMSIZE
 
 MIB = 1 << 20
@@ -30,6 +31,9 @@ WORKLOAD_ONLY = {
     "accumulate": None,
     "grad_dtype": None,
     "collectives": None,
+    "input_shape": None,
+    "measure": False,
+    "save_workload": None,
 }
 
 
@@ -44,19 +48,38 @@ def add_options(c):
         "--workload",
         metavar="W",
         help=f"a built-in ({', '.join(catalog.BUILTINS)}), a workload file (TOML or "
-        "JSON), an ASTRA-sim 1.0 / SimAI workload file, or a run directory of ours",
+        "JSON), an ASTRA-sim 1.0 / SimAI workload file, a run directory of ours, or a "
+        "PyTorch model, torch:MODULE:CALLABLE: MODULE a dotted module or a .py file, "
+        "CALLABLE() builds the nn.Module (e.g. torch:torchvision.models:resnet50, "
+        "torch:./mynet.py:Net; needs torch)",
     )
     w.add_argument(
         "--seq-len",
         type=integer(1, catalog.MAX_SEQ_LEN),
         metavar="N",
-        help="tokens per sample of a built-in sequence model (default: its context)",
+        help="tokens per sample of a built-in sequence model (default: its context); of a "
+        "torch: model, its example input: N token ids (int64 zeros) per sample",
+    )
+    w.add_argument(
+        "--input-shape",
+        type=_shape,
+        metavar="D,D",
+        help="a torch: model's example input, one sample's shape (e.g. 3,224,224), float32 "
+        "zeros, whose forward gives the layers' FLOPs (without it or --seq-len: 2 x "
+        "weights per sample, exact only for an MLP)",
+    )
+    w.add_argument(
+        "--measure",
+        action="store_true",
+        help="a torch: model's forward and backward of its example timed here, on the "
+        "device the model is on (median of 5), instead of FLOPs on the topology's GPU",
     )
     w.add_argument(
         "--batch",
         type=integer(1, MAX_BATCH),
         metavar="B",
-        help="samples per GPU per micro-step (default: the workload's)",
+        help="samples per GPU per micro-step, and a torch: model's example batch "
+        "(default: the workload's; a torch: model's, 1)",
     )
     w.add_argument(
         "--step-ms",
@@ -115,7 +138,28 @@ def add_options(c):
         "calibrated)",
     )
     w.add_argument("--csv", metavar="CSV", help="also write the rows as CSV")
+    w.add_argument(
+        "--save-workload",
+        metavar="FILE",
+        help="also write the workload as simulated (with --batch and --precision) as a "
+        "workload file, TOML or JSON by its suffix, which --workload reads back (without "
+        "torch)",
+    )
     return c
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """--input-shape: one sample's dimensions, comma-separated positive integers."""
+    try:
+        dims = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1 or max(dims) > catalog.MAX_INPUT_ELEMENTS:
+        raise argparse.ArgumentTypeError(
+            f"one sample's dimensions, comma-separated positive integers (e.g. 3,224,224), "
+            f"got {text!r}"
+        )
+    return dims
 
 
 def check(args) -> bool:
@@ -141,7 +185,9 @@ def check(args) -> bool:
 
 
 def _setup(args, topo):
-    workload = catalog.resolve(args.workload, args.seq_len)
+    workload = catalog.resolve(
+        args.workload, args.seq_len, args.input_shape, args.batch, args.measure
+    )
     if args.batch is not None:
         workload = workload.with_(batch=args.batch)
     if args.precision is not None:
@@ -171,12 +217,13 @@ def predict(args, topo, ranks: int, check_output, write) -> int:
         if path and not path.lower().endswith(suffix):
             raise InputError(f"{option} wants a {suffix} file name, got {path!r}")
         check_output(option, path)
+    _check_save(args, check_output)
     workload, how, forward, backward, plan, itemsize = _setup(args, topo)
     algorithm = algorithms.get(args.algorithm)
     timer = steps.Timer(topo, ranks, how, algorithm, itemsize, args.channels, args.chunks)
     out = steps.step(workload, timer, forward, backward, **plan)
     print(rundir.dumps(out, indent=2) if args.json else step_text.step_text(out))
-    _outputs(args, write, lambda tmp: _text(tmp, step_text.step_csv(out)),
+    _outputs(args, write, workload, lambda tmp: _text(tmp, step_text.step_csv(out)),
              lambda tmp: step_text.step_plot(tmp, out))  # fmt: skip
     return 0
 
@@ -185,6 +232,7 @@ def sweep(args, topo, sizes: list[int], check_output, write) -> int:
     if args.csv and not args.csv.lower().endswith(".csv"):
         raise InputError(f"--csv wants a .csv file name, got {args.csv!r}")
     check_output("--csv", args.csv)
+    _check_save(args, check_output)
     workload, how, forward, backward, plan, itemsize = _setup(args, topo)
     names = [a.strip() for a in (args.algorithms or "ring").split(",")]
     if how == "nccl":
@@ -198,7 +246,7 @@ def sweep(args, topo, sizes: list[int], check_output, write) -> int:
             timer = steps.Timer(topo, p, how, algorithm, itemsize, args.channels, args.chunks)
             rows.append(steps.step(workload, timer, forward, backward, **plan))
     print(rundir.dumps(rows, indent=2) if args.json else step_text.step_sweep_text(rows))
-    _outputs(args, write, lambda tmp: _text(tmp, step_text.step_sweep_csv(rows)),
+    _outputs(args, write, workload, lambda tmp: _text(tmp, step_text.step_sweep_csv(rows)),
              lambda tmp: step_text.step_sweep_plot(tmp, rows))  # fmt: skip
     return 0
 
@@ -208,8 +256,21 @@ def _text(path: str, content: str) -> None:
         f.write(content)
 
 
-def _outputs(args, write, csv, plot) -> None:
+def _check_save(args, check_output) -> None:
+    """--save-workload names a .toml or .json file that can be written."""
+    path = args.save_workload
+    if path and not path.lower().endswith((".toml", ".json")):
+        raise InputError(f"--save-workload wants a .toml or .json file name, got {path!r}")
+    check_output("--save-workload", path)
+
+
+def _outputs(args, write, workload, csv, plot) -> None:
     stream = sys.stderr if args.json else sys.stdout  # JSON stays JSON
+    if args.save_workload:
+        as_json = args.save_workload.lower().endswith(".json")
+        content = (fileformat.to_json if as_json else fileformat.to_toml)(workload)
+        write("--save-workload", args.save_workload, lambda tmp: _text(tmp, content))
+        print(f"wrote {args.save_workload}", file=stream)
     if args.csv:
         write("--csv", args.csv, csv)
         print(f"wrote {args.csv}", file=stream)

@@ -15,10 +15,15 @@ A run directory of ours: the MLP of config.json (layer l: W of widths[l] x width
 and b, as allreduce_train's flat buffer holds them) with the measured compute, the median
 over steps and ranks of each step's compute_s, split over the layers by their FLOPs
 (forward 2ab, backward 4ab per sample), at the run's per-rank batch.
+
+A PyTorch module (from_torch; netsim.workload.catalog finds one that the command line
+names): a forward or backward of the user's that fails is one line naming it (InputError,
+the user's exception its cause); what ours raises keeps its traceback.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from netsim.errors import InputError
@@ -121,6 +126,21 @@ def from_run_dir(path: str) -> Workload:
     )
 
 
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise InputError("a PyTorch workload needs torch (pip install torch)") from None
+    return torch
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception of the user's code as one short line: its type and first line."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def from_torch(module, example=None, batch: int = 1, measure: bool = False, repeat: int = 5):
     """A PyTorch module's layers: every submodule owning parameters, in the order
     module.parameters() lists them (DDP's parameters), each tensor one segment. Compute:
@@ -128,28 +148,29 @@ def from_torch(module, example=None, batch: int = 1, measure: bool = False, repe
     layers from the output shapes a forward pass shows (2 x weights x output positions per
     sample); with measure, the forward and backward of that batch timed on its device
     (median of `repeat`) and split over the layers by those FLOPs. Without an example,
-    2 x weights per sample (one position per weight: exact for an MLP)."""
-    try:
-        import torch
-    except ImportError:
-        raise InputError("a PyTorch workload needs torch (pip install torch)") from None
+    2 x weights per sample (one position per weight: exact for an MLP). A forward or
+    backward that fails raises InputError, the user's exception its cause."""
+    torch = import_torch()
+    kind = type(module).__name__
     owners, seen = [], set()
     for name, sub in module.named_modules():
         own = [p for p in sub.parameters(recurse=False) if p.requires_grad and id(p) not in seen]
         seen.update(id(p) for p in own)
         if own:
-            owners.append((name or type(sub).__name__, sub, own))
-    positions = {}
+            owners.append((name or kind, sub, own))
+    if not owners:
+        raise InputError(f"PyTorch {kind} has no parameters to train, so no gradient")
+    shapes = {}
     if example is not None:
         hooks = [
             sub.register_forward_hook(
-                lambda m, i, out, key=key: positions.__setitem__(key, _positions(m, out, batch))
+                lambda m, i, out, key=key: shapes.__setitem__(key, _shape(out))
             )
             for key, (_, sub, _) in enumerate(owners)
         ]
         try:
             with torch.no_grad():
-                module(example)
+                _run(f"the forward of {kind}", example, module, example)
         finally:
             for h in hooks:
                 h.remove()
@@ -158,7 +179,7 @@ def from_torch(module, example=None, batch: int = 1, measure: bool = False, repe
         weight = getattr(sub, "weight", None)
         matmul = isinstance(sub, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))
         n = weight.numel() if matmul and weight is not None else 0
-        flops.append(2.0 * n * positions.get(key, 1))
+        flops.append(2.0 * n * _positions(sub, shapes.get(key), batch))
     if measure:
         if example is None:
             raise InputError("measuring a PyTorch model's compute needs an example input")
@@ -179,43 +200,54 @@ def from_torch(module, example=None, batch: int = 1, measure: bool = False, repe
             for (n, _, own), f in zip(owners, flops)
         ]
     dtype = {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(
-        next(module.parameters()).dtype, "float32"
+        owners[0][2][0].dtype, "float32"
     )
-    return Workload(
-        type(module).__name__,
-        tuple(layers),
-        dtype=dtype,
-        batch=batch,
-        source=f"PyTorch {type(module).__name__}",
-    )
+    return Workload(kind, tuple(layers), dtype=dtype, batch=batch, source=f"PyTorch {kind}")
 
 
-def _positions(module, out, batch: int) -> int:
+def _run(what: str, example, call, *args):
+    """call(*args), the user's forward or backward: what it raises is one line naming it."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        shape = tuple(getattr(example, "shape", ()))
+        raise InputError(f"{what} on an input of shape {shape} failed: {one_line(exc)}") from exc
+
+
+def _shape(out):
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    return tuple(out.shape) if hasattr(out, "shape") else None
+
+
+def _positions(module, shape, batch: int) -> int:
     """Output positions per sample of a layer: elements per sample over output features
     (channels, dimension 1, of a convolution; the last dimension of anything else)."""
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if not hasattr(out, "shape") or len(out.shape) < 2:
+    if shape is None or len(shape) < 2:
         return 1
-    per_sample = out.numel() // max(batch, 1)
+    per_sample = math.prod(shape) // max(batch, 1)
     conv = type(module).__name__.startswith(("Conv", "LazyConv"))
-    features = out.shape[1] if conv else out.shape[-1]
-    return max(1, per_sample // features)
+    features = shape[1] if conv else shape[-1]
+    return max(1, per_sample // max(features, 1))
 
 
 def _time(torch, module, example, repeat: int) -> tuple[float, float]:
     import time
 
     sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
+    kind = type(module).__name__
     forward, backward = [], []
     for _ in range(repeat + 1):  # the first warms up
         sync()
         t0 = time.perf_counter()
-        out = module(example)
-        loss = (out[0] if isinstance(out, (tuple, list)) else out).float().sum()
+        out = _run(f"the forward of {kind}", example, module, example)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            raise InputError(f"{kind}'s output is not a tensor with a gradient: nothing to time")
+        loss = out.float().sum()
         sync()
         t1 = time.perf_counter()
-        loss.backward()
+        _run(f"the backward of {kind}", example, loss.backward)
         sync()
         t2 = time.perf_counter()
         forward.append(t1 - t0)
