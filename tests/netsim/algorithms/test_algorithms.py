@@ -24,12 +24,26 @@ def assert_sums(schedule, inputs):
 # --- sums ---------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def awkward():
+    """awkward(name, p): [(n, context, schedule)] of every awkward case, built once for both
+    tests of them all, their sums and their count of elements sent (most of either's time)."""
+    built = {}
+
+    def cases(name, p):
+        if (name, p) not in built:
+            make = algorithms.get(name).schedule
+            built[name, p] = [(n, c, make(p, n, **c)) for n in lengths(p) for c in contexts(p, n)]
+        return built[name, p]
+
+    return cases
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("p", range(1, 10))
-def test_every_algorithm_sums_exactly_for_awkward_lengths(name, p):
-    for n in lengths(p):
-        for context in contexts(p, n):
-            assert_sums(algorithms.get(name).schedule(p, n, **context), integer_inputs(p, n))
+def test_every_algorithm_sums_exactly_for_awkward_lengths(name, p, awkward):
+    for n, _, schedule in awkward(name, p):
+        assert_sums(schedule, integer_inputs(p, n))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -196,27 +210,19 @@ def test_rounds_depend_on_ranks_not_on_length(name):
 # --- each algorithm's own count of its bytes ------------------------------------------------
 
 
-def all_cases():
-    for name in NAMES:
-        for p in range(1, 10):
-            for n in lengths(p):
-                for context in contexts(p, n):
-                    yield name, p, n, context
-
-
 @pytest.mark.slow
-def test_every_algorithms_count_of_its_elements_is_what_its_schedule_sends():
+def test_every_algorithms_count_of_its_elements_is_what_its_schedule_sends(awkward):
     """Counted from the definition (each module's elements_sent), against the schedule's
     transfers summed: two computations of one figure, which the reports print."""
-    for name, p, n, context in all_cases():
+    for name in NAMES:
         algorithm = algorithms.get(name)
-        counted = algorithm.elements_sent(p, n, **context)
-        assert counted.dtype.kind == "i" and counted.shape == (p,)
-        np.testing.assert_array_equal(
-            counted,
-            algorithm.schedule(p, n, **context).elements_sent(),
-            err_msg=f"{name} p={p} n={n} {context}",
-        )
+        for p in range(1, 10):
+            for n, context, schedule in awkward(name, p):
+                counted = algorithm.elements_sent(p, n, **context)
+                assert counted.dtype.kind == "i" and counted.shape == (p,)
+                np.testing.assert_array_equal(
+                    counted, schedule.elements_sent(), err_msg=f"{name} p={p} n={n} {context}"
+                )
 
 
 def test_mpi_allreduce_is_an_algorithm_without_a_schedule():

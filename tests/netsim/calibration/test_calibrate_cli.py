@@ -6,13 +6,15 @@ import tomllib
 
 import numpy as np
 import pytest
+from test_fitting import few, solved_once  # noqa: F401 (a fixture: fits solved once, shared)
 
+from netsim import __main__ as cli
 from netsim.algorithms import RING
 from netsim.calibration import choose, measure
 from netsim.cluster import topology
 from netsim.sim import predict
 
-from conftest import mpirun, read_json
+from conftest import Result, mpirun, read_json
 from measurements import MIB, TRUE_SHM, synthetic
 
 # ---------------------------------------------------------------- the CLI and the written file
@@ -22,11 +24,21 @@ def netsim(*args, timeout=60):
     return mpirun(0, ["-m", "netsim", *args], timeout)
 
 
-def test_calibrate_from_measurements_writes_a_topology_that_predicts_them_back(tmp_path):
+def calibrate(capsys, *args):
+    """`netsim calibrate ARGS` in this process (its fits solved once with test_fitting's:
+    the measurements are its oracle's, cut to its sizes), as a Result."""
+    code = cli.main(["calibrate", *args])
+    out, err = capsys.readouterr()
+    return Result(code, out, err, 0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("solved_once")
+def test_calibrate_from_measurements_writes_a_topology_that_predicts_them_back(tmp_path, capsys):
     saved = tmp_path / "measured.json"
-    saved.write_text(json.dumps(synthetic()))
+    saved.write_text(json.dumps(few(synthetic())))
     out = tmp_path / "box.toml"
-    result = netsim("calibrate", "--from-measurements", str(saved), "--out", str(out))
+    result = calibrate(capsys, "--from-measurements", str(saved), "--out", str(out))
     assert result.returncode == 0, result.output
     assert "median |error|" in result.stdout and f"wrote {out}" in result.stdout
     text = out.read_text()
@@ -35,7 +47,7 @@ def test_calibrate_from_measurements_writes_a_topology_that_predicts_them_back(t
         14e9 * 8 / 1e9
     )
     topo = topology.load(str(out))
-    _, allreduce = measure.pooled(synthetic())
+    _, allreduce = measure.pooled(few(synthetic()))
     for (p, n), times in allreduce.items():
         measured = measure.measured_report(p, n, times)
         error = predict.errors(measured, predict.predict(topo, RING, p, n // 4))
@@ -43,35 +55,36 @@ def test_calibrate_from_measurements_writes_a_topology_that_predicts_them_back(t
             abs(error["allreduce_time_s_median"]) < 2e-3 and abs(error["busbw_bytes_per_s"]) < 2e-3
         )
     as_json = json.loads(
-        netsim("calibrate", "--from-measurements", str(saved), "--out", str(out), "--json").stdout
+        calibrate(capsys, "--from-measurements", str(saved), "--out", str(out), "--json").stdout
     )
     assert as_json["topology"] == topo.spec and as_json["median_abs_error"] < 1e-3
 
 
 @pytest.mark.slow
-def test_the_shared_memory_path_is_written_beside_the_calibration(tmp_path):
+@pytest.mark.usefixtures("solved_once")
+def test_the_shared_memory_path_is_written_beside_the_calibration(tmp_path, capsys):
     """--transport shm's rates in X.shm.toml beside X.toml, a topology of their own that
     predicts the shared-memory points back; refitted from a file without them (an older
     probe's), the stale one goes."""
     saved = tmp_path / "measured.json"
-    saved.write_text(json.dumps(synthetic(shm=TRUE_SHM)))
+    saved.write_text(json.dumps(few(synthetic(shm=TRUE_SHM))))
     out = tmp_path / "box.toml"
-    result = netsim("calibrate", "--from-measurements", str(saved), "--out", str(out), "--json")
+    result = calibrate(capsys, "--from-measurements", str(saved), "--out", str(out), "--json")
     assert result.returncode == 0, result.output
     beside = choose.shm_file(out)
     assert beside == tmp_path / "box.shm.toml"
     assert json.loads(result.stdout)["shared_memory"]["out"] == str(beside)
     shm = topology.load(str(beside))
     assert shm.name == "this machine (shared memory)" and shm.gpus == 4
-    _, points = measure.pooled(synthetic(shm=TRUE_SHM), kind="allreduce_shm")
+    _, points = measure.pooled(few(synthetic(shm=TRUE_SHM)), kind="allreduce_shm")
     for (p, n), times in points.items():
         measured = measure.measured_report(p, n, times)
         error = predict.errors(measured, predict.predict(shm, RING, p, n // 4))
         assert abs(error["allreduce_time_s_median"]) < 0.01, (p, n, error)
     specs, source = choose.machine_specs(out)
     assert source == str(out) and specs["shm"] == tomllib.loads(beside.read_text())
-    saved.write_text(json.dumps(synthetic()))
-    result = netsim("calibrate", "--from-measurements", str(saved), "--out", str(out))
+    saved.write_text(json.dumps(few(synthetic())))
+    result = calibrate(capsys, "--from-measurements", str(saved), "--out", str(out))
     assert result.returncode == 0 and not beside.exists() and out.exists(), result.output
     assert "shm" not in choose.machine_specs(out)[0]
 
@@ -105,6 +118,7 @@ def test_calibrate_names_a_file_that_is_no_measurement(tmp_path):
 # ---------------------------------------------------------------- real mpirun
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_calibrate_end_to_end_on_this_machine(tmp_path):
     out, saved = tmp_path / "here.toml", tmp_path / "measured.json"

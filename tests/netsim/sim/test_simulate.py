@@ -168,7 +168,10 @@ def test_sweep_scaling_efficiency_falls_with_communication():
     """One channel (the textbook rings): the hierarchical ring wins at scale, since only 1/L
     of its bytes leave a node. NCCL's channels (16 here, two per rail): the flat ring uses
     every NIC and streams NVLink and NIC traffic at once, and beats the hierarchical ring
-    whose phases run one after the other, as NCCL's rings beat hierarchical schemes."""
+    whose phases run one after the other, as NCCL's rings beat hierarchical schemes; even
+    pipelined (its phases overlap), the hierarchical ring stays behind. The pipelined ring
+    is simulated on 8 nodes: each of its steps is followed flow by flow, and on 32 nodes
+    in 16 chunks it took 20 s to show the same."""
     dgx = topology.load("dgx-h100")
     algos = [algorithms.get("ring"), algorithms.get("hierarchical-ring")]
     rows = predict.sweep(dgx, algos, [8, 64, 256], 10**8, compute_s=0.05, channels=1)
@@ -176,12 +179,13 @@ def test_sweep_scaling_efficiency_falls_with_communication():
     assert all(0 < e <= 1 for e in eff.values())
     assert eff[(64, "ring")] < eff[(8, "ring")]
     assert eff[(256, "hierarchical-ring")] > eff[(256, "ring")]  # fewer slow inter-node rounds
-    rows = predict.sweep(dgx, algos, [256], 10**8, compute_s=0.05)
+    rows = predict.sweep(dgx, algos, [64, 256], 10**8, compute_s=0.05)
     assert {r["channels"] for r in rows} == {16}
-    nccl = {r["algorithm"]: r["allreduce_time_s_median"] for r in rows}
-    assert nccl["ring"] < 0.9 * nccl["hierarchical-ring"]
-    piped = predict.predict(dgx, algos[1], 256, 10**8, chunks=16)["allreduce_time_s_median"]
-    assert nccl["ring"] < piped < 0.95 * nccl["hierarchical-ring"]  # its phases overlap
+    nccl = {(r["world_size"], r["algorithm"]): r["allreduce_time_s_median"] for r in rows}
+    for p in (64, 256):
+        assert nccl[(p, "ring")] < 0.9 * nccl[(p, "hierarchical-ring")]
+    piped = predict.predict(dgx, algos[1], 64, 10**8, chunks=8)["allreduce_time_s_median"]
+    assert nccl[(64, "ring")] < piped < 0.95 * nccl[(64, "hierarchical-ring")]
 
 
 def test_ranks_that_part_ways_are_followed_one_by_one_and_agree_with_lockstep_when_they_meet():
@@ -198,10 +202,13 @@ def test_ranks_that_part_ways_are_followed_one_by_one_and_agree_with_lockstep_wh
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,nodes", [("ring", 4096), ("hierarchical-ring", 4096)])
-def test_32768_rank_rings_are_simulated_and_equal_their_closed_forms(name, nodes):
-    """Large enough that a quadratic step or an int32 index would show (bench/simulate_speed.py
-    times 131,072 ranks); 131,072 here took minutes of the suite to prove nothing more."""
+@pytest.mark.parametrize("name,nodes", [("ring", 512), ("hierarchical-ring", 512)])
+def test_4096_rank_rings_are_simulated_and_equal_their_closed_forms(name, nodes):
+    """Thousands of ranks (the flat ring in 8,190 rounds), 100 M elements (a prime): the bytes
+    summed over the ranks pass 2**31, and a step quadratic in the ranks (16.8 M pairs) would
+    show in the time. The large counts have their benchmark (bench/simulate_speed.py:
+    32,768 and 131,072 ranks against its targets of time and memory); 32,768 here took 15 s
+    of the suite to prove no more."""
     topo = topology.parse(
         {
             "name": "big",

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from netsim import __main__ as cli
 from netsim import algorithms
 from netsim.cluster import topology
 from netsim.record import rundir
@@ -16,7 +17,7 @@ from netsim.sim import predict, step
 from netsim.workload import buckets, catalog
 from netsim.workload.workload import Layer, Workload
 
-from conftest import ROOT, mpirun, train
+from conftest import ROOT, Result, train
 
 CALIBRATED = str(ROOT / "docs" / "examples" / "calibrated-2vcpu-vm.toml")
 MIB = 1 << 20
@@ -121,12 +122,21 @@ def test_one_rank_communicates_nothing_and_half_precision_halves_the_bytes():
     assert half["gradient_bytes"] == w.params * 2
 
 
-def netsim(*args):
-    return mpirun(0, ["-m", "netsim", *args])
+@pytest.fixture
+def netsim(capsys):
+    """`netsim ARGS` in this process (the main of python -m netsim, which
+    test_netsim_cli.py starts as a process), as a Result."""
+
+    def run(*args):
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return Result(code, out, err, 0.0)
+
+    return run
 
 
 @pytest.mark.slow
-def test_predict_and_sweep_a_workload_from_the_command_line(tmp_path):
+def test_predict_and_sweep_a_workload_from_the_command_line(tmp_path, netsim):
     result = netsim(
         "predict", "--workload", "resnet-50", "--topology", "dgx-h100", "--batch", "256",
         "--step-ms", "200", "--json",
@@ -177,8 +187,6 @@ def test_predict_and_sweep_a_workload_from_the_command_line(tmp_path):
     ],
 )
 def test_bad_workload_options_are_one_line(capsys, args, words):
-    from netsim import __main__ as cli
-
     assert cli.main(["predict", "--topology", "dgx-h100", *args]) == 2
     out, err = capsys.readouterr()
     assert len(err.splitlines()) == 1 and words in err, err
@@ -187,21 +195,24 @@ def test_bad_workload_options_are_one_line(capsys, args, words):
 
 @pytest.mark.slow
 @pytest.mark.mpi
-def test_a_run_of_ours_predicted_from_its_run_directory_on_this_machines_calibration(tmp_path):
+def test_a_run_of_ours_predicted_from_its_run_directory_on_this_machines_calibration(
+    tmp_path, netsim
+):
     """A run of one bucket (--bucket-mb 0) is the unbucketed case: one all-reduce after the
     backward (a bucketed run is replayed bucket by bucket: test_replay_buckets.py). The
     workload is the run's own layers and measured compute; the machine is calibrated here
-    and now (a short calibration, about 12 s), and the prediction is held to the run's
-    measured step (the median step period). The bound is loose: this machine's speed
-    changes from run to run (README, calibration)."""
+    and now (a short calibration: one pass, all-reduces of 64 KiB and 1 MiB about the run's
+    1.2 MB of gradients, a few seconds), and the prediction is held to the run's measured
+    step (the median step period). The bound is loose: this machine's speed changes from
+    run to run (README, calibration)."""
     run = tmp_path / "run"
-    result = train(2, run, "--layers", "64,512,512,10", "--steps", "200", "--allreduce", "ring",
+    result = train(2, run, "--layers", "64,512,512,10", "--steps", "60", "--allreduce", "ring",
                    "--bucket-mb", "0")  # fmt: skip
     assert result.returncode == 0, result.output
     machine = tmp_path / "machine.toml"
     result = netsim(
-        "calibrate", "--ranks", "2", "--passes", "2", "--sizes", "64K,256K,1M,4M",
-        "--pingpong-sizes", "8,64K,1M", "--out", str(machine),
+        "calibrate", "--ranks", "2", "--passes", "1", "--sizes", "64K,1M",
+        "--pingpong-sizes", "8,64K,1M", "--timeout-s", "60", "--out", str(machine),
     )  # fmt: skip
     assert result.returncode == 0, result.output
     w = catalog.resolve(str(run))
@@ -217,7 +228,7 @@ def test_a_run_of_ours_predicted_from_its_run_directory_on_this_machines_calibra
 
 
 @pytest.mark.slow
-def test_the_steps_timeline_and_the_sweeps_efficiency_are_drawn(tmp_path):
+def test_the_steps_timeline_and_the_sweeps_efficiency_are_drawn(tmp_path, netsim):
     pytest.importorskip("matplotlib")
     timeline, sweep = tmp_path / "step.png", tmp_path / "sweep.png"
     common = ["--workload", "resnet-50", "--topology", "dgx-h100", "--accumulate", "2"]
