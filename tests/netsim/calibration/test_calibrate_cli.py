@@ -6,7 +6,6 @@ import tomllib
 
 import numpy as np
 import pytest
-from test_fitting import few, solved_once  # noqa: F401 (a fixture: fits solved once, shared)
 
 from netsim import __main__ as cli
 from netsim.algorithms import RING
@@ -15,7 +14,13 @@ from netsim.cluster import topology
 from netsim.sim import predict
 
 from conftest import Result, mpirun, read_json
-from measurements import MIB, TRUE_SHM, synthetic
+from measurements import (
+    MIB,
+    TRUE_SHM,
+    few,
+    solved_once,  # noqa: F401 (a fixture the tests below use)
+    synthetic,
+)
 
 # ---------------------------------------------------------------- the CLI and the written file
 

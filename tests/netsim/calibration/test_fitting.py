@@ -9,7 +9,17 @@ from netsim.calibration import fitting, machine, measure
 from netsim.cluster import topology
 from netsim.sim import predict, simulate
 
-from measurements import FACTS, MIB, TRUE, TRUE_SHM, synthetic
+from measurements import (
+    ALLREDUCE,
+    FACTS,
+    MIB,
+    PINGPONG,
+    TRUE,
+    TRUE_SHM,
+    few,
+    solved_once,  # noqa: F401 (a fixture the tests below use)
+    synthetic,
+)
 
 
 def ring(p, n):
@@ -84,52 +94,10 @@ def test_the_cache_bandwidth_holds_while_every_ranks_buffer_and_scratch_fit():
 
 # ---------------------------------------------------------------- the fit, against its oracle
 
-# The probe's sizes that pin each parameter (measurements.synthetic has all 34 points): the
-# smallest ping-pong the latency and the largest the bandwidth; all-reduces of 4 KiB the cost
-# per round, 256 KiB and 4 MiB (inside the cache at every p) against 64 MiB (outside) the
-# cache's rate and the memory's, each at p = 2 (the adding) and 3, 4 (the aggregate). A fit
-# of these 14 points takes half the time, and recovers the same parameters.
-PINGPONG = (8, 64 * MIB)
-ALLREDUCE = (4 << 10, 256 << 10, 4 * MIB, 64 * MIB)
-
-
-def few(measurements, pingpong=PINGPONG, allreduce=ALLREDUCE):
-    """The measurement file with only those sizes (its ping-pongs, both all-reduces)."""
-    for run in measurements["runs"]:
-        run["pingpong"] = [e for e in run["pingpong"] if e["nbytes"] in pingpong]
-        for kind in ("allreduce", "allreduce_shm"):
-            if kind in run:
-                run[kind] = [e for e in run[kind] if e["nbytes"] in allreduce]
-    return measurements
-
-
-SOLVED = {}  # the least-squares solutions found so far, by their whole problem
-
-
-@pytest.fixture
-def solved_once(monkeypatch):
-    """The fit's least squares, solved once per problem: a problem met before (the same
-    measured medians at the same points, the same facts, parameters and fixed values) gets
-    the parameters found then. The solver is deterministic, so a fit gives what it gave;
-    only the time differs. Everything around it (pooling, leaving rounds out, simplifying,
-    the spec and its residuals) runs each time, and a fit that hands the solver other
-    points (rounds it should have left out) is a new problem, solved afresh."""
-    solve = fitting._least_squares
-
-    def once(model, measured, names, pingpong, allreduce, fixed):
-        key = repr(
-            (model.gpus, sorted(model.facts.items()), measured.tolist(), names)
-            + (sorted(pingpong.items()), sorted(allreduce.items()), sorted(fixed.items()))
-        )
-        if key not in SOLVED:
-            SOLVED[key] = solve(model, measured, names, pingpong, allreduce, fixed)
-        return dict(SOLVED[key])
-
-    monkeypatch.setattr(fitting, "_least_squares", once)
-
 
 @pytest.mark.slow
-def test_fit_recovers_known_parameters(solved_once):
+@pytest.mark.usefixtures("solved_once")
+def test_fit_recovers_known_parameters():
     result = fitting.fit(few(synthetic()))
     for name, value in TRUE.items():
         assert result.parameters[name] == pytest.approx(value, rel=2e-3), name
@@ -158,7 +126,8 @@ def test_a_disturbed_size_does_not_drag_the_fit():
 
 
 @pytest.mark.slow
-def test_rounds_in_which_another_process_had_the_cores_are_left_out(solved_once):
+@pytest.mark.usefixtures("solved_once")
+def test_rounds_in_which_another_process_had_the_cores_are_left_out():
     """The fit of what is left is test_fit_recovers_known_parameters' (solved once: its
     problem, if no slow round reaches the solver)."""
     measurements = few(synthetic())
@@ -189,7 +158,8 @@ def test_parameters_the_data_cannot_see_are_left_out():
 
 
 @pytest.mark.slow
-def test_the_shared_memory_path_is_fitted_beside_the_messages(solved_once):
+@pytest.mark.usefixtures("solved_once")
+def test_the_shared_memory_path_is_fitted_beside_the_messages():
     """The probe's shared-memory ring pins the same node's other rates (its latency set,
     not fitted); the message path's points are the same with or without them."""
     measurements = few(synthetic(shm=TRUE_SHM))
