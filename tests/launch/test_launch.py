@@ -1,6 +1,8 @@
 """launch: the launcher lookup and the argv it builds, asserted as argv (pure functions)."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,18 +79,54 @@ def test_a_caller_stopped_by_a_signal_takes_the_job_with_it(signum, code, tmp_pa
     to the caller (netsim calibrate running its probes) left mpirun and its ranks running."""
     pids = tmp_path / "pids"
     caller = (
-        "import launch, sys\n"
+        "import launch, signal, sys\n"
+        # Ctrl-C raises KeyboardInterrupt, as at a terminal: a suite started in the
+        # background of a shell has SIGINT ignored, and a child inherits that
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "try:\n"
         f"    launch.run(['sh', '-c', 'sleep 60 & echo $! > {pids}; wait'], timeout_s=60)\n"
         "except KeyboardInterrupt:\n"
         "    sys.exit(130)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", caller], cwd=Path(launch.__file__).parent.parent)
-    for _ in range(200):
-        if pids.exists() and pids.read_text().strip():
-            break
-        time.sleep(0.05)
-    child = int(pids.read_text())
-    os.kill(proc.pid, signum)
-    assert proc.wait(timeout=20) == code
-    assert gone(child), f"the job's process {child} outlived its caller"
+    try:
+        deadline = time.monotonic() + 30
+        while not (pids.exists() and pids.read_text().strip()):
+            assert time.monotonic() < deadline and proc.poll() is None, "the job did not start"
+            time.sleep(0.05)
+        child = int(pids.read_text())
+        os.kill(proc.pid, signum)
+        assert proc.wait(timeout=20) == code
+        assert gone(child), f"the job's process {child} outlived its caller"
+    finally:
+        if proc.poll() is None:  # a failure here must not leave the caller and its job
+            proc.kill()
+            proc.wait()
+            if pids.exists() and pids.read_text().strip():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pids.read_text()), signal.SIGKILL)
+
+
+def test_a_signal_while_the_job_starts_is_acted_on_once_it_has(tmp_path):
+    """A SIGTERM between the job's start and run's handler ended the caller (-15) and left
+    the job running: it is held until Popen has returned, then ends both (143)."""
+    pid = tmp_path / "pid"
+    caller = (
+        "import launch, signal, subprocess\n"
+        "class Popen(subprocess.Popen):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        super().__init__(*args, **kwargs)\n"
+        f"        open({str(pid)!r}, 'w').write(str(self.pid))\n"
+        "        signal.raise_signal(signal.SIGTERM)  # the job started, its pid not yet known\n"
+        "subprocess.Popen = Popen\n"
+        "launch.run(['sleep', '60'], timeout_s=60)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", caller], cwd=Path(launch.__file__).parent.parent,
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    child = int(pid.read_text())
+    try:
+        assert done.returncode == 143, done.stderr
+        assert gone(child), "the job outlived its caller"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
