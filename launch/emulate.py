@@ -58,7 +58,9 @@ TMP_PREFIX = "atr-emulate-"  # + the emulator's pid + "-": its temporary directo
 
 class Stop(Exception):
     """A signal that ends the emulation at once (before the job runs, or a second one),
-    raised where the main thread is, so that `finally` cleans up."""
+    raised in the main thread, so that `finally` cleans up: by the handler before the job
+    runs, and from then on by the loop that waits for the job (an exception out of Popen's
+    wait could leave the lock it waits under held, and the cleanup's wait hung for good)."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -257,12 +259,15 @@ def emulate(
     """Build the network, run the job, report the links, and remove it all, whatever happens.
     The first SIGINT or SIGTERM while the job runs goes on to Hydra (and so to every rank,
     which checkpoints and stops); one before it, or a second one, ends everything at once."""
-    job: dict = {"proc": None, "signal": 0}
+    job: dict = {"proc": None, "signal": 0, "stop": 0}
 
     def on_signal(signum, frame):
         proc = job["proc"]
-        if proc is None or job["signal"] or proc.poll() is not None:
+        if proc is None:
             raise Stop(signum)
+        if job["signal"] or proc.poll() is not None:
+            job["stop"] = job["stop"] or signum  # for the waiting loop (Stop) to act on
+            return
         job["signal"] = signum
         try:
             os.kill(proc.pid, signum)  # Hydra's mpiexec, which passes it to every rank
@@ -315,14 +320,20 @@ def emulate(
             job["proc"] = proc = subprocess.Popen(
                 hydra_argv(plan, per_node, hostfile, wrapper, command), start_new_session=True
             )
-            try:
-                rc = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                print(
-                    f"python -m launch.emulate: the job ran past {timeout_s:g} s; ended",
-                    file=sys.stderr,
-                )
-                rc = 124
+            deadline = time.monotonic() + timeout_s
+            while not job["stop"]:
+                try:
+                    rc = proc.wait(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        print(
+                            f"python -m launch.emulate: the job ran past {timeout_s:g} s; ended",
+                            file=sys.stderr,
+                        )
+                        rc = 124
+                        break
+            stopped(job)
             if job["signal"]:
                 print(
                     "python -m launch.emulate: interrupted; the ranks have ended; removing the"
@@ -330,6 +341,7 @@ def emulate(
                     file=sys.stderr,
                 )
             links = netns.counters(plan)
+            stopped(job)
             if run_dir is not None and Path(run_dir).is_dir():
                 write_network(Path(run_dir), plan, per_node, topology, links, latency, cpus)
             print(link_text(links, run_dir))
@@ -362,6 +374,12 @@ def emulate(
         for s, handler in previous.items():
             signal.signal(s, handler)
     return rc
+
+
+def stopped(job: dict) -> None:
+    """Raise Stop if a signal that ends the emulation at once came while the job ran."""
+    if job["stop"]:
+        raise Stop(job["stop"])
 
 
 def write_network(run_dir: Path, plan, per_node, topology, links, latency, cpus) -> None:

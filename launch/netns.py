@@ -152,7 +152,7 @@ def quiet(ns: str) -> list[list[str]]:
 
 
 def tbf(mbit: float, mtu: int = 1500) -> list[str]:
-    """A token bucket at `mbit` whose bucket holds 4 frames or 50 us at the rate, whichever
+    """A token bucket at `mbit` whose bucket holds 4 frames or 500 us at the rate, whichever
     is more: small, so that the idle time between all-reduces does not fill it into a burst
     above the rate (tbf cuts a veth's 64 KiB segments into frames that fit); up to 100 ms
     queue."""
