@@ -100,13 +100,24 @@ def left_behind(run_dir, grace_s: float = 3.0) -> str:
 
 
 def gone(pid: int, grace_s: float = 10.0) -> bool:
-    """Whether process `pid` is gone within grace_s: one killed is reaped a moment later by
-    whoever inherits it."""
+    """Whether process `pid` is gone within grace_s: ended, or a zombie (it has ended; whoever
+    inherits it reaps it when it gets round to it, which in a container can take seconds)."""
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
+        if _state(pid) in ("Z", None):
+            return True
         time.sleep(0.05)
     return False
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter from /proc (R, S, Z, ...); None if it has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
