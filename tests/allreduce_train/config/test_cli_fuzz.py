@@ -5,6 +5,7 @@ seconds; what a rank then does with an accepted mix is the other tests' subject.
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,6 +58,7 @@ def check_as_a_rank_does(argv: list[str], world_size: int) -> Config:
     return cfg
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(MIXES, st.integers(1, 5))
 def test_every_mix_is_accepted_or_one_line(argv, world_size):

@@ -108,6 +108,7 @@ def float_inputs(p, n, seed=0):
     return [rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n) for _ in range(p)]
 
 
+@pytest.mark.slow  # 35 cases of about a second each
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("p", [1, 2, 3, 4, 5])
 def test_every_schedule_sums_as_the_message_executor_does_bit_for_bit(name, p):

@@ -55,6 +55,7 @@ def test_other_output_widths_are_one_line_usage_errors():
         Config(layers=(64, 1)).widths_for(64, 10)
 
 
+@pytest.mark.slow
 def test_a_short_single_process_run_learns_xor(tmp_path):
     run = tmp_path / "run"
     result = train(0, run, "--dataset", "xor", *CONVERGES, "--epochs", "3", timeout=60)

@@ -110,6 +110,7 @@ def schedule_bytes(schedule):
     return sum(seen.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nelems", [10**8, 10**8 + 7])  # even chunks, and a prime's
 def test_a_ring_schedule_takes_memory_linear_in_ranks(nelems):
     """2(p-1) rounds of p transfers each, in O(p) memory: the rounds share src and dst and

@@ -115,6 +115,7 @@ def async_run():
                              np.zeros(4))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_async_run_gets_its_staleness_and_its_servers_incast_over_time(tmp_path):
     d = async_run()
     load = downpour_plots.incast(d)

@@ -103,6 +103,7 @@ def test_what_the_model_cannot_do_is_a_one_line_error():
         pick("dgx-h100", 16, GIB, "nvls")
 
 
+@pytest.mark.slow
 def test_every_published_row_is_predicted_within_the_goal_or_named_a_miss():
     """bench/validate_published.py, as a subprocess: the goal is median |error| <= 10% in
     every size band and every row within 0.75x-1.33x. It holds above 64 MiB and on every
