@@ -4,6 +4,7 @@ has taken the same steps, a resumed run that takes the batches the uninterrupted
 SIGTERM on any rank ending every rank with a checkpoint."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 
 from allreduce_train import exits
-from netsim.record import rundir
+from netsim import __main__ as cli
+from netsim.record import rundir, stepfile
 
-from conftest import ROOT, launcher, mpirun, read_json, train
+from conftest import ROOT, launcher, read_json, train
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
@@ -32,21 +34,32 @@ def steps(run_dir, rank) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rundir.read_steps(str(run_dir), rank)}
 
 
-def report(run_dir) -> dict:
-    result = mpirun(0, ["-m", "netsim", "report", str(run_dir), "--json"])
-    assert result.returncode == 0, result.output
-    return json.loads(result.stdout)
+def report(run_dir, capsys) -> dict:
+    """netsim report --json, in this process (as netsim's own tests run it)."""
+    capsys.readouterr()
+    code, said = cli.main(["report", str(run_dir), "--json"]), capsys.readouterr()
+    assert code == 0, said.err
+    return json.loads(said.out)
 
 
-def test_checkpoint_every_counts_each_replicas_steps_and_adds_no_message(tmp_path):
-    """2 replicas of 20 steps, a push every 2 and a fetch every 3: cuts after every
-    replica's 6th, 12th and 18th step, batches 0-11, 0-23, 0-35 done; the links carry what
-    the definition counts, not a message more."""
+@pytest.fixture(scope="module")
+def cut_every_6(tmp_path_factory):
+    """2 replicas of 20 steps, a push every 2, a fetch every 3 and a cut every 6 steps: the
+    run the refusals below resume too (read only)."""
+    run_dir = tmp_path_factory.mktemp("async") / "a"
     result = train(
-        3, tmp_path, *ASYNC, "--steps", "40", "--push-every", "2", "--fetch-every", "3",
+        3, run_dir, *ASYNC, "--steps", "40", "--push-every", "2", "--fetch-every", "3",
         "--checkpoint-every", "6", "--keep-checkpoints", "9",
     )  # fmt: skip
     assert result.returncode == 0, result.output
+    return run_dir
+
+
+def test_checkpoint_every_counts_each_replicas_steps_and_adds_no_message(cut_every_6, capsys):
+    """2 replicas of 20 steps, a push every 2 and a fetch every 3: cuts after every
+    replica's 6th, 12th and 18th step, batches 0-11, 0-23, 0-35 done; the links carry what
+    the definition counts, not a message more."""
+    tmp_path = cut_every_6
     points = sorted((tmp_path / "checkpoints").iterdir())
     assert [p.name for p in points] == [f"step-{b:08d}.npz" for b in (11, 23, 35)]  # last batch
     for path, k in zip(points, (6, 12, 18)):
@@ -55,12 +68,12 @@ def test_checkpoint_every_counts_each_replicas_steps_and_adds_no_message(tmp_pat
         assert json.loads(str(state["config"]))["mode"] == "async"
     final = saved(tmp_path / "checkpoint.npz")
     assert int(final["step"]) == 40 and final["replica_steps"].tolist() == [20, 20]
-    figures = report(tmp_path)
+    figures = report(tmp_path, capsys)
     assert figures["complete"] and figures["bytes_match_analytic"] is True
 
 
 @pytest.mark.parametrize("maths", [("--momentum", "0.9"), ("--optimizer", "adagrad")])
-def test_one_replica_killed_and_resumed_is_the_run_that_never_stopped(tmp_path, maths):
+def test_one_replica_killed_and_resumed_is_the_run_that_never_stopped(tmp_path, maths, capsys):
     """One replica fetching and pushing every step: the checkpoint's weights are the ones
     it fetched, so the resumed run (the servers' shards and optimizer state, its step) ends
     bit for bit where the uninterrupted run ends."""
@@ -88,11 +101,11 @@ def test_one_replica_killed_and_resumed_is_the_run_that_never_stopped(tmp_path, 
     assert config["resumed_from"]["step"] == 20 and config["resumed_from"]["replica_steps"] == [20]
     assert config["downpour"]["steps_by_replica"] == [20]
     assert mine["first_step"] == 20
-    figures = report(tmp_path / "b")
+    figures = report(tmp_path / "b", capsys)
     assert figures["complete"] and figures["bytes_match_analytic"] is True
 
 
-def test_two_replicas_resumed_take_the_batches_the_uninterrupted_run_takes(tmp_path):
+def test_two_replicas_resumed_take_the_batches_the_uninterrupted_run_takes(tmp_path, capsys):
     """Which weights a gradient meets depends on timing with 2 replicas, the data order does
     not: replica r's step k takes batch 2k + r in the whole run, in the run killed after its
     cut at 10 steps and in the run resumed from that cut; and both runs take step 10 of
@@ -116,7 +129,7 @@ def test_two_replicas_resumed_take_the_batches_the_uninterrupted_run_takes(tmp_p
             assert killed[10] == resumed[10]
     assert 10 in steps(tmp_path / "a", 1)
     assert sorted(batches) == list(range(20, 40))  # every batch after the cut, once
-    figures = report(tmp_path / "b")
+    figures = report(tmp_path / "b", capsys)
     assert figures["complete"] and figures["bytes_match_analytic"] is True
     assert figures["steps_by_replica"] == [10, 10]
 
@@ -127,10 +140,18 @@ def start(run_dir, ranks: int, *args: str) -> subprocess.Popen:
     proc = subprocess.Popen([*argv, *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)  # fmt: skip
     deadline = time.monotonic() + 60
-    while not (run_dir / "steps-rank1.bin").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.5)  # into the steps
+    while proc.poll() is None and time.monotonic() < deadline:  # into the steps:
+        if min(recorded(run_dir, r) for r in (0, 1)) >= 3:  # both replicas, some steps done
+            break
+        time.sleep(0.05)
     return proc
+
+
+def recorded(run_dir, rank) -> int:
+    """The steps a replica has recorded so far: its step file is written as it goes, so it
+    may be read with a frame half written (left out, as a crash's would be)."""
+    path = rundir.step_file(str(run_dir), rank)
+    return len(stepfile.scan(path)[0]) if os.path.exists(path) else 0
 
 
 def interrupted(proc, run_dir, signum) -> tuple[int, list[int]]:
@@ -174,28 +195,26 @@ def test_sigterm_to_one_rank_alone_stops_every_rank_at_a_cut(tmp_path, rank):
     assert k == k1 and k % 2 == 0 and batches == 2 * k
 
 
-def test_async_resume_refusals_are_one_line_on_every_rank(tmp_path):
-    assert (
-        train(3, tmp_path / "a", *ASYNC, "--steps", "12", "--checkpoint-every", "2").returncode == 0
-    )
+def test_async_resume_refusals_are_one_line_on_every_rank(tmp_path, cut_every_6):
+    a = cut_every_6
     old = tmp_path / "old"  # a checkpoint written before async runs could resume
     (old / "checkpoints").mkdir(parents=True)
-    state = saved(tmp_path / "a" / "checkpoints" / "step-00000007.npz")
+    state = saved(a / "checkpoints" / "step-00000011.npz")
     del state["replica_steps"]
-    np.savez(old / "checkpoints" / "step-00000007.npz", **state)
+    np.savez(old / "checkpoints" / "step-00000011.npz", **state)
     for ranks, args, words, code in [
         (2, (*ASYNC, "--steps", "3", "--checkpoint-every", "4", "--fetch-every", "3"),
          "--checkpoint-every 4: --mode async checkpoints where every replica pushes and "
          "fetches, so N must be a multiple of --push-every 1 and --fetch-every 3", exits.USAGE),
-        (4, ("--resume", str(tmp_path / "a"), "--steps", "20"),
+        (4, ("--resume", str(a), "--steps", "60"),
          "its async run had 2 replicas, this one would have 3 (world size 4, --servers 1): "
          "the batches are dealt by replica, so it goes on with as many (mpirun -n 3)",
          exits.CHECKPOINT),
-        (3, ("--resume", str(old), "--steps", "20"),
+        (3, ("--resume", str(old), "--steps", "60"),
          "its checkpoint holds no replica's step", exits.CHECKPOINT),
-        (3, ("--resume", str(tmp_path / "a")), "has all 12 steps already", exits.CHECKPOINT),
-        (3, ("--resume", str(tmp_path / "a"), "--steps", "20", "--push-every", "2"),
-         "--push-every was 1 when the checkpoint was written", exits.CHECKPOINT),
+        (3, ("--resume", str(a)), "has all 40 steps already", exits.CHECKPOINT),
+        (3, ("--resume", str(a), "--steps", "60", "--push-every", "3"),
+         "--push-every was 2 when the checkpoint was written", exits.CHECKPOINT),
     ]:  # fmt: skip
         result = train(ranks, tmp_path / "b", *args)
         assert result.returncode == code, result.output
