@@ -13,7 +13,8 @@ messages and shared memory), picked on rank 0 and broadcast. A name with
 (--transport shm: peers' buffers read in an MPI-3 window, adds fused with the reads).
 Bandwidths follow nccl-tests: algbw = buffer bytes / time, busbw = algbw * 2(p-1)/p. The
 machine's copy bandwidth (one core, NumPy, in cache and out of it) is printed beside them:
-a one-node all-reduce cannot beat it by much.
+a one-node all-reduce cannot beat it by much. (Past 300 lines: the driver, the worker and
+the table they make are one benchmark.)
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def executor(name: str, auto, nelems: int, world, transport, memory):
         nodes = [0] * world.world_size
         path = factory.make(cfg, world, Backend(np, "cpu"), memory.grads, transport,
                             node_of_rank=nodes, segments=None, memory=memory)  # fmt: skip
-        return path.executor, memory.grads
+        (one,), (view,) = path.executors, path.views  # one bucket: the whole buffer
+        return one, view
     run = make_allreduce(algorithms.get(algorithm), world.world_size, world.rank, nelems,
                          transport, np, np.float32, channels=channels)  # fmt: skip
     return run, np.zeros(nelems, dtype=np.float32)
@@ -203,6 +205,33 @@ def gbytes_per_s(nbytes: float, time_s: float) -> float:
 SHORT = {"halving-doubling": "hd", "recursive-doubling": "rd", "parameter-server": "ps"}
 
 
+def short(name: str) -> str:
+    """A column's name: recursive-doubling/shm as rd/shm."""
+    base, slash, how = name.partition("/")
+    return SHORT.get(base, base) + slash + how
+
+
+def long_names(text: str) -> str:
+    """--algorithms with the columns' short names spelled out and each checked (InputError:
+    one line naming what is wrong), before any mpirun starts."""
+    from netsim import algorithms
+    from netsim.errors import InputError
+
+    full, names = {v: k for k, v in SHORT.items()}, []
+    for name in text.split(","):
+        base, slash, how = name.strip().partition("/")
+        base = full.get(base, base)
+        if (
+            base != "auto"
+            and not algorithms.get(base).scheduled
+            and slash
+            or how not in ("", "shm")
+        ):
+            raise InputError(f"{name!r}: only a schedule of ours (or auto) runs through /shm")
+        names.append(base + slash + how)
+    return ",".join(names)
+
+
 def print_table(result: dict, rounds: int, wall_s: float) -> None:
     p = result["world_size"]
     from netsim import algorithms
@@ -214,11 +243,11 @@ def print_table(result: dict, rounds: int, wall_s: float) -> None:
         f"ratio against MPI_Allreduce (>1: faster); busbw = algbw * {bus_factor:.2f}, GB/s  "
         f"[{wall_s:.0f} s, load average {os.getloadavg()[0]:.1f}]"
     )
-    cols = "".join(f"{SHORT.get(a, a):>9}" for a in names)
+    cols = "".join(f"{short(a):>9}" for a in names)
     ratios = [a for a in names if "mpi" in names and (a in ("ring", "auto") or "/" in a)]
     print(
         f"{'size':>8} {'iters':>5}{cols} {'mpi_busbw':>9}"
-        + "".join(f" {a + '/mpi':>8}" for a in ratios)
+        + "".join(f" {short(a) + '/mpi':>8}" for a in ratios)
         + f"  {'auto picked':<22} {'fastest':<18} check"
     )
     for s in result["sizes"]:
@@ -272,6 +301,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker(args)
+    from netsim.errors import InputError
+
+    try:
+        args.algorithms = long_names(args.algorithms)
+    except InputError as exc:
+        ap.error(f"--algorithms: {exc}")
     print(
         f"all-reduce bench: netsim schedules over MPI point to point, and auto's pick, vs "
         f"MPI_Allreduce; float32, sum; {os.cpu_count()} CPUs; one core copies "

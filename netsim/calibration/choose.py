@@ -86,7 +86,12 @@ SHM_ESTIMATE = {
         "cache_bandwidth_gbit_per_s": 206.9,
         "cache_bytes": 16 << 20,
     },
-    "compute": {"cores": 2, "message_overhead_us": 13.25, "reduce_gbyte_per_s": 6.365},
+    "compute": {
+        "cores": 2,
+        "message_overhead_us": 13.25,
+        "reduce_gbyte_per_s": 6.365,
+        "shared_memory": True,
+    },
 }
 TRANSPORTS = ("mpi", "shm")  # allreduce_train's --transport: messages, or shared memory
 # Between hosts, where a calibration (one node) says nothing: MPICH's TCP over 10 GbE.
@@ -178,7 +183,7 @@ def machine_specs(path: str | os.PathLike | None = None) -> tuple[dict, str]:
         return specs, "built-in estimate (python -m netsim calibrate measures this machine)"
     specs = {"mpi": _read(path)}
     if shm_file(path).is_file():
-        specs["shm"] = _read(shm_file(path))
+        specs["shm"] = _read_shared_memory(shm_file(path))
     return specs, str(path)
 
 
@@ -191,6 +196,14 @@ def _read(path: Path) -> dict:
     return spec
 
 
+def _read_shared_memory(path: Path) -> dict:
+    """The shared-memory path kept beside a calibration: its transfers read peers' memory
+    (said by the file since `netsim calibrate` writes it; said here for older files)."""
+    spec = _read(path)
+    spec.setdefault("compute", {})["shared_memory"] = True
+    return spec
+
+
 def shared_memory(topo, path: str | os.PathLike | None):
     """(the topology a run through shared memory is priced on, a note or None): for a
     calibrated machine (a [compute] table: ranks are processes), its shared-memory path,
@@ -200,7 +213,7 @@ def shared_memory(topo, path: str | os.PathLike | None):
         return topo, None
     beside = shm_file(path) if path is not None else None
     if beside is not None and beside.is_file():
-        return topology.parse(_read(beside), str(beside)), None
+        return topology.parse(_read_shared_memory(beside), str(beside)), None
     spec = {**copy.deepcopy(SHM_ESTIMATE), "gpus_per_node": topo.gpus_per_node}
     spec["compute"]["cores"] = topo.spec["compute"].get("cores", spec["compute"]["cores"])
     note = f"no shared-memory calibration beside {path}: the built-in estimate's (this VM's)"

@@ -15,7 +15,10 @@ buffers of the collective on that node fit in the cache (Topology.bandwidth_for)
 `reduce_gbyte_per_s`, the rate at which a rank adds received bytes into its buffer;
 `message_overhead_us`, the processor time a rank spends per round on top of the link
 latency (LogP's o); `cores`, how many the ranks of a node share, so that with more ranks
-than cores both of those take ceil(ranks / cores) times as long (netsim.sim.simulate).
+than cores both of those take ceil(ranks / cores) times as long (netsim.sim.simulate);
+`shared_memory = true`, that a transfer inside a node is a read of the peer's buffer, not a
+message (the path `netsim calibrate` fits for allreduce_train's --transport shm), whose
+pairwise exchanges cost one more round (netsim.sim.shared_memory).
 
 For GPU clusters, as measured libraries see them: `intra_node.efficiency` and
 `nic.efficiency` (0 < e <= 1) are the share of their line rates that data moves at (NCCL
@@ -187,7 +190,12 @@ _OPTIONAL = {
     "nic": ({"efficiency": _fraction, "transport": _one_of(TRANSPORTS)}, None),
     "network": ({"in_network_reduction": _flag}, None),
     "compute": (
-        {"cores": _count, "message_overhead_us": _non_negative, "reduce_gbyte_per_s": _positive},
+        {
+            "cores": _count,
+            "message_overhead_us": _non_negative,
+            "reduce_gbyte_per_s": _positive,
+            "shared_memory": _flag,
+        },
         None,
     ),
 }

@@ -128,6 +128,12 @@ class Topology:
     def message_overhead_s(self) -> float:
         return self.spec.get("compute", {}).get("message_overhead_us", 0) * 1e-6
 
+    @property
+    def shared_memory(self) -> bool:
+        """[compute] shared_memory: transfers inside a node are reads of the peer's buffer
+        (netsim.sim.shared_memory says what that costs beyond messages)."""
+        return bool(self.spec.get("compute", {}).get("shared_memory", False))
+
     def core_sharing(self, world_size: int) -> int:
         """How many ranks share a core on the busiest node: ceil(ranks there / [compute] cores),
         1 when the topology does not say how many cores there are."""

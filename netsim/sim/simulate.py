@@ -14,7 +14,8 @@ them one after another: C channels side by side cost C times the ring's); and wh
 holds more ranks than its `cores`, ranks time-share them, so both of those take
 ceil(ranks / cores) times as long (a round waits for the busiest core). A node with a
 cache (intra_node.cache_bytes) moves data at the cache bandwidth while its ranks' buffers
-(the buffer and the reduce scratch of each) fit in it.
+(the buffer and the reduce scratch of each) fit in it. Where a node's ranks read each other's
+memory (`[compute] shared_memory`), the schedule is the one that runs there (as_run).
 
 Ranks are not globally in lock-step: a rank begins a round when it and its partners in
 that round have finished their previous one (as the MPI executor does), so per-rank start
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netsim.algorithms import Schedule, busbw
+from netsim.sim.shared_memory import as_run
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +127,7 @@ def simulate(
     gamma_s_per_byte: float | None = None,
 ) -> Simulation:
     p = schedule.world_size
+    schedule = as_run(schedule, topology)  # (unchanged but through shared memory)
     gpu = topology.gpu_of_rank(p)
     sharing = topology.core_sharing(p)
     gamma = (topology.reduce_s_per_byte if gamma_s_per_byte is None else gamma_s_per_byte) * sharing

@@ -125,7 +125,9 @@ def test_the_shared_memory_calibration_is_read_from_beside_the_cache(tmp_path, m
     assert set(specs) == {"mpi"}
     choose.shm_file(choose.cache_file()).write_text(topology.to_toml(spec(3.0)))
     specs, source = choose.machine_specs()
-    assert source == str(choose.cache_file()) and specs["shm"]["compute"] == spec(3.0)["compute"]
+    # the file's rates, and what it is: transfers that read the peer's memory
+    assert source == str(choose.cache_file())
+    assert specs["shm"]["compute"] == {**spec(3.0)["compute"], "shared_memory": True}
 
 
 class RootAlone:

@@ -180,3 +180,28 @@ def test_it_counts_every_transfer_of_the_schedule_as_the_message_executor_does()
             theirs.bind(bufs[r])
             mine = count(r, tuple(ours._message(x) for x in ours.rounds))
             assert mine == count(r, theirs._messages), (name, r)
+
+
+@pytest.mark.parametrize("p", [2, 3, 4, 5])
+def test_netsim_holds_back_exactly_the_sums_this_executor_holds_back(p):
+    """netsim prices a round through shared memory with one more round where a rank's sums
+    wait in a scratch until its readers have read (netsim.sim.shared_memory): the transfers
+    it holds back, per round and rank, are the spans this executor holds, for every
+    schedule, on one node and on every layout of nodes."""
+    from netsim.sim.shared_memory import overwrites_what_peers_read
+
+    n = 97
+    for name in NAMES:
+        for context in contexts(p, n):
+            sched = algorithms.get(name).schedule(p, n, **context)
+            layout = np.asarray(context.get("node_of_rank") or [0] * p)
+            for r in range(p):
+                group = {q for q in range(p) if layout[q] == layout[r]}
+                for tag, rnd in enumerate(sched.rounds):
+                    mine = shm._compile(rnd, r, group, tag)
+                    executor = {(lo, hi) for _, lo, hi, _, _ in mine.incoming
+                                if mine.conflicts(lo, hi)}  # fmt: skip
+                    held = overwrites_what_peers_read(rnd, layout) & (rnd.dst == r)
+                    netsim = {(int(s), int(s + c))
+                              for s, c in zip(rnd.start[held], rnd.count[held])}  # fmt: skip
+                    assert netsim == executor, (name, context, r, tag)

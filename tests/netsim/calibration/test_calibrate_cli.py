@@ -81,6 +81,7 @@ def test_the_shared_memory_path_is_written_beside_the_calibration(tmp_path, caps
     assert json.loads(result.stdout)["shared_memory"]["out"] == str(beside)
     shm = topology.load(str(beside))
     assert shm.name == "this machine (shared memory)" and shm.gpus == 4
+    assert shm.shared_memory and not topology.load(str(out)).shared_memory  # reads, messages
     _, points = measure.pooled(few(synthetic(shm=TRUE_SHM)), kind="allreduce_shm")
     for (p, n), times in points.items():
         measured = measure.measured_report(p, n, times)

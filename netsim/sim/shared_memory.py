@@ -1,0 +1,77 @@
+"""A schedule as a node's shared memory runs it: what a topology whose `[compute]
+shared_memory = true` (allreduce_train's `--transport shm`, and the path `netsim calibrate`
+fits beside the messages') charges that messages do not.
+
+Through shared memory a transfer is no message: the receiver reads the sender's slice
+itself, in place. In a round where a rank overwrites (adds into, or copies into) a slice
+that a peer of its node reads from it in the same round (a pairwise exchange: recursive
+doubling's partners swap whole buffers and both add), it cannot write in place while the
+peer reads; it keeps the result in a scratch, says "read", waits until the peer has read,
+and copies the scratch into place (allreduce_train.exchange.shm). That is one more round:
+a counter's trip, the copy of those bytes, a round's overhead. `as_run` returns the
+schedule with that round after each such round: the same pairs moving the held spans,
+without adding. A ring, halving-doubling and a tree never overwrite what they send in the
+same round, so their schedules are unchanged. (Measured here: recursive doubling at p = 2
+through shared memory took 56-70 us for 64 KiB, the ring 48-52 us; the model without the
+copy had recursive doubling 22% faster, with it 27% slower: bench/README.md.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netsim.algorithms import Schedule
+from netsim.algorithms.rounds import make_round
+
+
+def as_run(schedule: Schedule, topology) -> Schedule:
+    """The schedule as it runs on the topology: itself, unless the topology's transfers
+    inside a node read peers' memory; then with, after every round where some rank
+    overwrites a slice that a peer of its node reads from it in that round, a round
+    copying the held spans into place."""
+    if not topology.shared_memory:
+        return schedule
+    node_of_rank = topology.node_of_rank(schedule.world_size)
+    rounds = []
+    for rnd in schedule.rounds:
+        rounds.append(rnd)
+        held = overwrites_what_peers_read(rnd, node_of_rank)
+        if held.any():
+            rounds.append(
+                make_round(
+                    rnd.phase,
+                    rnd.index,
+                    False,
+                    rnd.src[held],
+                    rnd.dst[held],
+                    rnd.start[held],
+                    rnd.count[held],
+                )  # fmt: skip
+            )
+    if len(rounds) == len(schedule.rounds):
+        return schedule
+    return Schedule(schedule.algorithm, schedule.world_size, schedule.nelems, tuple(rounds))
+
+
+def overwrites_what_peers_read(rnd, node_of_rank: np.ndarray) -> np.ndarray:
+    """Per transfer i of the round: does its receiver also send, in this round, a span
+    overlapping [start[i], start[i] + count[i]) to a rank of its own node (who reads it
+    from the receiver's buffer while the receiver would write it)?"""
+    src, dst, start = rnd.src, rnd.dst, rnd.start
+    end = start + rnd.count
+    held = np.zeros(len(src), dtype=bool)
+    if not len(src):
+        return held
+    node = np.asarray(node_of_rank)
+    order = np.argsort(src, kind="stable")
+    by_src = src[order]
+    first = np.searchsorted(by_src, dst, side="left")  # receiver i's own sends: order[first:last]
+    last = np.searchsorted(by_src, dst, side="right")
+    for k in range(int((last - first).max())):  # a rank sends a few transfers a round
+        at = first + k
+        valid = at < last
+        j = order[np.minimum(at, len(src) - 1)]
+        same_node = node[dst[j]] == node[dst]
+        overlaps = (start[j] < end) & (start < end[j])
+        held |= valid & same_node & overlaps
+    return held

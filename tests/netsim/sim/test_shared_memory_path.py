@@ -1,0 +1,99 @@
+"""A schedule through shared memory (netsim.sim.shared_memory): a pairwise exchange's sums
+wait in a scratch and are copied in place one round later, and the simulator charges that
+round where the topology's transfers read peers' memory."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from netsim import algorithms
+from netsim.calibration import choose
+from netsim.cluster import topology
+from netsim.errors import InputError
+from netsim.sim import simulate
+from netsim.sim.shared_memory import as_run
+
+
+def node(p, shared=True, nodes=1):
+    spec = copy.deepcopy(choose.SHM_ESTIMATE)
+    spec["gpus_per_node"], spec["nodes"] = p // nodes, nodes
+    spec["compute"]["shared_memory"] = shared
+    if nodes > 1:
+        spec["nic"] = {"count": 1, "bandwidth_gbit_per_s": 10, "latency_us": 15.0}
+        spec["network"] = {"kind": "switch", "latency_us": 1.0}
+    return topology.parse(spec, "test")
+
+
+@pytest.mark.parametrize("p", [2, 3, 4, 5])
+@pytest.mark.parametrize("name", ["ring", "halving-doubling", "tree", "parameter-server"])
+def test_schedules_that_never_overwrite_what_they_send_run_as_they_are(name, p):
+    sched = algorithms.get(name).schedule(p, 1000)
+    assert as_run(sched, node(p)) is sched
+
+
+def test_recursive_doubling_copies_its_sums_in_one_round_later():
+    """p = 2: one exchange of the whole buffer, both partners adding; then each copies the
+    whole buffer from its scratch: the same pairs, not adding."""
+    sched = algorithms.get("recursive-doubling").schedule(2, 1000)
+    (exchange,) = sched.rounds
+    ran = as_run(sched, node(2))
+    assert len(ran.rounds) == 2 and ran.rounds[0] is exchange
+    copy_round = ran.rounds[1]
+    assert not copy_round.any_adds and copy_round.phase == exchange.phase
+    np.testing.assert_array_equal(copy_round.src, exchange.src)
+    np.testing.assert_array_equal(copy_round.dst, exchange.dst)
+    np.testing.assert_array_equal(copy_round.count, [1000, 1000])
+    # p = 4: two exchanges (each of the whole buffer), two copies
+    four = as_run(algorithms.get("recursive-doubling").schedule(4, 1000), node(4))
+    assert [r.any_adds for r in four.rounds] == [True, False, True, False]
+
+
+def test_the_copy_round_is_charged_only_where_transfers_read_peers_memory():
+    """Through shared memory rd at p = 2 costs its exchange and then its copy, each what the
+    simulator charges for that round alone; as messages (no flag) the exchange only; a
+    rank of another node receives by message into its scratch: nothing held."""
+    n = 16384  # 64 KiB of float32
+    sched = algorithms.get("recursive-doubling").schedule(2, n)
+    plain = simulate.simulate(sched, node(2, shared=False)).time_s
+    through = simulate.simulate(sched, node(2)).time_s
+    copied = as_run(sched, node(2)).rounds[1]
+    alone = algorithms.Schedule("copy", 2, n, (copied,))
+    assert through == pytest.approx(plain + simulate.simulate(alone, node(2, False)).time_s)
+    assert through > plain * 1.3
+    apart = node(2, nodes=2)
+    assert as_run(sched, apart) is sched
+
+
+def test_auto_takes_the_ring_through_shared_memory_at_64_kib_on_two_ranks():
+    """Measured on this VM (bench/README.md): at p = 2, 64 KiB, rd through shared memory
+    56-70 us, the ring 48-56 us. Without the copy the model had rd 22% faster."""
+    specs, source = choose.machine_specs("/nonexistent/calibration.toml")
+    picked = choose.choose(specs["mpi"], 2, 16384, 4, None, None, source, shm=specs["shm"])
+    assert (picked.algorithm, picked.transport) == ("ring", "shm")
+    times = picked.predicted_s
+    assert times["recursive-doubling/shm"] > times["ring/shm"]
+
+
+def test_the_flag_is_checked_and_written_back():
+    spec = copy.deepcopy(choose.SHM_ESTIMATE)
+    spec["compute"]["shared_memory"] = "yes"
+    with pytest.raises(InputError, match="compute.shared_memory"):
+        topology.parse(spec, "test")
+    text = topology.to_toml(choose.SHM_ESTIMATE)
+    assert "shared_memory = true" in text
+
+
+def test_an_older_shared_memory_file_beside_a_calibration_is_read_as_one(tmp_path):
+    """Files `netsim calibrate` wrote before the flag existed say nothing: beside a
+    calibration they are the shared-memory path all the same."""
+    out = tmp_path / "box.toml"
+    out.write_text(topology.to_toml(choose.ESTIMATE))
+    older = copy.deepcopy(choose.SHM_ESTIMATE)
+    del older["compute"]["shared_memory"]
+    choose.shm_file(out).write_text(topology.to_toml(older))
+    specs, _ = choose.machine_specs(out)
+    assert specs["shm"]["compute"]["shared_memory"] is True
+    assert "shared_memory" not in specs["mpi"]["compute"]
+    there, note = choose.shared_memory(topology.load(str(out)), out)
+    assert there.shared_memory and note is None
