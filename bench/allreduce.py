@@ -313,11 +313,14 @@ def main() -> None:
         f"{copy_bandwidth(1 << 20) / 1e9:.1f} GB/s in cache (1 MiB), "
         f"{copy_bandwidth(64 << 20, 5) / 1e9:.1f} GB/s from memory (64 MiB)"
     )
+    failed = 0
     for p in (int(r) for r in args.ranks.split(",")):
         start_s = time.perf_counter()
         result = run_world(p, args)
         if result is not None:
             print_table(result, args.rounds, time.perf_counter() - start_s)
+        failed += result is None
+    sys.exit(1 if failed else 0)  # a rank count that did not run is a failed benchmark
 
 
 if __name__ == "__main__":

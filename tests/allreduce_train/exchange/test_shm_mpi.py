@@ -78,3 +78,29 @@ def test_shared_memory_with_a_librarys_own_all_reduce_is_refused_in_one_line(tmp
         "allreduce_train: error: --transport shm: --allreduce mpi is the library's own and "
         "moves its own bytes; shared memory runs the schedules (ring, tree, ...)"
     ]
+
+
+def test_the_allreduce_benchmark_runs_every_kind_of_executor_and_checks_their_sums():
+    """bench/allreduce.py builds its executors through the factory as training does; once
+    the factory changed under it, it stopped running and nothing said so. p = 3 (odd),
+    one size: messages, shared memory, auto's pick and MPI_Allreduce, each sum checked."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "allreduce.py"), "--ranks", "3", "--sizes", "4K",
+         "--rounds", "1", "--algorithms", "ring,rd/shm,auto,mpi", "--timeout-s", "120"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    header, row = [line.split() for line in result.stdout.splitlines()[-2:]]
+    assert header[:6] == ["size", "iters", "ring", "rd/shm", "auto", "mpi"], result.stdout
+    assert row[:2] == ["4", "KiB"] and row[-1] == "ok", result.stdout
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "allreduce.py"), "--algorithms", "ring,rign"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "unknown all-reduce algorithm 'rign'" in bad.stderr
+    assert "Traceback" not in bad.stderr
