@@ -15,7 +15,8 @@ holds more ranks than its `cores`, ranks time-share them, so both of those take
 ceil(ranks / cores) times as long (a round waits for the busiest core). A node with a
 cache (intra_node.cache_bytes) moves data at the cache bandwidth while its ranks' buffers
 (the buffer and the reduce scratch of each) fit in it. Where a node's ranks read each other's
-memory (`[compute] shared_memory`), the schedule is the one that runs there (as_run).
+memory (`[compute] shared_memory`), the schedule is the one that runs there (as_run), and
+a round's overhead is charged once for its reads inside a node (round_messages).
 
 Ranks are not globally in lock-step: a rank begins a round when it and its partners in
 that round have finished their previous one (as the MPI executor does), so per-rank start
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netsim.algorithms import Schedule, busbw
-from netsim.sim.shared_memory import as_run
+from netsim.sim.shared_memory import as_run, round_messages
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,7 +242,7 @@ def _route(topology, gpu, src, dst, p: int, bandwidth) -> _Pattern:
         latency_s=np.asarray(topology.path_latency_s(src_gpu, dst_gpu), dtype=float),
         everyone=len(np.union1d(src, dst)) == p,
         distinct=len(np.unique(src)) == len(src) and len(np.unique(dst)) == len(dst),
-        messages=int(max(np.bincount(src).max(initial=1), np.bincount(dst).max(initial=1))),
+        messages=round_messages(topology, src, dst, p),
         received=int(np.bincount(dst).max(initial=1)),
     )
     pattern.rates = _max_min_rates(pattern, pattern.routed.copy(), bandwidth)

@@ -97,3 +97,23 @@ def test_an_older_shared_memory_file_beside_a_calibration_is_read_as_one(tmp_pat
     assert "shared_memory" not in specs["mpi"]["compute"]
     there, note = choose.shared_memory(topology.load(str(out)), out)
     assert there.shared_memory and note is None
+
+
+def test_a_round_through_shared_memory_pays_its_overhead_once_however_many_peers_it_reads():
+    """Messages: a rank posts its transfers one after another, each its overhead. Through
+    shared memory its reads inside the node are one wait on the peers' counters; transfers
+    to other nodes stay messages, one each."""
+    from netsim.sim.shared_memory import round_messages
+
+    push = algorithms.get("parameter-server").schedule(4, 1000).rounds[0]  # 3 in, 3 out
+    assert round_messages(node(4, shared=False), push.src, push.dst, 4) == 3
+    assert round_messages(node(4), push.src, push.dst, 4) == 1
+    # 2 nodes of 2: each rank reads 1 peer of its node (one wait) and exchanges with the 2
+    # ranks of the other node by message: 1 + 2
+    assert round_messages(node(4, nodes=2), push.src, push.dst, 4) == 3
+    ring4 = algorithms.get("ring").schedule(2, 1 << 16, channels=4)
+    ring1 = algorithms.get("ring").schedule(2, 1 << 16)
+    one, four = (simulate.simulate(s, node(2)).time_s for s in (ring1, ring4))
+    assert four == pytest.approx(one)  # the same rounds and bytes: no more waits
+    one, four = (simulate.simulate(s, node(2, shared=False)).time_s for s in (ring1, ring4))
+    assert four > one * 1.2  # as messages, each channel's message is posted on its own
