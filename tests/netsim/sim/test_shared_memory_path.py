@@ -99,21 +99,24 @@ def test_an_older_shared_memory_file_beside_a_calibration_is_read_as_one(tmp_pat
     assert there.shared_memory and note is None
 
 
-def test_a_round_through_shared_memory_pays_its_overhead_once_however_many_peers_it_reads():
+def test_a_round_through_shared_memory_pays_one_wait_per_peer_however_many_slices():
     """Messages: a rank posts its transfers one after another, each its overhead. Through
-    shared memory its reads inside the node are one wait on the peers' counters; transfers
-    to other nodes stay messages, one each."""
+    shared memory it waits once on each peer it reads (or that reads it), then reads all
+    the round takes from that peer (channels: several slices); transfers to other nodes
+    stay messages, one each."""
     from netsim.sim.shared_memory import round_messages
 
-    push = algorithms.get("parameter-server").schedule(4, 1000).rounds[0]  # 3 in, 3 out
-    assert round_messages(node(4, shared=False), push.src, push.dst, 4) == 3
-    assert round_messages(node(4), push.src, push.dst, 4) == 1
-    # 2 nodes of 2: each rank reads 1 peer of its node (one wait) and exchanges with the 2
-    # ranks of the other node by message: 1 + 2
-    assert round_messages(node(4, nodes=2), push.src, push.dst, 4) == 3
     ring4 = algorithms.get("ring").schedule(2, 1 << 16, channels=4)
     ring1 = algorithms.get("ring").schedule(2, 1 << 16)
+    first = ring4.rounds[0]  # 4 slices from the one peer
+    assert round_messages(node(2, shared=False), first.src, first.dst, 2) == 4
+    assert round_messages(node(2), first.src, first.dst, 2) == 1
     one, four = (simulate.simulate(s, node(2)).time_s for s in (ring1, ring4))
-    assert four == pytest.approx(one)  # the same rounds and bytes: no more waits
+    assert four == pytest.approx(one)  # the same rounds, bytes and waits
     one, four = (simulate.simulate(s, node(2, shared=False)).time_s for s in (ring1, ring4))
     assert four > one * 1.2  # as messages, each channel's message is posted on its own
+    push = algorithms.get("parameter-server").schedule(4, 1000, channels=2).rounds[0]
+    assert round_messages(node(4, shared=False), push.src, push.dst, 4) == 6  # 3 peers x 2
+    assert round_messages(node(4), push.src, push.dst, 4) == 3  # a wait on each of 3 peers
+    # 2 nodes of 2: one peer in the node (one wait), 2 x 2 messages with the other node
+    assert round_messages(node(4, nodes=2), push.src, push.dst, 4) == 5
