@@ -89,7 +89,8 @@ def picked(world, nelems: int) -> tuple[str, int, str]:
 
 
 def executor(name: str, auto, nelems: int, world, transport, memory):
-    """(the all-reduce, the buffer it sums) for a bench name: ALGORITHM or ALGORITHM/shm."""
+    """(the all-reduce, the buffer it sums) for a bench name: ALGORITHM or ALGORITHM/shm, each
+    with " xC" after it for C channels (ring/shm x4), as auto's choices are named."""
     from types import SimpleNamespace
 
     from allreduce_train.exchange import factory
@@ -97,8 +98,9 @@ def executor(name: str, auto, nelems: int, world, transport, memory):
     from allreduce_train.maths.backend import Backend
     from netsim import algorithms
 
+    name, _, count = name.partition(" x")  # ring/shm x4: 4 channels
     base, _, how = name.partition("/")
-    algorithm, channels = (auto[0], auto[1]) if base == "auto" else (base, 1)
+    algorithm, channels = (auto[0], auto[1]) if base == "auto" else (base, int(count or 1))
     if name == "auto":  # what --allreduce auto runs, its transport included
         how = auto[2]
     if how == "shm":
@@ -206,9 +208,10 @@ SHORT = {"halving-doubling": "hd", "recursive-doubling": "rd", "parameter-server
 
 
 def short(name: str) -> str:
-    """A column's name: recursive-doubling/shm as rd/shm."""
+    """A column's name: recursive-doubling/shm x2 as rd/shm x2."""
     base, slash, how = name.partition("/")
-    return SHORT.get(base, base) + slash + how
+    base, x, count = base.partition(" x")
+    return SHORT.get(base, base) + x + count + slash + how
 
 
 def long_names(text: str) -> str:
@@ -219,7 +222,8 @@ def long_names(text: str) -> str:
 
     full, names = {v: k for k, v in SHORT.items()}, []
     for name in text.split(","):
-        base, slash, how = name.strip().partition("/")
+        name, x, count = name.strip().partition(" x")
+        base, slash, how = name.partition("/")
         base = full.get(base, base)
         if (
             base != "auto"
@@ -228,7 +232,9 @@ def long_names(text: str) -> str:
             or how not in ("", "shm")
         ):
             raise InputError(f"{name!r}: only a schedule of ours (or auto) runs through /shm")
-        names.append(base + slash + how)
+        if x and (base == "auto" or not count.isdigit() or int(count) < 1):
+            raise InputError(f"{name + x + count!r}: channels are ' xC' after a schedule, C >= 1")
+        names.append(base + slash + how + x + count)
     return ",".join(names)
 
 
@@ -243,11 +249,12 @@ def print_table(result: dict, rounds: int, wall_s: float) -> None:
         f"ratio against MPI_Allreduce (>1: faster); busbw = algbw * {bus_factor:.2f}, GB/s  "
         f"[{wall_s:.0f} s, load average {os.getloadavg()[0]:.1f}]"
     )
-    cols = "".join(f"{short(a):>9}" for a in names)
+    width = {a: max(9, len(short(a)) + 1) for a in names}  # a column each, wide enough
+    cols = "".join(f"{short(a):>{width[a]}}" for a in names)
     ratios = [a for a in names if "mpi" in names and (a in ("ring", "auto") or "/" in a)]
     print(
         f"{'size':>8} {'iters':>5}{cols} {'mpi_busbw':>9}"
-        + "".join(f" {short(a) + '/mpi':>8}" for a in ratios)
+        + "".join(f" {short(a) + '/mpi':>{width[a] + 3}}" for a in ratios)
         + f"  {'auto picked':<22} {'fastest':<18} check"
     )
     for s in result["sizes"]:
@@ -259,9 +266,9 @@ def print_table(result: dict, rounds: int, wall_s: float) -> None:
         mpi = f"{gbytes_per_s(nbytes, med['mpi']) * bus_factor:>9.3f}" if "mpi" in med else ""
         print(
             f"{size_label(nbytes):>8} {s['iters']:>5}"
-            + "".join(f"{med[a] * 1e6:>9.1f}" for a in names)
+            + "".join(f"{med[a] * 1e6:>{width[a]}.1f}" for a in names)
             + f" {mpi}"
-            + "".join(f" {med['mpi'] / med[a]:>8.2f}" for a in ratios)
+            + "".join(f" {med['mpi'] / med[a]:>{width[a] + 3}.2f}" for a in ratios)
             + f"  {s['auto']:<22} {fastest:<18} {check}"
         )
 

@@ -4,8 +4,10 @@
 links (nccl, its constants in nccl_tables, RCCL's in rccl_tables), and asynchronous Downpour
 SGD on a cluster (downpour: its incast simulated beside its closed form, its steady state),
 and a training step of a workload, bucket by bucket, its all-reduces overlapping the
-backward (step; step_text prints it). Values in, figures out: netsim.commands turns the
-command line into values, netsim.report reads a recorded run. May import netsim.algorithms,
+backward (step; step_text prints it); and a schedule as a node's shared memory runs it
+(shared_memory: what the simulator charges there beyond messages). Values in, figures
+out: netsim.commands turns the command line into values, netsim.report reads a recorded
+run. May import netsim.algorithms,
 netsim.cluster, netsim.report, netsim.workload and netsim.errors; not launch, nor this
 machine's calibration (netsim.calibration), which is built on it.
 """
