@@ -7,7 +7,7 @@ and a training step of a workload, bucket by bucket, its all-reduces overlapping
 backward (step; step_text prints it); and a schedule as a node's shared memory runs it
 (shared_memory: what the simulator charges there beyond messages). Values in, figures
 out: netsim.commands turns the command line into values, netsim.report reads a recorded
-run. May import netsim.algorithms,
-netsim.cluster, netsim.report, netsim.workload and netsim.errors; not launch, nor this
-machine's calibration (netsim.calibration), which is built on it.
+run. May import netsim.algorithms, netsim.cluster, netsim.report, netsim.workload and
+netsim.errors; not launch, nor this machine's calibration (netsim.calibration), which is
+built on it.
 """
