@@ -52,17 +52,8 @@ def as_run(schedule: Schedule, topology) -> Schedule:
         rounds.append(rnd)
         held = overwrites_what_peers_read(rnd, node_of_rank)
         if held.any():
-            rounds.append(
-                make_round(
-                    rnd.phase,
-                    rnd.index,
-                    False,
-                    rnd.src[held],
-                    rnd.dst[held],
-                    rnd.start[held],
-                    rnd.count[held],
-                )  # fmt: skip
-            )
+            kept = (rnd.src[held], rnd.dst[held], rnd.start[held], rnd.count[held])
+            rounds.append(make_round(rnd.phase, rnd.index, False, *kept))
     if len(rounds) == len(schedule.rounds):
         return schedule
     return Schedule(schedule.algorithm, schedule.world_size, schedule.nelems, tuple(rounds))
@@ -78,12 +69,12 @@ def round_messages(topology, src: np.ndarray, dst: np.ndarray, world_size: int) 
     node = topology.node_of_rank(world_size)
     apart = node[src] != node[dst]
     pairs = np.unique(np.stack([src[~apart], dst[~apart]]), axis=1)  # (reader's peer, reader)
-    sent = np.bincount(src[apart], minlength=world_size) + np.bincount(
-        pairs[0], minlength=world_size
-    )
-    got = np.bincount(dst[apart], minlength=world_size) + np.bincount(
-        pairs[1], minlength=world_size
-    )
+
+    def per_rank(ranks):
+        return np.bincount(ranks, minlength=world_size)
+
+    sent = per_rank(src[apart]) + per_rank(pairs[0])
+    got = per_rank(dst[apart]) + per_rank(pairs[1])
     return max(int(np.maximum(sent, got).max(initial=0)), 1)
 
 
