@@ -73,6 +73,7 @@ def test_the_update_really_runs_on_several_threads():
     assert len(seen) == 3
 
 
+@pytest.mark.slow  # importing torch: about 5 s the first time
 @pytest.mark.parametrize("name", ["sgd", "adagrad"])
 def test_the_update_is_pytorchs(name):
     torch = pytest.importorskip("torch")

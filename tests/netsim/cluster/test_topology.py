@@ -209,6 +209,7 @@ def test_routes_reject_gpus_that_do_not_exist():
     assert indptr.tolist() == [0] and links.size == 0
 
 
+@pytest.mark.slow  # 150 topologies, about 2 s
 @settings(max_examples=150, deadline=None)
 @given(data=valid_dicts(), seed=st.integers(0, 2**32 - 1))
 def test_valid_dicts_parse_and_every_route_runs_from_its_port_out_to_its_port_in(data, seed):
