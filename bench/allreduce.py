@@ -225,13 +225,11 @@ def long_names(text: str) -> str:
         name, x, count = name.strip().partition(" x")
         base, slash, how = name.partition("/")
         base = full.get(base, base)
-        if (
-            base != "auto"
-            and not algorithms.get(base).scheduled
-            and slash
-            or how not in ("", "shm")
-        ):
+        algorithm = None if base == "auto" else algorithms.get(base)  # unknown: InputError
+        if how not in ("", "shm") or (slash and algorithm is not None and not algorithm.scheduled):
             raise InputError(f"{name!r}: only a schedule of ours (or auto) runs through /shm")
+        if algorithm is not None and (algorithm.needs_gpu or not algorithm.runs_over_mpi):
+            raise InputError(f"{name!r}: not an all-reduce this benchmark runs on CPUs over MPI")
         if x and (base == "auto" or not count.isdigit() or int(count) < 1):
             raise InputError(f"{name + x + count!r}: channels are ' xC' after a schedule, C >= 1")
         names.append(base + slash + how + x + count)

@@ -17,8 +17,9 @@ buffers of the collective on that node fit in the cache (Topology.bandwidth_for)
 latency (LogP's o); `cores`, how many the ranks of a node share, so that with more ranks
 than cores both of those take ceil(ranks / cores) times as long (netsim.sim.simulate);
 `shared_memory = true`, that a transfer inside a node is a read of the peer's buffer, not a
-message (the path `netsim calibrate` fits for allreduce_train's --transport shm), whose
-pairwise exchanges cost one more round (netsim.sim.shared_memory).
+message (the path `netsim calibrate` fits for allreduce_train's --transport shm): there a
+pairwise exchange costs one more round and a round's overhead is a wait per peer
+(netsim.sim.shared_memory).
 
 For GPU clusters, as measured libraries see them: `intra_node.efficiency` and
 `nic.efficiency` (0 < e <= 1) are the share of their line rates that data moves at (NCCL
