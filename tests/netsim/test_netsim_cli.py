@@ -1,18 +1,34 @@
 """python -m netsim predict | sweep | replay: figures, JSON, one-line errors for bad input
-and tracebacks for bugs."""
+and tracebacks for bugs. `python -m netsim` itself runs in a subprocess where the entry is
+what is tested (the figures, a bug's traceback, runs of ours); the parsing of values and
+the one-line refusals run its main() in this process (in_process), the same code less a
+Python's start-up."""
 
 import json
 
 import pytest
 
+from netsim import __main__ as cli
 from netsim.algorithms import PARAMETER_SERVER
 from netsim.cluster import topology
 
-from conftest import mpirun, train
+from conftest import Result, mpirun, train
 
 
 def netsim(*args):
     return mpirun(0, ["-m", "netsim", *args])
+
+
+@pytest.fixture
+def in_process(capsys):
+    """netsim's main(ARGS) here, its exit code and what it printed, as a Result."""
+
+    def run(*args):
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return Result(code, out, err, 0.0)
+
+    return run
 
 
 def test_predict_prints_simulated_and_closed_form_times():
@@ -81,15 +97,15 @@ def test_sweep_with_json_and_a_plot_keeps_stdout_json(tmp_path):
 @pytest.mark.parametrize(
     "text,params", [("25557032", 25557032), ("1e8", 10**8), ("100M", 10**8), ("1.5B", 15 * 10**8)]
 )
-def test_params_are_written_as_model_sizes_are_quoted(text, params):
-    result = netsim("predict", "--topology", "dgx-h100", "--params", text, "--json")
+def test_params_are_written_as_model_sizes_are_quoted(text, params, in_process):
+    result = in_process("predict", "--topology", "dgx-h100", "--params", text, "--json")
     assert result.returncode == 0, result.output
     assert json.loads(result.stdout)["buffer_bytes"] == params * 4
 
 
 @pytest.mark.parametrize("text", ["1.5", "1e-3", "abc", "2.5K7", "inf"])
-def test_params_that_are_not_a_whole_count_are_one_line(text):
-    result = netsim("predict", "--topology", "dgx-h100", "--params", text)
+def test_params_that_are_not_a_whole_count_are_one_line(text, in_process):
+    result = in_process("predict", "--topology", "dgx-h100", "--params", text)
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("netsim: error: argument --params: ")
@@ -177,19 +193,19 @@ def test_replay_of_an_mpi_allreduce_run_asks_for_the_algorithm(tmp_path):
         ),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, words):
-    result = netsim(*args)
+def test_bad_input_is_one_line_and_exit_2(args, words, in_process):
+    result = in_process(*args)
     assert result.returncode == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr
 
 
-def test_bad_topology_file_names_the_key(tmp_path):
+def test_bad_topology_file_names_the_key(tmp_path, in_process):
     path = tmp_path / "bad.toml"
     path.write_text(
         'name = "x"\nnodes = 2\ngpus_per_node = 4\nplacement = "block"\n'
         '[intra_node]\nkind = "all-to-all"\nbandwidth_gbit_per_s = -5\nlatency_us = 1\n'
     )
-    result = netsim("predict", "--topology", str(path), "--params", "10")
+    result = in_process("predict", "--topology", str(path), "--params", "10")
     assert result.returncode == 2 and "intra_node.bandwidth_gbit_per_s" in result.stderr
 
 
