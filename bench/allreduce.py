@@ -98,8 +98,7 @@ def executor(name: str, auto, nelems: int, world, transport, memory):
     from allreduce_train.maths.backend import Backend
     from netsim import algorithms
 
-    name, _, count = name.partition(" x")  # ring/shm x4: 4 channels
-    base, _, how = name.partition("/")
+    base, how, count = parts(name)
     algorithm, channels = (auto[0], auto[1]) if base == "auto" else (base, int(count or 1))
     if name == "auto":  # what --allreduce auto runs, its transport included
         how = auto[2]
@@ -207,11 +206,22 @@ def gbytes_per_s(nbytes: float, time_s: float) -> float:
 SHORT = {"halving-doubling": "hd", "recursive-doubling": "rd", "parameter-server": "ps"}
 
 
+def parts(name: str) -> tuple[str, str, str]:
+    """A bench name's (algorithm, transport or "", channels or ""): ring/shm x4 is
+    ("ring", "shm", "4"), as auto's choices are named."""
+    name, _, count = name.partition(" x")
+    base, _, how = name.partition("/")
+    return base, how, count
+
+
+def joined(base: str, how: str, count: str) -> str:
+    return base + "/" * bool(how) + how + " x" * bool(count) + count
+
+
 def short(name: str) -> str:
     """A column's name: recursive-doubling/shm x2 as rd/shm x2."""
-    base, slash, how = name.partition("/")
-    base, x, count = base.partition(" x")
-    return SHORT.get(base, base) + x + count + slash + how
+    base, how, count = parts(name)
+    return joined(SHORT.get(base, base), how, count)
 
 
 def long_names(text: str) -> str:
@@ -222,17 +232,17 @@ def long_names(text: str) -> str:
 
     full, names = {v: k for k, v in SHORT.items()}, []
     for name in text.split(","):
-        name, x, count = name.strip().partition(" x")
-        base, slash, how = name.partition("/")
+        name = name.strip()
+        base, how, count = parts(name)
         base = full.get(base, base)
         algorithm = None if base == "auto" else algorithms.get(base)  # unknown: InputError
-        if how not in ("", "shm") or (slash and algorithm is not None and not algorithm.scheduled):
+        if how not in ("", "shm") or (how and algorithm is not None and not algorithm.scheduled):
             raise InputError(f"{name!r}: only a schedule of ours (or auto) runs through /shm")
         if algorithm is not None and (algorithm.needs_gpu or not algorithm.runs_over_mpi):
             raise InputError(f"{name!r}: not an all-reduce this benchmark runs on CPUs over MPI")
-        if x and (base == "auto" or not count.isdigit() or int(count) < 1):
-            raise InputError(f"{name + x + count!r}: channels are ' xC' after a schedule, C >= 1")
-        names.append(base + slash + how + x + count)
+        if " x" in name and (base == "auto" or not count.isdigit() or int(count) < 1):
+            raise InputError(f"{name!r}: channels are ' xC' after a schedule, C >= 1")
+        names.append(joined(base, how, count))
     return ",".join(names)
 
 
