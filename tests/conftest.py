@@ -28,9 +28,15 @@ PROGRAMS = Path(__file__).resolve().parent / "programs"
 # --allreduce auto reads this host's calibration from here (netsim.calibration.choose): tests see
 # none, so every run, here and in CI, picks by the built-in estimate; a test that wants a
 # calibration writes one into a directory of its own and points the variable there.
-os.environ["NETSIM_CACHE_DIR"] = os.path.join(
+# The directory is removed when the session ends (pytest_sessionfinish): each run had left one.
+NO_CALIBRATION = os.path.join(
     os.environ.get("TMPDIR", "/tmp"), f"allreduce-train-tests-{os.getpid()}-no-calibration"
 )
+os.environ["NETSIM_CACHE_DIR"] = NO_CALIBRATION
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(NO_CALIBRATION, ignore_errors=True)
 
 
 def launcher() -> list[str]:
