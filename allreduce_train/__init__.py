@@ -3,8 +3,8 @@ averaged by an all-reduce before the identical update on every rank (or, --mode 
 Downpour SGD against parameter servers). Run it with `mpirun -n 4 python -m allreduce_train`;
 see `python -m allreduce_train --help`.
 
-Its rooms, each allowed to import only those listed before it (tests/allreduce_train/
-test_rooms.py holds them to it), beside NumPy and netsim:
+Its rooms, each allowed to import only those listed before it, beside NumPy and the parts of
+netsim its own __init__.py names (tests/allreduce_train/test_rooms.py holds them to it):
 
     exits       the exit codes and the errors every room raises (UsageError, Fatal, ...)
     comm        MPI: World, MpiTransport, Agreement, WatchChannel; the only mpi4py importer
@@ -12,7 +12,8 @@ test_rooms.py holds them to it), beside NumPy and netsim:
     guard/      what keeps a failure short: the watchdog, injected faults
     config/     the run's one configuration, its command line, its little languages, memory
     exchange/   the gradient path: one executor interface, the schedules, staging, NCCL,
-                the factory that picks, auto's choice
+                the factory that picks, auto's choice, buckets overlapped with backward,
+                compression, the shared-memory path
     run/        one run's lifecycle for every role: the loop's services, the run directory's
                 one writer, checkpoints, what rank 0 prints
     sync/       the sync role: a Trainer per rank, the all-reduce every step

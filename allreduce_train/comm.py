@@ -220,7 +220,7 @@ class NodeWindow:
 
 
 class MpiTransport:
-    """The executor's transport over MPI (collectives.Transport is the contract): point-to-
+    """The executor's transport over MPI (exchange.protocol.Transport is the contract): point-to-
     point messages on contiguous buffers, by buffer calls (no pickling)."""
 
     def __init__(self, world: World):

@@ -14,7 +14,7 @@ check fails).
    default path, staging.StagedAllreduce; p = 1, 2, --ranks sharing the GPU), on the GPU
    buffers through MPI where the MPI is CUDA-aware, and NCCL (p = the GPUs there are,
    NCCL needs one per rank), medians of 5 rounds.
-5. fused kernels (allreduce_train.kernels) against the unfused CuPy operations: time per
+5. fused kernels (allreduce_train.maths.kernels) against the unfused CuPy operations: time per
    call of the SGD update (1.86 M parameters) and of a hidden layer's bias + ReLU and ReLU
    backward (batch 256 x 1024), and their results within 1e-5 relative. Skipped on the CPU.
 

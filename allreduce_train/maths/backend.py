@@ -23,7 +23,7 @@ class Backend:
     description: str
     threads: int = 1  # the cores this rank owns: its BLAS threads and the optimizer's
     devices: int = 0  # the GPUs this node shows (0: on the CPU)
-    kernels: object = None  # CuPy's fused element-wise kernels (allreduce_train.kernels)
+    kernels: object = None  # CuPy's fused element-wise kernels (allreduce_train.maths.kernels)
 
     @property
     def on_gpu(self) -> bool:

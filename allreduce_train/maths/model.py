@@ -147,7 +147,7 @@ class MLP:
         kernels=None,
         grads=None,
     ):
-        """kernels: CuPy's fused element-wise kernels (allreduce_train.kernels), which do a
+        """kernels: CuPy's fused element-wise kernels (allreduce_train.maths.kernels), which do a
         hidden layer's bias add and activation, and its derivative times the delta, in one
         kernel each; None: array operations (NumPy, or CuPy unfused). grads: the flat buffer
         the gradients are to live in (a shared-memory window's, for the exchange to read

@@ -21,7 +21,7 @@ SGD with momentum 3.2 ms in whole-array passes, 2.4 ms in blocks of 64 Ki (bench
 has the figures against PyTorch). Every element sees the same operations in the same order,
 so the result is bit-identical whatever the thread count or block size. Below
 MIN_PER_THREAD elements a slice is not worth a thread's wake-up. CuPy: the whole update in
-one fused kernel on the whole buffer (allreduce_train.kernels; the GPU has no use for the
+one fused kernel on the whole buffer (allreduce_train.maths.kernels; the GPU has no use for the
 blocks), or without the kernels one kernel per operation.
 """
 

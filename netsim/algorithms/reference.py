@@ -1,6 +1,6 @@
 """The meaning of a schedule in its simplest form: every rank's buffer in one process.
 
-This is the simplest sibling of the MPI executor (allreduce_train.collectives), which runs
+This is the simplest sibling of the MPI executor (allreduce_train.exchange.schedule), which runs
 the same rounds one rank per process, and the oracle every executor is tested against. In
 a round every send reads the buffers as they were when the round began (MPI may read a
 send buffer until the round ends); a reduce round adds what each rank receives, in the

@@ -1,6 +1,6 @@
 """What a rank records of its collectives, per step, written into its step file as it runs.
 
-The one recording path: the executor (allreduce_train.collectives) -> this Recorder -> the
+The one recording path: the executor (allreduce_train.exchange.schedule) -> this Recorder -> the
 step file (netsim.record.stepfile). When an executor binds a buffer it hands over the
 messages it will send every step, ((label, sends, recvs) per round, the views themselves);
 `bind` counts them once (`count`: bytes, messages, links, round labels) and writes them as

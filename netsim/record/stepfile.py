@@ -47,9 +47,10 @@ file grows while the run is alive and is cut to its length at the end).
 The readings come first because they are written first, into the open frame as the
 collective runs; the step's own fields close the frame. A step stores only what cannot be
 derived: epoch is step // E, samples is S, compute_s is (t_comm_ns - t_start_ns + t_end_ns -
-t_comm_end_ns) / 1e9 and comm_s is (t_comm_end_ns - t_comm_ns) / 1e9, exactly as training
-computes them. Version 3 is the first format a release wrote (1 and 2 were development
-formats, never released, and are not read); 4 added the copies, and a version-3 file reads
+t_comm_end_ns) / 1e9, exactly as training computes it, and comm_s is the exposed part,
+(t_comm_end_ns - t_comm_ns) / 1e9 (training's comm_s), plus the hidden one (split).
+Version 3 is the first format a release wrote (1 and 2 were development formats, never
+released, and are not read); 4 added the copies, and a version-3 file reads
 as copying nothing; 5 added the buckets (a file without them reads as before: `buckets`
 None, the communication all exposed).
 

@@ -13,7 +13,8 @@ or as FLOPs per sample that a device's throughput turns into times. Here:
     convnets   ResNet-50/101, VGG-16, Inception v3: generated from their definitions
     transformers  BERT-base/large, GPT-2 small..XL, Transformer-big: likewise
     catalog    the built-in set by name, and `resolve`: a name, a workload file, an
-               ASTRA-sim 1.0 / SimAI text file or a run directory of ours
+               ASTRA-sim 1.0 / SimAI text file, a run directory of ours or
+               torch:MODULE:CALLABLE
     importers  those foreign files, our run directories (the MLP's layers and their measured
                compute) and a PyTorch module (torch optional)
 

@@ -1,4 +1,4 @@
-"""The MPI executor (allreduce_train.collectives) without MPI: its rule for copy rounds, and
+"""The MPI executor (allreduce_train.exchange.schedule) without MPI: its rule for copy rounds, and
 every schedule run for all ranks at once, as threads in one process, over an in-memory
 transport that keeps the Transport contract; the results against netsim's reference."""
 

@@ -1,4 +1,4 @@
-"""How the model and the optimizer call CuPy's fused kernels (allreduce_train.kernels),
+"""How the model and the optimizer call CuPy's fused kernels (allreduce_train.maths.kernels),
 checked on the CPU: NumPy functions with the kernels' signatures and formulas stand in
 for them (an ElementwiseKernel writes its outputs in place, inputs first), so a kernel
 given its arguments in the wrong order, or the wrong activation's, gives a different
