@@ -29,6 +29,17 @@ same, within those 1.5-2.6 us a slice of what runs. Waiting on more peers does c
 the default job's parameter server by layer (one rank reads three peers a round) ran
 15-20% slower than halving-doubling (one peer a round, four rounds) at p = 4, where
 charging the round once had predicted it 5% faster.
+
+Tried and not kept (2026-12-06): charging a round's core sharing by its readers only (a
+rank waiting on a counter yields its core) and leaving the sender's port free (each reader
+copies with its own core). Against one quiet run at p = 3, 4, 16 KiB - 16 MiB, seven
+schedules through shared memory (bench/allreduce.py), the predicted ratios between them
+barely moved (median |log error| 0.204 -> 0.195) and auto's picks got worse: the double
+binary tree at 2 channels everywhere, measured 1.1-2.0x the fastest (mean 1.48x, against
+1.11x for today's picks). The port alone changed no pick. What that run did show, and the
+model misses: the tree is the fastest at 16-64 KiB on 3 and 4 ranks (a round with one
+or two readers leaves the others' cores idle), and the parameter server (one round
+reading 3 peers each way) from 256 KiB, where the model has it at the ring's time.
 """
 
 from __future__ import annotations
