@@ -155,3 +155,15 @@ def test_the_users_code_failing_is_one_line_naming_it(net, tmp_path, capsys):
 def test_without_torch_a_torch_workload_says_what_to_install(net):
     result = mpirun(0, ["-c", WITHOUT_TORCH, *PREDICT, "--workload", f"torch:{net}:Net"])
     assert "needs torch (pip install torch)" in one_line(result)
+
+
+@pytest.mark.slow  # importing torch
+def test_the_readmes_torch_example_is_the_model_it_prints():
+    """README runs `predict --workload torch:docs/examples/mynet.py:small_cnn`: that file
+    builds the model whose parameters README's output counts."""
+    pytest.importorskip("torch")
+    from conftest import ROOT
+
+    w = catalog.resolve(f"torch:{ROOT / 'docs/examples/mynet.py'}:small_cnn")
+    assert sum(layer.params for layer in w.layers) == 429_092
+    assert "429,092 parameters" in (ROOT / "README.md").read_text()
