@@ -28,7 +28,15 @@ transfer, 4 channels came out 3.7x the time of one (p = 2, 4 KiB); charged per p
 same, within those 1.5-2.6 us a slice of what runs. Waiting on more peers does cost more:
 the default job's parameter server by layer (one rank reads three peers a round) ran
 15-20% slower than halving-doubling (one peer a round, four rounds) at p = 4, where
-charging the round once had predicted it 5% faster.
+charging the round once had predicted it 5% faster. But not a whole wait each: while a
+rank waits on its first peer the others get there, and a further wait is mostly a look at
+a counter that has moved. Measured (2026-12-06, three quiet runs of bench/allreduce.py at
+p = 4, 16 KiB): halving-doubling 150, 241 and 146 us for 4 rounds of one peer, the
+parameter server with even shards 130, 248 and 123 us for 2 rounds of 3: a further peer
+cost 0.37, 0.53 and 0.34 of a round's first wait. FURTHER_PEER is their median. Against
+the first two runs (p = 3, 4, 16 KiB - 16 MiB, seven schedules through shared memory) the
+pick among them came out 1.06x and 1.09x the fastest measured, against 1.11x and 1.18x
+with a whole wait per peer, which had the even parameter server at the ring's time.
 
 Tried and not kept (2026-12-06): charging a round's core sharing by its readers only (a
 rank waiting on a counter yields its core) and leaving the sender's port free (each reader
@@ -37,9 +45,8 @@ schedules through shared memory (bench/allreduce.py), the predicted ratios betwe
 barely moved (median |log error| 0.204 -> 0.195) and auto's picks got worse: the double
 binary tree at 2 channels everywhere, measured 1.1-2.0x the fastest (mean 1.48x, against
 1.11x for today's picks). The port alone changed no pick. What that run did show, and the
-model misses: the tree is the fastest at 16-64 KiB on 3 and 4 ranks (a round with one
-or two readers leaves the others' cores idle), and the parameter server (one round
-reading 3 peers each way) from 256 KiB, where the model has it at the ring's time.
+model still misses: the tree is the fastest at 16-64 KiB on 3 and 4 ranks (a round with
+one or two readers leaves the others' cores idle).
 """
 
 from __future__ import annotations
@@ -48,6 +55,13 @@ import numpy as np
 
 from netsim.algorithms import Schedule
 from netsim.algorithms.rounds import make_round
+
+# What a wait on a further peer in one round costs, as a share of the round's first wait
+# (the fitted overhead): measured on the development VM, p = 4, 16 KiB, where the overhead
+# is most of the time, the parameter server (2 rounds, each rank reading 3 peers) against
+# halving-doubling (4 rounds of one peer): 0.34, 0.37 and 0.53 in three runs, the median
+# taken (docstring above).
+FURTHER_PEER = 0.37
 
 
 def as_run(schedule: Schedule, topology) -> Schedule:
@@ -70,11 +84,12 @@ def as_run(schedule: Schedule, topology) -> Schedule:
     return Schedule(schedule.algorithm, schedule.world_size, schedule.nelems, tuple(rounds))
 
 
-def round_messages(topology, src: np.ndarray, dst: np.ndarray, world_size: int) -> int:
+def round_messages(topology, src: np.ndarray, dst: np.ndarray, world_size: int) -> float:
     """What a round's overhead is charged for: the most messages one rank sends, or
-    receives, in it; through shared memory, inside a node, the most peers one rank reads
-    from, or is read by (one wait on each one's counter, however many slices it reads
-    from it), and to and from other nodes one per message, as ever."""
+    receives, in it; through shared memory, inside a node, the waits on the peers one rank
+    reads from, or is read by (however many slices it reads from each), the first a whole
+    overhead and each further one FURTHER_PEER of it; to and from other nodes one per
+    message, as ever."""
     if not topology.shared_memory:
         return int(max(np.bincount(src).max(initial=1), np.bincount(dst).max(initial=1)))
     node = topology.node_of_rank(world_size)
@@ -84,9 +99,12 @@ def round_messages(topology, src: np.ndarray, dst: np.ndarray, world_size: int) 
     def per_rank(ranks):
         return np.bincount(ranks, minlength=world_size)
 
-    sent = per_rank(src[apart]) + per_rank(pairs[0])
-    got = per_rank(dst[apart]) + per_rank(pairs[1])
-    return max(int(np.maximum(sent, got).max(initial=0)), 1)
+    def waits(messages, peers):
+        return messages + np.where(peers > 0, 1 + FURTHER_PEER * (peers - 1), 0)
+
+    sent = waits(per_rank(src[apart]), per_rank(pairs[0]))
+    got = waits(per_rank(dst[apart]), per_rank(pairs[1]))
+    return max(float(np.maximum(sent, got).max(initial=0)), 1.0)
 
 
 def overwrites_what_peers_read(rnd, node_of_rank: np.ndarray) -> np.ndarray:
