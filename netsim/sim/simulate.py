@@ -90,8 +90,7 @@ class _Pattern:
     latency_s: np.ndarray  # per flow
     everyone: bool  # every rank sends or receives in it
     distinct: bool  # no rank sends twice, none receives twice: plain indexing updates ready
-    messages: float = 1  # the most messages one rank sends, or receives, in the round
-    # (through shared memory its waits on peers, a further one FURTHER_PEER of the first)
+    messages: float = 1  # the most one rank sends or receives (shared memory: peers' waits)
     received: int = 1  # the most messages one rank receives in it
     contention_free: bool = False  # no link carries two of its flows
     rates: np.ndarray | None = None  # max-min fair rates with every flow active
