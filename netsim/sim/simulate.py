@@ -16,7 +16,7 @@ ceil(ranks / cores) times as long (a round waits for the busiest core). A node w
 cache (intra_node.cache_bytes) moves data at the cache bandwidth while its ranks' buffers
 (the buffer and the reduce scratch of each) fit in it. Where a node's ranks read each other's
 memory (`[compute] shared_memory`), the schedule is the one that runs there (as_run), and
-a round's overhead is one wait per peer read inside a node (round_messages).
+a round's overhead is a wait per peer read inside a node (round_messages).
 
 Ranks are not globally in lock-step: a rank begins a round when it and its partners in
 that round have finished their previous one (as the MPI executor does), so per-rank start
