@@ -44,7 +44,7 @@ copies with its own core). Against one quiet run at p = 3, 4, 16 KiB - 16 MiB, s
 schedules through shared memory (bench/allreduce.py), the predicted ratios between them
 barely moved (median |log error| 0.204 -> 0.195) and auto's picks got worse: the double
 binary tree at 2 channels everywhere, measured 1.1-2.0x the fastest (mean 1.48x, against
-1.11x for today's picks). The port alone changed no pick. What that run did show, and the
+1.11x for the picks of the model then). The port alone changed no pick. What that run did show, and the
 model still misses: the tree is the fastest at 16-64 KiB on 3 and 4 ranks (a round with
 one or two readers leaves the others' cores idle).
 """
