@@ -18,8 +18,8 @@ latency (LogP's o); `cores`, how many the ranks of a node share, so that with mo
 than cores both of those take ceil(ranks / cores) times as long (netsim.sim.simulate);
 `shared_memory = true`, that a transfer inside a node is a read of the peer's buffer, not a
 message (the path `netsim calibrate` fits for allreduce_train's --transport shm): there a
-pairwise exchange costs one more round and a round's overhead is a wait per peer
-(netsim.sim.shared_memory).
+pairwise exchange costs one more round, a round's overhead is a wait per peer, and a round
+fewer ranks read in shares the cores less (netsim.sim.shared_memory).
 
 For GPU clusters, as measured libraries see them: `intra_node.efficiency` and
 `nic.efficiency` (0 < e <= 1) are the share of their line rates that data moves at (NCCL

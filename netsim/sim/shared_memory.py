@@ -38,15 +38,21 @@ the first two runs (p = 3, 4, 16 KiB - 16 MiB, seven schedules through shared me
 pick among them came out 1.06x and 1.09x the fastest measured, against 1.11x and 1.18x
 with a whole wait per peer, which had the even parameter server at the ring's time.
 
-Tried and not kept (2026-12-06): charging a round's core sharing by its readers only (a
-rank waiting on a counter yields its core) and leaving the sender's port free (each reader
-copies with its own core). Against one quiet run at p = 3, 4, 16 KiB - 16 MiB, seven
-schedules through shared memory (bench/allreduce.py), the predicted ratios between them
-barely moved (median |log error| 0.204 -> 0.195) and auto's picks got worse: the double
-binary tree at 2 channels everywhere, measured 1.1-2.0x the fastest (mean 1.48x, against
-1.11x for the picks of the model then). The port alone changed no pick. What that run did show, and the
-model still misses: the tree is the fastest at 16-64 KiB on 3 and 4 ranks (a round with
-one or two readers leaves the others' cores idle).
+And a round with fewer readers shares the cores less (`round_sharing`): a tree's rounds,
+where one or two of 4 ranks read and the others wait on their counters. Measured here
+(2026-12-06, p = 4, 64 KiB, one quiet run): about 30-40 us a round whatever the readers,
+the tree's 4 rounds 133 us, halving-doubling's 4 (all reading) 163, the ring's 6 (all)
+216, the double binary tree's 6 (on one node a chain, one reader a round) 171: fewer
+readers help, but the waiting ranks are not free. So a round is charged between the two:
+1 + (S - 1) * (readers / ranks) of the overhead and the add, S the full sharing (the
+fitted cost where all read). Against four runs of bench/allreduce.py (p = 3, 4, 16 KiB -
+16 MiB, five to seven schedules through shared memory), the median |log error| of the
+predicted ratios between schedules fell from 0.10-0.20 to 0.06-0.10 and the pick among
+them came out 1.02-1.05x the fastest measured, against 1.06-1.11x. Tried before it and
+not kept: a round charged as if the waiting ranks were free (the double binary tree at
+2 channels, two readers a round, became every pick and measured 1.1-2.0x the fastest),
+and readers of one buffer each reading at their own rate (no shared sender port: no pick
+changed).
 """
 
 from __future__ import annotations
@@ -105,6 +111,25 @@ def round_messages(topology, src: np.ndarray, dst: np.ndarray, world_size: int) 
     sent = waits(per_rank(src[apart]), per_rank(pairs[0]))
     got = waits(per_rank(dst[apart]), per_rank(pairs[1]))
     return max(float(np.maximum(sent, got).max(initial=0)), 1.0)
+
+
+def round_sharing(topology, src: np.ndarray, dst: np.ndarray, world_size: int) -> float:
+    """How many ranks share a core while the round runs, on its busiest node: through
+    messages all of the node's (topology.core_sharing: MPI's waits spin); through shared
+    memory s = 1 + (S - 1) * w / n, S that full sharing, n the node's ranks and w those
+    that work in the round, its readers (and both ends of a message to another node). A
+    round that all read costs what the calibration fitted; one with fewer readers less,
+    but not unshared: a rank waiting on a counter yields its core, and still takes part
+    of it."""
+    full = topology.core_sharing(world_size)
+    if not topology.shared_memory or full == 1:
+        return full
+    node = topology.node_of_rank(world_size)
+    apart = node[src] != node[dst]
+    working = np.unique(np.concatenate([dst, src[apart]]))
+    ranks = np.bincount(node)
+    share = (np.bincount(node[working], minlength=len(ranks)) / np.maximum(ranks, 1)).max()
+    return 1 + (full - 1) * float(share)
 
 
 def overwrites_what_peers_read(rnd, node_of_rank: np.ndarray) -> np.ndarray:

@@ -1,4 +1,6 @@
 """Executes a schedule on a modelled network: the event-driven tier beside the closed forms.
+(One idea past 300 lines: the round loop, the routed patterns it caches and the max-min
+filling they call are one mechanism, each part read only with the others.)
 
 Each round's transfers become flows along their routes. Flows that share a link share its
 bandwidth max-min fairly (progressive filling: the most constrained link fixes the rate of
@@ -14,9 +16,10 @@ them one after another: C channels side by side cost C times the ring's); and wh
 holds more ranks than its `cores`, ranks time-share them, so both of those take
 ceil(ranks / cores) times as long (a round waits for the busiest core). A node with a
 cache (intra_node.cache_bytes) moves data at the cache bandwidth while its ranks' buffers
-(the buffer and the reduce scratch of each) fit in it. Where a node's ranks read each other's
-memory (`[compute] shared_memory`), the schedule is the one that runs there (as_run), and
-a round's overhead is a wait per peer read inside a node (round_messages).
+(the buffer and the reduce scratch of each) fit in it. Where a node's ranks read each
+other's memory (`[compute] shared_memory`), the schedule is the one that runs there
+(as_run), a round's overhead is a wait per peer read inside a node (round_messages), and
+a round that fewer ranks work in shares the cores less (round_sharing).
 
 Ranks are not globally in lock-step: a rank begins a round when it and its partners in
 that round have finished their previous one (as the MPI executor does), so per-rank start
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netsim.algorithms import Schedule, busbw
-from netsim.sim.shared_memory import as_run, round_messages
+from netsim.sim.shared_memory import as_run, round_messages, round_sharing
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +95,7 @@ class _Pattern:
     distinct: bool  # no rank sends twice, none receives twice: plain indexing updates ready
     messages: float = 1  # the most one rank sends or receives (shared memory: peers' waits)
     received: int = 1  # the most messages one rank receives in it
+    sharing: float = 1  # ranks per core while it runs (shared_memory.round_sharing)
     contention_free: bool = False  # no link carries two of its flows
     rates: np.ndarray | None = None  # max-min fair rates with every flow active
     lines: np.ndarray | None = (
@@ -130,9 +134,8 @@ def simulate(
     p = schedule.world_size
     schedule = as_run(schedule, topology)  # (unchanged but through shared memory)
     gpu = topology.gpu_of_rank(p)
-    sharing = topology.core_sharing(p)
-    gamma = (topology.reduce_s_per_byte if gamma_s_per_byte is None else gamma_s_per_byte) * sharing
-    overhead_s = topology.message_overhead_s * sharing
+    gamma = topology.reduce_s_per_byte if gamma_s_per_byte is None else gamma_s_per_byte
+    overhead_s = topology.message_overhead_s  # both times each round's sharing
     if "cache_bytes" in topology.spec["intra_node"]:
         bandwidth = topology.bandwidth_for(_resident_bytes(schedule, topology, itemsize))
     else:
@@ -155,7 +158,7 @@ def simulate(
             slowest = (pattern.lines[:, 0] + nbytes * pattern.lines[:, 1]).max()
             # a rank adds every message it receives: one after another, on its core
             adding = nbytes * gamma * pattern.received if rnd.any_adds else 0.0
-            lockstep += slowest + overhead_s * pattern.messages + adding
+            lockstep += slowest + (overhead_s * pattern.messages + adding) * pattern.sharing
             # bytes per flow, exactly: a scalar where the chunks are one size
             if least == largest:
                 pattern.flow_bytes = pattern.flow_bytes + nbytes
@@ -173,7 +176,7 @@ def simulate(
         else:
             took = _transfer_s(pattern, nbytes.astype(float), bandwidth) + pattern.latency_s
         adding = np.bincount(rnd.dst, weights=nbytes * gamma * rnd.adds, minlength=p)[rnd.dst]
-        took = took + overhead_s * pattern.messages + adding
+        took = took + (overhead_s * pattern.messages + adding) * pattern.sharing
         end = np.maximum(ready[rnd.src], ready[rnd.dst]) + took
         if pattern.distinct:
             ready[rnd.src] = np.maximum(ready[rnd.src], end)
@@ -244,6 +247,7 @@ def _route(topology, gpu, src, dst, p: int, bandwidth) -> _Pattern:
         distinct=len(np.unique(src)) == len(src) and len(np.unique(dst)) == len(dst),
         messages=round_messages(topology, src, dst, p),
         received=int(np.bincount(dst).max(initial=1)),
+        sharing=round_sharing(topology, src, dst, p),
     )
     pattern.rates = _max_min_rates(pattern, pattern.routed.copy(), bandwidth)
     pattern.rates[~pattern.routed] = np.inf
