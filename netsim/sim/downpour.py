@@ -87,7 +87,7 @@ class _Exchange:
             raise InputError(f"nelems must be >= 1, got {nelems}")
         self.R, self.S, self.topology = world_size - servers, servers, topology
         self.shard = shards(nelems, servers)
-        sharing = topology.core_sharing(world_size)
+        sharing = topology.core_sharing(world_size)  # Downpour's are messages, never shm
         gamma = topology.reduce_s_per_byte if gamma_s_per_byte is None else gamma_s_per_byte
         self.add_s = float(self.shard.max()) * itemsize * gamma * sharing
         self.overhead_s = topology.message_overhead_s * sharing

@@ -127,9 +127,10 @@ def round_sharing(topology, src: np.ndarray, dst: np.ndarray, world_size: int) -
     node = topology.node_of_rank(world_size)
     apart = node[src] != node[dst]
     working = np.unique(np.concatenate([dst, src[apart]]))
-    ranks = np.bincount(node)
-    share = (np.bincount(node[working], minlength=len(ranks)) / np.maximum(ranks, 1)).max()
-    return 1 + (full - 1) * float(share)
+    ranks = np.bincount(node)  # per node: its ranks, its full sharing, those working
+    each = -(-ranks // topology.spec["compute"]["cores"])
+    busy = np.bincount(node[working], minlength=len(ranks))
+    return float((1 + (each - 1) * busy / np.maximum(ranks, 1)).max())
 
 
 def overwrites_what_peers_read(rnd, node_of_rank: np.ndarray) -> np.ndarray:

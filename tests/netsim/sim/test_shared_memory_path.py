@@ -143,7 +143,8 @@ def test_a_further_peer_costs_part_of_a_wait_so_the_even_parameter_server_ties_h
 def test_a_round_fewer_ranks_read_in_shares_the_cores_less_but_not_freely():
     """4 ranks on 2 cores (full sharing 2). Messages: every round at 2 (MPI's waits spin).
     Shared memory: 1 + (2 - 1) * readers / 4: the ring's rounds (4 readers) at 2, the
-    tree's (1, 1, 2, 1 readers) at 1.25, 1.25, 1.5, 1.25; one rank a node never shares."""
+    tree's (1, 1, 2, 1 readers) at 1.25, 1.25, 1.5, 1.25; two ranks on two cores never
+    share. Each node by its own ranks and cores: 5 ranks on nodes of 4 and 1."""
     from netsim.sim.shared_memory import round_sharing
 
     tree = algorithms.get("tree").schedule(4, 1000).rounds  # 3->1; 1,2->0; 0->1,2; 1->3
@@ -153,6 +154,16 @@ def test_a_round_fewer_ranks_read_in_shares_the_cores_less_but_not_freely():
     assert [round_sharing(node(4, shared=False), r.src, r.dst, 4) for r in tree] == [2] * 4
     assert round_sharing(node(4), ring.src, ring.dst, 4) == 2
     assert round_sharing(node(4, nodes=2), ring.src, ring.dst, 4) == 1
+    spec = copy.deepcopy(choose.SHM_ESTIMATE)  # 2 nodes of 4 GPUs, 5 ranks: 4 and 1
+    spec.update(nodes=2, gpus_per_node=4)
+    spec["nic"] = {"count": 1, "bandwidth_gbit_per_s": 10, "latency_us": 15.0}
+    spec["network"] = {"kind": "switch", "latency_us": 1.0}
+    uneven = topology.parse(spec, "test")
+    assert list(uneven.node_of_rank(5)) == [0, 0, 0, 0, 1]
+    # a message between the nodes: both ends work, 1 of node 0's 4 ranks (1.25) and node
+    # 1's lone rank, which shares no core (1); node 1's share at node 0's sharing was 2
+    assert round_sharing(uneven, np.array([0]), np.array([4]), 5) == 1.25
+    assert round_sharing(uneven, np.array([4]), np.array([0]), 5) == 1.25
     # measured here (p = 4, 16 KiB, four runs): the tree's 4 rounds 110-188 us,
     # halving-doubling's 4 rounds of all 4 readers 146-241, 1.3-1.4x the tree's:
     # the tree is predicted faster, as it ran (with full sharing, 1.3x slower)
