@@ -135,11 +135,15 @@ class Topology:
         return bool(self.spec.get("compute", {}).get("shared_memory", False))
 
     def core_sharing(self, world_size: int) -> int:
-        """How many ranks share a core on the busiest node: ceil(ranks there / [compute] cores),
-        1 when the topology does not say how many cores there are."""
+        """How many ranks share a core on the busiest node (core_sharing_by_node's most)."""
+        return int(self.core_sharing_by_node(world_size).max())
+
+    def core_sharing_by_node(self, world_size: int) -> np.ndarray:
+        """Per node, how many ranks share a core: ceil(ranks there / [compute] cores), 1
+        when the topology does not say how many cores there are."""
+        ranks = np.bincount(self.node_of_rank(world_size))
         cores = self.spec.get("compute", {}).get("cores")
-        busiest = int(np.bincount(self.node_of_rank(world_size)).max())
-        return -(-busiest // cores) if cores else 1
+        return np.maximum(-(-ranks // cores), 1) if cores else np.ones_like(ranks)
 
 
 # ---------------------------------------------------------------- reading and writing

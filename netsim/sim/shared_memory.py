@@ -121,15 +121,14 @@ def round_sharing(topology, src: np.ndarray, dst: np.ndarray, world_size: int) -
     round that all read costs what the calibration fitted; one with fewer readers less,
     but not unshared: a rank waiting on a counter yields its core, and still takes part
     of it."""
-    full = topology.core_sharing(world_size)
-    if not topology.shared_memory or full == 1:
-        return full
+    each = topology.core_sharing_by_node(world_size)
+    if not topology.shared_memory or each.max() == 1:
+        return int(each.max())
     node = topology.node_of_rank(world_size)
     apart = node[src] != node[dst]
     working = np.unique(np.concatenate([dst, src[apart]]))
-    ranks = np.bincount(node)  # per node: its ranks, its full sharing, those working
-    each = -(-ranks // topology.spec["compute"]["cores"])
-    busy = np.bincount(node[working], minlength=len(ranks))
+    ranks = np.bincount(node, minlength=len(each))  # per node: its ranks, those working
+    busy = np.bincount(node[working], minlength=len(each))
     return float((1 + (each - 1) * busy / np.maximum(ranks, 1)).max())
 
 
