@@ -125,9 +125,11 @@ def final_report(s: dict) -> str:
             f"{s['weights_blake2b']})"
         )
     p = s["world_size"]
+    aside = s["wall_s"] - s.get("steps_wall_s", s["wall_s"])  # evaluations, checkpoints
     lines = [
-        f"done: {this_run(s, 'step', 'steps')} in {s['wall_s']:.2f} s, "
-        f"{s['samples_per_s']:,.0f} samples/s; "
+        f"done: {this_run(s, 'step', 'steps')} in {s['wall_s']:.2f} s"
+        + (f" ({aside:.2f} s of it evaluations and checkpoints)" if aside >= 0.005 else "")
+        + f", {s['samples_per_s']:,.0f} samples/s; "
         f"test accuracy {s['test_accuracy']:.4f}, test loss {s['test_loss']:.4f}"
     ]
     lines.append(per_step_line(s))

@@ -94,7 +94,11 @@ class SyncRole:
                 if stop and done == tr.total_steps:
                     stop = 0  # the last step: the run ends as it would have, whole
                 if stop or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
-                    run.cut(step, stop)
+                    cut_start = time.perf_counter()
+                    try:
+                        run.cut(step, stop)
+                    finally:
+                        meter.aside_s += time.perf_counter() - cut_start
         finally:
             agreement.close()
         dog.enter(tr.total_steps - 1, "the end of the run")
@@ -131,7 +135,8 @@ class SyncRole:
         digest = tr.verify_replicas(tr.total_steps - 1)
         t = tr.totals
         per_rank = world.allgather((t.compute_s, t.comm_s))
-        wall = max(world.allgather(wall_s))
+        walls = world.allgather((wall_s, wall_s - self.meter.aside_s))
+        wall, steps_wall = max(w[0] for w in walls), max(w[1] for w in walls)
         compute, comm = sum(r[0] for r in per_rank), sum(r[1] for r in per_rank)
         totals = {
             "complete": True,
@@ -139,7 +144,11 @@ class SyncRole:
             "steps": t.steps,
             "global_batch": cfg.global_batch,
             "wall_s": wall,
-            "samples_per_s": (t.steps - tr.start_step) * cfg.global_batch / wall,
+            # the steps' own wall time: less the evaluations and checkpoints between them,
+            # which a training loop timed elsewhere (PyTorch DDP's, bench/torch_ddp.py) leaves
+            # out; samples_per_s is the training's rate over it
+            "steps_wall_s": steps_wall,
+            "samples_per_s": (t.steps - tr.start_step) * cfg.global_batch / steps_wall,
             "first_step": tr.start_step,  # > 0: resumed from a checkpoint
             "test_accuracy": self.meter.accuracy,
             "test_loss": self.meter.test_loss,
@@ -165,21 +174,26 @@ class EpochMeter:
         self.accuracy = self.test_loss = float("nan")
         self.start = self.run_start = time.perf_counter()
         self.mark = Totals(**vars(trainer.totals))  # a resumed run's start
+        # seconds this rank spent on evaluations and checkpoints (SyncRole.train adds the
+        # latter): time between steps, left out of every samples/s
+        self.aside_s = self.aside_at_start = 0.0
 
     def evaluate(self, step: int) -> None:
         """Test accuracy and loss after `step`, and (rank 0) a line of evaluations.jsonl with
         the time since training began: the running time against accuracy of the classic
         studies (python -m netsim compare)."""
-        tr = self.trainer
-        wall = tr.world.max_(np.array([time.perf_counter() - self.run_start]))[0]
+        tr, start = self.trainer, time.perf_counter()
+        wall = tr.world.max_(np.array([start - self.run_start]))[0]
         self.accuracy, self.test_loss = tr.evaluate()
         if tr.world.is_root:
             epoch = (step + 1) / tr.steps_per_epoch
             self.out.evaluation(step, epoch, wall, self.accuracy, self.test_loss)
+        self.aside_s += time.perf_counter() - start
 
     def end_epoch(self, step: int) -> None:
         tr, t, m = self.trainer, self.trainer.totals, self.mark
-        wall = tr.world.max_(np.array([time.perf_counter() - self.start]))[0]
+        steps_s = time.perf_counter() - self.start - (self.aside_s - self.aside_at_start)
+        steps_wall = tr.world.max_(np.array([steps_s]))[0]
         loss, samples, compute, comm = tr.world.sum_(
             np.array(
                 [
@@ -197,9 +211,9 @@ class EpochMeter:
                 loss / samples,
                 self.test_loss,
                 self.accuracy,
-                samples / wall,
+                samples / steps_wall,
                 comm / (compute + comm),
             )
         )
         self.mark = Totals(**vars(t))
-        self.start = time.perf_counter()
+        self.start, self.aside_at_start = time.perf_counter(), self.aside_s

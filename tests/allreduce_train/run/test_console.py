@@ -17,7 +17,10 @@ def totals(**more):
 
 
 def test_a_resumed_run_counts_only_its_own_steps():
-    assert console.final_report(totals()).startswith("done: 200 steps in 1.00 s")
+    assert console.final_report(totals()).startswith("done: 200 steps in 1.00 s, 6,400")
+    assert console.final_report(totals(steps_wall_s=0.75)).startswith(
+        "done: 200 steps in 1.00 s (0.25 s of it evaluations and checkpoints), 6,400 samples/s"
+    )
     head = console.final_report(totals(first_step=100)).splitlines()[0]
     assert head.startswith("done: 100 steps (steps 100 to 199, resumed after step 99) in 1.00 s")
     async_ = totals(mode="async", steps_by_rank=[1, 1, 1], servers=1, first_step=40)

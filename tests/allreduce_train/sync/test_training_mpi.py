@@ -189,3 +189,22 @@ def test_run_without_mpirun_is_one_rank(tmp_path):
     result = mpirun(0, ["-m", "allreduce_train", "--run-dir", str(tmp_path), "--steps", "3"])
     assert result.returncode == 0, result.output
     assert "1 rank on 1 node" in result.stdout
+
+
+@pytest.mark.slow
+def test_samples_per_s_leaves_out_the_evaluations_and_checkpoints_between_steps(tmp_path):
+    """As a training loop timed on its own (PyTorch DDP's in bench/torch_ddp.py) does: the
+    run's wall time keeps them, its samples/s is over the steps' share of it."""
+    result = mpirun(
+        0,
+        ["-m", "allreduce_train", "--run-dir", str(tmp_path), "--steps", "6",
+         "--eval-every", "1", "--checkpoint-every", "2"],
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    s = read_json(tmp_path / "summary.json")
+    aside = s["wall_s"] - s["steps_wall_s"]
+    assert 0 < aside < s["wall_s"]  # six evaluations and three checkpoints, all timed
+    assert s["samples_per_s"] == pytest.approx(6 * 64 / s["steps_wall_s"], rel=1e-12)
+    assert f"in {s['wall_s']:.2f} s ({aside:.2f} s of it evaluations and checkpoints)" in (
+        result.stdout
+    )
