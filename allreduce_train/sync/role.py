@@ -134,9 +134,8 @@ class SyncRole:
         tr, world, cfg = self.trainer, self.world, self.cfg
         digest = tr.verify_replicas(tr.total_steps - 1)
         t = tr.totals
-        per_rank = world.allgather((t.compute_s, t.comm_s))
-        walls = world.allgather((wall_s, wall_s - self.meter.aside_s))
-        wall, steps_wall = max(w[0] for w in walls), max(w[1] for w in walls)
+        per_rank = world.allgather((t.compute_s, t.comm_s, wall_s, wall_s - self.meter.aside_s))
+        wall, steps_wall = max(r[2] for r in per_rank), max(r[3] for r in per_rank)
         compute, comm = sum(r[0] for r in per_rank), sum(r[1] for r in per_rank)
         totals = {
             "complete": True,
