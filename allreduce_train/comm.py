@@ -66,6 +66,15 @@ class Patience:
 PATIENCE = Patience()  # the process's: the bucket exchange sets it, every wait reads it
 
 
+def _all_here(comm: MPI.Comm) -> None:
+    """Returns once every rank of `comm` has called it: a barrier waited for between short
+    sleeps, where MPI_Barrier spins. Measured (3 and 4 ranks on 2 cores, a 2-step run, 6
+    alternated runs each): the CPU time of the job 19-21% less, its wall time 10-14% less."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(PAUSE_S)
+
+
 @dataclass(frozen=True, eq=False)
 class World:
     _comm: MPI.Comm  # only this module's: the rest of the program asks World's methods
@@ -77,6 +86,7 @@ class World:
 
     @classmethod
     def create(cls, comm: MPI.Comm = MPI.COMM_WORLD) -> World:
+        _all_here(comm)  # (ranks start apart: imports, a loaded machine)
         local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
         hostnames = tuple(comm.allgather(MPI.Get_processor_name()))
         world = cls(comm, comm.rank, comm.size, local.rank, local.size, hostnames)
@@ -105,22 +115,32 @@ class World:
         if self.rank == 0:
             print(message, flush=True)
 
+    # The control collectives below (not the gradient's: the transport's) first wait for
+    # every rank without spinning (_all_here): before them one rank often works alone
+    # (rank 0 choosing the all-reduce, loading and checking, writing the report) while the
+    # others would spin in MPICH's wait, and where ranks share cores the spinning ranks take
+    # the core from the rank they wait for.
+
     def agree_on_error(self, message: str | None) -> str | None:
         """Every rank learns the first error any rank hit (or None), so all can exit together
         instead of the healthy ranks waiting forever in the next collective."""
+        _all_here(self._comm)
         errors = self._comm.allgather(message)
         return next((e for e in errors if e is not None), None)
 
     def bcast(self, value, root: int = 0):
         """A small Python value from `root` to every rank (pickled)."""
+        _all_here(self._comm)
         return self._comm.bcast(value, root=root)
 
     def gather(self, value, root: int = 0) -> list | None:
         """Every rank's small Python value, in rank order, on `root` (None elsewhere)."""
+        _all_here(self._comm)
         return self._comm.gather(value, root=root)
 
     def allgather(self, value) -> list:
         """Every rank's small Python value, in rank order, on every rank (pickled)."""
+        _all_here(self._comm)
         return self._comm.allgather(value)
 
     def allgather_u64(self, value: int) -> np.ndarray:
@@ -139,6 +159,8 @@ class World:
         return values
 
     def barrier(self) -> None:
+        """All ranks leave together, as near as MPI can: the barrier before a timed round
+        (MPI_Barrier, which spins; the control collectives wait patiently, above)."""
         self._comm.Barrier()
 
     def clock_offsets(self, clock, rounds: int = 20) -> tuple[np.ndarray, np.ndarray]:
