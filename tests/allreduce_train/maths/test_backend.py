@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import types
@@ -95,3 +96,32 @@ def test_the_mpi_wheel_answers_whether_it_is_cuda_aware():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_a_rank_starts_its_blas_on_one_thread_and_the_backend_gives_it_its_share():
+    """python -m allreduce_train starts OpenBLAS on one thread (it would start one per core in
+    every rank); the backend then raises the pool to the rank's share of the cores, which
+    OpenBLAS grows to. Run in a fresh Python, as a rank is: the variable counts at import."""
+    probe = (
+        "import runpy, sys, threadpoolctl\n"
+        "sys.argv = ['allreduce_train', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('allreduce_train', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import os\n"
+        "from allreduce_train.maths import backend\n"
+        "before = max(i['num_threads'] for i in threadpoolctl.threadpool_info())\n"
+        "cpu = backend._numpy(1)\n"
+        "after = max(i['num_threads'] for i in threadpoolctl.threadpool_info())\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'], before, cpu.threads, after)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    variable, before, share, after = out.stdout.split()[-4:]
+    assert (variable, before) == ("1", "1")
+    assert int(share) == max(1, len(os.sched_getaffinity(0))) and int(after) == int(share)
