@@ -98,7 +98,6 @@ def test_the_mpi_wheel_answers_whether_it_is_cuda_aware():
     assert result.stdout.strip() == "False"
 
 
-@pytest.mark.slow
 def test_a_rank_starts_its_blas_on_one_thread_and_the_backend_gives_it_its_share():
     """python -m allreduce_train starts OpenBLAS on one thread (it would start one per core in
     every rank); the backend then raises the pool to the rank's share of the cores, which
