@@ -41,6 +41,7 @@ _LAUNCHER_SIZE_VARS = (
 
 
 PAUSE_S = 2e-4  # how long a patient wait sleeps between looks
+SPIN_S = 2e-3  # how long a wait for a peer looks without sleeping, for latency
 
 
 class Patience:
@@ -49,15 +50,19 @@ class Patience:
     the core to the compute it shares it with; MPICH's own wait spins, and on ranks that
     share their cores a spinning communication thread took half of backward's (measured:
     bench/README.md, "Buckets and overlap"). Once the main thread waits on communication
-    itself (the exposed part) waits spin again, for latency."""
+    itself (the exposed part) waits spin again, for latency, for their first SPIN_S: a wait
+    longer than that is for a late, stopped or descheduled peer, and sleeps between looks
+    too, leaving the cores to the ranks that have work (a rank stopped for a 4 s timeout had
+    the others spin through it)."""
 
     def __init__(self):
         self.computing = False
 
-    def pause(self) -> None:
-        """One pause of a wait's loop: a short sleep while the main thread computes, else
-        the core given to whoever else is ready (sched_yield)."""
-        if self.computing:
+    def pause(self, waited_s: float = 0.0) -> None:
+        """One pause of a wait's loop that has waited `waited_s` so far: a short sleep while
+        the main thread computes or past SPIN_S, else the core given to whoever else is
+        ready (sched_yield)."""
+        if self.computing or waited_s > SPIN_S:
             time.sleep(PAUSE_S)
         else:
             os.sched_yield()
@@ -221,9 +226,9 @@ class NodeWindow:
     def sync(self) -> None:
         self._win.Sync()
 
-    def pause(self) -> None:
+    def pause(self, waited_s: float = 0.0) -> None:
         """One pause of a wait for a peer's counter (Patience: the process's)."""
-        PATIENCE.pause()
+        PATIENCE.pause(waited_s)
 
     def alive(self, rank: int) -> bool:
         """Whether world rank `rank`'s process still runs (it is on this node)."""

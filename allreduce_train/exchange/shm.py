@@ -53,6 +53,11 @@ from .schedule import prepared
 ALIVE_EVERY_S = 1.0  # how often a long wait asks whether its peer still lives
 
 
+def _give_way(waited_s: float) -> None:
+    """The pause of ranks that are threads of one process (the tests): the GIL to the next."""
+    os.sched_yield()
+
+
 @dataclass(frozen=True, eq=False)
 class Peers:
     """The ranks of this rank's node that share their buffers: each one's gradient buffer
@@ -62,7 +67,7 @@ class Peers:
     counters: dict[int, np.ndarray]
     fence: object  # a memory barrier of the window (MPI_Win_sync)
     alive: object  # alive(rank) -> bool: whether that rank's process still runs
-    pause: object = os.sched_yield  # one pause of a wait's loop (comm.Patience)
+    pause: object = _give_way  # pause(waited_s): one pause of a wait's loop (comm.Patience)
 
 
 @dataclass(frozen=True)
@@ -226,10 +231,12 @@ class SharedMemoryAllreduce:
         if counter[0] >= value:
             self.peers.fence()
             return
-        yield_, deadline = self.peers.pause, time.monotonic() + ALIVE_EVERY_S
+        pause, now = self.peers.pause, time.monotonic
+        start = now()
+        deadline = start + ALIVE_EVERY_S
         while counter[0] < value:
-            yield_()
-            if time.monotonic() > deadline:
+            pause(now() - start)
+            if now() > deadline:
                 if not self.peers.alive(rank):
                     raise PeerLost(
                         f"rank {rank}, whose buffer this rank reads in shared memory, died "
