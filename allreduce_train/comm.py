@@ -277,15 +277,16 @@ class MpiTransport:
         self._persistent += requests
         if not requests:
             return _nothing
-        start, wait, test = MPI.Prequest.Startall, MPI.Request.Waitall, MPI.Request.Testall
-        patience, sleep = PATIENCE, time.sleep
+        start, test = MPI.Prequest.Startall, MPI.Request.Testall
+        pause, now = PATIENCE.pause, time.monotonic
 
         def run() -> None:
             try:
                 start(requests)
-                while patience.computing and not test(requests):  # under backward: sleep
-                    sleep(PAUSE_S)
-                wait(requests)
+                if not test(requests):  # (Patience: how the wait spends its time)
+                    begun = now()
+                    while not test(requests):
+                        pause(now() - begun)
             except MPI.Exception as exc:
                 _peer_lost(exc, sends, recvs)
 
@@ -365,7 +366,7 @@ def _nothing() -> None:
 class Inbox:
     """One receive of any tag posted per source, into that source's buffer (as bytes:
     whatever a message holds, a 0-byte request, a gradient, a pair of integers). `next`
-    takes a message that is in (MPI_Waitsome: every source with one in gets its turn before
+    takes a message that is in (MPI_Testsome: every source with one in gets its turn before
     any gets another); `again` posts the source's receive anew once its message is handled.
     One receive at a time per source takes its messages in the order they were sent (MPI's
     non-overtaking rule), and a source that sends nothing, or stopped halfway through a
@@ -390,8 +391,12 @@ class Inbox:
         """(source, tag, bytes) of a message in, waiting until one is if none is: its bytes
         lie at the start of the source's buffer, whose receive stays unposted until `again`."""
         if not self._in:
-            try:
-                done = MPI.Request.Waitsome(self._requests, self._statuses)
+            try:  # MPI_Testsome until one is in (Patience: how the wait spends its time)
+                done, begun = MPI.Request.Testsome(self._requests, self._statuses), None
+                while done == []:
+                    begun = begun or time.monotonic()
+                    PATIENCE.pause(time.monotonic() - begun)
+                    done = MPI.Request.Testsome(self._requests, self._statuses)
             except MPI.Exception as exc:
                 if not lost(exc):
                     raise
