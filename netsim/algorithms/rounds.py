@@ -4,6 +4,7 @@ machinery several algorithms share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -50,9 +51,10 @@ class Round:
             span = (int(c.min()), int(c.max()), int(c.sum())) if len(c) else (0, 0, 0)
             object.__setattr__(self, "span", span)
 
-    @property
+    @cached_property
     def adds(self) -> np.ndarray:
-        """Per transfer: does its receiver add (reduce) rather than overwrite?"""
+        """Per transfer: does its receiver add (reduce) rather than overwrite? (Read-only; made
+        once: the executors and the simulator ask it of every round, often.)"""
         return np.broadcast_to(np.asarray(self.reduce, dtype=bool), self.count.shape)
 
     @property
