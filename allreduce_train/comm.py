@@ -257,53 +257,39 @@ class MpiTransport:
         self._persistent: list = []  # prepare()'s requests, freed with the communicator
 
     def exchange(self, sends, recvs, tag: int = 0) -> None:
-        """sends: [(dst, view)], recvs: [(src, view)]; returns when all have completed. The
-        shapes a schedule's rounds mostly take get the blocking call that does just that.
-        A failure names the peers (PeerLost)."""
+        """sends: [(dst, view)], recvs: [(src, view)]; returns when all have completed
+        (MPI_Irecv, MPI_Isend, then a patient wait: _wait). A failure names the peers
+        (PeerLost)."""
         try:
-            self._exchange(sends, recvs, tag)
+            requests = [self._comm.Irecv(buf, src, tag) for src, buf in recvs]
+            requests += [self._comm.Isend(buf, dst, tag) for dst, buf in sends]
+            _wait(requests)
         except MPI.Exception as exc:
             _peer_lost(exc, sends, recvs)
 
     def prepare(self, sends, recvs, tag: int = 0):
         """The same exchange on these same views, made once and run many times: persistent
-        requests (MPI_Send_init, MPI_Recv_init; one MPI_Startall and MPI_Waitall a call).
-        Measured on 2 ranks (bench/README.md): 0.4-0.9 us less per round than Sendrecv, which
-        in turn beats Isend/Irecv/Waitall by 1.3 us; at 4 KiB that is the difference between
-        behind and ahead of MPI_Allreduce. Returns a callable of no arguments."""
+        requests (MPI_Send_init, MPI_Recv_init; one MPI_Startall and a patient wait, _wait,
+        a call). Measured on 2 ranks (bench/README.md), with MPI_Waitall: 0.4-0.9 us less
+        per round than Sendrecv, which in turn beat Isend/Irecv/Waitall by 1.3 us; at 4 KiB
+        that is the difference between behind and ahead of MPI_Allreduce. Returns a
+        callable of no arguments."""
         comm = self._comm
         requests = [comm.Recv_init(buf, src, tag) for src, buf in recvs]
         requests += [comm.Send_init(buf, dst, tag) for dst, buf in sends]
         self._persistent += requests
         if not requests:
             return _nothing
-        start, test = MPI.Prequest.Startall, MPI.Request.Testall
-        pause, now = PATIENCE.pause, time.monotonic
+        start = MPI.Prequest.Startall
 
         def run() -> None:
             try:
                 start(requests)
-                if not test(requests):  # (Patience: how the wait spends its time)
-                    begun = now()
-                    while not test(requests):
-                        pause(now() - begun)
+                _wait(requests)
             except MPI.Exception as exc:
                 _peer_lost(exc, sends, recvs)
 
         return run
-
-    def _exchange(self, sends, recvs, tag: int) -> None:
-        if len(sends) == 1 and len(recvs) == 1:
-            (dst, sbuf), (src, rbuf) = sends[0], recvs[0]
-            self._comm.Sendrecv(sbuf, dst, tag, rbuf, src, tag)
-        elif len(sends) == 1 and not recvs:
-            self._comm.Send(sends[0][1], sends[0][0], tag)
-        elif len(recvs) == 1 and not sends:
-            self._comm.Recv(recvs[0][1], recvs[0][0], tag)
-        else:
-            requests = [self._comm.Irecv(buf, src, tag) for src, buf in recvs]
-            requests += [self._comm.Isend(buf, dst, tag) for dst, buf in sends]
-            MPI.Request.Waitall(requests)
 
     def probe(self) -> tuple[int, int]:
         """(source, tag) of the next message to arrive from anyone (a parameter server's
@@ -329,7 +315,7 @@ class MpiTransport:
         def wait(patience_s: float | None = None) -> bool:
             try:
                 if patience_s is None:
-                    MPI.Request.Waitall(requests)
+                    _wait(requests)
                     return True
                 return _test_for(requests, patience_s)
             except MPI.Exception as exc:
@@ -415,6 +401,18 @@ class Inbox:
             request.Cancel()
         _test_for(live, patience_s)
         self._requests = [MPI.REQUEST_NULL] * len(self._sources)
+
+
+def _wait(requests: list) -> None:
+    """MPI_Waitall, as Patience waits: MPI_Testall between pauses, not MPICH's spin. Every
+    wait of the transport is this one (measured in bench/README.md, "Waits that leave the
+    cores to the work": a Downpour replica spinning for its fetch held the server's core)."""
+    test = MPI.Request.Testall
+    if not test(requests):
+        pause, now = PATIENCE.pause, time.monotonic
+        begun = now()
+        while not test(requests):
+            pause(now() - begun)
 
 
 def _test_for(requests: list, patience_s: float) -> bool:

@@ -130,7 +130,7 @@ def timed_round(world: World, work, iters: int) -> tuple[float, float]:
 
 def pingpong(world: World, transport: Transport, nbytes: int):
     """One round trip between ranks 0 and 1 (the other ranks do nothing); halved by caller.
-    One send or one receive per exchange: MPI_Send and MPI_Recv (comm.MpiTransport)."""
+    One send or one receive per exchange, waited for as the executors wait (comm._wait)."""
     buf = np.zeros(nbytes, dtype=np.uint8)
     exchange = transport.exchange
 
