@@ -9,7 +9,7 @@ import sys
 # cores (maths.backend: threadpool_limits): OpenBLAS otherwise starts a thread per core in
 # every rank at import, each spinning a while, p ranks at once on the same cores. Measured (a
 # 2-step run on 2 and 3 ranks over 2 cores, 8 alternated runs each): 9-13% less CPU, 7-11% less
-# wall. A thread count the user set is theirs.
+# wall. Where the user set a thread count, the pool starts as they set it.
 if not {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"} & set(os.environ):
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
 

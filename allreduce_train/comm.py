@@ -377,12 +377,10 @@ class Inbox:
         """(source, tag, bytes) of a message in, waiting until one is if none is: its bytes
         lie at the start of the source's buffer, whose receive stays unposted until `again`."""
         if not self._in:
-            try:  # MPI_Testsome until one is in (Patience: how the wait spends its time)
-                done, begun = MPI.Request.Testsome(self._requests, self._statuses), None
-                while done == []:
-                    begun = begun or time.monotonic()
-                    PATIENCE.pause(time.monotonic() - begun)
-                    done = MPI.Request.Testsome(self._requests, self._statuses)
+            try:  # MPI_Testsome until one is in ([]: none yet; None: none posted)
+                done = _patiently(
+                    lambda: (d := MPI.Request.Testsome(self._requests, self._statuses)) != [] and d
+                )
             except MPI.Exception as exc:
                 if not lost(exc):
                     raise
@@ -403,16 +401,23 @@ class Inbox:
         self._requests = [MPI.REQUEST_NULL] * len(self._sources)
 
 
-def _wait(requests: list) -> None:
-    """MPI_Waitall, as Patience waits: MPI_Testall between pauses, not MPICH's spin. Every
-    wait of the transport is this one (measured in bench/README.md, "Waits that leave the
-    cores to the work": a Downpour replica spinning for its fetch held the server's core)."""
-    test = MPI.Request.Testall
-    if not test(requests):
+def _patiently(test):
+    """test()'s first answer that is not False, asked between Patience's pauses: how every
+    wait of the transport spends its time, where MPICH's own wait spins (measured in
+    bench/README.md, "Waits that leave the cores to the work": a Downpour replica spinning
+    for its fetch held the server's core)."""
+    answer = test()
+    if answer is False:
         pause, now = PATIENCE.pause, time.monotonic
         begun = now()
-        while not test(requests):
+        while (answer := test()) is False:
             pause(now() - begun)
+    return answer
+
+
+def _wait(requests: list) -> None:
+    """MPI_Waitall, waited for patiently (MPI_Testall between pauses)."""
+    _patiently(lambda: MPI.Request.Testall(requests))
 
 
 def _test_for(requests: list, patience_s: float) -> bool:
