@@ -1,10 +1,12 @@
 """Rank program: each rank's local rank (from splitting the communicator by shared memory),
-the device it would bind among 2, and its backend's description, to OUT.<rank> as JSON.
+the device it would bind among 2, its backend's description and the UCX_MEM_EVENTS it ran
+with, to OUT.<rank> as JSON.
 
     local_ranks.py OUT
 """
 
 import json
+import os
 import sys
 
 from allreduce_train.comm import World, install_abort_hook
@@ -20,6 +22,7 @@ with open(f"{sys.argv[1]}.{world.rank}", "w") as f:
             "local_size": world.local_size,
             "gpu_of_2": backend.gpu_for(world.local_rank, 2),
             "device": dev.description,
+            "ucx_mem_events": os.environ.get("UCX_MEM_EVENTS"),
         },
         f,
     )

@@ -13,6 +13,7 @@ import types
 
 import pytest
 
+from allreduce_train import comm
 from allreduce_train.exchange import factory
 from allreduce_train.exits import UsageError
 from allreduce_train.maths import backend
@@ -64,6 +65,21 @@ def test_local_ranks_come_from_the_shared_memory_split(tmp_path):
     assert [s["gpu_of_2"] for s in seen] == [s["local_rank"] % 2 for s in seen]
     if NO_CUPY:
         assert all("no GPU" in s["device"] for s in seen)
+    # a job on one node: UCX's memory hooks are left out (comm._one_node_job), unless set
+    assert [s["ucx_mem_events"] for s in seen] == [os.environ.get("UCX_MEM_EVENTS", "no")] * 3
+
+
+def test_ucx_keeps_its_memory_hooks_where_ranks_span_nodes():
+    """UCX_MEM_EVENTS=no only where the launcher put every rank on this node (or none
+    started the process): across nodes UCX's registration cache needs the hooks."""
+    one = comm._one_node_job
+    assert one({})  # a singleton
+    assert one({"PMI_SIZE": "4", "MPI_LOCALNRANKS": "4"})
+    assert not one({"PMI_SIZE": "8", "MPI_LOCALNRANKS": "4"})
+    assert not one({"PMI_SIZE": "8"})  # a launcher that does not say
+    assert one({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"})
+    assert not one({"OMPI_COMM_WORLD_SIZE": "16", "OMPI_COMM_WORLD_LOCAL_SIZE": "8"})
+    assert not one({"SLURM_STEP_NUM_TASKS": "2"})
 
 
 def gpu_backend(devices=1):
